@@ -1,0 +1,119 @@
+//! Command-line definitions (clap). Flag names are the recipe keys in kebab-case.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "edgeforge", version, about = "Make small language models fit edge hardware")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe a model: architecture, parameters by kind, tensor types, bits per weight, file size.
+    Inspect(InspectArgs),
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Convert a model to another format.
+    Convert(ConvertArgs),
+    /// Tokenize a text with a model's tokenizer (to compare with llama-tokenize).
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub path: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every tensor with its shape and type.
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Perplexity with llama.cpp's protocol (non-overlapping chunks, second half of each chunk scored).
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    /// A .gguf file or a Hugging Face folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A text file, or a dataset name or file name from datasets/ (e.g. wiki.test.raw).
+    #[arg(long)]
+    pub text: String,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Tokens per forward call.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Score at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ThreadsArg {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConvertTarget {
+    /// A Hugging Face folder: config.json, model.safetensors, tokenizer.json.
+    HfSafetensors,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FloatDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The model to convert (.gguf file or HF folder).
+    pub input: PathBuf,
+    #[arg(long)]
+    pub to: ConvertTarget,
+    /// Output folder (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Float type of the written weights; f32 keeps dequantized GGUF weights exactly.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: FloatDtype,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A text file, or a dataset name or file name from datasets/.
+    #[arg(long)]
+    pub text: String,
+    /// Print the ids, one per line (default: only the count).
+    #[arg(long)]
+    pub ids: bool,
+    /// Prepend BOS if the model's add_bos says so (as llama-tokenize does by default).
+    #[arg(long)]
+    pub add_special: bool,
+}

@@ -1,0 +1,260 @@
+//! One function per subcommand: call the libraries, print the result.
+
+use std::time::Instant;
+
+use anyhow::anyhow;
+use edgeforge_core::summary::{summarize, ModelSummary};
+use edgeforge_core::Model;
+use edgeforge_eval::datasets::resolve_text;
+use edgeforge_eval::{PerplexityOptions, PerplexityResult};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, ConvertArgs, ConvertTarget, EvalCommand, FloatDtype, InspectArgs, PerplexityArgs, TokenizeArgs};
+use crate::exit::Failure;
+use crate::progress;
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Inspect(a) => inspect(a),
+        Command::Eval(EvalCommand::Perplexity(a)) => eval_perplexity(a),
+        Command::Convert(a) => convert(a),
+        Command::Tokenize(a) => tokenize(a),
+    }
+}
+
+fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, Failure> {
+    let n = match threads {
+        Some(0) => return Err(Failure::BadInput(anyhow!("--threads must be at least 1"))),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| Failure::Internal(anyhow!("cannot start {n} worker threads: {e}")))
+}
+
+fn load(path: &std::path::Path) -> Result<Model, Failure> {
+    let bar = progress::spinner("loading model");
+    let model = edgeforge_core::load_model(path);
+    bar.finish_and_clear();
+    Ok(model?)
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Internal(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<(), Failure> {
+    let model = load(&a.path)?;
+    let summary = summarize(&model);
+    if a.json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            summary: &'a ModelSummary,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tensors: Option<Vec<TensorRow>>,
+        }
+        let tensors = a.tensors.then(|| tensor_rows(&model));
+        return print_json(&Out { summary: &summary, tensors });
+    }
+    print!("{}", render_summary(&summary));
+    if a.tensors {
+        println!("\ntensors");
+        for t in tensor_rows(&model) {
+            println!("  {:<28} {:>16} {:>6} {:>12} bytes", t.name, format!("{:?}", t.shape), t.dtype, t.bytes);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TensorRow {
+    name: String,
+    shape: Vec<usize>,
+    dtype: &'static str,
+    bytes: usize,
+}
+
+fn tensor_rows(model: &Model) -> Vec<TensorRow> {
+    model
+        .tensors
+        .iter()
+        .map(|(name, t)| TensorRow { name: name.clone(), shape: t.shape.clone(), dtype: t.dtype().name(), bytes: t.storage_bytes() })
+        .collect()
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn render_summary(s: &ModelSummary) -> String {
+    use std::fmt::Write;
+    let c = &s.config;
+    let mut o = String::new();
+    let _ = writeln!(o, "model         {} ({:?}, {} bytes)", s.path, s.format, thousands(s.file_bytes));
+    let _ = writeln!(o, "sha256        {}", s.sha256);
+    let _ = writeln!(
+        o,
+        "architecture  {}: {} layers, n_embd {}, {} heads ({} kv) x {}, ffn {}, vocab {}, context {}",
+        c.architecture, c.n_layers, c.n_embd, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ff, c.vocab_size, c.context_length
+    );
+    let _ = writeln!(
+        o,
+        "              rope base {}, rms eps {:e}, output head {}",
+        c.rope_base,
+        c.rms_eps,
+        if c.tied_embeddings { "tied to token_embd" } else { "separate" }
+    );
+    let _ = writeln!(
+        o,
+        "tokenizer     vocab {}, bos {:?}, eos {:?}, add_bos {}",
+        s.tokenizer.vocab_size, s.tokenizer.bos_id, s.tokenizer.eos_id, s.tokenizer.add_bos
+    );
+    let _ = writeln!(o, "\n{:<12} {:>8} {:>14} {:>14} {:>8}", "kind", "tensors", "params", "bytes", "bits/w");
+    let mut row = |label: &str, f: &edgeforge_core::summary::Footprint| {
+        let _ = writeln!(o, "{:<12} {:>8} {:>14} {:>14} {:>8.3}", label, f.tensors, thousands(f.params), thousands(f.bytes), f.bits_per_weight);
+    };
+    for (kind, f) in &s.by_kind {
+        row(kind.name(), f);
+    }
+    row("total", &s.total);
+    let _ = writeln!(o, "\n{:<12} {:>8} {:>14} {:>14} {:>8}", "type", "tensors", "params", "bytes", "bits/w");
+    for (ty, f) in &s.by_type {
+        let _ = writeln!(o, "{:<12} {:>8} {:>14} {:>14} {:>8.3}", ty, f.tensors, thousands(f.params), thousands(f.bytes), f.bits_per_weight);
+    }
+    o
+}
+
+#[derive(Serialize)]
+struct PerplexityReport {
+    perplexity: f64,
+    ppl_stderr: f64,
+    tokens_scored: usize,
+    chunks: usize,
+    ctx: usize,
+    batch: usize,
+    /// Seconds spent in the chunk loop (forward passes and scoring), as llama-perplexity's timing covers.
+    seconds: f64,
+    /// Tokens run through the model (chunks × ctx) per second of `seconds`.
+    tokens_per_second: f64,
+    load_seconds: f64,
+    tokenize_seconds: f64,
+    threads: usize,
+    model: String,
+    model_sha256: String,
+    text: String,
+    text_sha256: String,
+    text_tokens: usize,
+    running_perplexity: Vec<f64>,
+    edgeforge_version: &'static str,
+}
+
+fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
+    let opts = PerplexityOptions { ctx: a.ctx, batch: a.batch, max_chunks: a.chunks };
+    opts.validate()?;
+    let pool = thread_pool(a.threads.threads)?;
+    let text = resolve_text(&a.text)?;
+    pool.install(|| {
+        let t_load = Instant::now();
+        let model = load(&a.model)?;
+        let weights = edgeforge_runtime::weights_from_model(&model)?;
+        let runtime = edgeforge_runtime::LlamaRuntime::new(weights).map_err(|e| Failure::BadInput(e.into()))?;
+        let load_seconds = t_load.elapsed().as_secs_f64();
+
+        let t_tok = Instant::now();
+        let tokens = model.tokenizer.encode(&text.text, true).map_err(|e| Failure::BadInput(e.into()))?;
+        let tokenize_seconds = t_tok.elapsed().as_secs_f64();
+        let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
+
+        let n_chunks = (tokens.len() / a.ctx).min(a.chunks.unwrap_or(usize::MAX));
+        let bar = progress::chunks_bar(n_chunks);
+        let t_eval = Instant::now();
+        let result: PerplexityResult = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |p| {
+            bar.set_position(p.chunks_done as u64);
+            bar.set_message(format!("ppl {:.4}", p.perplexity));
+        })?;
+        let seconds = t_eval.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+
+        let report = PerplexityReport {
+            perplexity: result.perplexity,
+            ppl_stderr: result.ppl_stderr,
+            tokens_scored: result.tokens_scored,
+            chunks: result.chunks,
+            ctx: result.ctx,
+            batch: result.batch,
+            seconds,
+            tokens_per_second: (result.chunks * result.ctx) as f64 / seconds,
+            load_seconds,
+            tokenize_seconds,
+            threads: rayon::current_num_threads(),
+            model: a.model.display().to_string(),
+            model_sha256: model.source.sha256.clone(),
+            text: text.path.display().to_string(),
+            text_sha256: text.sha256.clone(),
+            text_tokens: result.text_tokens,
+            running_perplexity: result.running_perplexity.clone(),
+            edgeforge_version: env!("CARGO_PKG_VERSION"),
+        };
+        if a.json {
+            return print_json(&report);
+        }
+        let running: Vec<String> =
+            report.running_perplexity.iter().enumerate().map(|(i, p)| format!("[{}]{:.4}", i + 1, p)).collect();
+        println!("{}", running.join(" "));
+        println!(
+            "perplexity {:.4} ± {:.5} over {} chunks of {} tokens ({} scored); {:.2} s, {:.1} tokens/s, {} threads",
+            report.perplexity, report.ppl_stderr, report.chunks, report.ctx, report.tokens_scored, report.seconds,
+            report.tokens_per_second, report.threads
+        );
+        Ok(())
+    })
+}
+
+fn convert(a: ConvertArgs) -> Result<(), Failure> {
+    let model = load(&a.input)?;
+    let dtype = match a.dtype {
+        FloatDtype::F32 => edgeforge_export::hf::FloatType::F32,
+        FloatDtype::F16 => edgeforge_export::hf::FloatType::F16,
+        FloatDtype::Bf16 => edgeforge_export::hf::FloatType::BF16,
+    };
+    let out = match a.to {
+        ConvertTarget::HfSafetensors => {
+            let bar = progress::spinner("writing Hugging Face folder");
+            let r = edgeforge_export::hf::write_hf_dir(&model, &a.out, dtype, a.force);
+            bar.finish_and_clear();
+            r?
+        }
+    };
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<(), Failure> {
+    let text = resolve_text(&a.text)?;
+    let model = load(&a.model)?;
+    let ids = model.tokenizer.encode(&text.text, a.add_special).map_err(|e| Failure::BadInput(e.into()))?;
+    if a.ids {
+        let mut out = String::with_capacity(ids.len() * 6);
+        for id in &ids {
+            out.push_str(&id.to_string());
+            out.push('\n');
+        }
+        print!("{out}");
+    } else {
+        println!("{}", ids.len());
+    }
+    Ok(())
+}

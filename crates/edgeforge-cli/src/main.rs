@@ -1,0 +1,20 @@
+//! The `edgeforge` binary: parse arguments, call the libraries, print, map errors to exit codes
+//! (0 ok, 1 a gate or check failed, 2 bad input, 3 internal or environment error).
+
+mod cli;
+mod commands;
+mod exit;
+mod progress;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match commands::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("edgeforge: error: {}", failure.message());
+            std::process::ExitCode::from(failure.code())
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The llama architecture: which tensors a model must have, with which shapes, and what kind each one is.
+
+use serde::Serialize;
+
+use crate::model::ModelConfig;
+
+pub const SUPPORTED_ARCHITECTURES: [&str; 1] = ["llama"];
+
+/// Parameter groups for `inspect` and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TensorKind {
+    Embedding,
+    Attention,
+    Mlp,
+    Norm,
+    Output,
+    Other,
+}
+
+impl TensorKind {
+    pub fn of(name: &str) -> Self {
+        if name == "token_embd.weight" {
+            TensorKind::Embedding
+        } else if name == "output.weight" {
+            TensorKind::Output
+        } else if name.ends_with("_norm.weight") {
+            TensorKind::Norm
+        } else if name.contains(".attn_") {
+            TensorKind::Attention
+        } else if name.contains(".ffn_") {
+            TensorKind::Mlp
+        } else {
+            TensorKind::Other
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorKind::Embedding => "embedding",
+            TensorKind::Attention => "attention",
+            TensorKind::Mlp => "mlp",
+            TensorKind::Norm => "norm",
+            TensorKind::Output => "output",
+            TensorKind::Other => "other",
+        }
+    }
+}
+
+/// Every tensor a llama model of this config must have, with its row-major shape.
+/// `output.weight` is listed only when the head is not tied to the embedding.
+pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (e, q, kv, ff) = (cfg.n_embd, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_ff);
+    let mut out = vec![
+        ("token_embd.weight".to_owned(), vec![cfg.vocab_size, e]),
+        ("output_norm.weight".to_owned(), vec![e]),
+    ];
+    if !cfg.tied_embeddings {
+        out.push(("output.weight".to_owned(), vec![cfg.vocab_size, e]));
+    }
+    for l in 0..cfg.n_layers {
+        for (suffix, shape) in [
+            ("attn_norm.weight", vec![e]),
+            ("attn_q.weight", vec![q, e]),
+            ("attn_k.weight", vec![kv, e]),
+            ("attn_v.weight", vec![kv, e]),
+            ("attn_output.weight", vec![e, q]),
+            ("ffn_norm.weight", vec![e]),
+            ("ffn_gate.weight", vec![ff, e]),
+            ("ffn_up.weight", vec![ff, e]),
+            ("ffn_down.weight", vec![e, ff]),
+        ] {
+            out.push((format!("blk.{l}.{suffix}"), shape));
+        }
+    }
+    out
+}
+
+/// A hyper-parameter that cannot describe a working model: (field, value, why).
+pub fn check_config(cfg: &ModelConfig) -> Result<(), (&'static str, String, &'static str)> {
+    let positive = [
+        ("vocab_size", cfg.vocab_size),
+        ("hidden_size", cfg.n_embd),
+        ("num_hidden_layers", cfg.n_layers),
+        ("num_attention_heads", cfg.n_heads),
+        ("num_key_value_heads", cfg.n_kv_heads),
+        ("head_dim", cfg.head_dim),
+        ("intermediate_size", cfg.n_ff),
+    ];
+    for (field, v) in positive {
+        if v == 0 {
+            return Err((field, v.to_string(), "must be positive"));
+        }
+        // Bounds every allocation sized from the config well below what a real model needs.
+        if v > 1 << 24 {
+            return Err((field, v.to_string(), "is implausibly large (over 16,777,216)"));
+        }
+    }
+    if !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
+        return Err(("num_key_value_heads", cfg.n_kv_heads.to_string(), "must divide num_attention_heads"));
+    }
+    if !cfg.head_dim.is_multiple_of(2) {
+        return Err(("head_dim", cfg.head_dim.to_string(), "must be even for rotary embeddings"));
+    }
+    if !(cfg.rope_base.is_finite() && cfg.rope_base > 0.0) {
+        return Err(("rope_theta", cfg.rope_base.to_string(), "must be a positive number"));
+    }
+    if !(cfg.rms_eps.is_finite() && cfg.rms_eps > 0.0) {
+        return Err(("rms_norm_eps", cfg.rms_eps.to_string(), "must be a positive number"));
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! edgeforge-core: the model IR, the ggml block-format table, GGUF and Hugging Face readers, and the
+//! HF↔GGUF layout conventions. Every other edgeforge crate builds on these types.
+
+pub mod arch;
+pub mod blocks;
+pub mod dtype;
+pub mod error;
+pub mod gguf;
+pub mod hash;
+pub mod layout;
+mod load;
+mod load_gguf;
+mod load_hf;
+mod mmap;
+pub mod model;
+pub mod summary;
+
+pub use dtype::GgmlType;
+pub use error::{Error, Result};
+pub use load::load_model;
+pub use model::{Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
+pub use edgeforge_tokenizer::Tokenizer;

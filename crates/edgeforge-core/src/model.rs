@@ -1,0 +1,140 @@
+//! The one in-memory model representation every loader produces and every pass, runtime and writer reads.
+//!
+//! Conventions (see `layout.rs` for the conversions):
+//! - tensors are keyed by their canonical GGUF names (`blk.3.ffn_down.weight`);
+//! - shapes are row-major, outermost first (PyTorch order: a linear weight is `[out, in]`);
+//! - Q and K projection rows are in llama.cpp's order (RoPE on adjacent pairs), whatever the source file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::blocks;
+use crate::dtype::GgmlType;
+use crate::error::{Error, Result};
+
+/// Hyper-parameters as used by the runtime (resolved from config.json or GGUF metadata).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    pub context_length: usize,
+    pub tied_embeddings: bool,
+}
+
+/// Tensor contents: raw format blocks exactly as read (so quantized blocks stay reachable), or floats.
+#[derive(Debug, Clone)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    /// Rows of whole blocks of `dtype` (F16 and BF16 count as one-element blocks).
+    Blocks { dtype: GgmlType, bytes: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    /// Row-major, outermost first; the last dimension is the contiguous row.
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn n_elems(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn dtype(&self) -> GgmlType {
+        match &self.data {
+            TensorData::F32(_) => GgmlType::F32,
+            TensorData::Blocks { dtype, .. } => *dtype,
+        }
+    }
+
+    pub fn storage_bytes(&self) -> usize {
+        match &self.data {
+            TensorData::F32(v) => v.len() * 4,
+            TensorData::Blocks { bytes, .. } => bytes.len(),
+        }
+    }
+
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Float values in row-major order (dequantized, rows in parallel).
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
+        match &self.data {
+            TensorData::F32(v) => Ok(v.clone()),
+            TensorData::Blocks { dtype, bytes } => {
+                let row_len = self.row_len();
+                let n_rows = self.n_elems().checked_div(row_len).unwrap_or(0);
+                blocks::dequantize_rows(*dtype, bytes, n_rows, row_len)
+                    .map_err(|source| Error::Block { tensor: name.to_owned(), source })
+            }
+        }
+    }
+}
+
+/// Where a model came from, for reports and reproducibility.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSource {
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    /// sha256 of the model file (GGUF), or of config.json then each safetensors file in name order (HF).
+    pub sha256: String,
+    pub file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceFormat {
+    Gguf,
+    HfSafetensors,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub tensors: BTreeMap<String, Tensor>,
+    pub tokenizer: edgeforge_tokenizer::Tokenizer,
+    pub source: ModelSource,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("tensors", &self.tensors.len())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Model {
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor { path: self.source.path.clone(), tensor: name.to_owned() })
+    }
+
+    /// Float copy of a tensor, checking it has the shape the architecture expects.
+    pub fn tensor_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        if t.shape != expected {
+            return Err(Error::TensorShape {
+                path: self.source.path.clone(),
+                tensor: name.to_owned(),
+                expected: expected.to_vec(),
+                got: t.shape.clone(),
+            });
+        }
+        t.to_f32(name)
+    }
+}

@@ -1,0 +1,154 @@
+//! Evaluation and calibration texts: manifests (compiled in from `datasets/*.yaml`) and the run-time lookup.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{EvalError, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetManifest {
+    pub name: String,
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub licence: String,
+    #[serde(rename = "use")]
+    pub intended_use: String,
+    pub source_url: String,
+    pub how_to_get: String,
+}
+
+const MANIFEST_SOURCES: [(&str, &str); 4] = [
+    ("wikitext-2-test.yaml", include_str!("../../../datasets/wikitext-2-test.yaml")),
+    ("wikitext-2-valid.yaml", include_str!("../../../datasets/wikitext-2-valid.yaml")),
+    ("wikitext-2-test-tokens.yaml", include_str!("../../../datasets/wikitext-2-test-tokens.yaml")),
+    ("tinyshakespeare.yaml", include_str!("../../../datasets/tinyshakespeare.yaml")),
+];
+
+/// The manifests shipped with this build.
+pub fn manifests() -> Result<Vec<DatasetManifest>> {
+    MANIFEST_SOURCES
+        .iter()
+        .map(|(file, text)| {
+            serde_saphyr::from_str(text)
+                .map_err(|e| EvalError::Manifest { file: (*file).to_owned(), reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// A text located on disk and checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedText {
+    pub path: PathBuf,
+    /// The manifest it matched, if it was asked for by name.
+    pub dataset: Option<String>,
+    pub sha256: String,
+    pub text: String,
+}
+
+/// Folders searched for a named dataset, in order.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("EDGEFORGE_DATA") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for anc in cwd.ancestors() {
+            let d = anc.join("shared").join("data");
+            if d.is_dir() {
+                dirs.push(d);
+                break;
+            }
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/edgeforge/data"));
+    }
+    dirs
+}
+
+/// `spec` is a path to an existing file, a dataset name (`wikitext-2-test`) or a manifest's file name
+/// (`wiki.test.raw`).
+pub fn resolve_text(spec: &str) -> Result<ResolvedText> {
+    let as_path = Path::new(spec);
+    if as_path.is_file() {
+        return read_text(as_path, None);
+    }
+    let all = manifests()?;
+    let Some(m) = all.iter().find(|m| m.name == spec || m.file == spec) else {
+        return Err(EvalError::UnknownText {
+            spec: spec.to_owned(),
+            known: all.iter().map(|m| format!("{} ({})", m.name, m.file)).collect(),
+        });
+    };
+    let dirs = search_dirs();
+    for dir in &dirs {
+        let candidate = dir.join(&m.file);
+        if candidate.is_file() {
+            let resolved = read_text(&candidate, Some(m.name.clone()))?;
+            if resolved.sha256 != m.sha256 {
+                return Err(EvalError::CorruptText {
+                    path: candidate,
+                    name: m.name.clone(),
+                    expected: m.sha256.clone(),
+                    got: resolved.sha256,
+                    how_to_get: m.how_to_get.clone(),
+                });
+            }
+            return Ok(resolved);
+        }
+    }
+    Err(EvalError::MissingText {
+        name: m.name.clone(),
+        file: m.file.clone(),
+        searched: dirs,
+        how_to_get: m.how_to_get.clone(),
+        source_url: m.source_url.clone(),
+    })
+}
+
+fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
+    if bytes.is_empty() {
+        return Err(EvalError::EmptyText { path: path.to_path_buf() });
+    }
+    let sha256 = edgeforge_core::hash::sha256_hex(&[&bytes]);
+    let text = String::from_utf8(bytes).map_err(|e| EvalError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })?;
+    Ok(ResolvedText { path: path.to_path_buf(), dataset, sha256, text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_manifests_parse_and_are_distinct() {
+        let all = manifests().unwrap();
+        assert_eq!(all.len(), MANIFEST_SOURCES.len());
+        for m in &all {
+            assert_eq!(m.sha256.len(), 64, "{}", m.name);
+            assert_eq!(all.iter().filter(|o| o.name == m.name || o.file == m.file).count(), 1);
+        }
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.txt");
+        std::fs::write(&p, b"").unwrap();
+        let e = resolve_text(p.to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, EvalError::EmptyText { .. }), "{e}");
+        assert!(e.to_string().contains("empty.txt"));
+    }
+
+    #[test]
+    fn unknown_name_lists_known_ones() {
+        let e = resolve_text("no-such-dataset").unwrap_err();
+        assert!(e.to_string().contains("wikitext-2-test"), "{e}");
+    }
+}

@@ -1,0 +1,8 @@
+//! edgeforge-eval: scoring a model. Perplexity with llama.cpp's protocol and the lookup of evaluation texts.
+
+pub mod datasets;
+pub mod error;
+pub mod perplexity;
+
+pub use error::{EvalError, Result};
+pub use perplexity::{perplexity, ChunkProgress, PerplexityOptions, PerplexityResult};

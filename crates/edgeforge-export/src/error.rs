@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: already exists; pass --force to replace it or choose another --out", path.display())]
+    Exists { path: PathBuf },
+    #[error("{0}")]
+    Model(#[from] edgeforge_core::Error),
+    #[error("{}: tokenizer: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: edgeforge_tokenizer::TokenizerError,
+    },
+    #[error("{}: safetensors: {reason}", path.display())]
+    Safetensors { path: PathBuf, reason: String },
+}
+
+impl ExportError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ExportError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,8 @@
+//! edgeforge-export: writers from the model IR to files other tools load. Writers never run a model.
+
+pub mod atomic;
+pub mod error;
+pub mod gguf;
+pub mod hf;
+
+pub use error::{ExportError, Result};

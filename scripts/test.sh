@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command from the README: fetch the reference model if it is not cached, then run every test
+# (tiny models built by the tests, the real model against llama.cpp's figures, the bad-input catalogue).
+# One profile (release) for tests and the binary, so dependencies compile once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
+EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"
+export EDGEFORGE_TEST_MODEL
+if [[ ! -d ../shared/data ]]; then
+  echo "test.sh: ../shared/data (the evaluation texts) is missing beside this checkout" >&2
+  exit 2
+fi
+cargo test --release --workspace --locked "$@"

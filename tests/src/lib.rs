@@ -1,0 +1,170 @@
+//! Support for edgeforge's integration tests: tiny llama models written as real GGUF files, and the
+//! location of the reference model and evaluation texts.
+
+use std::path::{Path, PathBuf};
+
+use edgeforge_core::gguf::{MetaArray, MetaValue};
+use edgeforge_core::GgmlType;
+use edgeforge_export::gguf::{GgufTensor, GgufWriter};
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The reference model: `$EDGEFORGE_TEST_MODEL`, else fetched (or found cached) by scripts/fetch-model.sh.
+pub fn reference_model() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGEFORGE_TEST_MODEL") {
+        return PathBuf::from(p);
+    }
+    let script = repo_root().join("scripts/fetch-model.sh");
+    let out = std::process::Command::new("bash").arg(&script).output().expect("run scripts/fetch-model.sh");
+    assert!(out.status.success(), "fetch-model.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A folder holding the shared evaluation texts (`shared/data` beside the repository).
+pub fn shared_data() -> PathBuf {
+    let d = repo_root().parent().map(|p| p.join("shared/data")).unwrap_or_default();
+    assert!(d.is_dir(), "{} not found: the tests expect ../shared/data beside the repository", d.display());
+    d
+}
+
+/// SplitMix64: deterministic test data without a rand dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-scale, scale).
+    pub fn uniform(&mut self, scale: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        (u * 2.0 - 1.0) * scale
+    }
+}
+
+/// GPT-2's byte → printable-character map used by byte-level BPE vocabularies.
+pub fn byte_level_alphabet() -> Vec<String> {
+    let mut printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut map = vec![0u32; 256];
+    for &b in &printable {
+        map[b as usize] = b;
+    }
+    let mut next = 256;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            map[b as usize] = next;
+            next += 1;
+        }
+    }
+    printable.clear();
+    map.iter().map(|&c| char::from_u32(c).map(String::from).unwrap_or_default()).collect()
+}
+
+/// Shape of a tiny test model.
+#[derive(Debug, Clone)]
+pub struct TinySpec {
+    pub n_embd: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub n_ff: usize,
+    pub tied: bool,
+    pub seed: u64,
+    /// Store matrices as F16 instead of F32.
+    pub f16: bool,
+}
+
+impl Default for TinySpec {
+    fn default() -> Self {
+        Self { n_embd: 32, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 48, tied: true, seed: 7, f16: false }
+    }
+}
+
+/// Token strings and merges of the tiny vocabulary: 2 control tokens, 256 byte symbols, a few merges.
+pub fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
+    let mut tokens = vec!["<|endoftext|>".to_owned(), "<|im_start|>".to_owned()];
+    let mut types = vec![3, 3];
+    for s in byte_level_alphabet() {
+        tokens.push(s);
+        types.push(1);
+    }
+    let merges: Vec<String> = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "Ġ =", "o n"].iter().map(|s| (*s).to_owned()).collect();
+    for m in &merges {
+        tokens.push(m.replace(' ', ""));
+        types.push(1);
+    }
+    (tokens, types, merges)
+}
+
+/// A complete tiny llama model as GGUF bytes, with tokenizer metadata a real loader accepts.
+pub fn tiny_gguf(spec: &TinySpec) -> GgufWriter {
+    let (tokens, types, merges) = tiny_vocab();
+    let vocab = tokens.len();
+    let head_dim = spec.n_embd / spec.n_heads;
+    let mut w = GgufWriter::new();
+    let s = |x: &str| MetaValue::Str(x.to_owned());
+    w.meta("general.architecture", s("llama"))
+        .meta("general.name", s("edgeforge tiny test model"))
+        .meta("llama.context_length", MetaValue::U32(256))
+        .meta("llama.embedding_length", MetaValue::U32(spec.n_embd as u32))
+        .meta("llama.block_count", MetaValue::U32(spec.n_layers as u32))
+        .meta("llama.feed_forward_length", MetaValue::U32(spec.n_ff as u32))
+        .meta("llama.attention.head_count", MetaValue::U32(spec.n_heads as u32))
+        .meta("llama.attention.head_count_kv", MetaValue::U32(spec.n_kv_heads as u32))
+        .meta("llama.rope.freq_base", MetaValue::F32(10_000.0))
+        .meta("llama.rope.dimension_count", MetaValue::U32(head_dim as u32))
+        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
+        .meta("tokenizer.ggml.model", s("gpt2"))
+        .meta("tokenizer.ggml.pre", s("smollm"))
+        .meta("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::Str(tokens)))
+        .meta("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(types)))
+        .meta("tokenizer.ggml.merges", MetaValue::Array(MetaArray::Str(merges)))
+        .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(0))
+        .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(0))
+        .meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(false));
+    let mut rng = Rng::new(spec.seed);
+    let mut add = |w: &mut GgufWriter, name: String, shape: Vec<usize>, norm: bool| {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = (0..n).map(|_| if norm { 1.0 + rng.uniform(0.2) } else { rng.uniform(0.3) }).collect();
+        let (dtype, bytes) = if spec.f16 && !norm {
+            (GgmlType::F16, vals.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect())
+        } else {
+            (GgmlType::F32, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+        w.tensor(GgufTensor { name, shape, dtype, bytes });
+    };
+    let (e, q, kv, ff) = (spec.n_embd, spec.n_heads * head_dim, spec.n_kv_heads * head_dim, spec.n_ff);
+    add(&mut w, "token_embd.weight".into(), vec![vocab, e], false);
+    for l in 0..spec.n_layers {
+        add(&mut w, format!("blk.{l}.attn_norm.weight"), vec![e], true);
+        add(&mut w, format!("blk.{l}.attn_q.weight"), vec![q, e], false);
+        add(&mut w, format!("blk.{l}.attn_k.weight"), vec![kv, e], false);
+        add(&mut w, format!("blk.{l}.attn_v.weight"), vec![kv, e], false);
+        add(&mut w, format!("blk.{l}.attn_output.weight"), vec![e, q], false);
+        add(&mut w, format!("blk.{l}.ffn_norm.weight"), vec![e], true);
+        add(&mut w, format!("blk.{l}.ffn_gate.weight"), vec![ff, e], false);
+        add(&mut w, format!("blk.{l}.ffn_up.weight"), vec![ff, e], false);
+        add(&mut w, format!("blk.{l}.ffn_down.weight"), vec![e, ff], false);
+    }
+    add(&mut w, "output_norm.weight".into(), vec![e], true);
+    if !spec.tied {
+        add(&mut w, "output.weight".into(), vec![vocab, e], false);
+    }
+    w
+}
+
+/// Write the tiny model to `dir/name` and return its path.
+pub fn write_tiny_gguf(dir: &Path, name: &str, spec: &TinySpec) -> PathBuf {
+    let p = dir.join(name);
+    tiny_gguf(spec).write(&p).expect("write tiny gguf");
+    p
+}

@@ -1,0 +1,98 @@
+//! Tiny models built by the test: the GGUF and Hugging Face load paths agree exactly, and `convert` keeps
+//! every weight and logit.
+
+use edgeforge_core::{load_model, GgmlType, SourceFormat};
+use edgeforge_export::hf::{write_hf_dir, FloatType};
+use edgeforge_runtime::{weights_from_model, LlamaRuntime};
+use edgeforge_tests::{write_tiny_gguf, TinySpec};
+
+fn logits(model: &edgeforge_core::Model, tokens: &[u32]) -> Vec<f32> {
+    let rt = LlamaRuntime::new(weights_from_model(model).unwrap()).unwrap();
+    let mut cache = rt.new_cache(tokens.len());
+    rt.forward(&mut cache, tokens, 0).unwrap()
+}
+
+#[test]
+fn tiny_gguf_loads_with_expected_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { tied: false, ..TinySpec::default() };
+    let m = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+    assert_eq!(m.source.format, SourceFormat::Gguf);
+    assert_eq!((m.config.n_layers, m.config.n_heads, m.config.n_kv_heads, m.config.head_dim), (2, 4, 2, 8));
+    assert!(!m.config.tied_embeddings);
+    assert_eq!(m.config.vocab_size, m.tokenizer.vocab_size());
+    let s = edgeforge_core::summary::summarize(&m);
+    let v = m.config.vocab_size as u64;
+    let expected = 2 * v * 32 + 32 + 2 * (2 * 32 + 2 * 32 * 32 + 2 * 16 * 32 + 3 * 48 * 32);
+    assert_eq!(s.total.params, expected);
+    assert_eq!(s.by_type["F32"].params, expected);
+}
+
+#[test]
+fn convert_to_hf_and_back_gives_identical_weights_and_logits() {
+    for spec in [
+        TinySpec::default(),
+        TinySpec { tied: false, seed: 11, ..TinySpec::default() },
+        TinySpec { f16: true, seed: 12, n_heads: 2, n_kv_heads: 1, ..TinySpec::default() },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+        let out = dir.path().join("hf");
+        write_hf_dir(&gguf, &out, FloatType::F32, false).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(out.join(f).is_file(), "{f} missing");
+        }
+        let hf = load_model(&out).unwrap();
+        assert_eq!(hf.source.format, SourceFormat::HfSafetensors);
+        assert_eq!(hf.config, gguf.config);
+        assert_eq!(hf.tensors.keys().collect::<Vec<_>>(), gguf.tensors.keys().collect::<Vec<_>>());
+        for (name, t) in &gguf.tensors {
+            assert_eq!(hf.tensors[name].to_f32(name).unwrap(), t.to_f32(name).unwrap(), "{name}");
+        }
+        let text = "the cat in the hat = 42";
+        let ids = gguf.tokenizer.encode(text, true).unwrap();
+        assert_eq!(hf.tokenizer.encode(text, true).unwrap(), ids);
+        assert_eq!(logits(&hf, &ids), logits(&gguf, &ids), "logits differ for {spec:?}");
+    }
+}
+
+#[test]
+fn hf_folder_stores_q_and_k_in_rotate_half_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec::default();
+    let gguf = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+    let out = dir.path().join("hf");
+    write_hf_dir(&gguf, &out, FloatType::F32, false).unwrap();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors_view(&bytes, "model.layers.1.self_attn.k_proj.weight");
+    let gg = gguf.tensors["blk.1.attn_k.weight"].to_f32("k").unwrap();
+    let (head_dim, row) = (8, 32);
+    // HF row i of a head is GGUF row 2i; HF row i + head_dim/2 is GGUF row 2i + 1.
+    for head in 0..2 {
+        for i in 0..head_dim / 2 {
+            let hf_a = &st[(head * head_dim + i) * row..][..row];
+            let hf_b = &st[(head * head_dim + i + head_dim / 2) * row..][..row];
+            assert_eq!(hf_a, &gg[(head * head_dim + 2 * i) * row..][..row]);
+            assert_eq!(hf_b, &gg[(head * head_dim + 2 * i + 1) * row..][..row]);
+        }
+    }
+}
+
+/// Read one F32 tensor from a safetensors file by hand (header: u64 length + JSON), independent of our loader.
+fn safetensors_view(bytes: &[u8], name: &str) -> Vec<f32> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let off = &header[name]["data_offsets"];
+    let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+    assert_eq!(header[name]["dtype"], "F32");
+    bytes[8 + n + a..8 + n + b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn f16_tensors_stay_raw_until_dequantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { f16: true, ..TinySpec::default() };
+    let m = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+    assert_eq!(m.tensors["blk.0.ffn_up.weight"].dtype(), GgmlType::F16);
+    assert_eq!(m.tensors["blk.0.ffn_norm.weight"].dtype(), GgmlType::F32);
+}
