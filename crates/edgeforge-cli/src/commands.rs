@@ -103,7 +103,7 @@ fn render_summary(s: &ModelSummary) -> String {
     use std::fmt::Write;
     let c = &s.config;
     let mut o = String::new();
-    let _ = writeln!(o, "model         {} ({:?}, {} bytes)", s.path, s.format, thousands(s.file_bytes));
+    let _ = writeln!(o, "model         {} ({}, {} bytes)", s.path, s.format, thousands(s.file_bytes));
     let _ = writeln!(o, "sha256        {}", s.sha256);
     let _ = writeln!(
         o,

@@ -100,6 +100,15 @@ pub enum SourceFormat {
     HfSafetensors,
 }
 
+impl std::fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceFormat::Gguf => "gguf",
+            SourceFormat::HfSafetensors => "hf-safetensors",
+        })
+    }
+}
+
 pub struct Model {
     pub config: ModelConfig,
     pub tensors: BTreeMap<String, Tensor>,
