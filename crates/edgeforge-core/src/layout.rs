@@ -29,7 +29,7 @@ const GLOBAL_NAMES: [(&str, &str); 3] = [
 
 /// HF tensor name → canonical GGUF name; `None` for tensors we do not use (e.g. rotary inv_freq buffers).
 pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
-    if let Some((_, g)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
+    if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
         return Some((*g).to_owned());
     }
     let rest = hf.strip_prefix("model.layers.")?;
