@@ -1,0 +1,201 @@
+//! Matrix multiply through the `gemm` crate (packed, SIMD with runtime CPU detection, rayon-parallel).
+//! Matrices are strided views, so a row-major `[out, in]` weight is used transposed without a copy.
+#![allow(unsafe_code)]
+
+use gemm::Parallelism;
+
+/// A read-only strided matrix view: element (r, c) is `data[offset + r * row_stride + c * col_stride]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A dense row-major `rows × cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, offset: 0, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a dense row-major `rows × cols` matrix (so `cols × rows`).
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, offset: 0, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
+    }
+
+    /// Every element this view can address lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return self.offset <= self.data.len();
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|a| (self.cols - 1).checked_mul(self.col_stride).and_then(|b| a.checked_add(b)))
+            .and_then(|x| x.checked_add(self.offset));
+        last.is_some_and(|l| l < self.data.len())
+    }
+}
+
+/// How many threads a product may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// The current rayon pool.
+    Pool,
+    /// This thread only (the caller already parallelizes, e.g. over attention heads).
+    Single,
+}
+
+/// `out[m × n] (row-major, row stride out_stride, col offset out_offset) = a[m × k] · b[k × n]`,
+/// or `+=` when `accumulate`. Returns `false` (and does nothing) if any view is out of bounds or the
+/// shapes disagree; callers treat that as an internal error.
+#[must_use]
+pub fn matmul(
+    out: &mut [f32],
+    out_offset: usize,
+    out_stride: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    threads: Threads,
+) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || !a.in_bounds() || !b.in_bounds() {
+        return false;
+    }
+    let out_view = MatRef { data: out, offset: out_offset, rows: m, cols: n, row_stride: out_stride, col_stride: 1 };
+    if !out_view.in_bounds() || (m > 1 && out_stride < n) {
+        return false;
+    }
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                out[out_offset + r * out_stride..][..n].fill(0.0);
+            }
+        }
+        return true;
+    }
+    let parallelism = match threads {
+        Threads::Pool if rayon::current_num_threads() > 1 => Parallelism::Rayon(rayon::current_num_threads()),
+        _ => Parallelism::None,
+    };
+    // SAFETY: `in_bounds` proved that every (row, col) of `a` (m × k), `b` (k × n) and the output (m × n with
+    // row stride `out_stride >= n`, so rows do not overlap) maps to an index inside its slice, so gemm's
+    // strided reads and writes stay inside live allocations. `out` is borrowed mutably and cannot alias
+    // `a` or `b`, which are shared borrows. Strides are converted to isize from values bounded by slice
+    // lengths, which never exceed isize::MAX.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr().add(out_offset),
+            1,
+            out_stride as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+        let mut out = vec![0f32; a.rows * b.cols];
+        for r in 0..a.rows {
+            for c in 0..b.cols {
+                let mut s = 0f64;
+                for i in 0..a.cols {
+                    let x = a.data[a.offset + r * a.row_stride + i * a.col_stride];
+                    let y = b.data[b.offset + i * b.row_stride + c * b.col_stride];
+                    s += f64::from(x) * f64::from(y);
+                }
+                out[r * b.cols + c] = s as f32;
+            }
+        }
+        out
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn matches_scalar_reference_for_dense_transposed_and_offset_views() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 64, 9), (1, 576, 192), (64, 33, 130)] {
+            let a_data = data(m * k, 1);
+            let w = data(n * k, 2); // a row-major [n, k] weight, used transposed
+            let a = MatRef::row_major(&a_data, m, k);
+            let b = MatRef::transposed(&w, n, k);
+            for threads in [Threads::Pool, Threads::Single] {
+                let mut out = vec![0f32; m * n];
+                assert!(matmul(&mut out, 0, n, a, b, false, threads));
+                close(&out, &scalar(a, b));
+            }
+        }
+        // A column block of a wider matrix (as attention heads are), written into a column block of the output.
+        let big = data(6 * 20, 3);
+        let a = MatRef { data: &big, offset: 4, rows: 6, cols: 8, row_stride: 20, col_stride: 1 };
+        let bd = data(8 * 5, 4);
+        let b = MatRef::row_major(&bd, 8, 5);
+        let mut out = vec![0f32; 6 * 12];
+        assert!(matmul(&mut out, 3, 12, a, b, false, Threads::Single));
+        let want = scalar(a, b);
+        for r in 0..6 {
+            close(&out[r * 12 + 3..r * 12 + 8], &want[r * 5..r * 5 + 5]);
+            assert!(out[r * 12..r * 12 + 3].iter().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn accumulate_adds_to_existing_values() {
+        let ad = data(4 * 3, 5);
+        let bd = data(3 * 2, 6);
+        let (a, b) = (MatRef::row_major(&ad, 4, 3), MatRef::row_major(&bd, 3, 2));
+        let mut out = vec![1.0f32; 8];
+        assert!(matmul(&mut out, 0, 2, a, b, true, Threads::Single));
+        let want: Vec<f32> = scalar(a, b).iter().map(|x| x + 1.0).collect();
+        close(&out, &want);
+    }
+
+    #[test]
+    fn out_of_bounds_views_are_refused() {
+        let ad = data(12, 1);
+        let a = MatRef::row_major(&ad, 4, 4); // needs 16
+        let bd = data(16, 2);
+        let b = MatRef::row_major(&bd, 4, 4);
+        let mut out = vec![0f32; 16];
+        assert!(!matmul(&mut out, 0, 4, a, b, false, Threads::Single));
+        let a = MatRef::row_major(&bd, 4, 4);
+        let mut small = vec![0f32; 15];
+        assert!(!matmul(&mut small, 0, 4, a, b, false, Threads::Single));
+        let b3 = MatRef::row_major(&ad, 3, 4);
+        assert!(!matmul(&mut out, 0, 4, a, b3, false, Threads::Single));
+    }
+}

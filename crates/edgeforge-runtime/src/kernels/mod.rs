@@ -1,0 +1,4 @@
+//! Compute kernels. The only `unsafe` of the runtime lives here, behind safe wrappers that check every
+//! dimension and length first, and each wrapper is tested against a scalar reference.
+
+pub mod matmul;

@@ -1,0 +1,17 @@
+//! edgeforge-runtime: the f32 CPU forward pass for llama-family models. Batched prefill and single-token
+//! decode share one path over a KV cache; linears run through gemm on the caller's rayon pool.
+
+mod error;
+mod forward;
+mod from_model;
+pub mod kernels;
+mod kv_cache;
+mod ops;
+mod rope;
+mod weights;
+
+pub use error::RuntimeError;
+pub use forward::LlamaRuntime;
+pub use from_model::weights_from_model;
+pub use kv_cache::KvCache;
+pub use weights::{LayerWeights, LlamaWeights};

@@ -1,0 +1,48 @@
+//! Row-wise operations of the forward pass, parallel over rows.
+
+use rayon::prelude::*;
+
+/// `out[r] = x[r] / rms(x[r]) * weight`, rows of `weight.len()`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(o, xr)| {
+        let mean_sq = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
+        let scale = (1.0 / (mean_sq + f64::from(eps)).sqrt()) as f32;
+        for ((o, &v), &w) in o.iter_mut().zip(xr).zip(weight) {
+            *o = v * scale * w;
+        }
+    });
+}
+
+/// SwiGLU gate: `gate ← silu(gate) * up`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    });
+}
+
+pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    acc.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, x)| {
+        for (a, &x) in a.iter_mut().zip(x) {
+            *a += x;
+        }
+    });
+}
+
+/// Softmax of `row[..valid]` in place; entries from `valid` on (masked future positions) become 0.
+pub fn softmax_prefix(row: &mut [f32], valid: usize) {
+    let (live, masked) = row.split_at_mut(valid);
+    masked.fill(0.0);
+    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in live.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in live.iter_mut() {
+        *v *= inv;
+    }
+}
