@@ -40,10 +40,16 @@ fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
 fn truncated_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = tiny_gguf(&TinySpec::default()).to_bytes();
-    for cut in [10, 200, bytes.len() / 2, bytes.len() - 1] {
+    // Cut in the fixed header, where the counts no longer fit, inside the metadata, and in the tensor data.
+    for (cut, want) in [
+        (10, "file ends after 10 bytes"),
+        (200, "declares 20 tensors, but only 184 bytes follow"),
+        (1000, "but only"),
+        (bytes.len() / 2, "outside the file"),
+        (bytes.len() - 1, "outside the file"),
+    ] {
         let p = dir.path().join(format!("truncated-{cut}.gguf"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
-        let want = if cut == bytes.len() - 1 || cut == bytes.len() / 2 { "outside the file" } else { "file ends" };
         inspect(&p, &[&format!("truncated-{cut}.gguf"), want]);
     }
 }

@@ -1,0 +1,217 @@
+//! The runtime against a slow, obviously correct reference written here in plain loops with f64
+//! accumulation and RoPE from its formula, on tiny random models built by the test.
+
+use edgeforge_runtime::{LayerWeights, LlamaRuntime, LlamaWeights, RuntimeError};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+    fn norm(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| 1.0 + 0.2 * self.next()).collect()
+    }
+}
+
+const E: usize = 64;
+const HD: usize = 16;
+const VOCAB: usize = 50;
+
+/// Layer shapes (n_heads, n_kv_heads, n_ff): the second layer is narrower, as after pruning.
+fn model(tied: bool, seed: u64) -> LlamaWeights {
+    let mut r = Rng(seed);
+    let shapes = [(4, 2, 96), (2, 1, 64), (4, 4, 96)];
+    let layers = shapes
+        .iter()
+        .map(|&(h, kvh, ff)| LayerWeights {
+            n_heads: h,
+            n_kv_heads: kvh,
+            n_ff: ff,
+            attn_norm: r.norm(E),
+            wq: r.vec(h * HD * E, 0.25),
+            wk: r.vec(kvh * HD * E, 0.25),
+            wv: r.vec(kvh * HD * E, 0.25),
+            wo: r.vec(E * h * HD, 0.25),
+            ffn_norm: r.norm(E),
+            w_gate: r.vec(ff * E, 0.25),
+            w_up: r.vec(ff * E, 0.25),
+            w_down: r.vec(E * ff, 0.25),
+        })
+        .collect();
+    LlamaWeights {
+        vocab_size: VOCAB,
+        n_embd: E,
+        head_dim: HD,
+        rope_base: 10_000.0,
+        rms_eps: 1e-5,
+        token_embd: r.vec(VOCAB * E, 1.0),
+        layers,
+        output_norm: r.norm(E),
+        output: if tied { None } else { Some(r.vec(VOCAB * E, 0.5)) },
+    }
+}
+
+fn matvec(w: &[f32], x: &[f64], out_dim: usize) -> Vec<f64> {
+    let in_dim = x.len();
+    (0..out_dim).map(|o| (0..in_dim).map(|i| f64::from(w[o * in_dim + i]) * x[i]).sum()).collect()
+}
+
+fn rms(x: &[f64], w: &[f32], eps: f32) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let s = 1.0 / (ms + f64::from(eps)).sqrt();
+    x.iter().zip(w).map(|(v, &g)| v * s * f64::from(g)).collect()
+}
+
+/// Rotate pairs (2i, 2i+1) of each head by pos · base^(−2i/hd).
+fn rope(x: &mut [f64], pos: usize, base: f32) {
+    for head in x.chunks_mut(HD) {
+        for i in 0..HD / 2 {
+            let theta = pos as f64 * f64::from(base).powf(-2.0 * i as f64 / HD as f64);
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * theta.cos() - b * theta.sin();
+            head[2 * i + 1] = a * theta.sin() + b * theta.cos();
+        }
+    }
+}
+
+/// Logits of every position, computed one token at a time over the full history.
+fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let n = tokens.len();
+    let mut xs: Vec<Vec<f64>> =
+        tokens.iter().map(|&t| w.token_embd[t as usize * E..(t as usize + 1) * E].iter().map(|&v| f64::from(v)).collect()).collect();
+    for l in &w.layers {
+        let (qd, kvd) = (l.n_heads * HD, l.n_kv_heads * HD);
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (p, x) in xs.iter().enumerate() {
+            let xn = rms(x, &l.attn_norm, w.rms_eps);
+            let mut q = matvec(&l.wq, &xn, qd);
+            let mut k = matvec(&l.wk, &xn, kvd);
+            rope(&mut q, p, w.rope_base);
+            rope(&mut k, p, w.rope_base);
+            qs.push(q);
+            ks.push(k);
+            vs.push(matvec(&l.wv, &xn, kvd));
+        }
+        for p in 0..n {
+            let mut att = vec![0f64; qd];
+            for h in 0..l.n_heads {
+                let kvh = h / (l.n_heads / l.n_kv_heads);
+                let scores: Vec<f64> = (0..=p)
+                    .map(|j| (0..HD).map(|d| qs[p][h * HD + d] * ks[j][kvh * HD + d]).sum::<f64>() / (HD as f64).sqrt())
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for (j, s) in scores.iter().enumerate() {
+                    let pj = (s - max).exp() / z;
+                    for d in 0..HD {
+                        att[h * HD + d] += pj * vs[j][kvh * HD + d];
+                    }
+                }
+            }
+            let o = matvec(&l.wo, &att, E);
+            for (x, o) in xs[p].iter_mut().zip(o) {
+                *x += o;
+            }
+            let hn = rms(&xs[p], &l.ffn_norm, w.rms_eps);
+            let g = matvec(&l.w_gate, &hn, l.n_ff);
+            let u = matvec(&l.w_up, &hn, l.n_ff);
+            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let d = matvec(&l.w_down, &a, E);
+            for (x, d) in xs[p].iter_mut().zip(d) {
+                *x += d;
+            }
+        }
+    }
+    let head = w.output.as_deref().unwrap_or(&w.token_embd);
+    xs.iter().map(|x| matvec(head, &rms(x, &w.output_norm, w.rms_eps), VOCAB)).collect()
+}
+
+fn assert_close(got: &[f32], want: &[Vec<f64>], what: &str) {
+    let want: Vec<f64> = want.iter().flatten().copied().collect();
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((f64::from(*g) - w).abs() <= 1e-4 * scale, "{what}[{i}]: {g} vs {w} (scale {scale})");
+    }
+}
+
+const TOKENS: [u32; 11] = [3, 17, 42, 0, 49, 8, 8, 23, 5, 31, 12];
+
+#[test]
+fn prefill_matches_reference_tied_and_untied() {
+    for tied in [true, false] {
+        let w = model(tied, 99 + tied as u64);
+        let want = reference(&w, &TOKENS);
+        let rt = LlamaRuntime::new(w).unwrap();
+        let mut cache = rt.new_cache(16);
+        let got = rt.forward(&mut cache, &TOKENS, 0).unwrap();
+        assert_close(&got, &want, if tied { "tied" } else { "untied" });
+        assert_eq!(cache.len(), TOKENS.len());
+    }
+}
+
+#[test]
+fn decode_token_by_token_and_split_prefill_match_reference() {
+    let w = model(true, 5);
+    let want = reference(&w, &TOKENS);
+    let rt = LlamaRuntime::new(w).unwrap();
+    let mut cache = rt.new_cache(TOKENS.len());
+    let mut got = Vec::new();
+    for t in TOKENS {
+        got.extend(rt.forward(&mut cache, &[t], 0).unwrap());
+    }
+    assert_close(&got, &want, "decode");
+    cache.clear();
+    let mut split = rt.forward(&mut cache, &TOKENS[..4], 0).unwrap();
+    split.extend(rt.forward(&mut cache, &TOKENS[4..], 0).unwrap());
+    assert_close(&split, &want, "split prefill");
+}
+
+#[test]
+fn logits_from_returns_only_the_tail() {
+    let w = model(true, 6);
+    let want = reference(&w, &TOKENS);
+    let rt = LlamaRuntime::new(w).unwrap();
+    let mut cache = rt.new_cache(TOKENS.len());
+    let got = rt.forward(&mut cache, &TOKENS, 7).unwrap();
+    assert_close(&got, &want[7..], "tail");
+}
+
+#[test]
+fn thread_count_does_not_change_results_beyond_rounding() {
+    let rt = LlamaRuntime::new(model(false, 8)).unwrap();
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut cache = rt.new_cache(TOKENS.len());
+            rt.forward(&mut cache, &TOKENS, 0).unwrap()
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    for (a, b) in one.iter().zip(&two) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let rt = LlamaRuntime::new(model(true, 9)).unwrap();
+    let mut cache = rt.new_cache(4);
+    assert!(matches!(rt.forward(&mut cache, &[1, 2, 99], 0), Err(RuntimeError::TokenOutOfRange { id: 99, .. })));
+    assert!(matches!(rt.forward(&mut cache, &[1, 2, 3, 4, 5], 0), Err(RuntimeError::CacheFull { .. })));
+    assert!(matches!(rt.forward(&mut cache, &[1, 2], 3), Err(RuntimeError::LogitsFrom { .. })));
+    let mut w = model(true, 10);
+    w.layers[1].w_up.pop();
+    assert!(matches!(LlamaRuntime::new(w), Err(RuntimeError::WeightLength { .. })));
+    let mut w = model(true, 11);
+    w.layers[0].n_kv_heads = 3;
+    assert!(LlamaRuntime::new(w).is_err());
+}
