@@ -96,3 +96,61 @@ fn f16_tensors_stay_raw_until_dequantized() {
     assert_eq!(m.tensors["blk.0.ffn_up.weight"].dtype(), GgmlType::F16);
     assert_eq!(m.tensors["blk.0.ffn_norm.weight"].dtype(), GgmlType::F32);
 }
+
+/// A sharded folder (model.safetensors.index.json + two shard files) loads to the same model.
+#[test]
+fn sharded_hf_folder_loads_like_a_single_file() {
+    use safetensors::tensor::TensorView;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec { tied: false, ..TinySpec::default() })).unwrap();
+    let out = dir.path().join("hf");
+    write_hf_dir(&gguf, &out, FloatType::F32, false).unwrap();
+    let single = load_model(&out).unwrap();
+
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        let views: Vec<(String, TensorView<'_>)> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &out.join(file)).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), file.into());
+        }
+    }
+    std::fs::write(out.join("model.safetensors.index.json"), serde_json::json!({ "weight_map": weight_map }).to_string()).unwrap();
+    std::fs::remove_file(out.join("model.safetensors")).unwrap();
+
+    let sharded = load_model(&out).unwrap();
+    assert_eq!(sharded.config, single.config);
+    for (name, t) in &single.tensors {
+        assert_eq!(sharded.tensors[name].to_f32(name).unwrap(), t.to_f32(name).unwrap(), "{name}");
+    }
+}
+
+/// F16 and BF16 folders hold the GGUF weights rounded once to that type.
+#[test]
+fn half_precision_hf_folders_round_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec::default())).unwrap();
+    for (dtype, name, round) in [
+        (FloatType::F16, "f16", (|v: f32| half::f16::from_f32(v).to_f32()) as fn(f32) -> f32),
+        (FloatType::BF16, "bf16", |v: f32| half::bf16::from_f32(v).to_f32()),
+    ] {
+        let out = dir.path().join(name);
+        write_hf_dir(&gguf, &out, dtype, false).unwrap();
+        let hf = load_model(&out).unwrap();
+        let t = "blk.1.ffn_up.weight";
+        let want: Vec<f32> = gguf.tensors[t].to_f32(t).unwrap().into_iter().map(round).collect();
+        assert_eq!(hf.tensors[t].to_f32(t).unwrap(), want, "{name}");
+    }
+    // An existing folder is refused unless replacing is asked for, and nothing half-written is left behind.
+    let out = dir.path().join("f16");
+    assert!(write_hf_dir(&gguf, &out, FloatType::F16, false).is_err());
+    write_hf_dir(&gguf, &out, FloatType::F32, true).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
