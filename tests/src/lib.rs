@@ -1,4 +1,5 @@
 //! Support for edgeforge's integration tests: tiny llama models written as real GGUF files, and the
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failures should stop the test
 //! location of the reference model and evaluation texts.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The reference model (SmolLM2-135M-Instruct, Q4_1 GGUF) against llama.cpp's own figures.
 //! The model is fetched (or found in the cache) by scripts/fetch-model.sh; texts come from ../shared/data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use edgeforge_core::load_model;
 use edgeforge_eval::{perplexity, PerplexityOptions};
 use edgeforge_export::hf::{write_hf_dir, FloatType};

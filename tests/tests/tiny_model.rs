@@ -1,6 +1,8 @@
 //! Tiny models built by the test: the GGUF and Hugging Face load paths agree exactly, and `convert` keeps
 //! every weight and logit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use edgeforge_core::{load_model, GgmlType, SourceFormat};
 use edgeforge_export::hf::{write_hf_dir, FloatType};
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};

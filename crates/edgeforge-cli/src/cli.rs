@@ -34,6 +34,9 @@ pub struct InspectArgs {
     /// Also list every tensor with its shape and type.
     #[arg(long)]
     pub tensors: bool,
+    /// Also list the GGUF metadata keys (arrays summarized by length).
+    #[arg(long)]
+    pub metadata: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,11 +57,20 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
             summary: &'a ModelSummary,
             #[serde(skip_serializing_if = "Option::is_none")]
             tensors: Option<Vec<TensorRow>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<Vec<(String, String)>>,
         }
         let tensors = a.tensors.then(|| tensor_rows(&model));
-        return print_json(&Out { summary: &summary, tensors });
+        let metadata = if a.metadata { Some(gguf_metadata(&a.path)?) } else { None };
+        return print_json(&Out { summary: &summary, tensors, metadata });
     }
     print!("{}", render_summary(&summary));
+    if a.metadata {
+        println!("\nmetadata");
+        for (key, value) in gguf_metadata(&a.path)? {
+            println!("  {key:<44} {value}");
+        }
+    }
     if a.tensors {
         println!("\ntensors");
         for t in tensor_rows(&model) {
@@ -69,6 +78,15 @@ fn inspect(a: InspectArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// GGUF metadata keys with short renderings (arrays by length); empty for Hugging Face folders.
+fn gguf_metadata(path: &std::path::Path) -> Result<Vec<(String, String)>, Failure> {
+    if path.is_dir() {
+        return Ok(Vec::new());
+    }
+    let file = edgeforge_core::gguf::GgufFile::open(path)?;
+    Ok(file.metadata.iter().map(|(k, v)| (k.clone(), v.summary())).collect())
 }
 
 #[derive(Serialize)]
@@ -119,8 +137,11 @@ fn render_summary(s: &ModelSummary) -> String {
     );
     let _ = writeln!(
         o,
-        "tokenizer     vocab {}, bos {:?}, eos {:?}, add_bos {}",
-        s.tokenizer.vocab_size, s.tokenizer.bos_id, s.tokenizer.eos_id, s.tokenizer.add_bos
+        "tokenizer     vocab {}, bos {}, eos {}, add_bos {}",
+        s.tokenizer.vocab_size,
+        s.tokenizer.bos_id.map_or("none".to_owned(), |i| i.to_string()),
+        s.tokenizer.eos_id.map_or("none".to_owned(), |i| i.to_string()),
+        s.tokenizer.add_bos
     );
     let _ = writeln!(o, "\n{:<12} {:>8} {:>14} {:>14} {:>8}", "kind", "tensors", "params", "bytes", "bits/w");
     let mut row = |label: &str, f: &edgeforge_core::summary::Footprint| {

@@ -1,6 +1,8 @@
 //! The bad-input catalogue: each malformed file gets a one-line error naming the file and the problem,
 //! exit code 2, and no panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 
@@ -129,26 +131,32 @@ fn safetensors_header_pointing_past_the_end() {
     inspect(&hf, &["model.safetensors", "safetensors"]);
 }
 
+/// A valid HF folder whose config.json was changed by `edit`.
+fn hf_folder_with_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let hf = hf_folder(dir);
+    let cfg_path = hf.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    hf
+}
+
 #[test]
 fn config_json_missing_a_field() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = hf_folder(dir.path());
-    let cfg_path = hf.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    cfg.as_object_mut().unwrap().remove("hidden_size");
-    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let hf = hf_folder_with_config(dir.path(), |cfg| {
+        cfg.as_object_mut().unwrap().remove("hidden_size");
+    });
     inspect(&hf, &["config.json", "missing field `hidden_size`"]);
 }
 
 #[test]
 fn config_json_with_unsupported_architecture() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = hf_folder(dir.path());
-    let cfg_path = hf.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["model_type"] = "gpt_neox".into();
-    cfg["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]);
-    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let hf = hf_folder_with_config(dir.path(), |cfg| {
+        cfg["model_type"] = "gpt_neox".into();
+        cfg["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]);
+    });
     inspect(&hf, &["config.json", "unsupported architecture `gpt_neox`"]);
 }
 

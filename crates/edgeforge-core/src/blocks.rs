@@ -20,7 +20,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantize `dst.len()` elements of `dtype` from exactly the bytes they occupy.
 pub fn dequantize(dtype: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), BlockError> {
     let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
-    if dst.len() % be != 0 {
+    if !dst.len().is_multiple_of(be) {
         return Err(BlockError::PartialBlock { dtype, n_elems: dst.len(), block: be });
     }
     let expected = dst.len() / be * bb;
@@ -48,12 +48,12 @@ pub fn dequantize(dtype: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Bl
 /// A whole 2-D tensor, rows in parallel (rows are independent runs of blocks).
 pub fn dequantize_rows(dtype: GgmlType, src: &[u8], n_rows: usize, row_len: usize) -> Result<Vec<f32>, BlockError> {
     let be = dtype.block_elems();
-    if row_len % be != 0 {
+    if !row_len.is_multiple_of(be) {
         return Err(BlockError::PartialBlock { dtype, n_elems: row_len, block: be });
     }
     let row_bytes = row_len / be * dtype.block_bytes();
-    let n_elems = n_rows.checked_mul(row_len).unwrap_or(usize::MAX);
-    let expected = n_rows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+    let n_elems = n_rows.saturating_mul(row_len);
+    let expected = n_rows.saturating_mul(row_bytes);
     if src.len() != expected {
         return Err(BlockError::Length { dtype, n_elems, expected, got: src.len() });
     }

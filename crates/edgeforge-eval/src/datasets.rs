@@ -72,6 +72,11 @@ pub fn search_dirs() -> Vec<PathBuf> {
 /// `spec` is a path to an existing file, a dataset name (`wikitext-2-test`) or a manifest's file name
 /// (`wiki.test.raw`).
 pub fn resolve_text(spec: &str) -> Result<ResolvedText> {
+    resolve_text_in(spec, &search_dirs())
+}
+
+/// `resolve_text` with an explicit list of folders to search for named datasets.
+pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
     let as_path = Path::new(spec);
     if as_path.is_file() {
         return read_text(as_path, None);
@@ -83,8 +88,7 @@ pub fn resolve_text(spec: &str) -> Result<ResolvedText> {
             known: all.iter().map(|m| format!("{} ({})", m.name, m.file)).collect(),
         });
     };
-    let dirs = search_dirs();
-    for dir in &dirs {
+    for dir in dirs {
         let candidate = dir.join(&m.file);
         if candidate.is_file() {
             let resolved = read_text(&candidate, Some(m.name.clone()))?;
@@ -103,7 +107,7 @@ pub fn resolve_text(spec: &str) -> Result<ResolvedText> {
     Err(EvalError::MissingText {
         name: m.name.clone(),
         file: m.file.clone(),
-        searched: dirs,
+        searched: dirs.to_vec(),
         how_to_get: m.how_to_get.clone(),
         source_url: m.source_url.clone(),
     })
@@ -144,6 +148,27 @@ mod tests {
         let e = resolve_text(p.to_str().unwrap()).unwrap_err();
         assert!(matches!(e, EvalError::EmptyText { .. }), "{e}");
         assert!(e.to_string().contains("empty.txt"));
+    }
+
+    #[test]
+    fn named_dataset_is_found_checked_and_explained_when_missing_or_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = vec![dir.path().to_path_buf()];
+        let e = resolve_text_in("wikitext-2-test", &dirs).unwrap_err();
+        assert!(matches!(e, EvalError::MissingText { .. }), "{e}");
+        assert!(e.to_string().contains("wikitext-2-raw-v1.zip") && e.to_string().contains(&dir.path().display().to_string()), "{e}");
+        std::fs::write(dir.path().join("wiki.test.raw"), " \n = Not Robert Boulter = \n").unwrap();
+        let e = resolve_text_in("wiki.test.raw", &dirs).unwrap_err();
+        assert!(matches!(e, EvalError::CorruptText { .. }) && e.to_string().contains("173c87a5"), "{e}");
+        // The real file, where CI and developers keep it, resolves by name and by file name.
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        if shared.join("wiki.test.raw").is_file() {
+            let r = resolve_text_in("wikitext-2-test", &[dir.path().to_path_buf(), shared.clone()]);
+            assert!(matches!(r, Err(EvalError::CorruptText { .. })), "first folder wins, and its file is corrupt");
+            let r = resolve_text_in("wiki.test.raw", &[shared]).unwrap();
+            assert_eq!(r.dataset.as_deref(), Some("wikitext-2-test"));
+            assert_eq!(r.text.len(), 1_290_590);
+        }
     }
 
     #[test]

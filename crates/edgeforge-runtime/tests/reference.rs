@@ -1,6 +1,8 @@
 //! The runtime against a slow, obviously correct reference written here in plain loops with f64
 //! accumulation and RoPE from its formula, on tiny random models built by the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use edgeforge_runtime::{LayerWeights, LlamaRuntime, LlamaWeights, RuntimeError};
 
 struct Rng(u64);

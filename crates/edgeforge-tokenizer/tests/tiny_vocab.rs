@@ -1,6 +1,8 @@
 //! Tokenizer rules on a tiny byte-level vocabulary built here: merge order, digit splitting, control tokens
 //! left unparsed, BOS handling, the tokenizer.json round trip, and the errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use edgeforge_tokenizer::{GgufVocab, Tokenizer, TokenizerError};
 
 /// GPT-2's byte → printable character map.

@@ -143,31 +143,31 @@ impl GgufFile {
         })
     }
 
-    pub fn optional_f64(&self, key: &str) -> Result<Option<f64>> {
+    /// A key that may be absent; present with the wrong type is an error naming the key.
+    fn optional<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &'static str,
+        extract: impl Fn(&'a MetaValue) -> Option<T>,
+    ) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                self.key_error(GgufError::KeyType { key: key.to_owned(), expected: "number", got: v.type_name() })
-            }),
+            Some(v) => extract(v)
+                .map(Some)
+                .ok_or_else(|| self.key_error(GgufError::KeyType { key: key.to_owned(), expected, got: v.type_name() })),
         }
+    }
+
+    pub fn optional_f64(&self, key: &str) -> Result<Option<f64>> {
+        self.optional(key, "number", MetaValue::as_f64)
     }
 
     pub fn optional_str(&self, key: &str) -> Result<Option<&str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| {
-                self.key_error(GgufError::KeyType { key: key.to_owned(), expected: "string", got: v.type_name() })
-            }),
-        }
+        self.optional(key, "string", MetaValue::as_str)
     }
 
     pub fn optional_bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-                self.key_error(GgufError::KeyType { key: key.to_owned(), expected: "bool", got: v.type_name() })
-            }),
-        }
+        self.optional(key, "bool", MetaValue::as_bool)
     }
 }
 
