@@ -203,8 +203,8 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
         let bar = progress::chunks_bar(n_chunks);
         let t_eval = Instant::now();
         let result: PerplexityResult = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |p| {
-            bar.set_position(p.chunks_done as u64);
             bar.set_message(format!("ppl {:.4}", p.perplexity));
+            bar.set_position(p.chunks_done as u64);
         })?;
         let seconds = t_eval.elapsed().as_secs_f64();
         bar.finish_and_clear();
