@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgeforge_core::{load_model, GgmlType, SourceFormat};
+use edgeforge_core::{load_model, SourceFormat};
 use edgeforge_export::hf::{write_hf_dir, FloatType};
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
 use edgeforge_tests::{write_tiny_gguf, TinySpec};
@@ -95,8 +95,8 @@ fn f16_tensors_stay_raw_until_dequantized() {
     let dir = tempfile::tempdir().unwrap();
     let spec = TinySpec { f16: true, ..TinySpec::default() };
     let m = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
-    assert_eq!(m.tensors["blk.0.ffn_up.weight"].dtype(), GgmlType::F16);
-    assert_eq!(m.tensors["blk.0.ffn_norm.weight"].dtype(), GgmlType::F32);
+    assert_eq!(m.tensors["blk.0.ffn_up.weight"].format_name(), "F16");
+    assert_eq!(m.tensors["blk.0.ffn_norm.weight"].format_name(), "F32");
 }
 
 /// A sharded folder (model.safetensors.index.json + two shard files) loads to the same model.

@@ -22,6 +22,61 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Tokenize a text with a model's tokenizer (to compare with llama-tokenize).
     Tokenize(TokenizeArgs),
+    /// Run a recipe: evaluate, run the passes (checkpoint after each), evaluate, export, report.
+    Run(RunArgs),
+    /// Check a recipe without running it (files, datasets, options, pass order).
+    Validate(ValidateArgs),
+    /// Print the recipe JSON Schema (for editor completion).
+    Schema,
+    /// Compare two reports; exit 0 if every gate holds, 1 if one fails, 2 on bad input.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub recipe: PathBuf,
+    /// Output folder (report.json, report.md, artifacts, checkpoints).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue after the last matching checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the plan with estimated time and memory, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    /// Seed (default: the recipe's calibration seed, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    pub recipes: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompareFormat {
+    Md,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub base: PathBuf,
+    pub new: PathBuf,
+    #[arg(long)]
+    pub max_ppl_increase_pct: Option<f64>,
+    #[arg(long)]
+    pub min_decode_speedup: Option<f64>,
+    #[arg(long)]
+    pub max_size_bytes: Option<u64>,
+    /// Take the gates from this recipe's `gates` block (flags override).
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: CompareFormat,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +98,26 @@ pub struct InspectArgs {
 pub enum EvalCommand {
     /// Perplexity with llama.cpp's protocol (non-overlapping chunks, second half of each chunk scored).
     Perplexity(PerplexityArgs),
+    /// Prefill and decode speed, time to first token, per-token p50/p95, peak memory.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    pub gen_tokens: usize,
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

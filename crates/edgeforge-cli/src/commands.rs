@@ -19,6 +19,17 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Eval(EvalCommand::Perplexity(a)) => eval_perplexity(a),
         Command::Convert(a) => convert(a),
         Command::Tokenize(a) => tokenize(a),
+        Command::Run(a) => {
+            let pool = thread_pool(a.threads.threads)?;
+            crate::recipe_cmds::run(a, pool)
+        }
+        Command::Validate(a) => crate::recipe_cmds::validate(a),
+        Command::Schema => crate::recipe_cmds::schema(),
+        Command::Compare(a) => crate::recipe_cmds::compare_reports(a),
+        Command::Eval(EvalCommand::Latency(a)) => {
+            let pool = thread_pool(a.threads.threads)?;
+            pool.install(|| crate::recipe_cmds::latency(a))
+        }
     }
 }
 
@@ -93,7 +104,7 @@ fn gguf_metadata(path: &std::path::Path) -> Result<Vec<(String, String)>, Failur
 struct TensorRow {
     name: String,
     shape: Vec<usize>,
-    dtype: &'static str,
+    dtype: String,
     bytes: usize,
 }
 
@@ -101,7 +112,7 @@ fn tensor_rows(model: &Model) -> Vec<TensorRow> {
     model
         .tensors
         .iter()
-        .map(|(name, t)| TensorRow { name: name.clone(), shape: t.shape.clone(), dtype: t.dtype().name(), bytes: t.storage_bytes() })
+        .map(|(name, t)| TensorRow { name: name.clone(), shape: t.shape.clone(), dtype: t.format_name(), bytes: t.storage_bytes() })
         .collect()
 }
 

@@ -5,20 +5,26 @@ pub enum Failure {
     BadInput(anyhow::Error),
     /// Exit 3: I/O while writing, runtime invariants.
     Internal(anyhow::Error),
+    /// Exit 1: a gate or check failed.
+    GateFailed(anyhow::Error),
+    /// Exit 130: stopped by Ctrl-C after the last complete checkpoint.
+    Interrupted(anyhow::Error),
 }
 
 impl Failure {
     pub fn code(&self) -> u8 {
         match self {
+            Failure::GateFailed(_) => 1,
             Failure::BadInput(_) => 2,
             Failure::Internal(_) => 3,
+            Failure::Interrupted(_) => 130,
         }
     }
 
     /// One line: the error and its causes joined, newlines flattened.
     pub fn message(&self) -> String {
         let e = match self {
-            Failure::BadInput(e) | Failure::Internal(e) => e,
+            Failure::BadInput(e) | Failure::Internal(e) | Failure::GateFailed(e) | Failure::Interrupted(e) => e,
         };
         let mut parts: Vec<String> = vec![e.to_string()];
         for cause in e.chain().skip(1) {
@@ -26,6 +32,10 @@ impl Failure {
             if !parts.iter().any(|p| p.contains(&s)) {
                 parts.push(s);
             }
+        }
+        // Recipe diagnostics are one line each; everything else is flattened to one line.
+        if e.downcast_ref::<edgeforge_recipe::RecipeError>().is_some_and(|r| matches!(r, edgeforge_recipe::RecipeError::Invalid(_))) {
+            return e.to_string();
         }
         parts.join(": ").replace('\n', " ")
     }

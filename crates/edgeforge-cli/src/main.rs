@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exit;
 mod progress;
+mod recipe_cmds;
 
 use clap::Parser;
 
@@ -13,7 +14,9 @@ fn main() -> std::process::ExitCode {
     match commands::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("edgeforge: error: {}", failure.message());
+            for line in failure.message().lines() {
+                eprintln!("edgeforge: error: {line}");
+            }
             std::process::ExitCode::from(failure.code())
         }
     }

@@ -13,6 +13,8 @@ mod load_gguf;
 mod load_hf;
 mod mmap;
 pub mod model;
+pub mod pass;
+pub mod quantized;
 pub mod summary;
 
 pub use dtype::GgmlType;

@@ -48,7 +48,7 @@ pub(crate) fn check_tensors(model: &Model) -> Result<()> {
         return Err(Error::TensorType {
             path: model.source.path.clone(),
             tensor: extra.clone(),
-            dtype: model.tensors[extra].dtype().to_string(),
+            dtype: model.tensors[extra].format_name(),
             why: "the llama architecture has no such tensor",
         });
     }

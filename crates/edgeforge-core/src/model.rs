@@ -15,7 +15,7 @@ use crate::dtype::GgmlType;
 use crate::error::{Error, Result};
 
 /// Hyper-parameters as used by the runtime (resolved from config.json or GGUF metadata).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ModelConfig {
     pub architecture: String,
     pub vocab_size: usize,
@@ -37,6 +37,8 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// Rows of whole blocks of `dtype` (F16 and BF16 count as one-element blocks).
     Blocks { dtype: GgmlType, bytes: Vec<u8> },
+    /// Integer codes with per-group scales, as quantization passes produce them.
+    Quantized(crate::quantized::QuantTensor),
 }
 
 #[derive(Debug, Clone)]
@@ -51,10 +53,20 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    pub fn dtype(&self) -> GgmlType {
+    /// The storage format's name: a ggml type (`Q4_1`, `F32`) or our integer format (`int4-g64-sym`).
+    pub fn format_name(&self) -> String {
         match &self.data {
-            TensorData::F32(_) => GgmlType::F32,
-            TensorData::Blocks { dtype, .. } => *dtype,
+            TensorData::F32(_) => "F32".to_owned(),
+            TensorData::Blocks { dtype, .. } => dtype.name().to_owned(),
+            TensorData::Quantized(q) => q.format.label(self.row_len()),
+        }
+    }
+
+    pub fn is_float(&self) -> bool {
+        match &self.data {
+            TensorData::F32(_) => true,
+            TensorData::Blocks { dtype, .. } => !dtype.is_quantized(),
+            TensorData::Quantized(_) => false,
         }
     }
 
@@ -62,6 +74,7 @@ impl Tensor {
         match &self.data {
             TensorData::F32(v) => v.len() * 4,
             TensorData::Blocks { bytes, .. } => bytes.len(),
+            TensorData::Quantized(q) => q.storage_bytes(),
         }
     }
 
@@ -73,6 +86,7 @@ impl Tensor {
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         match &self.data {
             TensorData::F32(v) => Ok(v.clone()),
+            TensorData::Quantized(q) => Ok(q.dequantize(self.n_elems())),
             TensorData::Blocks { dtype, bytes } => {
                 let row_len = self.row_len();
                 let n_rows = self.n_elems().checked_div(row_len).unwrap_or(0);

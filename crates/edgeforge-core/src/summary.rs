@@ -56,7 +56,7 @@ pub fn summarize(model: &Model) -> ModelSummary {
         let (params, bytes) = (t.n_elems() as u64, t.storage_bytes() as u64);
         total.add(params, bytes);
         by_kind.entry(TensorKind::of(name)).or_default().add(params, bytes);
-        by_type.entry(t.dtype().name().to_owned()).or_default().add(params, bytes);
+        by_type.entry(t.format_name()).or_default().add(params, bytes);
     }
     ModelSummary {
         path: model.source.path.display().to_string(),

@@ -2,7 +2,9 @@
 
 pub mod datasets;
 pub mod error;
+pub mod latency;
 pub mod perplexity;
 
 pub use error::{EvalError, Result};
+pub use latency::{latency, LatencyOptions, LatencyResult};
 pub use perplexity::{perplexity, ChunkProgress, PerplexityOptions, PerplexityResult};

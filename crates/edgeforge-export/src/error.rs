@@ -20,6 +20,8 @@ pub enum ExportError {
         #[source]
         source: edgeforge_tokenizer::TokenizerError,
     },
+    #[error("{what}")]
+    Unsupported { what: String },
     #[error("{}: safetensors: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
 }

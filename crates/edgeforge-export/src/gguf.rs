@@ -88,6 +88,12 @@ impl GgufWriter {
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ExportError::io(dir, e))?;
         tmp.write_all(&self.to_bytes()).map_err(|e| ExportError::io(path, e))?;
         tmp.as_file().sync_all().map_err(|e| ExportError::io(path, e))?;
+        // Temp files are created owner-only; an artifact is meant to be shared like any output file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(|e| ExportError::io(path, e))?;
+        }
         tmp.persist(path).map_err(|e| ExportError::io(path, e.error))?;
         Ok(())
     }

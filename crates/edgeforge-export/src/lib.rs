@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod error;
 pub mod gguf;
+pub mod gguf_model;
 pub mod hf;
 
 pub use error::{ExportError, Result};

@@ -77,7 +77,7 @@ pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         None => bos_text.is_some_and(|b| post_processor_adds(&tok_json, &b)),
     };
     let add_eos = tc.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
-    Ok(Tokenizer { inner, bos_id, eos_id, add_bos, add_eos })
+    Ok(Tokenizer { inner, bos_id, eos_id, add_bos, add_eos, gguf_vocab: None })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TokenizerError> {

@@ -19,6 +19,8 @@ pub struct Tokenizer {
     eos_id: Option<u32>,
     add_bos: bool,
     add_eos: bool,
+    /// The GGUF description this tokenizer was built from (kept so GGUF exports can carry it over).
+    gguf_vocab: Option<GgufVocab>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -80,6 +82,10 @@ impl Tokenizer {
 
     pub fn add_eos(&self) -> bool {
         self.add_eos
+    }
+
+    pub fn gguf_vocab(&self) -> Option<&GgufVocab> {
+        self.gguf_vocab.as_ref()
     }
 
     pub fn token_text(&self, id: u32) -> Option<String> {

@@ -89,5 +89,6 @@ pub(crate) fn build(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
         // llama.cpp's defaults for gpt2-type vocabularies: no BOS, no EOS unless the file says so.
         add_bos: v.add_bos.unwrap_or(false),
         add_eos: v.add_eos.unwrap_or(false),
+        gguf_vocab: Some(v.clone()),
     })
 }

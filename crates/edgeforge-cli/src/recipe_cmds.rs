@@ -1,0 +1,205 @@
+//! `run`, `validate`, `schema`, `compare` and `eval latency`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::anyhow;
+use edgeforge_recipe::runner::{self, Progress, RunOptions};
+use edgeforge_recipe::{parse_recipe, RecipeError};
+use edgeforge_report::compare::{compare, GateSpec, Side};
+use edgeforge_report::Report;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{CompareArgs, CompareFormat, LatencyArgs, RunArgs, ValidateArgs};
+use crate::exit::Failure;
+
+impl From<RecipeError> for Failure {
+    fn from(e: RecipeError) -> Self {
+        match e {
+            RecipeError::Invalid(_) | RecipeError::Model(_) | RecipeError::Fetch { .. } | RecipeError::Eval(_) => {
+                Failure::BadInput(e.into())
+            }
+            RecipeError::Interrupted => Failure::Interrupted(e.into()),
+            _ => Failure::Internal(e.into()),
+        }
+    }
+}
+
+fn git_describe() -> Option<String> {
+    let out = std::process::Command::new("git").args(["describe", "--always", "--dirty", "--tags"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// indicatif bars driven by the runner's progress events.
+struct Bars {
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn event(&self, p: Progress<'_>) {
+        let Ok(mut cur) = self.current.lock() else { return };
+        match p {
+            Progress::Stage { label, total } => {
+                if let Some(b) = cur.take() {
+                    b.finish_and_clear();
+                }
+                let bar = if total > 0 {
+                    let b = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} {elapsed} (ETA {eta})")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    b
+                } else {
+                    let b = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+                    b.set_style(ProgressStyle::with_template("{spinner} {prefix} {pos} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    b.enable_steady_tick(std::time::Duration::from_millis(150));
+                    b
+                };
+                bar.set_prefix(label.to_owned());
+                *cur = Some(bar);
+            }
+            Progress::Advance { done, message } => {
+                if let Some(b) = cur.as_ref() {
+                    if let Some(m) = message {
+                        b.set_message(m);
+                    }
+                    b.set_position(done);
+                }
+            }
+            Progress::Done => {
+                if let Some(b) = cur.take() {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
+    let rf = parse_recipe(&a.recipe)?;
+    if a.dry_run {
+        for line in runner::plan(&rf)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    // A second Ctrl-C is not caught again by design of the handler: the first one asks for a clean stop.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let bars = Bars { current: Mutex::new(None) };
+    let progress = |p: Progress<'_>| bars.event(p);
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        resume: a.resume,
+        seed: a.seed,
+        cancel: &cancel,
+        progress: &progress,
+        baseline_cache: home.map(|h| h.join(".cache/edgeforge/baselines")),
+        git_describe: git_describe(),
+    };
+    let report = pool.install(|| runner::run(&rf, &opts))?;
+    bars.event(Progress::Done);
+    let b = &report.metrics_before;
+    let r = &report.metrics_after;
+    if let (Some(pb), Some(pr)) = (&b.perplexity, &r.perplexity) {
+        println!("perplexity {:.4} ± {:.4} -> {:.4} ± {:.4}", pb.perplexity, pb.ppl_stderr, pr.perplexity, pr.ppl_stderr);
+    }
+    if let (Some(lb), Some(lr)) = (&b.latency, &r.latency) {
+        println!("decode {:.1} -> {:.1} tok/s, prefill {:.1} -> {:.1} tok/s", lb.decode_tok_s, lr.decode_tok_s, lb.prefill_tok_s, lr.prefill_tok_s);
+    }
+    println!(
+        "size {} -> {} bytes, {:.3} -> {:.3} bits/weight",
+        report.model_before.bytes, report.model_after.bytes, report.model_before.bits_per_weight, report.model_after.bits_per_weight
+    );
+    for art in &report.artifacts {
+        println!("wrote {} ({} bytes)", a.out.join(&art.path).display(), art.bytes);
+    }
+    println!("report: {}", a.out.join("report.md").display());
+    if let Some(g) = &report.gates {
+        if !g.passed {
+            let failed: Vec<String> = g.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.gate, c.detail)).collect();
+            return Err(Failure::GateFailed(anyhow!("gate failed: {}", failed.join("; "))));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate(a: ValidateArgs) -> Result<(), Failure> {
+    if a.recipes.is_empty() {
+        return Err(Failure::BadInput(anyhow!("name at least one recipe file")));
+    }
+    let mut problems = Vec::new();
+    for path in &a.recipes {
+        match parse_recipe(path).and_then(|rf| edgeforge_recipe::validate::validate(&rf, false).map(|_| ())) {
+            Ok(()) => println!("{}: ok", path.display()),
+            Err(e) => problems.push(e),
+        }
+    }
+    match problems.into_iter().next() {
+        None => Ok(()),
+        Some(e) => Err(e.into()),
+    }
+}
+
+pub fn schema() -> Result<(), Failure> {
+    let schema = schemars::schema_for!(edgeforge_recipe::schema::Recipe);
+    let text = serde_json::to_string_pretty(&schema).map_err(|e| Failure::Internal(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
+pub fn compare_reports(a: CompareArgs) -> Result<(), Failure> {
+    let read = |p: &std::path::Path| Report::read(p).map_err(|e| Failure::BadInput(e.into()));
+    let (base, new) = (read(&a.base)?, read(&a.new)?);
+    let mut gates = GateSpec::default();
+    if let Some(rp) = &a.recipe {
+        let rf = parse_recipe(rp)?;
+        if let Some(g) = &rf.recipe.gates {
+            gates.max_ppl_increase_pct = g.max_ppl_increase_pct.map(|v| v.get());
+            gates.min_decode_speedup = g.min_decode_speedup.map(|v| v.get());
+            gates.max_size_bytes = g.max_size_bytes.map(|v| v.get() as u64);
+        }
+    }
+    for (flag, v) in [(&mut gates.max_ppl_increase_pct, a.max_ppl_increase_pct), (&mut gates.min_decode_speedup, a.min_decode_speedup)] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Failure::BadInput(anyhow!("gate values must be numbers >= 0, got {v}")));
+            }
+            *flag = Some(v);
+        }
+    }
+    if a.max_size_bytes.is_some() {
+        gates.max_size_bytes = a.max_size_bytes;
+    }
+    let c = compare(Side::result(&a.base.display().to_string(), &base), Side::result(&a.new.display().to_string(), &new), &gates);
+    match a.format {
+        CompareFormat::Md => print!("{}", edgeforge_report::markdown::comparison_table(&c)),
+        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Failure::Internal(e.into()))?),
+    }
+    if c.passed {
+        Ok(())
+    } else {
+        let failed: Vec<String> = c.checks.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.gate, g.detail)).collect();
+        Err(Failure::GateFailed(anyhow!("gate failed: {}", failed.join("; "))))
+    }
+}
+
+pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
+    let model = edgeforge_core::load_model(&a.model)?;
+    let runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model)?).map_err(|e| Failure::BadInput(e.into()))?;
+    let opts = edgeforge_eval::LatencyOptions { prompt_tokens: a.prompt_tokens, gen_tokens: a.gen_tokens, repeats: a.repeats, seed: a.seed };
+    let r = edgeforge_eval::latency(&runtime, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Internal(e.into()))?);
+    } else {
+        println!(
+            "prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms, per token p50 {:.2} ms p95 {:.2} ms, peak RSS {:.1} MiB, {} threads",
+            r.prefill_tok_s, r.decode_tok_s, r.ttft_ms, r.decode_p50_ms, r.decode_p95_ms, r.peak_rss_bytes as f64 / 1048576.0, r.threads
+        );
+    }
+    Ok(())
+}

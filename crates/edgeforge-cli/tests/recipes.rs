@@ -1,0 +1,167 @@
+//! Recipes through the binary: the malformed catalogue (each answered at its line and column with exit 2),
+//! validate/dry-run on good recipes, and a full run on a tiny model built by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use edgeforge_tests::{write_tiny_gguf, TinySpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgeforge");
+
+const GOOD_HEAD: &str = "version: 1\nmodel: tiny.gguf\n";
+
+/// (name, recipe text, expected "line:col", expected words in the message)
+const CASES: &[(&str, &str, &str, &[&str])] = &[
+    ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
+    ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
+    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: gptq\n", "4:", &["`gptq` is not available"]),
+    ("pass-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_szie: 32\n", "6:5", &["unknown field `group_szie`", "did you mean `group_size`?"]),
+    ("bits-wrong-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: four\n    group_size: 32\n", "5:11", &["invalid u8", "expected a whole number"]),
+    ("bits-out-of-range", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 5\n    group_size: 32\n", "5:11", &["bits = 5 is not supported"]),
+    ("group-size-odd", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 48\n", "6:17", &["group_size = 48 is not supported"]),
+    ("group-size-name", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: per-row\n", "6:17", &["per-row"]),
+    ("missing-bits", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    group_size: 32\n", "5:", &["missing field `bits`"]),
+    ("pass-key-not-first", "version: 1\nmodel: tiny.gguf\npasses:\n  - bits: 4\n    pass: quantize-rtn\n", "4:", &["must start with `pass: NAME`"]),
+    ("negative-samples", "version: 1\nmodel: tiny.gguf\ncalibration: { dataset: wikitext-2-valid, samples: -3, seq_len: 64 }\n", "3:", &["-3 is not allowed here"]),
+    ("zero-ctx", "version: 1\nmodel: tiny.gguf\neval:\n  perplexity: { dataset: wikitext-2-test, ctx: 0 }\n", "4:", &["0 is not allowed here"]),
+    ("negative-gate", "version: 1\nmodel: tiny.gguf\ngates:\n  max_ppl_increase_pct: -1.0\n", "4:", &["expected a number >= 0"]),
+    ("tabs", "version: 1\nmodel: tiny.gguf\neval:\n\tperplexity: { dataset: wikitext-2-test, ctx: 8 }\n", "4:", &["tab"]),
+    ("duplicate-key", "version: 1\nmodel: tiny.gguf\nmodel: other.gguf\n", "3:1", &["duplicate"]),
+    ("missing-model-file", "version: 1\nmodel: no-such-model.gguf\n", "2:8", &["no-such-model.gguf", "neither a known model name nor an existing path"]),
+    ("model-name-typo", "version: 1\nmodel: smollm2-135m-instruc\n", "2:8", &["did you mean `smollm2-135m-instruct`?"]),
+    ("missing-dataset", "version: 1\nmodel: tiny.gguf\neval:\n  perplexity: { dataset: no-such-text, ctx: 8 }\n", "4:", &["no-such-text", "neither an existing file nor a known dataset"]),
+    ("illegal-pass-order", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n", "7:", &["needs float weights", "already quantized"]),
+    ("group-not-dividing-model", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 64\n", "4:", &["group_size 64 does not divide"]),
+    ("unknown-target-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: tflite }\n", "4:", &["unknown variant `tflite`"]),
+    ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "1:1", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),
+    ("gate-without-measurement", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "4:", &["needs eval.latency"]),
+    ("baseline-missing", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: reports/none.json\n", "4:13", &["neither `input` nor an existing report.json"]),
+    ("wrong-version", "version: 2\nmodel: tiny.gguf\n", "1:1", &["version 2 is not supported"]),
+    ("not-a-mapping", "- just\n- a list\n", "1:", &["expected"]),
+    ("ignore-bad-glob", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    ignore: [\"blk.[\"]\n", "7:", &["not a valid glob"]),
+];
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec { n_ff: 64, ..TinySpec::default() });
+    dir
+}
+
+fn run(args: &[&str], cwd: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).current_dir(cwd).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn malformed_recipes_are_answered_at_their_line_and_column() {
+    assert!(CASES.len() >= 20);
+    let dir = setup();
+    let mut failures = Vec::new();
+    for (name, text, place, words) in CASES {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, _, stderr) = run(&["validate", path.to_str().unwrap()], dir.path());
+        let first = stderr.lines().next().unwrap_or("");
+        let want_prefix = format!("edgeforge: error: {}:{place}", path.display());
+        let ok = code == Some(2) && first.starts_with(&want_prefix) && words.iter().all(|w| first.contains(w)) && !stderr.contains("panicked");
+        if !ok {
+            failures.push(format!("{name}: exit {code:?}, wanted prefix {want_prefix} and {words:?}, got: {stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn shipped_recipes_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let recipes: Vec<String> = std::fs::read_dir(root.join("recipes"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(recipes.len() >= 3, "{recipes:?}");
+    let mut args = vec!["validate"];
+    args.extend(recipes.iter().map(String::as_str));
+    let (code, stdout, stderr) = run(&args, &root);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}
+
+#[test]
+fn good_recipe_on_a_tiny_model_runs_end_to_end() {
+    let dir = setup();
+    let text = format!(
+        "{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: 32\neval:\n  latency: {{ prompt_tokens: 8, gen_tokens: 4, repeats: 2 }}\ntargets:\n  - {{ format: gguf }}\n  - {{ format: safetensors }}\ngates:\n  max_size_bytes: 100000000\n"
+    );
+    std::fs::write(dir.path().join("r.yaml"), text).unwrap();
+    let (code, stdout, stderr) = run(&["run", "r.yaml", "--out", "out", "--dry-run"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("pass 0: quantize-rtn"), "{stdout}");
+    let (code, stdout, stderr) = run(&["run", "r.yaml", "--out", "out", "--threads", "1"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["passes"][0]["name"], "quantize-rtn");
+    assert!(report["model_after"]["bytes"].as_u64().unwrap() < report["model_before"]["bytes"].as_u64().unwrap());
+    assert!(report["metrics_after"]["latency"]["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["gates"]["passed"], true);
+    assert!(dir.path().join("out/report.md").is_file());
+    // The GGUF written loads back through our own reader with Q8_0 matrices.
+    let g = edgeforge_core::load_model(&dir.path().join("out/r.gguf")).unwrap();
+    assert_eq!(g.tensors["blk.0.ffn_up.weight"].format_name(), "Q8_0");
+    // A gate that cannot hold fails the run with exit 1, naming the gate.
+    let strict = std::fs::read_to_string(dir.path().join("r.yaml")).unwrap().replace("100000000", "1000");
+    std::fs::write(dir.path().join("strict.yaml"), strict).unwrap();
+    let (code, _, stderr) = run(&["run", "strict.yaml", "--out", "out2"], dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("max_size_bytes"), "{stderr}");
+}
+
+fn report_with(dir: &Path, name: &str, ppl: f64, decode: f64, bytes: u64) -> String {
+    let base: serde_json::Value = serde_json::json!({
+        "schema_version": 1, "edgeforge_version": "0.1.0", "recipe": null,
+        "environment": {"git_describe": null, "cpu_model": "x", "cpu_features": [], "threads": 2, "os": "linux", "seed": 0},
+        "model_before": {"path": "m", "sha256": "00", "params": 10, "bytes": bytes * 2, "bits_per_weight": 8.0, "by_kind": {}, "by_format": {}},
+        "model_after": {"path": "m", "sha256": "11", "params": 10, "bytes": bytes, "bits_per_weight": 4.5, "by_kind": {}, "by_format": {}},
+        "passes": [], "metrics_before": {"perplexity": null, "latency": null},
+        "metrics_after": {
+            "perplexity": {"perplexity": ppl, "ppl_stderr": 0.5, "ctx": 512, "chunks": 3, "tokens_scored": 765, "dataset": "wikitext-2-test", "dataset_sha256": "ab", "seconds": 1.0},
+            "latency": {"prefill_tok_s": 300.0, "decode_tok_s": decode, "ttft_ms": 10.0, "decode_p50_ms": 20.0, "decode_p95_ms": 25.0, "peak_rss_bytes": 1, "threads": 2, "prompt_tokens": 128, "gen_tokens": 64, "repeats": 5}
+        },
+        "artifacts": [], "gates": null, "seconds_total": 1.0
+    });
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec(&base).unwrap()).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn compare_exit_codes_and_markdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = report_with(dir.path(), "base.json", 20.0, 30.0, 1000);
+    let good = report_with(dir.path(), "good.json", 20.5, 45.0, 900);
+    let bad = report_with(dir.path(), "bad.json", 23.0, 31.0, 900);
+    let (code, stdout, _) = run(&["compare", &base, &good, "--max-ppl-increase-pct", "5", "--min-decode-speedup", "1.4"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("| perplexity | 20.0000 ± 0.5000 | 20.5000 ± 0.5000 | +2.50% |"), "{stdout}");
+    assert!(stdout.contains("| decode tok/s | 30.0 | 45.0 | 1.50x |"), "{stdout}");
+    assert!(stdout.contains("all gates hold"));
+    let (code, stdout, stderr) = run(&["compare", &base, &bad, "--max-ppl-increase-pct", "5", "--min-decode-speedup", "1.4"], dir.path());
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("FAIL: perplexity rose 15.00%, 10.00 points over the +5% limit"), "{stdout}");
+    assert!(stderr.contains("max_ppl_increase_pct") && stderr.contains("min_decode_speedup"), "{stderr}");
+    let (code, stdout, _) = run(&["compare", &base, &bad, "--max-size-bytes", "950", "--format", "json"], dir.path());
+    assert_eq!(code, Some(0));
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(c["passed"], true);
+    // Bad input: a missing file, a file that is not a report, an unknown schema version.
+    std::fs::write(dir.path().join("junk.json"), "{\"hello\": 1}").unwrap();
+    std::fs::write(dir.path().join("v9.json"), "{\"schema_version\": 9}").unwrap();
+    for other in ["missing.json", "junk.json", "v9.json"] {
+        let (code, _, stderr) = run(&["compare", &base, other], dir.path());
+        assert_eq!(code, Some(2), "{other}: {stderr}");
+        assert!(stderr.contains(other), "{stderr}");
+    }
+}

@@ -1,0 +1,99 @@
+//! The contract between the pipeline runner and every compression pass. A pass declares what it needs and
+//! what it changes (so `edgeforge validate` can check pass order without running anything), checks its options
+//! against a model, estimates its cost for `--dry-run`, and runs on the model in place. The runner adds
+//! timing, memory and size accounting around `run`, so passes report only what they changed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Model;
+
+/// What a pass needs from the model state before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Needs {
+    /// Weights must still be floats (pruning, distillation, a first quantization).
+    pub float_weights: bool,
+    /// Calibration text must be configured in the recipe.
+    pub calibration: bool,
+}
+
+/// What a pass does to the model state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Effects {
+    pub weights_changed: bool,
+    pub quantizes: bool,
+    pub changes_shapes: bool,
+}
+
+/// A problem with a pass's options found before running: `field` is the option's name, so the recipe
+/// crate can point at its line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionIssue {
+    pub field: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Estimate {
+    pub seconds: f64,
+    pub peak_bytes: u64,
+}
+
+/// One tensor a pass changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TensorChange {
+    pub tensor: String,
+    pub from: String,
+    pub to: String,
+    /// ‖W − W'‖ / ‖W‖ over the tensor.
+    pub rel_error: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PassOutcome {
+    pub changed: Vec<TensorChange>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Model(#[from] crate::Error),
+    #[error("tensor `{tensor}`: {message}")]
+    Tensor { tensor: String, message: String },
+}
+
+/// Run-time services a pass may use.
+pub struct PassContext<'a> {
+    pub seed: u64,
+    /// Called with (units done, units total) as the pass makes progress.
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
+    /// Set by Ctrl-C; long passes check it between units of work.
+    pub cancel: &'a AtomicBool,
+}
+
+impl PassContext<'_> {
+    pub fn check_cancel(&self) -> Result<(), PassError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(PassError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub trait Pass: Send + Sync {
+    /// The recipe's `pass:` value, kebab-case.
+    fn name(&self) -> &'static str;
+    fn needs(&self) -> Needs;
+    fn effects(&self) -> Effects;
+    /// Options as recorded in reports and hashed into checkpoint keys.
+    fn options_json(&self) -> serde_json::Value;
+    /// Checks that need the model's shapes (e.g. a group size dividing every row).
+    fn check(&self, config: &crate::ModelConfig) -> Vec<OptionIssue>;
+    fn estimate(&self, config: &crate::ModelConfig, n_params: u64) -> Estimate;
+    fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError>;
+}

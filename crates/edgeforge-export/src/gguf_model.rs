@@ -1,0 +1,144 @@
+//! Model IR → a GGUF file llama.cpp loads. Tensors read from GGUF pass through untouched; our integer
+//! tensors map exactly onto ggml blocks where the math allows (symmetric 8-bit with groups of 32k → Q8_0,
+//! symmetric 4-bit → Q4_0, since the f16 scale simply repeats per 32-block); asymmetric 4-bit becomes Q4_1
+//! with the offset rounded to f16; anything else is written as F16 (reported as a fallback).
+
+use std::path::Path;
+
+use edgeforge_core::gguf::{MetaArray, MetaValue};
+use edgeforge_core::quantized::QuantTensor;
+use edgeforge_core::{GgmlType, Model, TensorData};
+
+use crate::error::{ExportError, Result};
+use crate::gguf::{GgufTensor, GgufWriter};
+
+/// What the export did with each tensor whose format had no exact GGUF equivalent.
+#[derive(Debug, Default)]
+pub struct GgufExportNotes {
+    pub fallbacks: Vec<String>,
+}
+
+fn q8_0(q: &QuantTensor) -> Vec<u8> {
+    let n = q.codes.len();
+    let mut out = Vec::with_capacity(n / 32 * 34);
+    for b in 0..n / 32 {
+        let scale = q.scales[b * 32 / q.format.group_size];
+        out.extend_from_slice(&scale.to_le_bytes());
+        out.extend(q.codes[b * 32..(b + 1) * 32].iter().map(|&c| (c as i16 - 128) as i8 as u8));
+    }
+    out
+}
+
+fn q4_blocks(q: &QuantTensor, n: usize, with_min: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n / 32 * if with_min { 20 } else { 18 });
+    for b in 0..n / 32 {
+        let g = b * 32 / q.format.group_size;
+        let d = q.scales[g];
+        out.extend_from_slice(&d.to_le_bytes());
+        if with_min {
+            let m = half::f16::from_f32(-d.to_f32() * q.zero(g));
+            out.extend_from_slice(&m.to_le_bytes());
+        }
+        for j in 0..16 {
+            let lo = q.code(b * 32 + j);
+            let hi = q.code(b * 32 + j + 16);
+            out.push(lo | (hi << 4));
+        }
+    }
+    out
+}
+
+fn f16_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
+}
+
+pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNotes> {
+    let vocab = model.tokenizer.gguf_vocab().ok_or_else(|| ExportError::Unsupported {
+        what: "GGUF export of a model whose tokenizer came from tokenizer.json (not yet supported)".into(),
+    })?;
+    let c = &model.config;
+    let u32v = |x: usize| MetaValue::U32(x as u32);
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", MetaValue::Str("llama".into()))
+        .meta("general.name", MetaValue::Str(name.to_owned()))
+        .meta("llama.context_length", u32v(c.context_length))
+        .meta("llama.embedding_length", u32v(c.n_embd))
+        .meta("llama.block_count", u32v(c.n_layers))
+        .meta("llama.feed_forward_length", u32v(c.n_ff))
+        .meta("llama.attention.head_count", u32v(c.n_heads))
+        .meta("llama.attention.head_count_kv", u32v(c.n_kv_heads))
+        .meta("llama.rope.freq_base", MetaValue::F32(c.rope_base))
+        .meta("llama.rope.dimension_count", u32v(c.head_dim))
+        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(c.rms_eps))
+        .meta("llama.vocab_size", u32v(c.vocab_size))
+        .meta("tokenizer.ggml.model", MetaValue::Str(vocab.model.clone()))
+        .meta("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::Str(vocab.tokens.clone())))
+        .meta("tokenizer.ggml.merges", MetaValue::Array(MetaArray::Str(vocab.merges.clone())));
+    if let Some(pre) = &vocab.pre {
+        w.meta("tokenizer.ggml.pre", MetaValue::Str(pre.clone()));
+    }
+    if let Some(t) = &vocab.token_types {
+        w.meta("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(t.clone())));
+    }
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", vocab.bos_id),
+        ("tokenizer.ggml.eos_token_id", vocab.eos_id),
+        ("tokenizer.ggml.unknown_token_id", vocab.unk_id),
+        ("tokenizer.ggml.padding_token_id", vocab.pad_id),
+    ] {
+        if let Some(id) = id {
+            w.meta(key, MetaValue::U32(id));
+        }
+    }
+    for (key, flag) in [("tokenizer.ggml.add_bos_token", vocab.add_bos), ("tokenizer.ggml.add_eos_token", vocab.add_eos)] {
+        if let Some(b) = flag {
+            w.meta(key, MetaValue::Bool(b));
+        }
+    }
+
+    let mut notes = GgufExportNotes::default();
+    let mut counts: std::collections::BTreeMap<GgmlType, usize> = std::collections::BTreeMap::new();
+    for (tname, t) in &model.tensors {
+        let n = t.n_elems();
+        let (dtype, bytes) = match &t.data {
+            TensorData::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::Blocks { dtype, bytes } => (*dtype, bytes.clone()),
+            TensorData::Quantized(q) => {
+                let f = q.format;
+                let whole_blocks = f.group_size % 32 == 0 && t.row_len() % 32 == 0;
+                match (f.bits, f.symmetric, whole_blocks) {
+                    (8, true, true) => (GgmlType::Q8_0, q8_0(q)),
+                    (4, true, true) => (GgmlType::Q4_0, q4_blocks(q, n, false)),
+                    (4, false, true) => (GgmlType::Q4_1, q4_blocks(q, n, true)),
+                    _ => {
+                        notes.fallbacks.push(format!("{tname}: {} has no GGUF block type; written as F16", t.format_name()));
+                        (GgmlType::F16, f16_bytes(&q.dequantize(n)))
+                    }
+                }
+            }
+        };
+        if t.shape.len() == 2 {
+            *counts.entry(dtype).or_default() += 1;
+        }
+        w.tensor(GgufTensor { name: tname.clone(), shape: t.shape.clone(), dtype, bytes });
+    }
+    // general.file_type: llama.cpp's LlamaFileType of the most common matrix type.
+    let main = counts.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);
+    let file_type = match main {
+        Some(GgmlType::F32) => 0,
+        Some(GgmlType::F16) => 1,
+        Some(GgmlType::Q4_0) => 2,
+        Some(GgmlType::Q4_1) => 3,
+        Some(GgmlType::Q8_0) => 7,
+        Some(GgmlType::Q5_0) => 8,
+        Some(GgmlType::Q5_1) => 9,
+        Some(GgmlType::Q4_K) => 15,
+        Some(GgmlType::Q6_K) => 18,
+        Some(GgmlType::BF16) => 32,
+        None => 0,
+    };
+    w.meta("general.file_type", MetaValue::U32(file_type));
+    w.meta("general.quantization_version", MetaValue::U32(2));
+    w.write(path)?;
+    Ok(notes)
+}

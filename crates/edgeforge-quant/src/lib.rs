@@ -1,0 +1,7 @@
+//! edgeforge-quant: weight quantization passes. Each pass is one module with its typed options.
+
+pub mod options;
+pub mod rtn;
+mod select;
+
+pub use rtn::{QuantizeRtn, RtnOptions};

@@ -1,0 +1,107 @@
+//! Option types shared by quantization passes. Ranges are checked while the recipe is parsed, so a bad value
+//! is reported at its own line and column.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Bits per weight: 4 or 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "u8", into = "u8")]
+#[schemars(with = "u8")]
+pub struct Bits(u8);
+
+impl TryFrom<u8> for Bits {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            4 | 8 => Ok(Bits(v)),
+            _ => Err(format!("bits = {v} is not supported: use 4 or 8 (GPTQ adds 3)")),
+        }
+    }
+}
+
+impl From<Bits> for u8 {
+    fn from(b: Bits) -> u8 {
+        b.0
+    }
+}
+
+impl Bits {
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// Elements sharing one scale along a row: 32, 64, 128 or 256, or `per-channel` (one scale per output row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "GroupSizeRepr", into = "GroupSizeRepr")]
+#[schemars(with = "GroupSizeRepr")]
+pub enum GroupSize {
+    PerChannel,
+    Elements(usize),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GroupSizeRepr {
+    Elements(u64),
+    Named(String),
+}
+
+impl TryFrom<GroupSizeRepr> for GroupSize {
+    type Error = String;
+    fn try_from(v: GroupSizeRepr) -> Result<Self, String> {
+        match v {
+            GroupSizeRepr::Elements(n @ (32 | 64 | 128 | 256)) => Ok(GroupSize::Elements(n as usize)),
+            GroupSizeRepr::Elements(n) => Err(format!("group_size = {n} is not supported: use 32, 64, 128, 256 or per-channel")),
+            GroupSizeRepr::Named(s) if s == "per-channel" => Ok(GroupSize::PerChannel),
+            GroupSizeRepr::Named(s) => Err(format!("group_size = {s:?} is not supported: use 32, 64, 128, 256 or per-channel")),
+        }
+    }
+}
+
+impl From<GroupSize> for GroupSizeRepr {
+    fn from(g: GroupSize) -> Self {
+        match g {
+            GroupSize::PerChannel => GroupSizeRepr::Named("per-channel".into()),
+            GroupSize::Elements(n) => GroupSizeRepr::Elements(n as u64),
+        }
+    }
+}
+
+impl GroupSize {
+    /// Elements per group for rows of `row_len`.
+    pub fn for_row(self, row_len: usize) -> usize {
+        match self {
+            GroupSize::PerChannel => row_len,
+            GroupSize::Elements(n) => n,
+        }
+    }
+}
+
+/// A glob over canonical GGUF tensor names (`blk.*.attn_v.weight`), checked when the recipe is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct TensorGlob(String);
+
+impl TryFrom<String> for TensorGlob {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        glob::Pattern::new(&s).map_err(|e| format!("{s:?} is not a valid glob: {e}"))?;
+        Ok(TensorGlob(s))
+    }
+}
+
+impl From<TensorGlob> for String {
+    fn from(g: TensorGlob) -> String {
+        g.0
+    }
+}
+
+impl TensorGlob {
+    pub fn pattern(&self) -> glob::Pattern {
+        // Checked at construction, so this cannot fail; fall back to matching nothing.
+        glob::Pattern::new(&self.0).unwrap_or_else(|_| glob::Pattern::new("[]").unwrap_or_default())
+    }
+}

@@ -1,0 +1,232 @@
+//! Round-to-nearest quantization: each group of a row gets an f16 scale (and a zero point when asymmetric)
+//! from its range, and every weight the nearest code. The baseline every smarter method is measured against.
+//!
+//! ```yaml
+//! - pass: quantize-rtn
+//!   bits: 4                # 4 or 8
+//!   group_size: 64         # 32, 64, 128, 256 or per-channel
+//!   symmetric: true        # false: a zero point per group
+//!   ignore: [token_embd.weight, output.weight]   # globs over GGUF tensor names, left as they are
+//! ```
+
+use half::f16;
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
+use edgeforge_core::quantized::{QuantFormat, QuantTensor};
+use edgeforge_core::{Model, ModelConfig, TensorData};
+
+use crate::options::{Bits, GroupSize, TensorGlob};
+
+fn default_symmetric() -> bool {
+    true
+}
+
+fn default_ignore() -> Vec<TensorGlob> {
+    ["token_embd.weight", "output.weight"].iter().filter_map(|s| TensorGlob::try_from((*s).to_owned()).ok()).collect()
+}
+
+/// Options of `quantize-rtn`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtnOptions {
+    /// Bits per weight: 4 or 8.
+    pub bits: Bits,
+    /// Elements per scale along a row: 32, 64, 128, 256 or `per-channel`.
+    pub group_size: GroupSize,
+    /// Symmetric grid around zero (true) or a zero point per group (false).
+    #[serde(default = "default_symmetric")]
+    pub symmetric: bool,
+    /// Globs over GGUF tensor names to leave unquantized (default: the embedding and output head).
+    #[serde(default = "default_ignore")]
+    pub ignore: Vec<TensorGlob>,
+}
+
+pub struct QuantizeRtn {
+    pub options: RtnOptions,
+}
+
+impl QuantizeRtn {
+    pub fn new(options: RtnOptions) -> Self {
+        Self { options }
+    }
+
+    fn format(&self, row_len: usize) -> QuantFormat {
+        QuantFormat {
+            bits: self.options.bits.get(),
+            group_size: self.options.group_size.for_row(row_len),
+            symmetric: self.options.symmetric,
+        }
+    }
+}
+
+/// Quantize one row-major tensor with rows of `row_len`.
+pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat) -> QuantTensor {
+    let g = format.group_size;
+    let max_code = (format.levels() - 1) as f32;
+    let params: Vec<(f16, u8)> = values
+        .par_chunks(g)
+        .map(|group| {
+            if format.symmetric {
+                let amax = group.iter().fold(0f32, |m, &v| m.max(v.abs()));
+                let half_range = (format.levels() / 2 - 1) as f32;
+                (f16::from_f32(amax / half_range), 0)
+            } else {
+                let (lo, hi) = group.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let scale = f16::from_f32((hi - lo) / max_code);
+                let s = scale.to_f32();
+                let zero = if s > 0.0 { (-lo / s).round().clamp(0.0, max_code) as u8 } else { 0 };
+                (scale, zero)
+            }
+        })
+        .collect();
+    let zero_of = |gi: usize| if format.symmetric { (format.levels() / 2) as f32 } else { f32::from(params[gi].1) };
+    let codes_u8: Vec<u8> = values
+        .par_iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let gi = i / g;
+            let s = params[gi].0.to_f32();
+            let code = if s > 0.0 { (v / s).round() + zero_of(gi) } else { zero_of(gi) };
+            code.clamp(0.0, max_code) as u8
+        })
+        .collect();
+    let codes = if format.bits == 8 {
+        codes_u8
+    } else {
+        codes_u8.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect()
+    };
+    let _ = row_len;
+    QuantTensor {
+        format,
+        scales: params.iter().map(|p| p.0).collect(),
+        zeros: if format.symmetric { Vec::new() } else { params.iter().map(|p| p.1).collect() },
+        codes,
+    }
+}
+
+fn rel_error(a: &[f32], b: &[f32]) -> f64 {
+    let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| {
+        (n + f64::from(x - y).powi(2), d + f64::from(x).powi(2))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+impl Pass for QuantizeRtn {
+    fn name(&self) -> &'static str {
+        "quantize-rtn"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs { float_weights: true, calibration: false }
+    }
+
+    fn effects(&self) -> Effects {
+        Effects { weights_changed: true, quantizes: true, changes_shapes: false }
+    }
+
+    fn options_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.options).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
+        let rows = [
+            ("n_embd", config.n_embd),
+            ("attention width", config.n_heads * config.head_dim),
+            ("feed-forward width", config.n_ff),
+        ];
+        let mut issues = Vec::new();
+        if let GroupSize::Elements(g) = self.options.group_size {
+            for (what, len) in rows {
+                if len % g != 0 {
+                    issues.push(OptionIssue {
+                        field: "group_size",
+                        message: format!("group_size {g} does not divide the model's {what} ({len}); use a divisor or per-channel"),
+                    });
+                }
+            }
+        }
+        issues
+    }
+
+    fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
+        // Measured: ~150 M weights/s on 2 cores (dominated by dequantizing the input and rounding).
+        Estimate { seconds: n_params as f64 / 150e6 + 0.5, peak_bytes: n_params * 8 }
+    }
+
+    fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {
+        let ignore: Vec<glob::Pattern> = self.options.ignore.iter().map(TensorGlob::pattern).collect();
+        let targets = crate::select::targets(model, &ignore);
+        let mut outcome = PassOutcome::default();
+        for (done, name) in targets.iter().enumerate() {
+            cx.check_cancel()?;
+            let Some(tensor) = model.tensors.get_mut(name) else { continue };
+            let row_len = tensor.row_len();
+            let format = self.format(row_len);
+            if row_len % format.group_size != 0 {
+                return Err(PassError::Tensor {
+                    tensor: name.clone(),
+                    message: format!("row length {row_len} is not a multiple of group_size {}", format.group_size),
+                });
+            }
+            let values = tensor.to_f32(name)?;
+            let q = quantize(&values, row_len, format);
+            let from = tensor.format_name();
+            let err = rel_error(&values, &q.dequantize(values.len()));
+            tensor.data = TensorData::Quantized(q);
+            outcome.changed.push(TensorChange { tensor: name.clone(), from, to: tensor.format_name(), rel_error: err });
+            (cx.progress)(done as u64 + 1, targets.len() as u64);
+        }
+        if let Some(first) = outcome.changed.first() {
+            if first.from != "F32" && first.from != "F16" && first.from != "BF16" {
+                outcome.notes.push(format!(
+                    "input weights were {}: requantized from their dequantized values",
+                    first.from
+                ));
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 3) as f32)).collect()
+    }
+
+    #[test]
+    fn codes_reconstruct_within_half_a_step() {
+        for (bits, group, symmetric) in [(8, 64, true), (4, 32, true), (4, 64, false), (4, 128, true), (8, 128, false)] {
+            let x = data(256);
+            let f = QuantFormat { bits, group_size: group, symmetric };
+            let q = quantize(&x, 128, f);
+            assert!(q.is_consistent(x.len()));
+            let y = q.dequantize(x.len());
+            for (gi, (xs, ys)) in x.chunks(group).zip(y.chunks(group)).enumerate() {
+                let step = q.scales[gi].to_f32();
+                for (a, b) in xs.iter().zip(ys) {
+                    assert!((a - b).abs() <= 0.5 * step + 1e-3 * step + 1e-6, "{bits} {group} {symmetric}: {a} vs {b} step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_int4_uses_codes_1_to_15_and_keeps_zero_exact() {
+        let mut x = data(64);
+        x[5] = 0.0;
+        let q = quantize(&x, 64, QuantFormat { bits: 4, group_size: 32, symmetric: true });
+        assert_eq!(q.dequantize(64)[5], 0.0);
+        assert!((0..64).all(|i| (1..=15).contains(&q.code(i))));
+        assert_eq!(q.codes.len(), 32);
+    }
+}

@@ -1,0 +1,147 @@
+//! Model state after a pass, on disk: `EFCK`, a version, a JSON header (key, config, tensor table, the
+//! pass reports so far), then the tensor bytes. Written to a temporary file and renamed, so a crash leaves
+//! the previous checkpoint or the new one, never half of one. The key hashes the input model and every
+//! pass's options up to this one: a checkpoint is reused only for exactly the same prefix of work.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use edgeforge_core::quantized::{QuantFormat, QuantTensor};
+use edgeforge_core::{GgmlType, Model, ModelConfig, Tensor, TensorData};
+use edgeforge_report::PassReport;
+
+use crate::RecipeError;
+
+const MAGIC: &[u8; 4] = b"EFCK";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    key: String,
+    pass_index: usize,
+    config: ModelConfig,
+    tensors: Vec<Entry>,
+    reports: Vec<PassReport>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    /// "F32", a ggml type name, or "quantized".
+    kind: String,
+    quant: Option<QuantFormat>,
+    offset: u64,
+    len: u64,
+    scales: u64,
+    zeros: u64,
+}
+
+pub fn key(input_sha256: &str, passes: &[serde_json::Value], seed: u64) -> String {
+    let text = serde_json::json!({ "input": input_sha256, "passes": passes, "seed": seed }).to_string();
+    edgeforge_core::hash::sha256_hex(&[text.as_bytes()])
+}
+
+pub fn path_for(dir: &Path, index: usize, pass: &str) -> PathBuf {
+    dir.join(format!("{index:03}-{pass}.ckpt"))
+}
+
+fn err(path: &Path, why: impl Into<String>) -> RecipeError {
+    RecipeError::Checkpoint { path: path.to_path_buf(), why: why.into() }
+}
+
+pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: &[PassReport]) -> Result<(), RecipeError> {
+    let mut data: Vec<u8> = Vec::new();
+    let mut entries = Vec::with_capacity(model.tensors.len());
+    for (name, t) in &model.tensors {
+        let offset = data.len() as u64;
+        let (kind, quant, scales, zeros) = match &t.data {
+            TensorData::F32(v) => {
+                data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                ("F32".to_owned(), None, 0, 0)
+            }
+            TensorData::Blocks { dtype, bytes } => {
+                data.extend_from_slice(bytes);
+                (dtype.name().to_owned(), None, 0, 0)
+            }
+            TensorData::Quantized(q) => {
+                data.extend(q.scales.iter().flat_map(|s| s.to_le_bytes()));
+                data.extend_from_slice(&q.zeros);
+                data.extend_from_slice(&q.codes);
+                ("quantized".to_owned(), Some(q.format), q.scales.len() as u64, q.zeros.len() as u64)
+            }
+        };
+        entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
+    }
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec() };
+    let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let io = |e: std::io::Error| err(path, e.to_string());
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(MAGIC).map_err(io)?;
+    f.write_all(&VERSION.to_le_bytes()).map_err(io)?;
+    f.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    f.write_all(&header).map_err(io)?;
+    f.write_all(&data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Load the checkpoint at `path` into `model` (whose tokenizer and source come from the input) if its key
+/// matches; returns the pass reports recorded so far.
+pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec<PassReport>>, RecipeError> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    if bytes.len() < 16 || &bytes[..4] != MAGIC {
+        return Err(err(path, "not an edgeforge checkpoint"));
+    }
+    let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if version != VERSION {
+        return Err(err(path, format!("checkpoint version {version}, expected {VERSION}")));
+    }
+    let hlen = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| err(path, "short header"))?);
+    let hend = 16u64.checked_add(hlen).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| err(path, "header runs past the end"))? as usize;
+    let header: Header = serde_json::from_slice(&bytes[16..hend]).map_err(|e| err(path, e.to_string()))?;
+    if header.key != key {
+        return Ok(None);
+    }
+    let data = &bytes[hend..];
+    let mut tensors = std::collections::BTreeMap::new();
+    for e in header.tensors {
+        let end = e.offset.checked_add(e.len).filter(|&x| x <= data.len() as u64).ok_or_else(|| err(path, format!("tensor {} runs past the end", e.name)))?;
+        let raw = &data[e.offset as usize..end as usize];
+        let n: usize = e.shape.iter().product();
+        let tensor_data = match (e.kind.as_str(), e.quant) {
+            ("F32", _) => TensorData::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+            ("quantized", Some(format)) => {
+                let (s_len, z_len) = (e.scales as usize * 2, e.zeros as usize);
+                if raw.len() < s_len + z_len {
+                    return Err(err(path, format!("tensor {} is truncated", e.name)));
+                }
+                let q = QuantTensor {
+                    format,
+                    scales: raw[..s_len].chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect(),
+                    zeros: raw[s_len..s_len + z_len].to_vec(),
+                    codes: raw[s_len + z_len..].to_vec(),
+                };
+                if !q.is_consistent(n) {
+                    return Err(err(path, format!("tensor {} has inconsistent quantized data", e.name)));
+                }
+                TensorData::Quantized(q)
+            }
+            (name, _) => {
+                let dtype = GgmlType::SUPPORTED.into_iter().find(|t| t.name() == name).ok_or_else(|| err(path, format!("unknown tensor kind {name}")))?;
+                if dtype.bytes_for(n as u64) != Some(raw.len() as u64) {
+                    return Err(err(path, format!("tensor {} has the wrong length", e.name)));
+                }
+                TensorData::Blocks { dtype, bytes: raw.to_vec() }
+            }
+        };
+        tensors.insert(e.name, Tensor { shape: e.shape, data: tensor_data });
+    }
+    model.config = header.config;
+    model.tensors = tensors;
+    Ok(Some(header.reports))
+}

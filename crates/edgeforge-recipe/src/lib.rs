@@ -1,0 +1,50 @@
+//! edgeforge-recipe: YAML recipes (schema, `file:line:col` errors, validation), the pass registry, and the
+//! runner that executes a recipe with checkpoints after every pass.
+
+pub mod checkpoint;
+pub mod diagnostic;
+pub mod models;
+pub mod parse;
+pub mod registry;
+pub mod runner;
+pub mod schema;
+pub mod validate;
+
+use std::path::PathBuf;
+
+pub use diagnostic::Diagnostic;
+pub use parse::{parse_recipe, RecipeFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Problems in the recipe itself, each with its place.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error("model `{name}` could not be fetched: {why}")]
+    Fetch { name: String, why: String },
+    #[error("{0}")]
+    Model(#[from] edgeforge_core::Error),
+    #[error("{0}")]
+    Eval(#[from] edgeforge_eval::EvalError),
+    #[error("{0}")]
+    Export(#[from] edgeforge_export::ExportError),
+    #[error("{0}")]
+    Runtime(#[from] edgeforge_runtime::RuntimeError),
+    #[error("pass {index} ({name}): {source}")]
+    Pass {
+        index: usize,
+        name: String,
+        #[source]
+        source: edgeforge_core::pass::PassError,
+    },
+    #[error("checkpoint {}: {why}", path.display())]
+    Checkpoint { path: PathBuf, why: String },
+    #[error("interrupted; rerun with --resume to continue from the last checkpoint")]
+    Interrupted,
+}

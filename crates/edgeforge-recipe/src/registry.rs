@@ -1,0 +1,122 @@
+//! The one place that knows every pass: its recipe name, its typed options, and how to build it.
+//! Adding a pass is a variant here, a line in `PASS_NAMES`, and its options type in its own crate;
+//! the runner only ever sees `dyn Pass`.
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use edgeforge_core::pass::Pass;
+use edgeforge_quant::{QuantizeRtn, RtnOptions};
+
+#[derive(Debug, Clone)]
+pub enum PassSpec {
+    QuantizeRtn(RtnOptions),
+}
+
+/// Passes this build can run.
+pub const PASS_NAMES: [&str; 1] = ["quantize-rtn"];
+/// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
+const PLANNED: [&str; 6] = ["gptq", "awq", "prune", "reconstruct", "distill", "sensitivity"];
+
+impl PassSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PassSpec::QuantizeRtn(_) => "quantize-rtn",
+        }
+    }
+
+    pub fn build(&self) -> Box<dyn Pass> {
+        match self {
+            PassSpec::QuantizeRtn(o) => Box::new(QuantizeRtn::new(o.clone())),
+        }
+    }
+}
+
+fn unknown_pass(name: &str) -> String {
+    if PLANNED.contains(&name) {
+        return format!("pass `{name}` is not available in this version (available: {})", PASS_NAMES.join(", "));
+    }
+    format!("unknown pass `{name}`, expected one of {}", PASS_NAMES.join(", "))
+}
+
+struct PassVisitor;
+
+impl<'de> Visitor<'de> for PassVisitor {
+    type Value = PassSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a pass entry `{pass: NAME, ...options}`")
+    }
+
+    // `pass:` comes first so the rest of the entry can stream straight into the pass's typed options,
+    // which keeps every later error at its own line and column.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PassSpec, A::Error> {
+        match map.next_key::<String>()?.as_deref() {
+            Some("pass") => {}
+            Some(other) => {
+                return Err(de::Error::custom(format!(
+                    "a pass entry must start with `pass: NAME`, found `{other}` first"
+                )))
+            }
+            None => return Err(de::Error::custom("empty pass entry: expected `pass: NAME` followed by its options")),
+        }
+        let name: String = map.next_value()?;
+        let rest = de::value::MapAccessDeserializer::new(map);
+        match name.as_str() {
+            "quantize-rtn" => Ok(PassSpec::QuantizeRtn(RtnOptions::deserialize(rest)?)),
+            other => Err(de::Error::custom(unknown_pass(other))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PassSpec {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PassVisitor)
+    }
+}
+
+impl Serialize for PassSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let options = match self {
+            PassSpec::QuantizeRtn(o) => serde_json::to_value(o),
+        }
+        .map_err(serde::ser::Error::custom)?;
+        let mut map = serde_json::Map::new();
+        map.insert("pass".into(), self.name().into());
+        if let serde_json::Value::Object(o) = options {
+            map.extend(o);
+        }
+        map.serialize(s)
+    }
+}
+
+/// Options schema with a `pass` constant added in front.
+fn tagged<T: JsonSchema>(gen: &mut SchemaGenerator, name: &str) -> Schema {
+    let mut schema = T::json_schema(gen);
+    if let Some(obj) = schema.as_object_mut() {
+        if let Some(serde_json::Value::Object(props)) = obj.get_mut("properties") {
+            props.insert("pass".into(), serde_json::json!({ "const": name }));
+        }
+        match obj.get_mut("required") {
+            Some(serde_json::Value::Array(req)) => req.insert(0, "pass".into()),
+            _ => {
+                obj.insert("required".into(), serde_json::json!(["pass"]));
+            }
+        }
+    }
+    schema
+}
+
+impl JsonSchema for PassSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "PassSpec".into()
+    }
+
+    fn json_schema(gen: &mut SchemaGenerator) -> Schema {
+        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn")];
+        schemars::json_schema!({ "oneOf": variants })
+    }
+}

@@ -1,0 +1,400 @@
+//! Executes a recipe: evaluate the input (cached by model hash and eval settings), run each pass with a
+//! checkpoint after it, evaluate the result, write the targets, check the gates, write report.json and
+//! report.md. `resume` continues after the last checkpoint whose key matches; every file is written under
+//! a temporary name and renamed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use edgeforge_core::pass::PassContext;
+use edgeforge_core::summary::summarize;
+use edgeforge_core::Model;
+use edgeforge_eval::datasets::resolve_text;
+use edgeforge_eval::latency::peak_rss_bytes;
+use edgeforge_eval::{LatencyOptions, PerplexityOptions};
+use edgeforge_report::compare::{compare, GateSpec, Side};
+use edgeforge_report::{
+    Artifact, Environment, Footprint, GateOutcome, LatencyMetric, Metrics, ModelStats, PassReport, PerplexityMetric, RecipeInfo,
+    Report, REPORT_SCHEMA_VERSION,
+};
+use edgeforge_runtime::{weights_from_model, LlamaRuntime};
+
+use crate::parse::RecipeFile;
+use crate::schema::{Recipe, TargetFormat};
+use crate::validate::{resolve_path, validate};
+use crate::{checkpoint, RecipeError};
+
+/// Where the runner is, for progress bars (the CLI draws them; the library never prints).
+pub enum Progress<'a> {
+    Stage { label: &'a str, total: u64 },
+    Advance { done: u64, message: Option<String> },
+    Done,
+}
+
+pub struct RunOptions<'a> {
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    pub seed: Option<u64>,
+    pub cancel: &'a AtomicBool,
+    pub progress: &'a (dyn Fn(Progress<'_>) + Sync),
+    /// Where baseline evaluations are cached (None: no cache).
+    pub baseline_cache: Option<PathBuf>,
+    pub git_describe: Option<String>,
+}
+
+pub fn environment(seed: u64, git_describe: Option<String>) -> Environment {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |k: &str| cpuinfo.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned());
+    let wanted = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "neon", "asimd", "dotprod"];
+    let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
+    Environment {
+        git_describe,
+        cpu_model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+        cpu_features: flags.split_whitespace().filter(|f| wanted.contains(f)).map(str::to_owned).collect(),
+        threads: rayon::current_num_threads(),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        seed,
+    }
+}
+
+pub fn model_stats(model: &Model) -> ModelStats {
+    let s = summarize(model);
+    let fp = |f: &edgeforge_core::summary::Footprint| Footprint { params: f.params, bytes: f.bytes, bits_per_weight: f.bits_per_weight };
+    ModelStats {
+        path: s.path.clone(),
+        sha256: s.sha256.clone(),
+        params: s.total.params,
+        bytes: s.total.bytes,
+        bits_per_weight: s.total.bits_per_weight,
+        by_kind: s.by_kind.iter().map(|(k, f)| (k.name().to_owned(), fp(f))).collect(),
+        by_format: s.by_type.iter().map(|(k, f)| (k.clone(), fp(f))).collect(),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
+    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Perplexity and latency of `model` as the recipe's eval section asks.
+pub fn evaluate(rf: &RecipeFile, model: &Model, seed: u64, progress: &(dyn Fn(Progress<'_>) + Sync), label: &str) -> Result<Metrics, RecipeError> {
+    let r = &rf.recipe;
+    if r.eval.perplexity.is_none() && r.eval.latency.is_none() {
+        return Ok(Metrics::default());
+    }
+    let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
+    let mut metrics = Metrics::default();
+    if let Some(p) = &r.eval.perplexity {
+        let path = resolve_path(rf, &p.dataset.value);
+        let text = resolve_text(&if path.is_file() { path.display().to_string() } else { p.dataset.value.clone() })?;
+        let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+        let opts = PerplexityOptions { ctx: p.ctx.get(), batch: p.batch.map_or(p.ctx.get(), |b| b.get()), max_chunks: p.chunks.map(|c| c.get()) };
+        let total = (tokens.len() / opts.ctx).min(opts.max_chunks.unwrap_or(usize::MAX)) as u64;
+        let stage = format!("{label}: perplexity");
+        progress(Progress::Stage { label: &stage, total });
+        let t = Instant::now();
+        let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
+        let res = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |c| {
+            progress(Progress::Advance { done: c.chunks_done as u64, message: Some(format!("ppl {:.4}", c.perplexity)) });
+        })?;
+        progress(Progress::Done);
+        metrics.perplexity = Some(PerplexityMetric {
+            perplexity: res.perplexity,
+            ppl_stderr: res.ppl_stderr,
+            ctx: res.ctx,
+            chunks: res.chunks,
+            tokens_scored: res.tokens_scored,
+            dataset: text.dataset.clone().unwrap_or_else(|| text.path.display().to_string()),
+            dataset_sha256: text.sha256.clone(),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    if let Some(l) = &r.eval.latency {
+        let stage = format!("{label}: latency");
+        progress(Progress::Stage { label: &stage, total: 0 });
+        let run = || {
+            edgeforge_eval::latency(
+                &runtime,
+                &LatencyOptions { prompt_tokens: l.prompt_tokens.get(), gen_tokens: l.gen_tokens.get(), repeats: l.repeats.get(), seed },
+            )
+        };
+        let res = match l.threads {
+            Some(n) if n.get() != rayon::current_num_threads() => rayon::ThreadPoolBuilder::new()
+                .num_threads(n.get())
+                .build()
+                .map_err(|e| edgeforge_eval::EvalError::Options(e.to_string()))?
+                .install(run)?,
+            _ => run()?,
+        };
+        progress(Progress::Done);
+        metrics.latency = Some(LatencyMetric {
+            prefill_tok_s: res.prefill_tok_s,
+            decode_tok_s: res.decode_tok_s,
+            ttft_ms: res.ttft_ms,
+            decode_p50_ms: res.decode_p50_ms,
+            decode_p95_ms: res.decode_p95_ms,
+            peak_rss_bytes: res.peak_rss_bytes,
+            threads: res.threads,
+            prompt_tokens: res.prompt_tokens,
+            gen_tokens: res.gen_tokens,
+            repeats: res.repeats,
+        });
+    }
+    Ok(metrics)
+}
+
+/// The input model's metrics, from the cache when the same model was evaluated with the same settings.
+fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions<'_>) -> Result<Metrics, RecipeError> {
+    let r = &rf.recipe;
+    let settings = serde_json::json!({
+        "model": model.source.sha256,
+        "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()))),
+        "latency": r.eval.latency.as_ref().map(|l| (l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get(), l.threads.map(|t| t.get()))),
+        "threads": rayon::current_num_threads(),
+        "seed": seed,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let key = edgeforge_core::hash::sha256_hex(&[settings.to_string().as_bytes()]);
+    let cached = opts.baseline_cache.as_ref().map(|d| d.join(format!("{key}.json")));
+    if let Some(p) = &cached {
+        if let Some(m) = std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<CachedMetrics>(&b).ok()) {
+            return Ok(m.metrics);
+        }
+    }
+    let metrics = evaluate(rf, model, seed, opts.progress, "input")?;
+    if let Some(p) = &cached {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let body = serde_json::to_vec_pretty(&CachedMetrics { settings, metrics: metrics.clone() }).unwrap_or_default();
+        let _ = write_atomic(p, &body);
+    }
+    Ok(metrics)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedMetrics {
+    settings: serde_json::Value,
+    metrics: Metrics,
+}
+
+fn cancelled(opts: &RunOptions<'_>) -> Result<(), RecipeError> {
+    if opts.cancel.load(Ordering::Relaxed) {
+        Err(RecipeError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError> {
+    let t_total = Instant::now();
+    let r: &Recipe = &rf.recipe;
+    let seed = opts.seed.or_else(|| r.calibration.as_ref().map(|c| c.seed)).unwrap_or(0);
+    let validated = validate(rf, true)?;
+    let model_path = validated.model_path.clone().ok_or_else(|| RecipeError::Fetch { name: r.model.value.clone(), why: "not available".into() })?;
+    let ckpt_dir = opts.out_dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).map_err(|source| RecipeError::Io { path: ckpt_dir.clone(), source })?;
+
+    (opts.progress)(Progress::Stage { label: "loading model", total: 0 });
+    let mut model = edgeforge_core::load_model(&model_path)?;
+    (opts.progress)(Progress::Done);
+    let model_before = model_stats(&model);
+    let input_sha = model.source.sha256.clone();
+    let metrics_before = baseline_metrics(rf, &model, seed, opts)?;
+    cancelled(opts)?;
+
+    // Checkpoint keys: the input and each pass's options so far.
+    let options: Vec<serde_json::Value> = validated.passes.iter().map(|p| serde_json::json!({ "pass": p.name(), "options": p.options_json() })).collect();
+    let keys: Vec<String> = (0..options.len()).map(|i| checkpoint::key(&input_sha, &options[..=i], seed)).collect();
+    let mut reports: Vec<PassReport> = Vec::new();
+    let mut start = 0;
+    if opts.resume {
+        for i in (0..validated.passes.len()).rev() {
+            let path = checkpoint::path_for(&ckpt_dir, i, validated.passes[i].name());
+            if path.is_file() {
+                if let Some(done) = checkpoint::read_into(&path, &keys[i], &mut model)? {
+                    reports = done;
+                    start = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+
+    for (i, pass) in validated.passes.iter().enumerate().skip(start) {
+        cancelled(opts)?;
+        let before = summarize(&model);
+        let label = format!("pass {}/{}: {}", i + 1, validated.passes.len(), pass.name());
+        (opts.progress)(Progress::Stage { label: &label, total: 0 });
+        let progress = |done: u64, total: u64| {
+            let _ = total;
+            (opts.progress)(Progress::Advance { done, message: None });
+        };
+        let cx = PassContext { seed, progress: &progress, cancel: opts.cancel };
+        let t = Instant::now();
+        let outcome = pass.run(&mut model, &cx).map_err(|source| match source {
+            edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,
+            source => RecipeError::Pass { index: i, name: pass.name().to_owned(), source },
+        })?;
+        (opts.progress)(Progress::Done);
+        let after = summarize(&model);
+        reports.push(PassReport {
+            name: pass.name().to_owned(),
+            options: pass.options_json(),
+            seconds: t.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+            params_before: before.total.params,
+            params_after: after.total.params,
+            bytes_before: before.total.bytes,
+            bytes_after: after.total.bytes,
+            changed: outcome.changed,
+            notes: outcome.notes,
+        });
+        checkpoint::write(&checkpoint::path_for(&ckpt_dir, i, pass.name()), &keys[i], i, &model, &reports)?;
+    }
+    cancelled(opts)?;
+
+    let metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, "result")? };
+    cancelled(opts)?;
+
+    let mut artifacts = Vec::new();
+    let stem = rf.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    for t in &r.targets {
+        (opts.progress)(Progress::Stage { label: "writing targets", total: 0 });
+        let (path, format) = match t.format {
+            TargetFormat::Gguf => {
+                let p = opts.out_dir.join(format!("{stem}.gguf"));
+                let notes = edgeforge_export::gguf_model::write_gguf(&model, &p, &stem)?;
+                if let Some(last) = reports.last_mut() {
+                    last.notes.extend(notes.fallbacks);
+                }
+                (p, "gguf")
+            }
+            TargetFormat::Safetensors => {
+                let p = opts.out_dir.join(format!("{stem}-hf"));
+                edgeforge_export::hf::write_hf_dir(&model, &p, edgeforge_export::hf::FloatType::F16, true)?;
+                (p, "safetensors")
+            }
+        };
+        (opts.progress)(Progress::Done);
+        let (bytes, sha256) = artifact_digest(&path)?;
+        artifacts.push(Artifact {
+            path: path.strip_prefix(&opts.out_dir).unwrap_or(&path).display().to_string(),
+            format: format.to_owned(),
+            profile: t.profile.clone(),
+            bytes,
+            sha256,
+        });
+    }
+
+    let mut model_after = model_stats(&model);
+    model_after.sha256 = content_sha256(&model);
+    let mut report = Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        edgeforge_version: env!("CARGO_PKG_VERSION").to_owned(),
+        recipe: Some(RecipeInfo { path: rf.path.display().to_string(), sha256: rf.sha256.clone(), text: rf.text.clone() }),
+        environment: environment(seed, opts.git_describe.clone()),
+        model_before,
+        model_after,
+        passes: reports,
+        metrics_before,
+        metrics_after,
+        artifacts,
+        gates: None,
+        seconds_total: t_total.elapsed().as_secs_f64(),
+    };
+    if let Some(g) = &r.gates {
+        let spec = GateSpec {
+            max_ppl_increase_pct: g.max_ppl_increase_pct.map(|v| v.get()),
+            min_decode_speedup: g.min_decode_speedup.map(|v| v.get()),
+            max_size_bytes: g.max_size_bytes.map(|v| v.get() as u64),
+        };
+        let baseline = g.baseline.as_ref().map_or("input".to_owned(), |b| b.value.clone());
+        let base = if baseline == "input" {
+            Side::input("input", &report)
+        } else {
+            let p = resolve_path(rf, &baseline);
+            let base = Report::read(&p).map_err(|e| RecipeError::Checkpoint { path: p.clone(), why: e.to_string() })?;
+            Side::result("baseline", &base)
+        };
+        let c = compare(base, Side::result("result", &report), &spec);
+        report.gates = Some(GateOutcome { baseline, passed: c.passed, checks: c.checks });
+    }
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| RecipeError::Checkpoint { path: opts.out_dir.clone(), why: e.to_string() })?;
+    write_atomic(&opts.out_dir.join("report.json"), &json)?;
+    write_atomic(&opts.out_dir.join("report.md"), edgeforge_report::markdown::report(&report).as_bytes())?;
+    Ok(report)
+}
+
+/// sha256 over every tensor's name, shape, format and bytes: identifies a model state that has no file.
+pub fn content_sha256(model: &Model) -> String {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for (name, t) in &model.tensors {
+        parts.push(format!("{name}{:?}{}", t.shape, t.format_name()).into_bytes());
+        parts.push(match &t.data {
+            edgeforge_core::TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            edgeforge_core::TensorData::Blocks { bytes, .. } => bytes.clone(),
+            edgeforge_core::TensorData::Quantized(q) => {
+                let mut b: Vec<u8> = q.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                b.extend_from_slice(&q.zeros);
+                b.extend_from_slice(&q.codes);
+                b
+            }
+        });
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    edgeforge_core::hash::sha256_hex(&refs)
+}
+
+/// Size and sha256 of a file, or of a folder's files in name order.
+fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
+    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
+    let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io)? {
+            let p = e.map_err(io)?.path();
+            files.insert(p.clone(), std::fs::read(&p).map_err(io)?);
+        }
+    } else {
+        files.insert(path.to_path_buf(), std::fs::read(path).map_err(io)?);
+    }
+    let bytes = files.values().map(|b| b.len() as u64).sum();
+    let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
+    Ok((bytes, edgeforge_core::hash::sha256_hex(&parts)))
+}
+
+/// `--dry-run`: the plan with rough time and memory estimates.
+pub fn plan(rf: &RecipeFile) -> Result<Vec<String>, RecipeError> {
+    let v = validate(rf, false)?;
+    let r = &rf.recipe;
+    let mut lines = vec![format!("model: {} ({})", r.model.value, v.model_path.as_ref().map_or("not fetched yet".into(), |p| p.display().to_string()))];
+    let config = match &v.model_path {
+        Some(p) => Some(edgeforge_core::load_model(p)?),
+        None => None,
+    };
+    let n_params = config.as_ref().map_or(135_000_000, |m| summarize(m).total.params);
+    if let Some(p) = &r.eval.perplexity {
+        // ~480 tokens/s on 2 cores for a 135M model, scaled by size.
+        let chunks = p.chunks.map_or(80, |c| c.get());
+        let secs = (chunks * p.ctx.get()) as f64 / 480.0 * n_params as f64 / 135e6;
+        lines.push(format!("eval perplexity on {} (ctx {}, {} chunks): ~{:.0} s per model, twice (input cached)", p.dataset.value, p.ctx.get(), chunks, secs));
+    }
+    if let Some(l) = &r.eval.latency {
+        lines.push(format!("eval latency: {} prompt + {} generated tokens x {} repeats", l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get()));
+    }
+    for (i, pass) in v.passes.iter().enumerate() {
+        let est = config.as_ref().map(|m| pass.estimate(&m.config, n_params));
+        lines.push(match est {
+            Some(e) => format!("pass {i}: {} ~{:.0} s, peak ~{:.0} MiB", pass.name(), e.seconds, e.peak_bytes as f64 / 1048576.0),
+            None => format!("pass {i}: {}", pass.name()),
+        });
+    }
+    for t in &r.targets {
+        lines.push(format!("target: {:?} for {}", t.format, t.profile.as_deref().unwrap_or("generic")));
+    }
+    Ok(lines)
+}

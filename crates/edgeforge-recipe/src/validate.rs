@@ -1,0 +1,178 @@
+//! Everything that can be checked without running: files exist, datasets resolve, pass order is legal,
+//! options fit the model's shapes, gates have the measurements they compare. All problems are reported
+//! at once, each at its line and column.
+
+use std::path::PathBuf;
+
+use serde_saphyr::Spanned;
+
+use edgeforge_core::pass::Pass;
+
+use crate::diagnostic::{suggest, Diagnostic, Place};
+use crate::models;
+use crate::parse::RecipeFile;
+use crate::schema::Gates;
+use crate::RecipeError;
+
+/// Device profiles a target may name (fit checks come with the export issue).
+pub const PROFILES: [&str; 6] = ["generic", "raspberry-pi-5", "android-phone", "esp32-s3", "loihi2", "akida"];
+
+pub struct Validated {
+    /// The model file or folder; `None` for a known model that is not fetched yet.
+    pub model_path: Option<PathBuf>,
+    pub passes: Vec<Box<dyn Pass>>,
+}
+
+/// How a recipe names a file: relative to the recipe's folder if that exists, else as given.
+pub fn resolve_path(rf: &RecipeFile, spec: &str) -> PathBuf {
+    let rel = rf.base_dir().join(spec);
+    if rel.exists() {
+        rel
+    } else {
+        PathBuf::from(spec)
+    }
+}
+
+fn resolve_text(rf: &RecipeFile, spec: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+    let path = resolve_path(rf, &spec.value);
+    let key = if path.is_file() { path.display().to_string() } else { spec.value.clone() };
+    if let Err(e) = edgeforge_eval::datasets::resolve_text(&key) {
+        diags.push(rf.diagnostic(spec.referenced, e.to_string(), None));
+    }
+}
+
+pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeError> {
+    let r = &rf.recipe;
+    let mut diags = Vec::new();
+    let top = Place::START;
+
+    if r.version != 1 {
+        diags.push(rf.diagnostic(top, format!("version {} is not supported; this edgeforge reads version 1", r.version), None));
+    }
+
+    // Model.
+    let model_path = match models::known(&r.model.value) {
+        Some(m) if fetch_model => match models::fetch(m) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                diags.push(rf.diagnostic(r.model.referenced, e.to_string(), None));
+                None
+            }
+        },
+        Some(m) => models::cached(m),
+        None => {
+            let p = resolve_path(rf, &r.model.value);
+            if p.exists() {
+                Some(p)
+            } else {
+                let names = models::KNOWN_MODELS.iter().map(|m| m.name);
+                diags.push(rf.diagnostic(
+                    r.model.referenced,
+                    format!("model `{}` is neither a known model name nor an existing path", r.model.value),
+                    suggest(&r.model.value, names).or_else(|| Some("known models: smollm2-135m-instruct".into())),
+                ));
+                None
+            }
+        }
+    };
+
+    // Datasets.
+    if let Some(c) = &r.calibration {
+        resolve_text(rf, &c.dataset, &mut diags);
+    }
+    if let Some(p) = &r.eval.perplexity {
+        resolve_text(rf, &p.dataset, &mut diags);
+        if p.ctx.get() < 4 {
+            diags.push(rf.diagnostic(p.dataset.referenced, format!("eval.perplexity.ctx = {} is too small (at least 4)", p.ctx.get()), None));
+        }
+    }
+
+    // Passes: calibration needs and order.
+    let passes: Vec<Box<dyn Pass>> = r.passes.iter().map(|p| p.value.build()).collect();
+    let mut quantized_by: Option<(usize, &'static str)> = None;
+    for (i, (spec, pass)) in r.passes.iter().zip(&passes).enumerate() {
+        let needs = pass.needs();
+        if needs.calibration && r.calibration.is_none() {
+            diags.push(rf.diagnostic(
+                spec.referenced,
+                format!("passes[{i}] ({}) needs calibration data, but the recipe has no `calibration` section", pass.name()),
+                Some("add `calibration: { dataset: wikitext-2-valid, samples: 128, seq_len: 512 }`".into()),
+            ));
+        }
+        if let (true, Some((j, name))) = (needs.float_weights, quantized_by) {
+            diags.push(rf.diagnostic(
+                spec.referenced,
+                format!("passes[{i}] ({}) needs float weights, but passes[{j}] ({name}) already quantized them", pass.name()),
+                Some(format!("move {} before {name}", pass.name())),
+            ));
+        }
+        if pass.effects().quantizes && quantized_by.is_none() {
+            quantized_by = Some((i, pass.name()));
+        }
+    }
+
+    // Targets.
+    for t in &r.targets {
+        if let Some(profile) = &t.profile {
+            if !PROFILES.contains(&profile.as_str()) {
+                diags.push(rf.diagnostic(
+                    top,
+                    format!("targets: unknown profile `{profile}` (known: {})", PROFILES.join(", ")),
+                    suggest(profile, PROFILES),
+                ));
+            }
+        }
+    }
+
+    // Gates.
+    if let Some(g) = &r.gates {
+        check_gates(rf, g, &mut diags);
+    }
+
+    // Checks that need the model's shapes.
+    if let Some(path) = &model_path {
+        if diags.is_empty() {
+            match edgeforge_core::load_model(path) {
+                Ok(model) => {
+                    for (spec, pass) in r.passes.iter().zip(&passes) {
+                        for issue in pass.check(&model.config) {
+                            diags.push(rf.diagnostic(spec.referenced, format!("{}: {}: {}", pass.name(), issue.field, issue.message), None));
+                        }
+                    }
+                    if let Some(p) = &r.eval.perplexity {
+                        if p.ctx.get() > model.config.context_length {
+                            diags.push(rf.diagnostic(
+                                p.dataset.referenced,
+                                format!("eval.perplexity.ctx = {} exceeds the model's context length {}", p.ctx.get(), model.config.context_length),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                Err(e) => diags.push(rf.diagnostic(r.model.referenced, e.to_string(), None)),
+            }
+        }
+    }
+
+    if diags.is_empty() {
+        Ok(Validated { model_path, passes })
+    } else {
+        Err(RecipeError::Invalid(diags))
+    }
+}
+
+fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
+    let r = &rf.recipe;
+    let at = g.baseline.as_ref().map_or(Place::START, |b| b.referenced.into());
+    if let Some(b) = &g.baseline {
+        if b.value != "input" && !resolve_path(rf, &b.value).is_file() {
+            diags.push(rf.diagnostic(b.referenced, format!("gates.baseline `{}` is neither `input` nor an existing report.json", b.value), None));
+        }
+    }
+    if g.max_ppl_increase_pct.is_some() && r.eval.perplexity.is_none() {
+        diags.push(rf.diagnostic(at, "gates.max_ppl_increase_pct needs eval.perplexity to measure", Some("add an eval.perplexity section".into())));
+    }
+    if g.min_decode_speedup.is_some() && r.eval.latency.is_none() {
+        diags.push(rf.diagnostic(at, "gates.min_decode_speedup needs eval.latency to measure", Some("add an eval.latency section".into())));
+    }
+}

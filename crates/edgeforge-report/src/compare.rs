@@ -1,0 +1,150 @@
+//! Two reports side by side, and the gates CI checks: the result of `new` against the result of `base`
+//! (or, for `baseline: input`, a report's result against its own input model).
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Metrics, Report};
+
+/// Thresholds (the recipe's `gates` and `compare`'s flags share these names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GateSpec {
+    pub max_ppl_increase_pct: Option<f64>,
+    pub min_decode_speedup: Option<f64>,
+    pub max_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateCheck {
+    pub gate: String,
+    pub limit: f64,
+    pub measured: Option<f64>,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// One side of a comparison: what a model measured and how big it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Side {
+    pub label: String,
+    pub perplexity: Option<f64>,
+    pub ppl_stderr: Option<f64>,
+    pub decode_tok_s: Option<f64>,
+    pub prefill_tok_s: Option<f64>,
+    pub size_bytes: u64,
+    pub bits_per_weight: f64,
+}
+
+impl Side {
+    pub fn of(label: &str, metrics: &Metrics, size_bytes: u64, bits_per_weight: f64) -> Side {
+        Side {
+            label: label.to_owned(),
+            perplexity: metrics.perplexity.as_ref().map(|p| p.perplexity),
+            ppl_stderr: metrics.perplexity.as_ref().map(|p| p.ppl_stderr),
+            decode_tok_s: metrics.latency.as_ref().map(|l| l.decode_tok_s),
+            prefill_tok_s: metrics.latency.as_ref().map(|l| l.prefill_tok_s),
+            size_bytes,
+            bits_per_weight,
+        }
+    }
+
+    /// The result model of a report.
+    pub fn result(label: &str, r: &Report) -> Side {
+        Side::of(label, &r.metrics_after, r.model_after.bytes, r.model_after.bits_per_weight)
+    }
+
+    /// The input model of a report.
+    pub fn input(label: &str, r: &Report) -> Side {
+        Side::of(label, &r.metrics_before, r.model_before.bytes, r.model_before.bits_per_weight)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    pub base: Side,
+    pub new: Side,
+    pub ppl_increase_pct: Option<f64>,
+    pub decode_speedup: Option<f64>,
+    pub size_ratio: f64,
+    pub checks: Vec<GateCheck>,
+    pub passed: bool,
+}
+
+pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Comparison {
+    let ppl_increase_pct = match (base.perplexity, new.perplexity) {
+        (Some(b), Some(n)) if b > 0.0 => Some(100.0 * (n - b) / b),
+        _ => None,
+    };
+    let decode_speedup = match (base.decode_tok_s, new.decode_tok_s) {
+        (Some(b), Some(n)) if b > 0.0 => Some(n / b),
+        _ => None,
+    };
+    let mut checks = Vec::new();
+    if let Some(limit) = gates.max_ppl_increase_pct {
+        let passed = ppl_increase_pct.is_some_and(|v| v <= limit);
+        let detail = match ppl_increase_pct {
+            Some(v) if passed => format!("perplexity +{v:.2}% <= +{limit}%"),
+            Some(v) => format!("perplexity rose {v:.2}%, {:.2} points over the +{limit}% limit", v - limit),
+            None => "perplexity was not measured on both sides".to_owned(),
+        };
+        checks.push(GateCheck { gate: "max_ppl_increase_pct".into(), limit, measured: ppl_increase_pct, passed, detail });
+    }
+    if let Some(limit) = gates.min_decode_speedup {
+        let passed = decode_speedup.is_some_and(|v| v >= limit);
+        let detail = match decode_speedup {
+            Some(v) if passed => format!("decode {v:.2}x >= {limit}x"),
+            Some(v) => format!("decode speedup {v:.2}x is {:.2}x short of {limit}x", limit - v),
+            None => "decode speed was not measured on both sides".to_owned(),
+        };
+        checks.push(GateCheck { gate: "min_decode_speedup".into(), limit, measured: decode_speedup, passed, detail });
+    }
+    if let Some(limit) = gates.max_size_bytes {
+        let passed = new.size_bytes <= limit;
+        let detail = if passed {
+            format!("{} bytes <= {limit}", new.size_bytes)
+        } else {
+            format!("{} bytes is {} over the {limit}-byte limit", new.size_bytes, new.size_bytes - limit)
+        };
+        checks.push(GateCheck { gate: "max_size_bytes".into(), limit: limit as f64, measured: Some(new.size_bytes as f64), passed, detail });
+    }
+    let passed = checks.iter().all(|c| c.passed);
+    let size_ratio = if base.size_bytes == 0 { 0.0 } else { new.size_bytes as f64 / base.size_bytes as f64 };
+    Comparison { base, new, ppl_increase_pct, decode_speedup, size_ratio, checks, passed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(ppl: f64, decode: f64, size: u64) -> Side {
+        Side {
+            label: "x".into(),
+            perplexity: Some(ppl),
+            ppl_stderr: Some(0.1),
+            decode_tok_s: Some(decode),
+            prefill_tok_s: Some(100.0),
+            size_bytes: size,
+            bits_per_weight: 4.5,
+        }
+    }
+
+    #[test]
+    fn gates_pass_and_fail_by_the_right_margin() {
+        let gates = GateSpec { max_ppl_increase_pct: Some(5.0), min_decode_speedup: Some(1.5), max_size_bytes: Some(1000) };
+        let ok = compare(side(20.0, 10.0, 2000), side(20.8, 16.0, 900), &gates);
+        assert!(ok.passed, "{:?}", ok.checks);
+        assert!((ok.ppl_increase_pct.unwrap() - 4.0).abs() < 1e-9);
+        let bad = compare(side(20.0, 10.0, 2000), side(22.0, 12.0, 1200), &gates);
+        assert!(!bad.passed);
+        assert_eq!(bad.checks.iter().filter(|c| !c.passed).count(), 3);
+        assert!(bad.checks[0].detail.contains("10.00%"), "{}", bad.checks[0].detail);
+        assert!(bad.checks[2].detail.contains("200 over"), "{}", bad.checks[2].detail);
+    }
+
+    #[test]
+    fn a_gate_without_its_measurement_fails() {
+        let mut new = side(20.0, 10.0, 10);
+        new.perplexity = None;
+        let c = compare(side(20.0, 10.0, 10), new, &GateSpec { max_ppl_increase_pct: Some(1.0), ..GateSpec::default() });
+        assert!(!c.passed);
+    }
+}
