@@ -54,7 +54,7 @@ impl QuantTensor {
             8 => self.codes[i],
             _ => {
                 let b = self.codes[i / 2];
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     b & 0x0F
                 } else {
                     b >> 4
@@ -84,10 +84,10 @@ impl QuantTensor {
     /// Lengths agree with `n_elems` (checked when reading checkpoints).
     pub fn is_consistent(&self, n_elems: usize) -> bool {
         let f = self.format;
-        let groups = if f.group_size == 0 { 0 } else { n_elems / f.group_size };
+        let groups = n_elems.checked_div(f.group_size).unwrap_or(0);
         (f.bits == 4 || f.bits == 8)
             && f.group_size > 0
-            && n_elems % f.group_size == 0
+            && n_elems.is_multiple_of(f.group_size)
             && self.scales.len() == groups
             && self.zeros.len() == if f.symmetric { 0 } else { groups }
             && self.codes.len() == n_elems * f.bits as usize / 8

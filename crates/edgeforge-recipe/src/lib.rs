@@ -1,6 +1,9 @@
 //! edgeforge-recipe: YAML recipes (schema, `file:line:col` errors, validation), the pass registry, and the
 //! runner that executes a recipe with checkpoints after every pass.
 
+// RecipeError carries the typed errors of every crate below; it is returned on cold paths only.
+#![allow(clippy::result_large_err)]
+
 pub mod checkpoint;
 pub mod diagnostic;
 pub mod models;

@@ -1,0 +1,65 @@
+//! kill -9 in the middle of a real run, then `--resume`: the same metrics and the same artifact bytes as an
+//! uninterrupted run, and the finished pass is not run again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgeforge");
+
+fn recipe(dir: &Path) -> std::path::PathBuf {
+    let model = edgeforge_tests::reference_model();
+    let text = format!(
+        "version: 1\nmodel: {}\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 64\neval:\n  perplexity: {{ dataset: wikitext-2-test, ctx: 512, chunks: 2 }}\ntargets:\n  - {{ format: gguf, profile: raspberry-pi-5 }}\n",
+        model.display()
+    );
+    let p = dir.join("int4.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn kill_9_then_resume_gives_the_same_metrics_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let status = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", a.to_str().unwrap(), "--threads", "2"]).status().unwrap();
+    assert!(status.success());
+
+    let mut child = Command::new(BIN)
+        .args(["run", r.to_str().unwrap(), "--out", b.to_str().unwrap(), "--threads", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = b.join("checkpoints/000-quantize-rtn.ckpt");
+    let t0 = Instant::now();
+    while !ckpt.exists() && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "the run never wrote its checkpoint");
+    assert!(!b.join("report.json").exists(), "the run finished before it could be killed");
+    let written = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
+
+    let out = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", b.to_str().unwrap(), "--threads", "2", "--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&ckpt).unwrap().modified().unwrap(), written, "the finished pass ran again");
+
+    let (ra, rb) = (report(&a), report(&b));
+    assert_eq!(ra["metrics_after"]["perplexity"]["perplexity"], rb["metrics_after"]["perplexity"]["perplexity"]);
+    assert_eq!(ra["model_after"]["sha256"], rb["model_after"]["sha256"]);
+    assert_eq!(ra["artifacts"][0]["sha256"], rb["artifacts"][0]["sha256"]);
+    assert_eq!(std::fs::read(a.join("int4.gguf")).unwrap(), std::fs::read(b.join("int4.gguf")).unwrap());
+    // Nothing half-written is left under a final name.
+    for entry in std::fs::read_dir(&b).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp"), "{name}");
+    }
+}
