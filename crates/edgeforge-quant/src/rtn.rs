@@ -42,6 +42,9 @@ pub struct RtnOptions {
     /// Globs over GGUF tensor names to leave unquantized (default: the embedding and output head).
     #[serde(default = "default_ignore")]
     pub ignore: Vec<TensorGlob>,
+    /// Try shrinking each group's range and keep the scale with the least squared error (default true).
+    #[serde(default = "default_symmetric")]
+    pub clip_search: bool,
 }
 
 pub struct QuantizeRtn {
@@ -62,26 +65,52 @@ impl QuantizeRtn {
     }
 }
 
-/// Quantize one row-major tensor with rows of `row_len`.
-pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat) -> QuantTensor {
+/// Shrink factors tried for each group's range: round-to-nearest with the range clipped where that lowers
+/// the group's squared error (outliers otherwise stretch the grid for every other weight).
+const CLIP_FRACTIONS: [f32; 12] = [1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79, 0.76, 0.73, 0.70, 0.67];
+
+/// Scale and zero point for one group: symmetric grids use all 2^bits codes (−2^(b−1) .. 2^(b−1)−1, with
+/// the group's extreme value on the side that has the extra code), asymmetric ones span [min, max].
+fn group_params(group: &[f32], format: QuantFormat, clip_search: bool) -> (f16, u8) {
+    let levels = format.levels() as f32;
+    let half = levels / 2.0;
+    let fractions: &[f32] = if clip_search { &CLIP_FRACTIONS } else { &CLIP_FRACTIONS[..1] };
+    let mut best = (f16::ZERO, if format.symmetric { 0 } else { 0u8 }, f32::INFINITY);
+    for &f in fractions {
+        let (scale, zero) = if format.symmetric {
+            // The value of largest magnitude maps to −2^(b−1) (llama.cpp's Q4_0 convention), so the full
+            // range of codes is used.
+            let extreme = group.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            // The scale may be negative (when the extreme is positive), exactly as in Q4_0 blocks.
+            (f16::from_f32(extreme * f / -half), half as u8)
+        } else {
+            let (lo, hi) = group.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let s = f16::from_f32((hi - lo) * f / (levels - 1.0));
+            let z = if s.to_f32() > 0.0 { (-lo * f / s.to_f32()).round().clamp(0.0, levels - 1.0) as u8 } else { 0 };
+            (s, z)
+        };
+        let s = scale.to_f32();
+        let z = f32::from(zero);
+        let err: f32 = group
+            .iter()
+            .map(|&v| {
+                let q = if s != 0.0 { ((v / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
+                let d = s * (q - z) - v;
+                d * d
+            })
+            .sum();
+        if err < best.2 {
+            best = (scale, zero, err);
+        }
+    }
+    (best.0, best.1)
+}
+
+/// Quantize one row-major tensor with rows of `row_len` (groups never straddle rows).
+pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat, clip_search: bool) -> QuantTensor {
     let g = format.group_size;
     let max_code = (format.levels() - 1) as f32;
-    let params: Vec<(f16, u8)> = values
-        .par_chunks(g)
-        .map(|group| {
-            if format.symmetric {
-                let amax = group.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                let half_range = (format.levels() / 2 - 1) as f32;
-                (f16::from_f32(amax / half_range), 0)
-            } else {
-                let (lo, hi) = group.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-                let scale = f16::from_f32((hi - lo) / max_code);
-                let s = scale.to_f32();
-                let zero = if s > 0.0 { (-lo / s).round().clamp(0.0, max_code) as u8 } else { 0 };
-                (scale, zero)
-            }
-        })
-        .collect();
+    let params: Vec<(f16, u8)> = values.par_chunks(g).map(|group| group_params(group, format, clip_search)).collect();
     let zero_of = |gi: usize| if format.symmetric { (format.levels() / 2) as f32 } else { f32::from(params[gi].1) };
     let codes_u8: Vec<u8> = values
         .par_iter()
@@ -89,7 +118,7 @@ pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat) -> QuantTen
         .map(|(i, &v)| {
             let gi = i / g;
             let s = params[gi].0.to_f32();
-            let code = if s > 0.0 { (v / s).round() + zero_of(gi) } else { zero_of(gi) };
+            let code = if s != 0.0 { (v / s).round() + zero_of(gi) } else { zero_of(gi) };
             code.clamp(0.0, max_code) as u8
         })
         .collect();
@@ -176,7 +205,7 @@ impl Pass for QuantizeRtn {
                 });
             }
             let values = tensor.to_f32(name)?;
-            let q = quantize(&values, row_len, format);
+            let q = quantize(&values, row_len, format, self.options.clip_search);
             let from = tensor.format_name();
             let err = rel_error(&values, &q.dequantize(values.len()));
             tensor.data = TensorData::Quantized(q);
@@ -204,29 +233,49 @@ mod tests {
     }
 
     #[test]
-    fn codes_reconstruct_within_half_a_step() {
+    fn codes_reconstruct_within_their_step() {
         for (bits, group, symmetric) in [(8, 64, true), (4, 32, true), (4, 64, false), (4, 128, true), (8, 128, false)] {
             let x = data(256);
             let f = QuantFormat { bits, group_size: group, symmetric };
-            let q = quantize(&x, 128, f);
+            let q = quantize(&x, 128, f, false);
             assert!(q.is_consistent(x.len()));
             let y = q.dequantize(x.len());
             for (gi, (xs, ys)) in x.chunks(group).zip(y.chunks(group)).enumerate() {
-                let step = q.scales[gi].to_f32();
+                let step = q.scales[gi].to_f32().abs();
+                // Symmetric grids put the extreme on code −2^(b−1); the other side ends one code short, so a
+                // value there may sit up to one step from its code. Everything else is within half a step.
+                let limit = if symmetric { 1.0 } else { 0.5 };
                 for (a, b) in xs.iter().zip(ys) {
-                    assert!((a - b).abs() <= 0.5 * step + 1e-3 * step + 1e-6, "{bits} {group} {symmetric}: {a} vs {b} step {step}");
+                    assert!((a - b).abs() <= limit * step * 1.001 + 1e-6, "{bits} {group} {symmetric}: {a} vs {b} step {step}");
                 }
             }
         }
     }
 
     #[test]
-    fn symmetric_int4_uses_codes_1_to_15_and_keeps_zero_exact() {
+    fn symmetric_int4_uses_all_16_codes_and_keeps_zero_exact() {
         let mut x = data(64);
         x[5] = 0.0;
-        let q = quantize(&x, 64, QuantFormat { bits: 4, group_size: 32, symmetric: true });
+        let q = quantize(&x, 64, QuantFormat { bits: 4, group_size: 32, symmetric: true }, false);
         assert_eq!(q.dequantize(64)[5], 0.0);
-        assert!((0..64).all(|i| (1..=15).contains(&q.code(i))));
+        let codes: std::collections::BTreeSet<u8> = (0..64).map(|i| q.code(i)).collect();
+        assert!(codes.contains(&0), "the extreme value takes code 0 (−8): {codes:?}");
         assert_eq!(q.codes.len(), 32);
+    }
+
+    #[test]
+    fn clip_search_never_increases_the_error() {
+        let mut x = data(4096);
+        for i in (0..4096).step_by(97) {
+            x[i] *= 6.0; // outliers
+        }
+        for f in [QuantFormat { bits: 4, group_size: 64, symmetric: true }, QuantFormat { bits: 4, group_size: 32, symmetric: false }] {
+            let plain = rel_error(&x, &quantize(&x, 4096, f, false).dequantize(4096));
+            let searched = rel_error(&x, &quantize(&x, 4096, f, true).dequantize(4096));
+            assert!(searched <= plain + 1e-9, "{f:?}: {searched} > {plain}");
+            if f.symmetric {
+                assert!(searched < 0.97 * plain, "{f:?}: search should help with outliers ({searched} vs {plain})");
+            }
+        }
     }
 }
