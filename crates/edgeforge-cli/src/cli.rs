@@ -30,6 +30,16 @@ pub enum Command {
     Schema,
     /// Compare two reports; exit 0 if every gate holds, 1 if one fails, 2 on bad input.
     Compare(CompareArgs),
+    /// Aggregate every report.json under a folder: summary.md, summary.csv, summary.svg (size vs perplexity).
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    pub dir: PathBuf,
+    /// Where to write the summary files (default: DIR).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

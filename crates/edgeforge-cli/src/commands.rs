@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Validate(a) => crate::recipe_cmds::validate(a),
         Command::Schema => crate::recipe_cmds::schema(),
         Command::Compare(a) => crate::recipe_cmds::compare_reports(a),
+        Command::Summarize(a) => crate::recipe_cmds::summarize(a),
         Command::Eval(EvalCommand::Latency(a)) => {
             let pool = thread_pool(a.threads.threads)?;
             pool.install(|| crate::recipe_cmds::latency(a))

@@ -10,7 +10,7 @@ use edgeforge_report::compare::{compare, GateSpec, Side};
 use edgeforge_report::Report;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{CompareArgs, CompareFormat, LatencyArgs, RunArgs, ValidateArgs};
+use crate::cli::{CompareArgs, CompareFormat, LatencyArgs, RunArgs, SummarizeArgs, ValidateArgs};
 use crate::exit::Failure;
 
 impl From<RecipeError> for Failure {
@@ -175,7 +175,8 @@ pub fn compare_reports(a: CompareArgs) -> Result<(), Failure> {
     if a.max_size_bytes.is_some() {
         gates.max_size_bytes = a.max_size_bytes;
     }
-    let c = compare(Side::result(&a.base.display().to_string(), &base), Side::result(&a.new.display().to_string(), &new), &gates);
+    let c = compare(Side::result(&a.base.display().to_string(), &base), Side::result(&a.new.display().to_string(), &new), &gates)
+        .map_err(|e| Failure::BadInput(e.into()))?;
     match a.format {
         CompareFormat::Md => print!("{}", edgeforge_report::markdown::comparison_table(&c)),
         CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Failure::Internal(e.into()))?),
@@ -186,6 +187,23 @@ pub fn compare_reports(a: CompareArgs) -> Result<(), Failure> {
         let failed: Vec<String> = c.checks.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.gate, g.detail)).collect();
         Err(Failure::GateFailed(anyhow!("gate failed: {}", failed.join("; "))))
     }
+}
+
+pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {
+    let s = edgeforge_report::summarize::summarize(&a.dir).map_err(|e| match e {
+        edgeforge_report::summarize::SummaryError::Table(_) => Failure::Internal(e.into()),
+        _ => Failure::BadInput(e.into()),
+    })?;
+    let out = a.out.unwrap_or_else(|| a.dir.clone());
+    std::fs::create_dir_all(&out).map_err(|e| Failure::Internal(e.into()))?;
+    for (name, body) in [("summary.md", &s.markdown), ("summary.csv", &s.csv), ("summary.svg", &s.svg)] {
+        let p = out.join(name);
+        let tmp = out.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &p)).map_err(|e| Failure::Internal(anyhow!("{}: {e}", p.display())))?;
+    }
+    print!("{}", s.markdown);
+    println!("\nwrote {}, summary.csv and summary.svg", out.join("summary.md").display());
+    Ok(())
 }
 
 pub fn latency(a: LatencyArgs) -> Result<(), Failure> {

@@ -165,3 +165,45 @@ fn compare_exit_codes_and_markdown() {
         assert!(stderr.contains(other), "{stderr}");
     }
 }
+
+#[test]
+fn summarize_a_folder_of_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    for (sub, ppl, size) in [("int8", 20.1, 140_000_000u64), ("int4", 23.0, 80_000_000), ("bad", 24.0, 90_000_000)] {
+        let d = dir.path().join("runs").join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = report_with(&d, "report.json", ppl, 30.0, size);
+        assert!(p.ends_with("report.json"));
+    }
+    let runs = dir.path().join("runs");
+    let (code, stdout, stderr) = run(&["summarize", runs.to_str().unwrap()], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    let md = std::fs::read_to_string(runs.join("summary.md")).unwrap();
+    assert_eq!(md, stdout.split("\nwrote").next().unwrap());
+    let rows: Vec<&str> = md.lines().skip(2).collect();
+    assert_eq!(rows.len(), 3, "{md}");
+    // Sorted by size; int4 and int8 are on the Pareto front, `bad` (bigger and worse than int4) is not.
+    assert!(rows[0].starts_with("| int4 |") && rows[0].ends_with("★ |"), "{md}");
+    assert!(rows[1].starts_with("| bad |") && !rows[1].contains('★'), "{md}");
+    assert!(rows[2].starts_with("| int8 |") && rows[2].ends_with("★ |"), "{md}");
+    let csv = std::fs::read_to_string(runs.join("summary.csv")).unwrap();
+    assert!(csv.starts_with("run,recipe,perplexity,ppl_stderr,size_bytes,bits_per_weight,decode_tok_s,pareto"), "{csv}");
+    let svg = std::fs::read_to_string(runs.join("summary.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 3);
+    assert!(svg.contains("<polyline"));
+    let (code, _, stderr) = run(&["summarize", dir.path().join("nothing").to_str().unwrap()], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn compare_refuses_reports_measured_differently() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = report_with(dir.path(), "a.json", 20.0, 30.0, 1000);
+    let b = report_with(dir.path(), "b.json", 20.0, 30.0, 1000);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+    v["metrics_after"]["perplexity"]["chunks"] = 25.into();
+    std::fs::write(&b, v.to_string()).unwrap();
+    let (code, _, stderr) = run(&["compare", &a, &b], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("measured perplexity differently"), "{stderr}");
+}

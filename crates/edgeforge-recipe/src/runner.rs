@@ -321,7 +321,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             let base = Report::read(&p).map_err(|e| RecipeError::Checkpoint { path: p.clone(), why: e.to_string() })?;
             Side::result("baseline", &base)
         };
-        let c = compare(base, Side::result("result", &report), &spec);
+        let c = compare(base, Side::result("result", &report), &spec)
+            .map_err(|e| RecipeError::Checkpoint { path: PathBuf::from(&baseline), why: e.to_string() })?;
         report.gates = Some(GateOutcome { baseline, passed: c.passed, checks: c.checks });
     }
     let json = serde_json::to_vec_pretty(&report).map_err(|e| RecipeError::Checkpoint { path: opts.out_dir.clone(), why: e.to_string() })?;

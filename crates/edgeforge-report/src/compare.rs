@@ -32,6 +32,16 @@ pub struct Side {
     pub prefill_tok_s: Option<f64>,
     pub size_bytes: u64,
     pub bits_per_weight: f64,
+    /// (dataset sha256, ctx, chunks) of the perplexity, which must agree for the figures to be comparable.
+    pub ppl_settings: Option<(String, usize, usize)>,
+}
+
+/// Two perplexities measured on different text or settings cannot be compared.
+#[derive(Debug, thiserror::Error)]
+#[error("the reports measured perplexity differently ({base} vs {new}); rerun one with the other's eval settings")]
+pub struct NotComparable {
+    pub base: String,
+    pub new: String,
 }
 
 impl Side {
@@ -44,6 +54,7 @@ impl Side {
             prefill_tok_s: metrics.latency.as_ref().map(|l| l.prefill_tok_s),
             size_bytes,
             bits_per_weight,
+            ppl_settings: metrics.perplexity.as_ref().map(|p| (p.dataset_sha256.clone(), p.ctx, p.chunks)),
         }
     }
 
@@ -69,7 +80,13 @@ pub struct Comparison {
     pub passed: bool,
 }
 
-pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Comparison {
+pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Result<Comparison, NotComparable> {
+    if let (Some(b), Some(n)) = (&base.ppl_settings, &new.ppl_settings) {
+        if b != n {
+            let show = |s: &(String, usize, usize)| format!("text {}…, ctx {}, {} chunks", &s.0[..s.0.len().min(8)], s.1, s.2);
+            return Err(NotComparable { base: show(b), new: show(n) });
+        }
+    }
     let ppl_increase_pct = match (base.perplexity, new.perplexity) {
         (Some(b), Some(n)) if b > 0.0 => Some(100.0 * (n - b) / b),
         _ => None,
@@ -82,7 +99,7 @@ pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Comparison {
     if let Some(limit) = gates.max_ppl_increase_pct {
         let passed = ppl_increase_pct.is_some_and(|v| v <= limit);
         let detail = match ppl_increase_pct {
-            Some(v) if passed => format!("perplexity +{v:.2}% <= +{limit}%"),
+            Some(v) if passed => format!("perplexity {v:+.2}% <= +{limit}%"),
             Some(v) => format!("perplexity rose {v:.2}%, {:.2} points over the +{limit}% limit", v - limit),
             None => "perplexity was not measured on both sides".to_owned(),
         };
@@ -108,7 +125,7 @@ pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Comparison {
     }
     let passed = checks.iter().all(|c| c.passed);
     let size_ratio = if base.size_bytes == 0 { 0.0 } else { new.size_bytes as f64 / base.size_bytes as f64 };
-    Comparison { base, new, ppl_increase_pct, decode_speedup, size_ratio, checks, passed }
+    Ok(Comparison { base, new, ppl_increase_pct, decode_speedup, size_ratio, checks, passed })
 }
 
 #[cfg(test)]
@@ -124,16 +141,17 @@ mod tests {
             prefill_tok_s: Some(100.0),
             size_bytes: size,
             bits_per_weight: 4.5,
+            ppl_settings: Some(("ab".into(), 512, 3)),
         }
     }
 
     #[test]
     fn gates_pass_and_fail_by_the_right_margin() {
         let gates = GateSpec { max_ppl_increase_pct: Some(5.0), min_decode_speedup: Some(1.5), max_size_bytes: Some(1000) };
-        let ok = compare(side(20.0, 10.0, 2000), side(20.8, 16.0, 900), &gates);
+        let ok = compare(side(20.0, 10.0, 2000), side(20.8, 16.0, 900), &gates).unwrap();
         assert!(ok.passed, "{:?}", ok.checks);
         assert!((ok.ppl_increase_pct.unwrap() - 4.0).abs() < 1e-9);
-        let bad = compare(side(20.0, 10.0, 2000), side(22.0, 12.0, 1200), &gates);
+        let bad = compare(side(20.0, 10.0, 2000), side(22.0, 12.0, 1200), &gates).unwrap();
         assert!(!bad.passed);
         assert_eq!(bad.checks.iter().filter(|c| !c.passed).count(), 3);
         assert!(bad.checks[0].detail.contains("10.00%"), "{}", bad.checks[0].detail);
@@ -141,10 +159,17 @@ mod tests {
     }
 
     #[test]
+    fn different_eval_settings_are_not_compared() {
+        let mut new = side(20.0, 10.0, 10);
+        new.ppl_settings = Some(("ab".into(), 512, 25));
+        assert!(compare(side(20.0, 10.0, 10), new, &GateSpec::default()).is_err());
+    }
+
+    #[test]
     fn a_gate_without_its_measurement_fails() {
         let mut new = side(20.0, 10.0, 10);
         new.perplexity = None;
-        let c = compare(side(20.0, 10.0, 10), new, &GateSpec { max_ppl_increase_pct: Some(1.0), ..GateSpec::default() });
+        let c = compare(side(20.0, 10.0, 10), new, &GateSpec { max_ppl_increase_pct: Some(1.0), ..GateSpec::default() }).unwrap();
         assert!(!c.passed);
     }
 }

@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod markdown;
 pub mod schema;
+pub mod summarize;
 
 pub use compare::{compare, Comparison, GateSpec};
 pub use schema::*;
