@@ -50,13 +50,13 @@ fn three_chunk_perplexity_within_half_a_percent_of_llama_cpp() {
     let rt = LlamaRuntime::new(weights_from_model(&model).unwrap()).unwrap();
     let tokens = model.tokenizer.encode(&wiki_text(), true).unwrap();
     let opts = PerplexityOptions { ctx: 512, batch: 512, max_chunks: Some(3) };
-    let r = perplexity(&rt, &tokens, None, &opts, |_| {}).unwrap();
+    let r = perplexity(&rt, &tokens, None, &opts, |_| std::ops::ControlFlow::Continue(())).unwrap();
     assert_eq!(r.tokens_scored, 3 * 255);
     let rel = (r.perplexity - 22.6003).abs() / 22.6003;
     assert!(rel < 0.005, "perplexity {} differs from llama.cpp's 22.6003 by {:.3}%", r.perplexity, rel * 100.0);
     // Same 3 chunks fed 128 tokens at a time through the KV cache: same figure.
     let opts = PerplexityOptions { batch: 128, ..opts };
-    let r2 = perplexity(&rt, &tokens, None, &opts, |_| {}).unwrap();
+    let r2 = perplexity(&rt, &tokens, None, &opts, |_| std::ops::ControlFlow::Continue(())).unwrap();
     assert!((r2.perplexity - r.perplexity).abs() / r.perplexity < 1e-4, "{} vs {}", r2.perplexity, r.perplexity);
 }
 

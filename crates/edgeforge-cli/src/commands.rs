@@ -217,6 +217,7 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
         let result: PerplexityResult = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |p| {
             bar.set_message(format!("ppl {:.4}", p.perplexity));
             bar.set_position(p.chunks_done as u64);
+            std::ops::ControlFlow::Continue(())
         })?;
         let seconds = t_eval.elapsed().as_secs_f64();
         bar.finish_and_clear();

@@ -1,4 +1,7 @@
-//! `run`, `validate`, `schema`, `compare` and `eval latency`.
+//! `run`, `validate`, `schema`, `compare`, `summarize` and `eval latency`.
+
+// RecipeError is large because it carries every library's typed error; it only travels on the way out.
+#![allow(clippy::result_large_err)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,8 +63,18 @@ impl Bars {
                 bar.set_prefix(label.to_owned());
                 *cur = Some(bar);
             }
-            Progress::Advance { done, message } => {
+            Progress::Advance { done, total, message } => {
                 if let Some(b) = cur.as_ref() {
+                    if let Some(t) = total {
+                        if b.length() != Some(t) {
+                            b.set_length(t);
+                            b.set_style(
+                                ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} {elapsed} (ETA {eta})")
+                                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                    .progress_chars("=> "),
+                            );
+                        }
+                    }
                     if let Some(m) = message {
                         b.set_message(m);
                     }
@@ -87,8 +100,14 @@ pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
-    // A second Ctrl-C is not caught again by design of the handler: the first one asks for a clean stop.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    // The first Ctrl-C asks for a stop at the next safe point (after the current tensor or chunk); a second
+    // one exits at once. Either way no final file is half-written: every write goes to a temporary name first.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\nedgeforge: stopping at the next safe point (Ctrl-C again to stop now); resume with --resume");
+    });
     let bars = Bars { current: Mutex::new(None) };
     let progress = |p: Progress<'_>| bars.event(p);
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);

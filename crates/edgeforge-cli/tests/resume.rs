@@ -63,3 +63,31 @@ fn kill_9_then_resume_gives_the_same_metrics_and_bytes() {
         assert!(!name.ends_with(".tmp"), "{name}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path());
+    let out = dir.path().join("c");
+    let child = Command::new(BIN)
+        .args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = out.join("checkpoints/000-quantize-rtn.ckpt");
+    let t0 = Instant::now();
+    while !ckpt.exists() && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let res = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(!out.join("report.json").exists());
+    assert!(!out.join("int4.gguf").exists(), "no artifact may appear after an interrupted run");
+    let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--resume"]).output().unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(out.join("report.json").is_file() && out.join("int4.gguf").is_file());
+}

@@ -25,6 +25,8 @@ pub enum EvalError {
     Manifest { file: String, reason: String },
     #[error("the text has {tokens} tokens, fewer than one context of {ctx}: use a longer text or a smaller --ctx")]
     TextTooShort { tokens: usize, ctx: usize },
+    #[error("cancelled")]
+    Cancelled,
     #[error("invalid option: {0}")]
     Options(String),
     #[error("tokenizer: {0}")]

@@ -7,6 +7,8 @@
 //!   so each chunk contributes ctx - 1 - ctx/2 tokens;
 //! - perplexity = exp(mean NLL); its standard error is ppl · sqrt(var(NLL) / (n - 1)) (delta method).
 
+use std::ops::ControlFlow;
+
 use serde::Serialize;
 
 use edgeforge_runtime::LlamaRuntime;
@@ -102,13 +104,14 @@ pub fn token_nll(logits: &[f32], target: usize) -> f64 {
     sum_exp.ln() - f64::from(logits[target] - max)
 }
 
-/// Score `tokens` (the whole text, tokenized once with add_special) chunk by chunk.
+/// Score `tokens` (the whole text, tokenized once with add_special) chunk by chunk. `on_chunk` sees the
+/// running figures after each chunk and may stop the evaluation (`ControlFlow::Break`, e.g. on Ctrl-C).
 pub fn perplexity(
     runtime: &LlamaRuntime,
     tokens: &[u32],
     bos: Option<u32>,
     opts: &PerplexityOptions,
-    mut on_chunk: impl FnMut(ChunkProgress),
+    mut on_chunk: impl FnMut(ChunkProgress) -> ControlFlow<()>,
 ) -> Result<PerplexityResult> {
     opts.validate()?;
     let ctx = opts.ctx;
@@ -155,12 +158,15 @@ pub fn perplexity(
             stats.add(nll);
         }
         running.push(stats.perplexity());
-        on_chunk(ChunkProgress {
+        let flow = on_chunk(ChunkProgress {
             chunks_done: i + 1,
             chunks_total: n_chunks,
             tokens_scored: stats.count,
             perplexity: stats.perplexity(),
         });
+        if flow.is_break() {
+            return Err(EvalError::Cancelled);
+        }
     }
     Ok(PerplexityResult {
         perplexity: stats.perplexity(),

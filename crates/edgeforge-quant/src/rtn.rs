@@ -75,7 +75,7 @@ fn group_params(group: &[f32], format: QuantFormat, clip_search: bool) -> (f16, 
     let levels = format.levels() as f32;
     let half = levels / 2.0;
     let fractions: &[f32] = if clip_search { &CLIP_FRACTIONS } else { &CLIP_FRACTIONS[..1] };
-    let mut best = (f16::ZERO, if format.symmetric { 0 } else { 0u8 }, f32::INFINITY);
+    let mut best = (f16::ZERO, 0u8, f32::INFINITY);
     for &f in fractions {
         let (scale, zero) = if format.symmetric {
             // The value of largest magnitude maps to −2^(b−1) (llama.cpp's Q4_0 convention), so the full

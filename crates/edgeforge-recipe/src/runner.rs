@@ -29,7 +29,7 @@ use crate::{checkpoint, RecipeError};
 /// Where the runner is, for progress bars (the CLI draws them; the library never prints).
 pub enum Progress<'a> {
     Stage { label: &'a str, total: u64 },
-    Advance { done: u64, message: Option<String> },
+    Advance { done: u64, total: Option<u64>, message: Option<String> },
     Done,
 }
 
@@ -81,7 +81,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
 }
 
 /// Perplexity and latency of `model` as the recipe's eval section asks.
-pub fn evaluate(rf: &RecipeFile, model: &Model, seed: u64, progress: &(dyn Fn(Progress<'_>) + Sync), label: &str) -> Result<Metrics, RecipeError> {
+pub fn evaluate(
+    rf: &RecipeFile,
+    model: &Model,
+    seed: u64,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+    cancel: &AtomicBool,
+    label: &str,
+) -> Result<Metrics, RecipeError> {
     let r = &rf.recipe;
     if r.eval.perplexity.is_none() && r.eval.latency.is_none() {
         return Ok(Metrics::default());
@@ -99,7 +106,16 @@ pub fn evaluate(rf: &RecipeFile, model: &Model, seed: u64, progress: &(dyn Fn(Pr
         let t = Instant::now();
         let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
         let res = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |c| {
-            progress(Progress::Advance { done: c.chunks_done as u64, message: Some(format!("ppl {:.4}", c.perplexity)) });
+            progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: Some(format!("ppl {:.4}", c.perplexity)) });
+            if cancel.load(Ordering::Relaxed) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .map_err(|e| match e {
+            edgeforge_eval::EvalError::Cancelled => RecipeError::Interrupted,
+            e => e.into(),
         })?;
         progress(Progress::Done);
         metrics.perplexity = Some(PerplexityMetric {
@@ -165,7 +181,7 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
             return Ok(m.metrics);
         }
     }
-    let metrics = evaluate(rf, model, seed, opts.progress, "input")?;
+    let metrics = evaluate(rf, model, seed, opts.progress, opts.cancel, "input")?;
     if let Some(p) = &cached {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -231,8 +247,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         let label = format!("pass {}/{}: {}", i + 1, validated.passes.len(), pass.name());
         (opts.progress)(Progress::Stage { label: &label, total: 0 });
         let progress = |done: u64, total: u64| {
-            let _ = total;
-            (opts.progress)(Progress::Advance { done, message: None });
+            (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
         };
         let cx = PassContext { seed, progress: &progress, cancel: opts.cancel };
         let t = Instant::now();
@@ -258,7 +273,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     }
     cancelled(opts)?;
 
-    let metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, "result")? };
+    let metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result")? };
     cancelled(opts)?;
 
     let mut artifacts = Vec::new();
