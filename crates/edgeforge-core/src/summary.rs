@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arch::TensorKind;
 use crate::model::{Model, ModelConfig, SourceFormat};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Footprint {
     pub tensors: usize,
     pub params: u64,

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statrs::statistics::{Data, OrderStatistics};
 
 use edgeforge_runtime::LlamaRuntime;
@@ -19,7 +19,7 @@ pub struct LatencyOptions {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyResult {
     pub prefill_tok_s: f64,
     pub decode_tok_s: f64,

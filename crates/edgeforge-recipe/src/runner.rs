@@ -16,7 +16,7 @@ use edgeforge_eval::latency::peak_rss_bytes;
 use edgeforge_eval::{LatencyOptions, PerplexityOptions};
 use edgeforge_report::compare::{compare, GateSpec, Side};
 use edgeforge_report::{
-    Artifact, Environment, Footprint, GateOutcome, LatencyMetric, Metrics, ModelStats, PassReport, PerplexityMetric, RecipeInfo,
+    Artifact, Environment, GateOutcome, Metrics, ModelStats, PassReport, PerplexityMetric, RecipeInfo,
     Report, REPORT_SCHEMA_VERSION,
 };
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
@@ -61,15 +61,14 @@ pub fn environment(seed: u64, git_describe: Option<String>) -> Environment {
 
 pub fn model_stats(model: &Model) -> ModelStats {
     let s = summarize(model);
-    let fp = |f: &edgeforge_core::summary::Footprint| Footprint { params: f.params, bytes: f.bytes, bits_per_weight: f.bits_per_weight };
     ModelStats {
         path: s.path.clone(),
         sha256: s.sha256.clone(),
         params: s.total.params,
         bytes: s.total.bytes,
         bits_per_weight: s.total.bits_per_weight,
-        by_kind: s.by_kind.iter().map(|(k, f)| (k.name().to_owned(), fp(f))).collect(),
-        by_format: s.by_type.iter().map(|(k, f)| (k.clone(), fp(f))).collect(),
+        by_kind: s.by_kind.iter().map(|(k, f)| (k.name().to_owned(), f.clone())).collect(),
+        by_format: s.by_type,
     }
 }
 
@@ -147,18 +146,7 @@ pub fn evaluate(
             _ => run()?,
         };
         progress(Progress::Done);
-        metrics.latency = Some(LatencyMetric {
-            prefill_tok_s: res.prefill_tok_s,
-            decode_tok_s: res.decode_tok_s,
-            ttft_ms: res.ttft_ms,
-            decode_p50_ms: res.decode_p50_ms,
-            decode_p95_ms: res.decode_p95_ms,
-            peak_rss_bytes: res.peak_rss_bytes,
-            threads: res.threads,
-            prompt_tokens: res.prompt_tokens,
-            gen_tokens: res.gen_tokens,
-            repeats: res.repeats,
-        });
+        metrics.latency = Some(res);
     }
     Ok(metrics)
 }

@@ -43,12 +43,9 @@ pub struct Environment {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Footprint {
-    pub params: u64,
-    pub bytes: u64,
-    pub bits_per_weight: f64,
-}
+pub use edgeforge_core::summary::Footprint;
+/// Latency as `edgeforge eval latency` measures it.
+pub use edgeforge_eval::LatencyResult as LatencyMetric;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelStats {
@@ -91,20 +88,6 @@ pub struct PerplexityMetric {
     pub dataset: String,
     pub dataset_sha256: String,
     pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LatencyMetric {
-    pub prefill_tok_s: f64,
-    pub decode_tok_s: f64,
-    pub ttft_ms: f64,
-    pub decode_p50_ms: f64,
-    pub decode_p95_ms: f64,
-    pub peak_rss_bytes: u64,
-    pub threads: usize,
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub repeats: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
