@@ -16,7 +16,7 @@ const GOOD_HEAD: &str = "version: 1\nmodel: tiny.gguf\n";
 const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
     ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
-    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: gptq\n", "4:", &["`gptq` is not available"]),
+    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: awq\n", "4:", &["`awq` is not available"]),
     ("pass-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_szie: 32\n", "6:5", &["unknown field `group_szie`", "did you mean `group_size`?"]),
     ("bits-wrong-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: four\n    group_size: 32\n", "5:11", &["invalid u8", "expected a whole number"]),
     ("bits-out-of-range", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 5\n    group_size: 32\n", "5:11", &["bits = 5 is not supported"]),
@@ -219,4 +219,31 @@ fn committed_json_schema_matches_the_types() {
     let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(schema["additionalProperties"], false, "unknown top-level keys must be refused");
     assert!(stdout.contains("\"quantize-rtn\""));
+}
+
+#[test]
+fn gptq_recipe_on_a_tiny_model_quantizes_every_linear_block_by_block() {
+    let dir = setup();
+    let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
+    std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
+    let recipe = format!(
+        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 4, seq_len: 32, seed: 3 }}\npasses:\n  - pass: gptq\n    bits: 4\n    group_size: 32\n    block_size: 16\ntargets:\n  - {{ format: gguf }}\n"
+    );
+    std::fs::write(dir.path().join("g.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "g.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let changed = report["passes"][0]["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 2 * 7, "every linear of both blocks");
+    // Rows of 32 (n_embd) make a group of 32 one scale per row: "per-channel"; ffn_down rows of 64 keep g32.
+    assert!(changed.iter().all(|c| c["to"] == "int4-g32-sym" || c["to"] == "int4-per-channel-sym"), "{changed:?}");
+    assert!(changed.iter().any(|c| c["to"] == "int4-g32-sym"));
+    let g = edgeforge_core::load_model(&dir.path().join("out/g.gguf")).unwrap();
+    assert_eq!(g.tensors["blk.1.ffn_down.weight"].format_name(), "Q4_0");
+    // Without a calibration section the recipe is refused before anything runs.
+    let no_cal = "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: gptq\n    bits: 4\n    group_size: 32\n";
+    std::fs::write(dir.path().join("n.yaml"), no_cal).unwrap();
+    let (code, _, stderr) = run(&["validate", "n.yaml"], dir.path());
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("n.yaml:4:5") && stderr.contains("needs calibration data"), "{stderr}");
 }

@@ -66,9 +66,17 @@ pub enum PassError {
     Tensor { tensor: String, message: String },
 }
 
+/// Calibration text as token sequences (each `seq_len` long), drawn from the recipe's calibration dataset.
+#[derive(Debug, Clone, Default)]
+pub struct CalibrationData {
+    pub sequences: Vec<Vec<u32>>,
+}
+
 /// Run-time services a pass may use.
 pub struct PassContext<'a> {
     pub seed: u64,
+    /// Present when the recipe has a `calibration` section.
+    pub calibration: Option<&'a CalibrationData>,
     /// Called with (units done, units total) as the pass makes progress.
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
     /// Set by Ctrl-C; long passes check it between units of work.

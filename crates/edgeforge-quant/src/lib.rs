@@ -1,7 +1,9 @@
 //! edgeforge-quant: weight quantization passes. Each pass is one module with its typed options.
 
 pub mod options;
+pub mod gptq;
 pub mod rtn;
 mod select;
 
+pub use gptq::{Gptq, GptqOptions};
 pub use rtn::{QuantizeRtn, RtnOptions};

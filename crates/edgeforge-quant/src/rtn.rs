@@ -71,7 +71,7 @@ const CLIP_FRACTIONS: [f32; 12] = [1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79
 
 /// Scale and zero point for one group: symmetric grids use all 2^bits codes (−2^(b−1) .. 2^(b−1)−1, with
 /// the group's extreme value on the side that has the extra code), asymmetric ones span [min, max].
-fn group_params(group: &[f32], format: QuantFormat, clip_search: bool) -> (f16, u8) {
+pub(crate) fn group_params(group: &[f32], format: QuantFormat, clip_search: bool) -> (f16, u8) {
     let levels = format.levels() as f32;
     let half = levels / 2.0;
     let fractions: &[f32] = if clip_search { &CLIP_FRACTIONS } else { &CLIP_FRACTIONS[..1] };
@@ -136,7 +136,7 @@ pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat, clip_search
     }
 }
 
-fn rel_error(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn rel_error(a: &[f32], b: &[f32]) -> f64 {
     let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| {
         (n + f64::from(x - y).powi(2), d + f64::from(x).powi(2))
     });

@@ -9,28 +9,31 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
-use edgeforge_quant::{QuantizeRtn, RtnOptions};
+use edgeforge_quant::{Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
 #[derive(Debug, Clone)]
 pub enum PassSpec {
     QuantizeRtn(RtnOptions),
+    Gptq(GptqOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 1] = ["quantize-rtn"];
+pub const PASS_NAMES: [&str; 2] = ["quantize-rtn", "gptq"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
-const PLANNED: [&str; 6] = ["gptq", "awq", "prune", "reconstruct", "distill", "sensitivity"];
+const PLANNED: [&str; 5] = ["awq", "prune", "reconstruct", "distill", "sensitivity"];
 
 impl PassSpec {
     pub fn name(&self) -> &'static str {
         match self {
             PassSpec::QuantizeRtn(_) => "quantize-rtn",
+            PassSpec::Gptq(_) => "gptq",
         }
     }
 
     pub fn build(&self) -> Box<dyn Pass> {
         match self {
             PassSpec::QuantizeRtn(o) => Box::new(QuantizeRtn::new(o.clone())),
+            PassSpec::Gptq(o) => Box::new(Gptq::new(o.clone())),
         }
     }
 }
@@ -67,6 +70,7 @@ impl<'de> Visitor<'de> for PassVisitor {
         let rest = de::value::MapAccessDeserializer::new(map);
         match name.as_str() {
             "quantize-rtn" => Ok(PassSpec::QuantizeRtn(RtnOptions::deserialize(rest)?)),
+            "gptq" => Ok(PassSpec::Gptq(GptqOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -82,6 +86,7 @@ impl Serialize for PassSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let options = match self {
             PassSpec::QuantizeRtn(o) => serde_json::to_value(o),
+            PassSpec::Gptq(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -116,7 +121,7 @@ impl JsonSchema for PassSpec {
     }
 
     fn json_schema(gen: &mut SchemaGenerator) -> Schema {
-        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn")];
+        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn"), tagged::<GptqOptions>(gen, "gptq")];
         schemars::json_schema!({ "oneOf": variants })
     }
 }

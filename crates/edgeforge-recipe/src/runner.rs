@@ -229,6 +229,11 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         }
     }
 
+    let calibration = if validated.passes.iter().skip(start).any(|p| p.needs().calibration) {
+        Some(calibration_data(rf, &model, seed)?)
+    } else {
+        None
+    };
     for (i, pass) in validated.passes.iter().enumerate().skip(start) {
         cancelled(opts)?;
         let before = summarize(&model);
@@ -237,7 +242,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         let progress = |done: u64, total: u64| {
             (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
         };
-        let cx = PassContext { seed, progress: &progress, cancel: opts.cancel };
+        let cx = PassContext { seed, calibration: calibration.as_ref(), progress: &progress, cancel: opts.cancel };
         let t = Instant::now();
         let outcome = pass.run(&mut model, &cx).map_err(|source| match source {
             edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,
@@ -352,6 +357,37 @@ pub fn content_sha256(model: &Model) -> String {
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     edgeforge_core::hash::sha256_hex(&refs)
+}
+
+/// `samples` windows of `seq_len` tokens at seeded random offsets in the calibration text (BOS first when the
+/// model adds one).
+fn calibration_data(rf: &RecipeFile, model: &Model, seed: u64) -> Result<edgeforge_core::pass::CalibrationData, RecipeError> {
+    let Some(c) = &rf.recipe.calibration else {
+        return Ok(edgeforge_core::pass::CalibrationData::default());
+    };
+    let path = resolve_path(rf, &c.dataset.value);
+    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { c.dataset.value.clone() })?;
+    let tokens = model.tokenizer.encode(&text.text, false).map_err(edgeforge_eval::EvalError::from)?;
+    let (n, len) = (c.samples.get(), c.seq_len.get());
+    if tokens.len() <= len {
+        return Err(edgeforge_eval::EvalError::TextTooShort { tokens: tokens.len(), ctx: len }.into());
+    }
+    let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
+    let mut state = c.seed ^ seed ^ 0x2545_F491_4F6C_DD1D;
+    let sequences = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let start = (state % (tokens.len() - len) as u64) as usize;
+            let mut s = tokens[start..start + len].to_vec();
+            if let Some(b) = bos {
+                s[0] = b;
+            }
+            s
+        })
+        .collect();
+    Ok(edgeforge_core::pass::CalibrationData { sequences })
 }
 
 /// Size and sha256 of a file, or of a folder's files in name order.

@@ -10,6 +10,16 @@ use crate::ops;
 use crate::rope::RopeTable;
 use crate::weights::{LayerWeights, LlamaWeights};
 
+/// Where a layer's linear inputs are shown to `run_layer`'s capture: the normed input of q/k/v, the
+/// attention heads feeding o_proj, the normed input of gate/up, and the SwiGLU product feeding down_proj.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureSite {
+    Attention,
+    AttentionOutput,
+    FeedForward,
+    FeedForwardDown,
+}
+
 pub struct LlamaRuntime {
     w: LlamaWeights,
     kv_width: usize,
@@ -85,7 +95,7 @@ impl LlamaRuntime {
         let rope = RopeTable::new(w.head_dim, w.rope_base, cache.len, n);
         let mut scratch = Scratch::default();
         for (li, layer) in w.layers.iter().enumerate() {
-            self.layer(li, layer, &mut x, n, cache, &rope, &mut scratch)?;
+            self.layer(li, layer, &mut x, n, cache, &rope, &mut scratch, &mut |_, _| {})?;
         }
         cache.len += n;
 
@@ -98,6 +108,44 @@ impl LlamaRuntime {
         Ok(logits)
     }
 
+    /// Token embeddings `[tokens.len(), n_embd]`.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let e = self.w.n_embd;
+        let mut x = Vec::with_capacity(tokens.len() * e);
+        for (position, &t) in tokens.iter().enumerate() {
+            if t as usize >= self.w.vocab_size {
+                return Err(RuntimeError::TokenOutOfRange { id: t, position, vocab_size: self.w.vocab_size });
+            }
+            x.extend_from_slice(&self.w.token_embd[t as usize * e..(t as usize + 1) * e]);
+        }
+        Ok(x)
+    }
+
+    /// Run layer `li` alone on hidden states `x` (`[n, n_embd]`, positions 0..n), in place, showing `capture`
+    /// the input of each of its linear layers. Calibration passes use this to go through a model one block at
+    /// a time.
+    pub fn run_layer(&self, li: usize, x: &mut [f32], n: usize, capture: &mut dyn FnMut(CaptureSite, &[f32])) -> Result<(), RuntimeError> {
+        let l = self.w.layers.get(li).ok_or(RuntimeError::BadShape { what: "layer index", value: li, why: "past the last layer" })?;
+        if x.len() != n * self.w.n_embd {
+            return Err(RuntimeError::WeightLength { tensor: "hidden states".into(), expected: n * self.w.n_embd, got: x.len() });
+        }
+        let mut cache = KvCache::new(self.w.layers.len(), self.kv_width, n);
+        let rope = RopeTable::new(self.w.head_dim, self.w.rope_base, 0, n);
+        self.layer(li, l, x, n, &mut cache, &rope, &mut Scratch::default(), capture)
+    }
+
+    /// Swap in new weights for one layer (e.g. after quantizing it), checked like the originals.
+    pub fn set_layer(&mut self, li: usize, layer: LayerWeights) -> Result<(), RuntimeError> {
+        let old = self.w.layers.get_mut(li).ok_or(RuntimeError::BadShape { what: "layer index", value: li, why: "past the last layer" })?;
+        let previous = std::mem::replace(old, layer);
+        if let Err(e) = self.w.validate() {
+            self.w.layers[li] = previous;
+            return Err(e);
+        }
+        self.kv_width = self.w.max_kv_width();
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
@@ -108,6 +156,7 @@ impl LlamaRuntime {
         cache: &mut KvCache,
         rope: &RopeTable,
         s: &mut Scratch,
+        capture: &mut dyn FnMut(CaptureSite, &[f32]),
     ) -> Result<(), RuntimeError> {
         let w = &self.w;
         let (e, hd) = (w.n_embd, w.head_dim);
@@ -119,6 +168,7 @@ impl LlamaRuntime {
         let xn = s.buf(0, n * e);
         ops::rms_norm(x, &l.attn_norm, w.rms_eps, xn);
         let xn = &*xn;
+        capture(CaptureSite::Attention, xn);
         let mut q = vec![0f32; n * qd];
         let mut k = vec![0f32; n * kvd];
         let mut v = vec![0f32; n * kvd];
@@ -169,6 +219,7 @@ impl LlamaRuntime {
                 heads_out[r * qd + h * hd..][..hd].copy_from_slice(&out[r * hd..(r + 1) * hd]);
             }
         }
+        capture(CaptureSite::AttentionOutput, &heads_out);
         let proj = s.buf(1, n * e);
         linear(&heads_out, n, &l.wo, e, qd, proj, "attn_output")?;
         ops::add_in_place(x, proj);
@@ -177,11 +228,13 @@ impl LlamaRuntime {
         let xn = s.buf(0, n * e);
         ops::rms_norm(x, &l.ffn_norm, w.rms_eps, xn);
         let xn = &*xn;
+        capture(CaptureSite::FeedForward, xn);
         let mut gate = vec![0f32; n * ff];
         let mut up = vec![0f32; n * ff];
         linear(xn, n, &l.w_gate, ff, e, &mut gate, "ffn_gate")?;
         linear(xn, n, &l.w_up, ff, e, &mut up, "ffn_up")?;
         ops::silu_mul(&mut gate, &up);
+        capture(CaptureSite::FeedForwardDown, &gate);
         let down = s.buf(1, n * e);
         linear(&gate, n, &l.w_down, e, ff, down, "ffn_down")?;
         ops::add_in_place(x, down);

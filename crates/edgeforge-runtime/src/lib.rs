@@ -11,7 +11,7 @@ mod rope;
 mod weights;
 
 pub use error::RuntimeError;
-pub use forward::LlamaRuntime;
-pub use from_model::weights_from_model;
+pub use forward::{CaptureSite, LlamaRuntime};
+pub use from_model::{layer_from_model, weights_from_model};
 pub use kv_cache::KvCache;
 pub use weights::{LayerWeights, LlamaWeights};
