@@ -28,7 +28,7 @@ use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 use edgeforge_runtime::{weights_from_model, CaptureSite, LlamaRuntime};
 
-use crate::options::{Bits, GroupSize, TensorGlob};
+use crate::options::{default_ignore, group_size_issues, Bits, GroupSize, TensorGlob};
 use crate::rtn::{group_params, rel_error};
 
 /// A fraction in (0, 1].
@@ -62,9 +62,6 @@ fn default_damp() -> DampFrac {
 }
 fn default_block() -> usize {
     128
-}
-fn default_ignore() -> Vec<TensorGlob> {
-    ["token_embd.weight", "output.weight"].iter().filter_map(|s| TensorGlob::try_from((*s).to_owned()).ok()).collect()
 }
 
 /// Options of `gptq`.
@@ -242,14 +239,7 @@ impl Pass for Gptq {
     }
 
     fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
-        let mut issues = Vec::new();
-        if let GroupSize::Elements(g) = self.options.group_size {
-            for (what, len) in [("n_embd", config.n_embd), ("attention width", config.n_heads * config.head_dim), ("feed-forward width", config.n_ff)] {
-                if len % g != 0 {
-                    issues.push(OptionIssue { field: "group_size", message: format!("group_size {g} does not divide the model's {what} ({len})") });
-                }
-            }
-        }
+        let mut issues = group_size_issues(self.options.group_size, config);
         if self.options.block_size == 0 {
             issues.push(OptionIssue { field: "block_size", message: "block_size must be positive".into() });
         }

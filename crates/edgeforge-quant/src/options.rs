@@ -105,3 +105,21 @@ impl TensorGlob {
         glob::Pattern::new(&self.0).unwrap_or_else(|_| glob::Pattern::new("[]").unwrap_or_default())
     }
 }
+
+/// The default `ignore` list of quantization passes: the embedding and the (possibly tied) output head.
+pub fn default_ignore() -> Vec<TensorGlob> {
+    ["token_embd.weight", "output.weight"].iter().filter_map(|s| TensorGlob::try_from((*s).to_owned()).ok()).collect()
+}
+
+/// A group size must divide every row length of the model's linear layers.
+pub fn group_size_issues(group: GroupSize, config: &edgeforge_core::ModelConfig) -> Vec<edgeforge_core::pass::OptionIssue> {
+    let GroupSize::Elements(g) = group else { return Vec::new() };
+    [("n_embd", config.n_embd), ("attention width", config.n_heads * config.head_dim), ("feed-forward width", config.n_ff)]
+        .into_iter()
+        .filter(|(_, len)| len % g != 0)
+        .map(|(what, len)| edgeforge_core::pass::OptionIssue {
+            field: "group_size",
+            message: format!("group_size {g} does not divide the model's {what} ({len}); use a divisor or per-channel"),
+        })
+        .collect()
+}

@@ -18,15 +18,12 @@ use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassCont
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 
-use crate::options::{Bits, GroupSize, TensorGlob};
+use crate::options::{default_ignore, group_size_issues, Bits, GroupSize, TensorGlob};
 
 fn default_symmetric() -> bool {
     true
 }
 
-fn default_ignore() -> Vec<TensorGlob> {
-    ["token_embd.weight", "output.weight"].iter().filter_map(|s| TensorGlob::try_from((*s).to_owned()).ok()).collect()
-}
 
 /// Options of `quantize-rtn`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -165,23 +162,7 @@ impl Pass for QuantizeRtn {
     }
 
     fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
-        let rows = [
-            ("n_embd", config.n_embd),
-            ("attention width", config.n_heads * config.head_dim),
-            ("feed-forward width", config.n_ff),
-        ];
-        let mut issues = Vec::new();
-        if let GroupSize::Elements(g) = self.options.group_size {
-            for (what, len) in rows {
-                if len % g != 0 {
-                    issues.push(OptionIssue {
-                        field: "group_size",
-                        message: format!("group_size {g} does not divide the model's {what} ({len}); use a divisor or per-channel"),
-                    });
-                }
-            }
-        }
-        issues
+        group_size_issues(self.options.group_size, config)
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
