@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmark: GPTQ (int4, groups of 64) on the reference model with 128 x 512 calibration tokens, the setting
+# the GPTQ paper and llm-compressor use. Reports the pass's seconds and peak RSS from report.json, the
+# process's wall time and maximum RSS from /usr/bin/time, and, for comparison in the same run, the
+# round-to-nearest pass at the same settings. Writes reports/bench/gptq.{json,md}. Not part of CI (~6 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
+cargo build --release --locked -p edgeforge-cli >&2
+edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+sed 's/samples: 32, seq_len: 512/samples: 128, seq_len: 512/' recipes/smollm2-gptq-int4-g64.yaml > "$work/gptq.yaml"
+cat > "$work/rtn.yaml" <<'YAML'
+version: 1
+model: smollm2-135m-instruct
+passes:
+  - { pass: quantize-rtn, bits: 4, group_size: 64, symmetric: true }
+eval:
+  perplexity: { dataset: wikitext-2-test, ctx: 512, chunks: 10 }
+YAML
+for r in rtn gptq; do
+  /usr/bin/time -v "$edgeforge" run "$work/$r.yaml" --out "$work/$r" --threads 2 > "$work/$r.out" 2> "$work/$r.time"
+done
+mkdir -p reports/bench
+python3 - "$work" <<'PY'
+import json, re, sys, pathlib
+w = pathlib.Path(sys.argv[1]); out = {}
+for r in ("rtn", "gptq"):
+    rep = json.loads((w / r / "report.json").read_text()); t = (w / f"{r}.time").read_text()
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", t)
+    h, m, s = (int(wall.group(1) or 0), int(wall.group(2)), float(wall.group(3)))
+    out[r] = {"pass_seconds": rep["passes"][0]["seconds"], "pass_peak_rss_bytes": rep["passes"][0]["peak_rss_bytes"],
+              "process_max_rss_kb": int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)),
+              "wall_seconds": h * 3600 + m * 60 + s,
+              "perplexity_before": rep["metrics_before"]["perplexity"]["perplexity"],
+              "perplexity_after": rep["metrics_after"]["perplexity"]["perplexity"],
+              "ppl_stderr_after": rep["metrics_after"]["perplexity"]["ppl_stderr"]}
+pathlib.Path("reports/bench/gptq.json").write_text(json.dumps(out, indent=2) + "\n")
+md = ["# GPTQ benchmark (int4 g64 sym, 128 x 512 calibration tokens, 2 threads)", "",
+      "| pass | pass seconds | peak RSS (MiB) | perplexity (10 chunks) |", "|---|---|---|---|"]
+for r in ("rtn", "gptq"):
+    o = out[r]
+    md.append(f"| {r} | {o['pass_seconds']:.1f} | {o['process_max_rss_kb']/1024:.0f} | {o['perplexity_before']:.4f} -> {o['perplexity_after']:.4f} ± {o['ppl_stderr_after']:.4f} |")
+pathlib.Path("reports/bench/gptq.md").write_text("\n".join(md) + "\n"); print("\n".join(md))
+PY
