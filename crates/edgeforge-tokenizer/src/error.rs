@@ -1,25 +1,87 @@
 use std::path::PathBuf;
 
+/// Everything that can go wrong building or using a tokenizer. Messages are one line and say what to fix
+/// when the fix is known.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenizerError {
-    #[error("tokenizer model `{model}` is not supported (only `gpt2`, byte-level BPE)")]
+    #[error(
+        "tokenizer model `{model}` is not supported: only `gpt2` (byte-level bpe) vocabularies are; \
+         load the model from a hugging face folder with its tokenizer.json instead"
+    )]
     UnsupportedModel { model: String },
-    #[error("pre-tokenizer `{pre}` is not supported (supported: {})", supported.join(", "))]
+
+    #[error(
+        "pre-tokenizer `{pre}` is not supported (supported: {}); re-convert the model with one of these \
+         or add its regexes to edgeforge-tokenizer's table",
+        supported.join(", ")
+    )]
     UnknownPreTokenizer { pre: String, supported: Vec<&'static str> },
-    #[error("merge {index} `{merge}` is not two tokens separated by a space")]
+
+    #[error("the vocabulary is empty: the model file lists no tokens (tokenizer.ggml.tokens)")]
+    EmptyVocab,
+
+    #[error(
+        "token {second} has the same text as token {first} (`{token}`); token texts must be unique, \
+         re-convert the model"
+    )]
+    DuplicateToken { token: String, first: u32, second: u32 },
+
+    #[error("tokenizer.ggml.token_type has {types} entries for {tokens} tokens; re-convert the model")]
+    TokenTypeCount { types: usize, tokens: usize },
+
+    #[error("merge {index} `{merge}` is not two tokens separated by a space; re-convert the model")]
     BadMerge { index: usize, merge: String },
-    #[error("token id {id} for {role} is outside the vocabulary of {vocab_size}")]
+
+    #[error(
+        "merge {index} `{merge}` needs token `{token}`, which is not in the vocabulary; \
+         the merges do not belong to these tokens, re-convert the model"
+    )]
+    UnknownMergeToken { index: usize, merge: String, token: String },
+
+    #[error(
+        "{role} token id {id} is outside the vocabulary of {vocab_size} tokens; \
+         fix tokenizer.ggml.{role}_token_id"
+    )]
     BadSpecialId { role: &'static str, id: u32, vocab_size: usize },
-    #[error("{}: {source}", path.display())]
+
+    #[error(
+        "add_{role}_token is on but no {role} token id is given; \
+         set tokenizer.ggml.{role}_token_id or turn add_{role}_token off"
+    )]
+    MissingSpecialId { role: &'static str },
+
+    #[error(
+        "{}: no tokenizer.json in this folder; a hugging face model folder needs one \
+         (copy it from the original model)",
+        dir.display()
+    )]
+    MissingTokenizerJson { dir: PathBuf },
+
+    #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: invalid JSON: {reason}", path.display())]
-    Json { path: PathBuf, reason: String },
+
+    #[error("{}: not a valid tokenizer file: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
     #[error("cannot build the tokenizer: {reason}")]
     Build { reason: String },
+
+    #[error("token id {id} is outside the vocabulary of {vocab_size} tokens")]
+    UnknownId { id: u32, vocab_size: usize },
+
     #[error("encoding failed: {reason}")]
     Encode { reason: String },
+
+    #[error("decoding failed: {reason}")]
+    Decode { reason: String },
 }

@@ -1,7 +1,7 @@
-//! tokenizer.json (+ tokenizer_config.json, config.json) ↔ tokenizer.
+//! Hugging Face model folders: tokenizer.json (+ tokenizer_config.json, config.json) ↔ tokenizer.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use tokenizers::Tokenizer as HfTokenizer;
@@ -9,13 +9,23 @@ use tokenizers::Tokenizer as HfTokenizer;
 use crate::error::TokenizerError;
 use crate::Tokenizer;
 
-fn read_json(path: &Path) -> Result<Option<Value>, TokenizerError> {
+/// The file's bytes, or `None` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, TokenizerError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| TokenizerError::Json { path: path.to_path_buf(), reason: e.to_string() }),
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TokenizerError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(TokenizerError::Io { action: "read", path: path.to_path_buf(), source }),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, TokenizerError> {
+    serde_json::from_slice(bytes).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })
+}
+
+fn read_optional_json(path: &Path) -> Result<Value, TokenizerError> {
+    match read_optional(path)? {
+        Some(bytes) => parse(path, &bytes),
+        None => Ok(Value::Null),
     }
 }
 
@@ -28,8 +38,8 @@ fn token_name(v: Option<&Value>) -> Option<String> {
     }
 }
 
-/// Does the post-processor put `bos` in front of every single sequence (how Llama-3-style tokenizer.json
-/// files say add_bos)?
+/// Does the post-processor put `bos` in front of every single sequence? That is how Llama-3-style
+/// tokenizer.json files say add_bos when tokenizer_config.json does not.
 fn post_processor_adds(tokenizer_json: &Value, bos: &str) -> bool {
     fn check(pp: &Value, bos: &str) -> bool {
         match pp.get("type").and_then(Value::as_str) {
@@ -53,18 +63,17 @@ fn post_processor_adds(tokenizer_json: &Value, bos: &str) -> bool {
 
 pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let tok_path = dir.join("tokenizer.json");
-    let tok_json = read_json(&tok_path)?.ok_or_else(|| TokenizerError::Io {
-        path: tok_path.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json is missing from the model folder"),
-    })?;
-    let mut inner = HfTokenizer::from_file(&tok_path)
-        .map_err(|e| TokenizerError::Json { path: tok_path.clone(), reason: e.to_string() })?;
-    // Our encode adds BOS/EOS itself, as llama.cpp does, so the post-processor is never run; special-token
-    // text in the input stays plain text (llama.cpp's parse_special = false).
+    let bytes =
+        read_optional(&tok_path)?.ok_or_else(|| TokenizerError::MissingTokenizerJson { dir: dir.to_path_buf() })?;
+    let tok_json: Value = parse(&tok_path, &bytes)?;
+    let mut inner: HfTokenizer = parse(&tok_path, &bytes)?;
+    // Special-token text in the input stays plain text (llama.cpp's parse_special = false); non-special
+    // added tokens are still cut out, as llama.cpp does with user-defined tokens.
     inner.set_encode_special_tokens(true);
 
-    let tc = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
-    let cfg = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
+    let tc = read_optional_json(&dir.join("tokenizer_config.json"))?;
+    let cfg = read_optional_json(&dir.join("config.json"))?;
+    // Token names in tokenizer_config.json win over ids in config.json, as in llama.cpp's converter.
     let id_of = |name: Option<String>, cfg_key: &str| -> Option<u32> {
         name.and_then(|n| inner.token_to_id(&n))
             .or_else(|| cfg.get(cfg_key).and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok()))
@@ -77,36 +86,63 @@ pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         None => bos_text.is_some_and(|b| post_processor_adds(&tok_json, &b)),
     };
     let add_eos = tc.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
-    Ok(Tokenizer { inner, bos_id, eos_id, add_bos, add_eos, gguf_vocab: None })
+    // A flag without its token would silently add nothing; say so instead.
+    if add_bos && bos_id.is_none() {
+        return Err(TokenizerError::MissingSpecialId { role: "bos" });
+    }
+    if add_eos && eos_id.is_none() {
+        return Err(TokenizerError::MissingSpecialId { role: "eos" });
+    }
+    Ok(Tokenizer::assemble(inner, bos_id, eos_id, add_bos, add_eos, None))
 }
 
+/// Write `bytes` to a temp file beside `path`, then rename it over `path`: a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TokenizerError> {
-    let io = |source| TokenizerError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|source| TokenizerError::Io { action: "create", path: tmp.clone(), source })?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|source| TokenizerError::Io {
+            action: "write",
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| TokenizerError::Io {
+            action: "rename a file to",
+            path: path.to_path_buf(),
+            source,
+        })
+    })();
+    if result.is_err() {
+        // Best effort: the error being returned matters more than a leftover temp file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 pub(crate) fn write(t: &Tokenizer, dir: &Path) -> Result<(), TokenizerError> {
-    let tok_path = dir.join("tokenizer.json");
-    let text = t.inner.to_string(false).map_err(|e| TokenizerError::Build { reason: e.to_string() })?;
-    write_atomic(&tok_path, text.as_bytes())?;
+    let text = t
+        .inner
+        .to_string(false)
+        .map_err(|e| TokenizerError::Build { reason: format!("cannot serialize tokenizer.json: {e}") })?;
+    write_atomic(&dir.join("tokenizer.json"), text.as_bytes())?;
+
     let name = |id: Option<u32>| id.and_then(|i| t.inner.id_to_token(i));
+    let gguf = t.gguf_vocab.as_ref();
     let config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_bos_token": t.add_bos,
         "add_eos_token": t.add_eos,
         "bos_token": name(t.bos_id),
         "eos_token": name(t.eos_id),
+        "unk_token": name(gguf.and_then(|g| g.unk_id)),
+        "pad_token": name(gguf.and_then(|g| g.pad_id)),
+        // Decoding must give back the exact text; HF's cleanup would drop spaces before punctuation.
         "clean_up_tokenization_spaces": false,
     });
-    let text = serde_json::to_string_pretty(&config).map_err(|e| TokenizerError::Build { reason: e.to_string() })?;
+    let text = serde_json::to_string_pretty(&config)
+        .map_err(|e| TokenizerError::Build { reason: format!("cannot serialize tokenizer_config.json: {e}") })?;
     write_atomic(&dir.join("tokenizer_config.json"), text.as_bytes())
 }

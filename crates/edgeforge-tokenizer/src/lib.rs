@@ -1,12 +1,17 @@
 //! edgeforge-tokenizer: GPT-2-style byte-level BPE built from GGUF tokenizer metadata or a Hugging Face
-//! tokenizer.json, producing exactly the ids llama.cpp produces (checked on WikiText-2 in the tests).
-//! Built on the `tokenizers` crate; this crate supplies llama.cpp's pre-tokenizer table, its special-token
-//! rules and its BOS/EOS handling.
+//! tokenizer.json, producing exactly the ids llama.cpp's `llama_tokenize(add_special, parse_special = false)`
+//! produces. Built on the `tokenizers` crate; this crate supplies llama.cpp's pre-tokenizer table, its
+//! special-token rules and its BOS/EOS handling.
 
 mod error;
 mod hf_files;
+mod missing_bytes;
 mod pretokenize;
+mod token_kinds;
 mod vocab;
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use tokenizers::Tokenizer as HfTokenizer;
 
@@ -19,17 +24,23 @@ pub struct Tokenizer {
     eos_id: Option<u32>,
     add_bos: bool,
     add_eos: bool,
-    /// The GGUF description this tokenizer was built from (kept so GGUF exports can carry it over).
+    /// Highest id + 1, computed once: the `tokenizers` crate rebuilds its whole vocabulary map to count it.
+    vocab_size: usize,
+    /// Added (control, user-defined) tokens by id. Their text is raw text, not byte-level symbols, so decode
+    /// must not send it through the byte-level decoder (which would turn a raw `é` into the lone byte 0xE9).
+    added: HashMap<u32, String>,
+    /// The GGUF description this tokenizer was built from, kept so GGUF exports can carry it over.
     gguf_vocab: Option<GgufVocab>,
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
-            .field("vocab_size", &self.vocab_size())
+            .field("vocab_size", &self.vocab_size)
             .field("bos_id", &self.bos_id)
             .field("eos_id", &self.eos_id)
             .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
             .finish()
     }
 }
@@ -39,14 +50,29 @@ impl Tokenizer {
         vocab::build(v)
     }
 
-    /// A Hugging Face folder: tokenizer.json, plus tokenizer_config.json and config.json if present.
-    pub fn from_hf_dir(dir: &std::path::Path) -> Result<Self, TokenizerError> {
+    /// A Hugging Face folder: tokenizer.json, plus tokenizer_config.json (add_bos_token, bos_token,
+    /// eos_token) and config.json (bos_token_id, eos_token_id) when present beside it.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
         hf_files::read(dir)
     }
 
+    fn assemble(
+        inner: HfTokenizer,
+        bos_id: Option<u32>,
+        eos_id: Option<u32>,
+        add_bos: bool,
+        add_eos: bool,
+        gguf_vocab: Option<GgufVocab>,
+    ) -> Self {
+        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
+        let added = inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
+        Self { inner, bos_id, eos_id, add_bos, add_eos, vocab_size, added, gguf_vocab }
+    }
+
     /// Text → ids as llama.cpp's `llama_tokenize(add_special, parse_special = false)`: control-token text in
-    /// the input is tokenized as plain text; BOS/EOS are added only if `add_special` and the model says so.
+    /// the input is tokenized as plain text; BOS (EOS) is added only if `add_special` and the model says so.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        // `add_special_tokens = false`: the tokenizer.json post-processor never runs, BOS/EOS are ours.
         let enc = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Encode { reason: e.to_string() })?;
         let body = enc.get_ids();
         let mut ids = Vec::with_capacity(body.len() + 2);
@@ -60,12 +86,36 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Ids → text. Control and user-defined tokens come out as their text (e.g. `<|im_end|>`), as llama.cpp's
+    /// `token_to_piece(special = true)` gives them; bytes that do not form valid UTF-8 become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(|e| TokenizerError::Encode { reason: e.to_string() })
+        let mut out = String::new();
+        let mut start = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(text) = self.added.get(&id) {
+                out.push_str(&self.decode_bytes(&ids[start..i])?);
+                out.push_str(text);
+                start = i + 1;
+            } else if self.inner.id_to_token(id).is_none() {
+                // The `tokenizers` crate silently drops unknown ids; an out-of-range id is a bug worth naming.
+                return Err(TokenizerError::UnknownId { id, vocab_size: self.vocab_size });
+            }
+        }
+        out.push_str(&self.decode_bytes(&ids[start..])?);
+        Ok(out)
     }
 
+    /// Byte-level tokens only.
+    fn decode_bytes(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        if ids.is_empty() {
+            return Ok(String::new());
+        }
+        self.inner.decode(ids, false).map_err(|e| TokenizerError::Decode { reason: e.to_string() })
+    }
+
+    /// Number of token ids (highest id + 1).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn bos_id(&self) -> Option<u32> {
@@ -84,17 +134,19 @@ impl Tokenizer {
         self.add_eos
     }
 
+    /// The GGUF tokenizer metadata this tokenizer was built from (`None` when loaded from tokenizer.json).
     pub fn gguf_vocab(&self) -> Option<&GgufVocab> {
         self.gguf_vocab.as_ref()
     }
 
+    /// The vocabulary text of one token (byte-level form, e.g. `Ġthe`).
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
 
-    /// Write tokenizer.json and tokenizer_config.json into `dir` (each via a temp file and a rename), so that
-    /// `from_hf_dir(dir)` gives identical ids.
-    pub fn write_hf_files(&self, dir: &std::path::Path) -> Result<(), TokenizerError> {
+    /// Write tokenizer.json and tokenizer_config.json into `dir` (each via a temp file in `dir` and a rename),
+    /// so that `from_hf_dir(dir)` gives identical ids.
+    pub fn write_hf_files(&self, dir: &Path) -> Result<(), TokenizerError> {
         hf_files::write(self, dir)
     }
 }
