@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
+# gguf-py, llama.cpp's own reader, checks our GGUF exports independently of our reader.
+python3 -m pip install --quiet --disable-pip-version-check "gguf==0.19.0" >&2
 EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"
 export EDGEFORGE_TEST_MODEL
 if [[ ! -d ../shared/data ]]; then

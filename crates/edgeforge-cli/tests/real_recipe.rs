@@ -26,6 +26,8 @@ fn int4_recipe_matches_the_committed_baseline() {
     assert_eq!(report["artifacts"][0]["format"], "gguf");
     assert!(out.join("smollm2-int4-rtn.gguf").is_file());
 
+    check_with_gguf_py(&root, &out.join("smollm2-int4-rtn.gguf"));
+
     let baseline = root.join("reports/baseline-smollm2-int4-rtn.json");
     let cmp = Command::new(BIN)
         .args(["compare", baseline.to_str().unwrap(), out.join("report.json").to_str().unwrap(), "--max-ppl-increase-pct", "1", "--max-size-bytes", "90000000"])
@@ -34,4 +36,38 @@ fn int4_recipe_matches_the_committed_baseline() {
     let table = String::from_utf8_lossy(&cmp.stdout);
     assert_eq!(cmp.status.code(), Some(0), "{table}{}", String::from_utf8_lossy(&cmp.stderr));
     assert!(table.contains("all gates hold"), "{table}");
+}
+
+/// The exported GGUF as llama.cpp's Python reader sees it: names, shapes, types and metadata.
+fn check_with_gguf_py(root: &Path, gguf: &Path) {
+    let out = Command::new("python3").arg(root.join("tests/python/read_gguf.py")).arg(gguf).output().unwrap();
+    assert!(out.status.success(), "gguf-py could not read our file: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &v["tensors"];
+    assert_eq!(t.as_object().unwrap().len(), 272);
+    for l in [0, 17, 29] {
+        for (name, shape) in [("attn_q", [576, 576]), ("attn_k", [576, 192]), ("ffn_up", [576, 1536]), ("ffn_down", [1536, 576])] {
+            let tensor = &t[format!("blk.{l}.{name}.weight")];
+            assert_eq!(tensor["type"], "Q4_0", "blk.{l}.{name}");
+            assert_eq!(tensor["shape"], serde_json::json!(shape), "blk.{l}.{name}");
+        }
+        assert_eq!(t[format!("blk.{l}.attn_norm.weight")]["type"], "F32");
+    }
+    assert_eq!(t["token_embd.weight"]["type"], "Q8_0");
+    assert!(t.get("output.weight").is_none(), "tied head: no output.weight");
+    let m = &v["metadata"];
+    assert_eq!(m["general.architecture"], "llama");
+    assert_eq!(m["llama.block_count"], 30);
+    assert_eq!(m["llama.attention.head_count"], 9);
+    assert_eq!(m["llama.attention.head_count_kv"], 3);
+    assert_eq!(m["llama.rope.freq_base"], 100000.0);
+    assert_eq!(m["llama.rope.dimension_count"], 64);
+    assert_eq!(m["tokenizer.ggml.model"], "gpt2");
+    assert_eq!(m["tokenizer.ggml.pre"], "smollm");
+    assert_eq!(m["tokenizer.ggml.tokens"]["array_len"], 49152);
+    assert_eq!(m["tokenizer.ggml.merges"]["array_len"], 48900);
+    assert_eq!((m["tokenizer.ggml.bos_token_id"].clone(), m["tokenizer.ggml.eos_token_id"].clone()), (1.into(), 2.into()));
+    assert_eq!(m["tokenizer.ggml.add_bos_token"], false);
+    assert_eq!(m["general.file_type"], 2, "mostly Q4_0");
+    assert_eq!(m["general.quantization_version"], 2);
 }
