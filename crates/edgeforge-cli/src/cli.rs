@@ -110,6 +110,29 @@ pub enum EvalCommand {
     Perplexity(PerplexityArgs),
     /// Prefill and decode speed, time to first token, per-token p50/p95, peak memory.
     Latency(LatencyArgs),
+    /// KL divergence of a model's next-token distributions from a base model's, and top-1 agreement,
+    /// at the positions perplexity scores.
+    Kld(KldArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KldArgs {
+    /// The reference model (e.g. the unquantized one).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The model to compare with it.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "wiki.test.raw")]
+    pub text: String,
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

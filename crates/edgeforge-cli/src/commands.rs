@@ -27,6 +27,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schema => crate::recipe_cmds::schema(),
         Command::Compare(a) => crate::recipe_cmds::compare_reports(a),
         Command::Summarize(a) => crate::recipe_cmds::summarize(a),
+        Command::Eval(EvalCommand::Kld(a)) => {
+            let pool = thread_pool(a.threads.threads)?;
+            pool.install(|| kld(a))
+        }
         Command::Eval(EvalCommand::Latency(a)) => {
             let pool = thread_pool(a.threads.threads)?;
             pool.install(|| crate::recipe_cmds::latency(a))
@@ -255,6 +259,34 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
         );
         Ok(())
     })
+}
+
+fn kld(a: crate::cli::KldArgs) -> Result<(), Failure> {
+    let text = resolve_text(&a.text)?;
+    let runtime_of = |path: &std::path::Path| -> Result<(Model, edgeforge_runtime::LlamaRuntime), Failure> {
+        let m = load(path)?;
+        let rt = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&m)?).map_err(|e| Failure::BadInput(e.into()))?;
+        Ok((m, rt))
+    };
+    let (base, base_rt) = runtime_of(&a.base)?;
+    let (_, model_rt) = runtime_of(&a.model)?;
+    let tokens = base.tokenizer.encode(&text.text, true).map_err(|e| Failure::BadInput(e.into()))?;
+    let bos = if base.tokenizer.add_bos() { base.tokenizer.bos_id() } else { None };
+    let opts = PerplexityOptions { ctx: a.ctx, batch: a.ctx, max_chunks: a.chunks };
+    let bar = progress::chunks_bar((tokens.len() / a.ctx.max(1)).min(a.chunks.unwrap_or(usize::MAX)));
+    let r = edgeforge_eval::kl_divergence(&base_rt, &model_rt, &tokens, bos, &opts, |p| {
+        bar.set_position(p.chunks_done as u64);
+        std::ops::ControlFlow::Continue(())
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        return print_json(&r);
+    }
+    println!(
+        "mean KL divergence {:.6} ± {:.6}, top-1 agreement {:.2}% over {} positions ({} chunks of {}); perplexity {:.4} (base) vs {:.4}",
+        r.mean_kld, r.kld_stderr, 100.0 * r.top1_agreement_frac, r.positions, r.chunks, r.ctx, r.base_perplexity, r.model_perplexity
+    );
+    Ok(())
 }
 
 fn convert(a: ConvertArgs) -> Result<(), Failure> {

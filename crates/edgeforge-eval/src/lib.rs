@@ -2,9 +2,11 @@
 
 pub mod datasets;
 pub mod error;
+pub mod kld;
 pub mod latency;
 pub mod perplexity;
 
 pub use error::{EvalError, Result};
+pub use kld::{kl_divergence, KldResult};
 pub use latency::{latency, LatencyOptions, LatencyResult};
 pub use perplexity::{perplexity, ChunkProgress, PerplexityOptions, PerplexityResult};

@@ -1,0 +1,45 @@
+//! `eval kld` and `eval latency` through the binary on tiny models built by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use edgeforge_tests::{write_tiny_gguf, TinySpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgeforge");
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn kld_is_zero_against_itself_and_positive_against_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let b = write_tiny_gguf(dir.path(), "b.gguf", &TinySpec { seed: 99, ..TinySpec::default() });
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, (0..300).map(|i| format!("the cat {i} = the hat. ")).collect::<String>()).unwrap();
+    let base = ["eval", "kld", "--ctx", "64", "--chunks", "3", "--json", "--text", text.to_str().unwrap(), "--base", a.to_str().unwrap()];
+    let same = json(&[&base[..], &["--model", a.to_str().unwrap()]].concat());
+    assert_eq!(same["mean_kld"], 0.0);
+    assert_eq!(same["top1_agreement_frac"], 1.0);
+    assert_eq!(same["positions"], 3 * 31);
+    let other = json(&[&base[..], &["--model", b.to_str().unwrap()]].concat());
+    assert!(other["mean_kld"].as_f64().unwrap() > 0.01, "{other}");
+    assert!(other["top1_agreement_frac"].as_f64().unwrap() < 1.0);
+    assert_eq!(other["base_perplexity"], same["base_perplexity"]);
+}
+
+#[test]
+fn latency_json_has_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let v = json(&["eval", "latency", "--model", a.to_str().unwrap(), "--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "2", "--threads", "1", "--json"]);
+    for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms", "decode_p50_ms", "decode_p95_ms", "peak_rss_bytes", "threads"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    assert!(v["decode_p95_ms"].as_f64().unwrap() >= v["decode_p50_ms"].as_f64().unwrap());
+    assert_eq!(v["threads"], 1);
+}
