@@ -18,17 +18,15 @@ impl QuantFormat {
         1u32 << self.bits
     }
 
-    /// Storage bytes for `n_elems` elements in rows of `row_len`.
-    pub fn storage_bytes(self, n_elems: usize, row_len: usize) -> usize {
-        let groups = n_elems / self.group_size.max(1);
-        let q = n_elems * self.bits as usize / 8;
-        let _ = row_len;
-        q + groups * 2 + if self.symmetric { 0 } else { groups }
+    /// Groups in one row of `row_len`: the last one is partial when the group size does not divide the row
+    /// (SmolLM2's rows of 576 in groups of 128 end with a group of 64).
+    pub fn groups_per_row(self, row_len: usize) -> usize {
+        row_len.div_ceil(self.group_size.max(1))
     }
 
     /// `int4-g64-sym`, `int8-per-channel-sym`, ... (for reports).
     pub fn label(self, row_len: usize) -> String {
-        let group = if self.group_size == row_len { "per-channel".to_owned() } else { format!("g{}", self.group_size) };
+        let group = if self.group_size >= row_len { "per-channel".to_owned() } else { format!("g{}", self.group_size) };
         format!("int{}-{}-{}", self.bits, group, if self.symmetric { "sym" } else { "asym" })
     }
 }
@@ -36,7 +34,9 @@ impl QuantFormat {
 #[derive(Debug, Clone)]
 pub struct QuantTensor {
     pub format: QuantFormat,
-    /// One per group, in row-major element order.
+    /// Elements per row; groups never straddle rows.
+    pub row_len: usize,
+    /// One per group, row by row.
     pub scales: Vec<f16>,
     /// One per group when asymmetric; empty when symmetric.
     pub zeros: Vec<u8>,
@@ -63,6 +63,12 @@ impl QuantTensor {
         }
     }
 
+    /// The group element `i` (row-major) belongs to.
+    pub fn group_of(&self, i: usize) -> usize {
+        let row_len = self.row_len.max(1);
+        (i / row_len) * self.format.groups_per_row(row_len) + (i % row_len) / self.format.group_size.max(1)
+    }
+
     pub fn zero(&self, group: usize) -> f32 {
         if self.format.symmetric {
             (self.format.levels() / 2) as f32
@@ -72,10 +78,9 @@ impl QuantTensor {
     }
 
     pub fn dequantize(&self, n_elems: usize) -> Vec<f32> {
-        let g = self.format.group_size.max(1);
         (0..n_elems)
             .map(|i| {
-                let group = i / g;
+                let group = self.group_of(i);
                 self.scales[group].to_f32() * (f32::from(self.code(i)) - self.zero(group))
             })
             .collect()
@@ -84,10 +89,12 @@ impl QuantTensor {
     /// Lengths agree with `n_elems` (checked when reading checkpoints).
     pub fn is_consistent(&self, n_elems: usize) -> bool {
         let f = self.format;
-        let groups = n_elems.checked_div(f.group_size).unwrap_or(0);
+        let rows = n_elems.checked_div(self.row_len).unwrap_or(0);
+        let groups = rows * f.groups_per_row(self.row_len);
         (f.bits == 4 || f.bits == 8)
             && f.group_size > 0
-            && n_elems.is_multiple_of(f.group_size)
+            && self.row_len > 0
+            && n_elems.is_multiple_of(self.row_len)
             && self.scales.len() == groups
             && self.zeros.len() == if f.symmetric { 0 } else { groups }
             && self.codes.len() == n_elems * f.bits as usize / 8

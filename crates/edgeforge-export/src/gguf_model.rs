@@ -22,7 +22,7 @@ fn q8_0(q: &QuantTensor) -> Vec<u8> {
     let n = q.codes.len();
     let mut out = Vec::with_capacity(n / 32 * 34);
     for b in 0..n / 32 {
-        let scale = q.scales[b * 32 / q.format.group_size];
+        let scale = q.scales[q.group_of(b * 32)];
         out.extend_from_slice(&scale.to_le_bytes());
         out.extend(q.codes[b * 32..(b + 1) * 32].iter().map(|&c| (c as i16 - 128) as i8 as u8));
     }
@@ -32,7 +32,7 @@ fn q8_0(q: &QuantTensor) -> Vec<u8> {
 fn q4_blocks(q: &QuantTensor, n: usize, with_min: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(n / 32 * if with_min { 20 } else { 18 });
     for b in 0..n / 32 {
-        let g = b * 32 / q.format.group_size;
+        let g = q.group_of(b * 32);
         let d = q.scales[g];
         out.extend_from_slice(&d.to_le_bytes());
         if with_min {

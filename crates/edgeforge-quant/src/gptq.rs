@@ -147,13 +147,13 @@ pub fn gptq_matrix(
         .map(|r| {
             let mut w: Vec<f32> = weights[r * cols..(r + 1) * cols].iter().zip(&dead).map(|(&v, &d)| if d { 0.0 } else { v }).collect();
             let mut codes = vec![0u8; cols];
-            let mut params = Vec::with_capacity(cols / g);
+            let mut params = Vec::with_capacity(format.groups_per_row(cols));
             let mut err = vec![0f32; block];
             for b0 in (0..cols).step_by(block) {
                 let b1 = (b0 + block).min(cols);
                 for i in b0..b1 {
                     if i % g == 0 {
-                        params.push(group_params(&w[i..i + g], format, false));
+                        params.push(group_params(&w[i..(i + g).min(cols)], format, false));
                     }
                     let (scale, zero) = params[i / g];
                     let (s, z) = (scale.to_f32(), if format.symmetric { levels / 2.0 } else { f32::from(zero) });
@@ -192,7 +192,7 @@ pub fn gptq_matrix(
         }
     }
     let codes = if format.bits == 8 { codes_u8 } else { codes_u8.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect() };
-    Ok((QuantTensor { format, scales, zeros, codes }, note))
+    Ok((QuantTensor { format, row_len: cols, scales, zeros, codes }, note))
 }
 
 /// Adds xᵀx of `x` (`n × d`, row-major) into `h` (`d × d`): one f32 GEMM per sequence (the bulk of GPTQ's

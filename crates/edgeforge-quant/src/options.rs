@@ -111,15 +111,15 @@ pub fn default_ignore() -> Vec<TensorGlob> {
     ["token_embd.weight", "output.weight"].iter().filter_map(|s| TensorGlob::try_from((*s).to_owned()).ok()).collect()
 }
 
-/// A group size must divide every row length of the model's linear layers.
+/// A group may not be longer than a row; one that does not divide a row leaves a shorter last group.
 pub fn group_size_issues(group: GroupSize, config: &edgeforge_core::ModelConfig) -> Vec<edgeforge_core::pass::OptionIssue> {
     let GroupSize::Elements(g) = group else { return Vec::new() };
     [("n_embd", config.n_embd), ("attention width", config.n_heads * config.head_dim), ("feed-forward width", config.n_ff)]
         .into_iter()
-        .filter(|(_, len)| len % g != 0)
+        .filter(|(_, len)| *len < g)
         .map(|(what, len)| edgeforge_core::pass::OptionIssue {
             field: "group_size",
-            message: format!("group_size {g} does not divide the model's {what} ({len}); use a divisor or per-channel"),
+            message: format!("group_size {g} is longer than the model's {what} ({len}); use a smaller group or per-channel"),
         })
         .collect()
 }

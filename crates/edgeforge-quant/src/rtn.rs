@@ -107,13 +107,17 @@ pub(crate) fn group_params(group: &[f32], format: QuantFormat, clip_search: bool
 pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat, clip_search: bool) -> QuantTensor {
     let g = format.group_size;
     let max_code = (format.levels() - 1) as f32;
-    let params: Vec<(f16, u8)> = values.par_chunks(g).map(|group| group_params(group, format, clip_search)).collect();
+    let params: Vec<(f16, u8)> = values
+        .par_chunks(row_len)
+        .flat_map_iter(|row| row.chunks(g).map(|group| group_params(group, format, clip_search)))
+        .collect();
+    let per_row = format.groups_per_row(row_len);
     let zero_of = |gi: usize| if format.symmetric { (format.levels() / 2) as f32 } else { f32::from(params[gi].1) };
     let codes_u8: Vec<u8> = values
         .par_iter()
         .enumerate()
         .map(|(i, &v)| {
-            let gi = i / g;
+            let gi = (i / row_len) * per_row + (i % row_len) / g;
             let s = params[gi].0.to_f32();
             let code = if s != 0.0 { (v / s).round() + zero_of(gi) } else { zero_of(gi) };
             code.clamp(0.0, max_code) as u8
@@ -124,9 +128,9 @@ pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat, clip_search
     } else {
         codes_u8.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect()
     };
-    let _ = row_len;
     QuantTensor {
         format,
+        row_len,
         scales: params.iter().map(|p| p.0).collect(),
         zeros: if format.symmetric { Vec::new() } else { params.iter().map(|p| p.1).collect() },
         codes,
@@ -179,12 +183,6 @@ impl Pass for QuantizeRtn {
             let Some(tensor) = model.tensors.get_mut(name) else { continue };
             let row_len = tensor.row_len();
             let format = self.format(row_len);
-            if row_len % format.group_size != 0 {
-                return Err(PassError::Tensor {
-                    tensor: name.clone(),
-                    message: format!("row length {row_len} is not a multiple of group_size {}", format.group_size),
-                });
-            }
             let values = tensor.to_f32(name)?;
             let q = quantize(&values, row_len, format, self.options.clip_search);
             let from = tensor.format_name();
@@ -242,6 +240,23 @@ mod tests {
         let codes: std::collections::BTreeSet<u8> = (0..64).map(|i| q.code(i)).collect();
         assert!(codes.contains(&0), "the extreme value takes code 0 (−8): {codes:?}");
         assert_eq!(q.codes.len(), 32);
+    }
+
+    #[test]
+    fn groups_that_do_not_divide_a_row_end_with_a_shorter_group() {
+        // Rows of 576 in groups of 128 (SmolLM2's hidden size): 4 full groups and one of 64 per row.
+        let x = data(3 * 576);
+        let f = QuantFormat { bits: 4, group_size: 128, symmetric: true };
+        let q = quantize(&x, 576, f, false);
+        assert!(q.is_consistent(x.len()));
+        assert_eq!(q.scales.len(), 3 * 5);
+        assert_eq!((q.group_of(575), q.group_of(576), q.group_of(576 + 512)), (4, 5, 9));
+        let y = q.dequantize(x.len());
+        for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+            let step = q.scales[q.group_of(i)].to_f32().abs();
+            assert!((a - b).abs() <= step * 1.001 + 1e-6, "{i}: {a} vs {b}");
+        }
+        assert_eq!(f.label(576), "int4-g128-sym");
     }
 
     #[test]

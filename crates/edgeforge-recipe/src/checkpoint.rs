@@ -122,6 +122,7 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
                 }
                 let q = QuantTensor {
                     format,
+                    row_len: e.shape.last().copied().unwrap_or(0),
                     scales: raw[..s_len].chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect(),
                     zeros: raw[s_len..s_len + z_len].to_vec(),
                     codes: raw[s_len + z_len..].to_vec(),
