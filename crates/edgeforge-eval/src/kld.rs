@@ -50,7 +50,6 @@ pub fn kl_divergence(
     opts: &PerplexityOptions,
     mut on_chunk: impl FnMut(ChunkProgress) -> ControlFlow<()>,
 ) -> Result<KldResult> {
-    opts.validate()?;
     if base.vocab_size() != model.vocab_size() {
         return Err(EvalError::Options(format!(
             "the models have different vocabularies ({} vs {} tokens)",
@@ -58,21 +57,14 @@ pub fn kl_divergence(
             model.vocab_size()
         )));
     }
+    let n_chunks = opts.chunk_count(tokens.len())?;
     let ctx = opts.ctx;
-    let available = tokens.len() / ctx;
-    if available == 0 {
-        return Err(EvalError::TextTooShort { tokens: tokens.len(), ctx });
-    }
-    let n_chunks = opts.max_chunks.map_or(available, |m| m.min(available));
     let first = ctx / 2;
     let vocab = base.vocab_size();
     let (mut kl_sum, mut kl_sq, mut agree, mut nll_b, mut nll_m, mut n) = (0f64, 0f64, 0usize, 0f64, 0f64, 0usize);
     let (mut cache_b, mut cache_m) = (base.new_cache(ctx), model.new_cache(ctx));
     for i in 0..n_chunks {
-        let mut chunk = tokens[i * ctx..(i + 1) * ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
+        let chunk = opts.chunk(tokens, i, bos);
         cache_b.clear();
         cache_m.clear();
         let lb = base.forward(&mut cache_b, &chunk, first)?;

@@ -26,6 +26,25 @@ pub struct PerplexityOptions {
 }
 
 impl PerplexityOptions {
+    /// How many whole chunks of `ctx` the protocol scores in a text of `n_tokens` (checked options).
+    pub fn chunk_count(&self, n_tokens: usize) -> Result<usize> {
+        self.validate()?;
+        let available = n_tokens / self.ctx;
+        if available == 0 {
+            return Err(EvalError::TextTooShort { tokens: n_tokens, ctx: self.ctx });
+        }
+        Ok(self.max_chunks.map_or(available, |m| m.min(available)))
+    }
+
+    /// Chunk `i` of the text, with BOS in front when the model adds one (llama.cpp replaces the first token).
+    pub fn chunk(&self, tokens: &[u32], i: usize, bos: Option<u32>) -> Vec<u32> {
+        let mut chunk = tokens[i * self.ctx..(i + 1) * self.ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        chunk
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.ctx < 4 {
             return Err(EvalError::Options(format!("--ctx {} is too small (at least 4)", self.ctx)));
@@ -113,13 +132,8 @@ pub fn perplexity(
     opts: &PerplexityOptions,
     mut on_chunk: impl FnMut(ChunkProgress) -> ControlFlow<()>,
 ) -> Result<PerplexityResult> {
-    opts.validate()?;
+    let n_chunks = opts.chunk_count(tokens.len())?;
     let ctx = opts.ctx;
-    let available = tokens.len() / ctx;
-    if available == 0 {
-        return Err(EvalError::TextTooShort { tokens: tokens.len(), ctx });
-    }
-    let n_chunks = opts.max_chunks.map_or(available, |m| m.min(available));
     let first = ctx / 2;
     let batch = opts.batch.min(ctx);
     let vocab = runtime.vocab_size();
@@ -127,12 +141,8 @@ pub fn perplexity(
     let mut stats = NllStats::default();
     let mut running = Vec::with_capacity(n_chunks);
     let mut cache = runtime.new_cache(ctx);
-    let mut chunk = vec![0u32; ctx];
     for i in 0..n_chunks {
-        chunk.copy_from_slice(&tokens[i * ctx..(i + 1) * ctx]);
-        if let Some(bos) = bos {
-            chunk[0] = bos;
-        }
+        let chunk = opts.chunk(tokens, i, bos);
         cache.clear();
         // Logits for positions first..ctx (the last one predicts past the chunk and is not scored).
         let mut logits = Vec::with_capacity((ctx - first) * vocab);
