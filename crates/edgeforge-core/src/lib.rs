@@ -14,6 +14,7 @@ mod load_hf;
 mod mmap;
 pub mod model;
 pub mod pass;
+pub mod process;
 pub mod quantized;
 pub mod summary;
 

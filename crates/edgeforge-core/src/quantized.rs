@@ -40,7 +40,8 @@ pub struct QuantTensor {
     pub scales: Vec<f16>,
     /// One per group when asymmetric; empty when symmetric.
     pub zeros: Vec<u8>,
-    /// Unsigned codes: one byte each for 8 bits; two per byte for 4 bits (element 2j low nibble, 2j+1 high).
+    /// Unsigned codes as a little-endian bit stream, `bits` per element: one byte each for 8 bits, two per
+    /// byte for 4 (element 2j in the low nibble), 3 bits each (straddling bytes) for 3.
     pub codes: Vec<u8>,
 }
 
@@ -52,13 +53,12 @@ impl QuantTensor {
     pub fn code(&self, i: usize) -> u8 {
         match self.format.bits {
             8 => self.codes[i],
-            _ => {
-                let b = self.codes[i / 2];
-                if i.is_multiple_of(2) {
-                    b & 0x0F
-                } else {
-                    b >> 4
-                }
+            bits => {
+                let bit = i * bits as usize;
+                let (byte, shift) = (bit / 8, bit % 8);
+                let lo = u16::from(self.codes[byte]);
+                let hi = self.codes.get(byte + 1).map_or(0, |&b| u16::from(b));
+                (((hi << 8 | lo) >> shift) & ((1u16 << bits) - 1)) as u8
             }
         }
     }
@@ -91,12 +91,57 @@ impl QuantTensor {
         let f = self.format;
         let rows = n_elems.checked_div(self.row_len).unwrap_or(0);
         let groups = rows * f.groups_per_row(self.row_len);
-        (f.bits == 4 || f.bits == 8)
+        matches!(f.bits, 3 | 4 | 8)
             && f.group_size > 0
             && self.row_len > 0
             && n_elems.is_multiple_of(self.row_len)
             && self.scales.len() == groups
             && self.zeros.len() == if f.symmetric { 0 } else { groups }
-            && self.codes.len() == n_elems * f.bits as usize / 8
+            && self.codes.len() == packed_len(n_elems, f.bits)
+    }
+}
+
+/// Bytes holding `n_elems` codes of `bits` each.
+pub fn packed_len(n_elems: usize, bits: u8) -> usize {
+    (n_elems * bits as usize).div_ceil(8)
+}
+
+/// Packs unsigned codes (each below 2^bits) into the little-endian bit stream `QuantTensor::codes` holds.
+pub fn pack_codes(codes: &[u8], bits: u8) -> Vec<u8> {
+    if bits == 8 {
+        return codes.to_vec();
+    }
+    let mut out = vec![0u8; packed_len(codes.len(), bits)];
+    let mask = (1u16 << bits) - 1;
+    for (i, &c) in codes.iter().enumerate() {
+        let bit = i * bits as usize;
+        let (byte, shift) = (bit / 8, bit % 8);
+        let v = (u16::from(c) & mask) << shift;
+        out[byte] |= v as u8;
+        if shift + bits as usize > 8 {
+            out[byte + 1] |= (v >> 8) as u8;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod packing_tests {
+    use super::*;
+
+    #[test]
+    fn packed_codes_read_back_for_every_width() {
+        for bits in [3u8, 4, 8] {
+            let n = 77;
+            let codes: Vec<u8> = (0..n).map(|i| ((i * 7 + 3) % (1 << bits)) as u8).collect();
+            let packed = pack_codes(&codes, bits);
+            assert_eq!(packed.len(), packed_len(n, bits));
+            let format = QuantFormat { bits, group_size: 7, symmetric: true };
+            let q = QuantTensor { format, row_len: 7, scales: vec![half::f16::ONE; 11], zeros: vec![], codes: packed };
+            assert!(q.is_consistent(n));
+            assert_eq!((0..n).map(|i| q.code(i)).collect::<Vec<_>>(), codes, "{bits} bits");
+        }
+        // 4-bit packing is the nibble layout exporters rely on.
+        assert_eq!(pack_codes(&[1, 2, 3, 4], 4), vec![0x21, 0x43]);
     }
 }

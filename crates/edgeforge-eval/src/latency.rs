@@ -33,18 +33,7 @@ pub struct LatencyResult {
     pub repeats: usize,
 }
 
-/// Peak resident set size of this process so far (Linux `VmHWM`), 0 where unavailable.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+pub use edgeforge_core::process::peak_rss_bytes;
 
 fn argmax(row: &[f32]) -> u32 {
     row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0 as u32

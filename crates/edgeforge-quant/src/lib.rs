@@ -6,4 +6,5 @@ pub mod rtn;
 mod select;
 
 pub use gptq::{Gptq, GptqOptions};
+pub use options::{FormatOverride, FormatPlan};
 pub use rtn::{QuantizeRtn, RtnOptions};

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Bits per weight: 4 or 8.
+/// Bits per weight: 3, 4 or 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "u8", into = "u8")]
 #[schemars(with = "u8")]
@@ -14,8 +14,8 @@ impl TryFrom<u8> for Bits {
     type Error = String;
     fn try_from(v: u8) -> Result<Self, String> {
         match v {
-            4 | 8 => Ok(Bits(v)),
-            _ => Err(format!("bits = {v} is not supported: use 4 or 8 (GPTQ adds 3)")),
+            3 | 4 | 8 => Ok(Bits(v)),
+            _ => Err(format!("bits = {v} is not supported: use 3, 4 or 8")),
         }
     }
 }
@@ -122,4 +122,78 @@ pub fn group_size_issues(group: GroupSize, config: &edgeforge_core::ModelConfig)
             message: format!("group_size {g} is longer than the model's {what} ({len}); use a smaller group or per-channel"),
         })
         .collect()
+}
+
+/// A per-tensor exception to a pass's format (mixed precision), e.g. keep every `ffn_down` at 8 bits:
+/// `{tensors: "blk.*.ffn_down.weight", bits: 8}`. Fields left out keep the pass's value; the first rule
+/// whose glob matches a tensor's name wins.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormatOverride {
+    /// Glob over GGUF tensor names.
+    pub tensors: TensorGlob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<Bits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<GroupSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+}
+
+/// A pass's format and its per-tensor exceptions.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatPlan<'a> {
+    pub bits: Bits,
+    pub group_size: GroupSize,
+    pub symmetric: bool,
+    pub overrides: &'a [FormatOverride],
+}
+
+impl FormatPlan<'_> {
+    /// The format of tensor `name` with rows of `row_len`.
+    pub fn format_for(&self, name: &str, row_len: usize) -> edgeforge_core::quantized::QuantFormat {
+        let rule = self.overrides.iter().find(|o| o.tensors.pattern().matches(name));
+        let bits = rule.and_then(|r| r.bits).unwrap_or(self.bits);
+        let group = rule.and_then(|r| r.group_size).unwrap_or(self.group_size);
+        let symmetric = rule.and_then(|r| r.symmetric).unwrap_or(self.symmetric);
+        edgeforge_core::quantized::QuantFormat { bits: bits.get(), group_size: group.for_row(row_len), symmetric }
+    }
+
+    /// Group sizes of the pass and of every override, checked against the model's widths.
+    pub fn issues(&self, config: &edgeforge_core::ModelConfig) -> Vec<edgeforge_core::pass::OptionIssue> {
+        let mut issues = group_size_issues(self.group_size, config);
+        for o in self.overrides {
+            if let Some(g) = o.group_size {
+                for mut issue in group_size_issues(g, config) {
+                    issue.field = "overrides";
+                    issue.message = format!("override for {}: {}", String::from(o.tensors.clone()), issue.message);
+                    issues.push(issue);
+                }
+            }
+        }
+        issues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_matching_override_wins_and_unset_fields_keep_the_pass_value() {
+        let rule = |glob: &str, bits: Option<u8>, group: Option<GroupSize>| FormatOverride {
+            tensors: TensorGlob::try_from(glob.to_owned()).unwrap(),
+            bits: bits.map(|b| Bits::try_from(b).unwrap()),
+            group_size: group,
+            symmetric: None,
+        };
+        let overrides = [rule("blk.0.*", Some(8), None), rule("blk.*.ffn_down.weight", None, Some(GroupSize::PerChannel))];
+        let plan = FormatPlan { bits: Bits(4), group_size: GroupSize::Elements(64), symmetric: true, overrides: &overrides };
+        let f = plan.format_for("blk.0.ffn_down.weight", 1536);
+        assert_eq!((f.bits, f.group_size), (8, 64));
+        let f = plan.format_for("blk.3.ffn_down.weight", 1536);
+        assert_eq!((f.bits, f.group_size), (4, 1536));
+        let f = plan.format_for("blk.3.attn_q.weight", 576);
+        assert_eq!((f.bits, f.group_size, f.symmetric), (4, 64, true));
+    }
 }

@@ -3,10 +3,12 @@
 //!
 //! ```yaml
 //! - pass: quantize-rtn
-//!   bits: 4                # 4 or 8
+//!   bits: 4                # 3, 4 or 8
 //!   group_size: 64         # 32, 64, 128, 256 or per-channel
 //!   symmetric: true        # false: a zero point per group
 //!   ignore: [token_embd.weight, output.weight]   # globs over GGUF tensor names, left as they are
+//!   overrides:             # mixed precision: first matching glob wins
+//!     - { tensors: "blk.*.ffn_down.weight", bits: 8 }
 //! ```
 
 use half::f16;
@@ -18,7 +20,7 @@ use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassCont
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 
-use crate::options::{default_ignore, group_size_issues, Bits, GroupSize, TensorGlob};
+use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, TensorGlob};
 
 fn default_symmetric() -> bool {
     true
@@ -29,7 +31,7 @@ fn default_symmetric() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RtnOptions {
-    /// Bits per weight: 4 or 8.
+    /// Bits per weight: 3, 4 or 8.
     pub bits: Bits,
     /// Elements per scale along a row: 32, 64, 128, 256 or `per-channel`.
     pub group_size: GroupSize,
@@ -42,6 +44,9 @@ pub struct RtnOptions {
     /// Try shrinking each group's range and keep the scale with the least squared error (default true).
     #[serde(default = "default_symmetric")]
     pub clip_search: bool,
+    /// Per-tensor formats (mixed precision); the first matching glob wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<FormatOverride>,
 }
 
 pub struct QuantizeRtn {
@@ -53,11 +58,12 @@ impl QuantizeRtn {
         Self { options }
     }
 
-    fn format(&self, row_len: usize) -> QuantFormat {
-        QuantFormat {
-            bits: self.options.bits.get(),
-            group_size: self.options.group_size.for_row(row_len),
+    fn plan(&self) -> FormatPlan<'_> {
+        FormatPlan {
+            bits: self.options.bits,
+            group_size: self.options.group_size,
             symmetric: self.options.symmetric,
+            overrides: &self.options.overrides,
         }
     }
 }
@@ -123,11 +129,7 @@ pub fn quantize(values: &[f32], row_len: usize, format: QuantFormat, clip_search
             code.clamp(0.0, max_code) as u8
         })
         .collect();
-    let codes = if format.bits == 8 {
-        codes_u8
-    } else {
-        codes_u8.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect()
-    };
+    let codes = edgeforge_core::quantized::pack_codes(&codes_u8, format.bits);
     QuantTensor {
         format,
         row_len,
@@ -166,7 +168,7 @@ impl Pass for QuantizeRtn {
     }
 
     fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
-        group_size_issues(self.options.group_size, config)
+        self.plan().issues(config)
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
@@ -182,7 +184,7 @@ impl Pass for QuantizeRtn {
             cx.check_cancel()?;
             let Some(tensor) = model.tensors.get_mut(name) else { continue };
             let row_len = tensor.row_len();
-            let format = self.format(row_len);
+            let format = self.plan().format_for(name, row_len);
             let values = tensor.to_f32(name)?;
             let q = quantize(&values, row_len, format, self.options.clip_search);
             let from = tensor.format_name();

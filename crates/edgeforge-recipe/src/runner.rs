@@ -16,7 +16,7 @@ use edgeforge_eval::latency::peak_rss_bytes;
 use edgeforge_eval::{LatencyOptions, PerplexityOptions};
 use edgeforge_report::compare::{compare, GateSpec, Side};
 use edgeforge_report::{
-    Artifact, Environment, GateOutcome, Metrics, ModelStats, PassReport, PerplexityMetric, RecipeInfo,
+    Artifact, Environment, GateOutcome, KldMetric, Metrics, ModelStats, PassReport, PerplexityMetric, RecipeInfo,
     Report, REPORT_SCHEMA_VERSION,
 };
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
@@ -151,6 +151,47 @@ pub fn evaluate(
     Ok(metrics)
 }
 
+/// KL divergence of `model` from `base` (the input model, loaded again from its file) as eval.kld asks.
+fn evaluate_kld(rf: &RecipeFile, base_path: &Path, model: &Model, progress: &(dyn Fn(Progress<'_>) + Sync), cancel: &AtomicBool) -> Result<Option<KldMetric>, RecipeError> {
+    let Some(k) = &rf.recipe.eval.kld else { return Ok(None) };
+    let base_model = edgeforge_core::load_model(base_path)?;
+    let base = LlamaRuntime::new(weights_from_model(&base_model)?)?;
+    drop(base_model);
+    let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
+    let path = resolve_path(rf, &k.dataset.value);
+    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { k.dataset.value.clone() })?;
+    let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+    let opts = PerplexityOptions { ctx: k.ctx.get(), batch: k.ctx.get(), max_chunks: k.chunks.map(|c| c.get()) };
+    let total = opts.chunk_count(tokens.len())? as u64;
+    progress(Progress::Stage { label: "result: KL divergence", total });
+    let t = Instant::now();
+    let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
+    let res = edgeforge_eval::kld::kl_divergence(&base, &runtime, &tokens, bos, &opts, |c| {
+        progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: None });
+        if cancel.load(Ordering::Relaxed) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .map_err(|e| match e {
+        edgeforge_eval::EvalError::Cancelled => RecipeError::Interrupted,
+        e => e.into(),
+    })?;
+    progress(Progress::Done);
+    Ok(Some(KldMetric {
+        mean_kld: res.mean_kld,
+        kld_stderr: res.kld_stderr,
+        top1_agreement_frac: res.top1_agreement_frac,
+        ctx: res.ctx,
+        chunks: res.chunks,
+        positions: res.positions,
+        dataset: text.dataset.clone().unwrap_or_else(|| text.path.display().to_string()),
+        dataset_sha256: text.sha256.clone(),
+        seconds: t.elapsed().as_secs_f64(),
+    }))
+}
+
 /// The input model's metrics, from the cache when the same model was evaluated with the same settings.
 fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions<'_>) -> Result<Metrics, RecipeError> {
     let r = &rf.recipe;
@@ -266,7 +307,10 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     }
     cancelled(opts)?;
 
-    let metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result")? };
+    let mut metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result")? };
+    if !validated.passes.is_empty() {
+        metrics_after.kld = evaluate_kld(rf, &model_path, &model, opts.progress, opts.cancel)?;
+    }
     cancelled(opts)?;
 
     let mut artifacts = Vec::new();

@@ -12,6 +12,7 @@
 //! eval:
 //!   perplexity: { dataset: wikitext-2-test, ctx: 512, chunks: 25 }
 //!   latency: { prompt_tokens: 128, gen_tokens: 64, threads: 2, repeats: 5 }
+//!   kld: { dataset: wikitext-2-test, ctx: 512, chunks: 25 }   # against the input model
 //! targets:
 //!   - { format: gguf, profile: raspberry-pi-5 }
 //! gates: { baseline: input, max_ppl_increase_pct: 8.0 }
@@ -127,6 +128,20 @@ pub struct Calibration {
 pub struct Eval {
     pub perplexity: Option<PerplexityEval>,
     pub latency: Option<LatencyEval>,
+    /// KL divergence of the result's next-token distributions from the input model's, and top-1 agreement.
+    pub kld: Option<KldEval>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KldEval {
+    /// A dataset name from datasets/ or a path.
+    #[schemars(with = "String")]
+    pub dataset: Spanned<String>,
+    pub ctx: Positive,
+    /// Chunks to score (default: all).
+    #[serde(default)]
+    pub chunks: Option<Positive>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -87,6 +87,13 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
         }
     }
 
+    if let Some(k) = &r.eval.kld {
+        resolve_text(rf, &k.dataset, &mut diags);
+        if k.ctx.get() < 4 {
+            diags.push(rf.diagnostic(k.dataset.referenced, format!("eval.kld.ctx = {} is too small (at least 4)", k.ctx.get()), None));
+        }
+    }
+
     // Passes: calibration needs and order.
     let passes: Vec<Box<dyn Pass>> = r.passes.iter().map(|p| p.value.build()).collect();
     let mut quantized_by: Option<(usize, &'static str)> = None;

@@ -60,6 +60,13 @@ fn metrics_rows(o: &mut String, label: &str, m: &Metrics) {
             p.dataset, p.ctx, p.chunks, p.perplexity, p.ppl_stderr
         );
     }
+    if let Some(k) = &m.kld {
+        let _ = writeln!(
+            o,
+            "| {label} | KL divergence from the input ({}, ctx {}, {} chunks) | {:.4} ± {:.4}, top-1 agreement {:.2}% |",
+            k.dataset, k.ctx, k.chunks, k.mean_kld, k.kld_stderr, 100.0 * k.top1_agreement_frac
+        );
+    }
     if let Some(l) = &m.latency {
         let _ = writeln!(
             o,

@@ -76,6 +76,22 @@ pub struct PassReport {
 pub struct Metrics {
     pub perplexity: Option<PerplexityMetric>,
     pub latency: Option<LatencyMetric>,
+    /// Against the input model (only on the result side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kld: Option<KldMetric>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KldMetric {
+    pub mean_kld: f64,
+    pub kld_stderr: f64,
+    pub top1_agreement_frac: f64,
+    pub ctx: usize,
+    pub chunks: usize,
+    pub positions: usize,
+    pub dataset: String,
+    pub dataset_sha256: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

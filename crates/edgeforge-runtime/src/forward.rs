@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::block::{self, linear, BlockDims, LayerCache};
 use crate::error::RuntimeError;
-use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::kv_cache::KvCache;
 use crate::ops;
 use crate::rope::RopeTable;
@@ -23,20 +23,6 @@ pub enum CaptureSite {
 pub struct LlamaRuntime {
     w: LlamaWeights,
     kv_width: usize,
-}
-
-/// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight.
-fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
-    let ok = matmul(
-        y,
-        0,
-        out_dim,
-        MatRef::row_major(x, n, in_dim),
-        MatRef::transposed(w, out_dim, in_dim),
-        false,
-        Threads::Pool,
-    );
-    ok.then_some(()).ok_or(RuntimeError::Kernel { what })
 }
 
 impl LlamaRuntime {
@@ -158,87 +144,22 @@ impl LlamaRuntime {
         s: &mut Scratch,
         capture: &mut dyn FnMut(CaptureSite, &[f32]),
     ) -> Result<(), RuntimeError> {
-        let w = &self.w;
-        let (e, hd) = (w.n_embd, w.head_dim);
-        let (qd, kvd, ff) = (l.n_heads * hd, l.n_kv_heads * hd, l.n_ff);
-        let past = cache.len;
-        let total = past + n;
-
-        // Attention.
+        let d = BlockDims::of(&self.w);
+        let e = d.n_embd;
         let xn = s.buf(0, n * e);
-        ops::rms_norm(x, &l.attn_norm, w.rms_eps, xn);
-        let xn = &*xn;
+        block::attn_norm(l, d, x, xn);
         capture(CaptureSite::Attention, xn);
-        let mut q = vec![0f32; n * qd];
-        let mut k = vec![0f32; n * kvd];
-        let mut v = vec![0f32; n * kvd];
-        linear(xn, n, &l.wq, qd, e, &mut q, "attn_q")?;
-        linear(xn, n, &l.wk, kvd, e, &mut k, "attn_k")?;
-        linear(xn, n, &l.wv, kvd, e, &mut v, "attn_v")?;
-        rope.apply(&mut q, qd);
-        rope.apply(&mut k, kvd);
-        let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-        let cw = cache.width;
-        for r in 0..n {
-            kc[(past + r) * cw..][..kvd].copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
-            vc[(past + r) * cw..][..kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
-        }
-        let (kc, vc) = (&*kc, &*vc);
+        let layer_cache = LayerCache { k: &mut cache.k[li], v: &mut cache.v[li], width: cache.width, past: cache.len };
+        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope)?;
+        capture(CaptureSite::AttentionOutput, &heads);
+        block::add_attention_output(l, d, &heads, n, x, &mut s.bufs[1])?;
 
-        let group = l.n_heads / l.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut heads_out = vec![0f32; n * qd];
-        let per_head: Vec<Result<Vec<f32>, RuntimeError>> = (0..l.n_heads)
-            .into_par_iter()
-            .map(|h| {
-                let kvh = h / group;
-                let mut scores = vec![0f32; n * total];
-                let qh = MatRef { data: &q, offset: h * hd, rows: n, cols: hd, row_stride: qd, col_stride: 1 };
-                let kt = MatRef { data: kc, offset: kvh * hd, rows: hd, cols: total, row_stride: 1, col_stride: cw };
-                if !matmul(&mut scores, 0, total, qh, kt, false, Threads::Single) {
-                    return Err(RuntimeError::Kernel { what: "attention scores" });
-                }
-                for (r, row) in scores.chunks_exact_mut(total).enumerate() {
-                    for sv in row.iter_mut() {
-                        *sv *= scale;
-                    }
-                    ops::softmax_prefix(row, past + r + 1);
-                }
-                let mut out = vec![0f32; n * hd];
-                let p = MatRef::row_major(&scores, n, total);
-                let vh = MatRef { data: vc, offset: kvh * hd, rows: total, cols: hd, row_stride: cw, col_stride: 1 };
-                if !matmul(&mut out, 0, hd, p, vh, false, Threads::Single) {
-                    return Err(RuntimeError::Kernel { what: "attention values" });
-                }
-                Ok(out)
-            })
-            .collect();
-        for (h, out) in per_head.into_iter().enumerate() {
-            let out = out?;
-            for r in 0..n {
-                heads_out[r * qd + h * hd..][..hd].copy_from_slice(&out[r * hd..(r + 1) * hd]);
-            }
-        }
-        capture(CaptureSite::AttentionOutput, &heads_out);
-        let proj = s.buf(1, n * e);
-        linear(&heads_out, n, &l.wo, e, qd, proj, "attn_output")?;
-        ops::add_in_place(x, proj);
-
-        // Feed-forward (SwiGLU).
         let xn = s.buf(0, n * e);
-        ops::rms_norm(x, &l.ffn_norm, w.rms_eps, xn);
-        let xn = &*xn;
+        block::ffn_norm(l, d, x, xn);
         capture(CaptureSite::FeedForward, xn);
-        let mut gate = vec![0f32; n * ff];
-        let mut up = vec![0f32; n * ff];
-        linear(xn, n, &l.w_gate, ff, e, &mut gate, "ffn_gate")?;
-        linear(xn, n, &l.w_up, ff, e, &mut up, "ffn_up")?;
-        ops::silu_mul(&mut gate, &up);
-        capture(CaptureSite::FeedForwardDown, &gate);
-        let down = s.buf(1, n * e);
-        linear(&gate, n, &l.w_down, e, ff, down, "ffn_down")?;
-        ops::add_in_place(x, down);
-        Ok(())
+        let hidden = block::ffn_hidden(l, d, xn, n)?;
+        capture(CaptureSite::FeedForwardDown, &hidden);
+        block::add_ffn_output(l, d, &hidden, n, x, &mut s.bufs[1])
     }
 }
 

@@ -62,25 +62,9 @@ impl LlamaWeights {
         if let Some(o) = &self.output {
             check(|| "output".into(), o.len(), v * e)?;
         }
+        let d = crate::block::BlockDims::of(self);
         for (i, l) in self.layers.iter().enumerate() {
-            if l.n_heads == 0 || l.n_kv_heads == 0 || l.n_heads % l.n_kv_heads != 0 {
-                return Err(RuntimeError::BadShape {
-                    what: "n_kv_heads",
-                    value: l.n_kv_heads,
-                    why: "must be positive and divide n_heads",
-                });
-            }
-            let (q, kv, ff) = (l.n_heads * hd, l.n_kv_heads * hd, l.n_ff);
-            let name = |t: &'static str| move || format!("blk.{i}.{t}");
-            check(name("attn_norm"), l.attn_norm.len(), e)?;
-            check(name("attn_q"), l.wq.len(), q * e)?;
-            check(name("attn_k"), l.wk.len(), kv * e)?;
-            check(name("attn_v"), l.wv.len(), kv * e)?;
-            check(name("attn_output"), l.wo.len(), e * q)?;
-            check(name("ffn_norm"), l.ffn_norm.len(), e)?;
-            check(name("ffn_gate"), l.w_gate.len(), ff * e)?;
-            check(name("ffn_up"), l.w_up.len(), ff * e)?;
-            check(name("ffn_down"), l.w_down.len(), e * ff)?;
+            crate::block::validate_layer(l, d, i)?;
         }
         Ok(())
     }

@@ -217,3 +217,28 @@ fn bad_inputs_are_errors() {
     w.layers[0].n_kv_heads = 3;
     assert!(LlamaRuntime::new(w).is_err());
 }
+
+/// A block run step by step (as calibration passes do) computes what the whole-model forward computes.
+#[test]
+fn block_steps_equal_the_model_layer() {
+    use edgeforge_runtime::{Block, BlockDims};
+    let w = model(true, 11);
+    let dims = BlockDims::of(&w);
+    let tokens = [3u32, 7, 1, 42, 9, 0, 13];
+    let n = tokens.len();
+    let runtime = LlamaRuntime::new(model(true, 11)).unwrap();
+    let mut expected = runtime.embed(&tokens).unwrap();
+    let mut got = expected.clone();
+    for (li, layer) in w.layers.into_iter().enumerate() {
+        runtime.run_layer(li, &mut expected, n, &mut |_, _| {}).unwrap();
+        let block = Block::new(layer, dims).unwrap();
+        let xn = block.attn_norm(&got, n).unwrap();
+        let heads = block.attention_heads(&xn, n).unwrap();
+        block.add_attention_output(&heads, n, &mut got).unwrap();
+        let xn = block.ffn_norm(&got, n).unwrap();
+        let hidden = block.ffn_hidden(&xn, n).unwrap();
+        block.add_ffn_output(&hidden, n, &mut got).unwrap();
+        assert_eq!(got, expected, "layer {li}");
+        assert!(matches!(block.ffn_hidden(&xn[1..], n), Err(RuntimeError::WeightLength { .. })));
+    }
+}
