@@ -30,8 +30,55 @@ pub enum Command {
     Schema,
     /// Compare two reports; exit 0 if every gate holds, 1 if one fails, 2 on bad input.
     Compare(CompareArgs),
+    /// Rank tensors, blocks or projection kinds by the KL divergence that quantizing each alone causes, and
+    /// suggest recipe overrides that keep the most sensitive at 8 bits.
+    Sensitivity(SensitivityArgs),
     /// Aggregate every report.json under a folder: summary.md, summary.csv, summary.svg (size vs perplexity).
     Summarize(SummarizeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SensitivityUnit {
+    /// Every projection of every block.
+    Tensor,
+    /// All projections of one block.
+    Block,
+    /// One projection kind across all blocks.
+    Kind,
+}
+
+#[derive(Debug, Args)]
+pub struct SensitivityArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "wiki.test.raw")]
+    pub text: String,
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks of --ctx tokens scored per unit (each unit costs one forward pass per chunk).
+    #[arg(long, default_value_t = 4)]
+    pub chunks: usize,
+    /// Bits of the round-to-nearest quantization applied to each unit: 3, 4 or 8.
+    #[arg(long, default_value_t = 4)]
+    pub bits: u8,
+    /// 32, 64, 128, 256 or per-channel.
+    #[arg(long, default_value = "128")]
+    pub group_size: String,
+    /// Asymmetric grid (zero point per group).
+    #[arg(long)]
+    pub asym: bool,
+    #[arg(long = "by", value_enum, default_value = "block")]
+    pub by: SensitivityUnit,
+    /// How many of the most sensitive units the suggested overrides keep at 8 bits.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Write sensitivity.json and sensitivity.md here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

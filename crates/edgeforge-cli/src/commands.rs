@@ -27,6 +27,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schema => crate::recipe_cmds::schema(),
         Command::Compare(a) => crate::recipe_cmds::compare_reports(a),
         Command::Summarize(a) => crate::recipe_cmds::summarize(a),
+        Command::Sensitivity(a) => {
+            let pool = thread_pool(a.threads.threads)?;
+            pool.install(|| crate::sensitivity_cmd::sensitivity(a))
+        }
         Command::Eval(EvalCommand::Kld(a)) => {
             let pool = thread_pool(a.threads.threads)?;
             pool.install(|| kld(a))
@@ -50,14 +54,14 @@ fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, Failure> {
         .map_err(|e| Failure::Internal(anyhow!("cannot start {n} worker threads: {e}")))
 }
 
-fn load(path: &std::path::Path) -> Result<Model, Failure> {
+pub(crate) fn load(path: &std::path::Path) -> Result<Model, Failure> {
     let bar = progress::spinner("loading model");
     let model = edgeforge_core::load_model(path);
     bar.finish_and_clear();
     Ok(model?)
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Internal(e.into()))?;
     println!("{text}");
     Ok(())

@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod progress;
 mod recipe_cmds;
+mod sensitivity_cmd;
 
 use clap::Parser;
 

@@ -17,3 +17,12 @@ pub fn spinner(msg: &'static str) -> ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
+
+/// A bar over `total` items of work named `what` (units, tensors, ...), with ETA.
+pub fn items_bar(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    let template = format!("{{spinner}} [{{bar:30}}] {{pos}}/{{len}} {what}  {{msg}}  {{elapsed}} (ETA {{eta}})");
+    let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}

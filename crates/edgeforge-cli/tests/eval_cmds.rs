@@ -43,3 +43,34 @@ fn latency_json_has_every_field() {
     assert!(v["decode_p95_ms"].as_f64().unwrap() >= v["decode_p50_ms"].as_f64().unwrap());
     assert_eq!(v["threads"], 1);
 }
+
+#[test]
+fn sensitivity_ranks_every_unit_and_leaves_the_model_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec { n_ff: 64, ..TinySpec::default() });
+    let before = std::fs::read(&a).unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, (0..300).map(|i| format!("the cat {i} = the hat. ")).collect::<String>()).unwrap();
+    let common = ["sensitivity", "--model", a.to_str().unwrap(), "--text", text.to_str().unwrap(), "--ctx", "64", "--chunks", "2", "--group-size", "32", "--json"];
+    let out = dir.path().join("sens");
+    let v = json(&[&common[..], &["--by", "tensor", "--bits", "3", "--keep", "2", "--out", out.to_str().unwrap()]].concat());
+    let units = v["result"]["units"].as_array().unwrap();
+    assert_eq!(units.len(), 2 * 7, "every projection of both blocks");
+    let kl: Vec<f64> = units.iter().map(|u| u["mean_kld"].as_f64().unwrap()).collect();
+    assert!(kl.windows(2).all(|w| w[0] >= w[1]), "most sensitive first: {kl:?}");
+    assert!(kl[0] > 0.0);
+    let yaml = v["suggested_overrides_yaml"].as_str().unwrap();
+    assert_eq!(yaml.matches("bits: 8").count(), 2, "{yaml}");
+    assert!(yaml.contains(units[0]["unit"].as_str().unwrap()));
+    assert!(out.join("sensitivity.json").is_file() && out.join("sensitivity.md").is_file());
+    assert_eq!(std::fs::read(&a).unwrap(), before);
+    // Quantizing a unit alone is measured against the untouched model: 8 bits hurts far less than 3.
+    let blocks3 = json(&[&common[..], &["--by", "block", "--bits", "3"]].concat());
+    let blocks8 = json(&[&common[..], &["--by", "block", "--bits", "8"]].concat());
+    let top = |v: &serde_json::Value| v["result"]["units"][0]["mean_kld"].as_f64().unwrap();
+    assert!(top(&blocks8) < 0.2 * top(&blocks3), "{} vs {}", top(&blocks8), top(&blocks3));
+    assert_eq!(blocks3["result"]["units"].as_array().unwrap().len(), 2);
+    // Bad options are refused with exit 2.
+    let bad = Command::new(BIN).args(&common[..]).args(["--group-size", "48"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}

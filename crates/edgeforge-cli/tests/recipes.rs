@@ -22,6 +22,8 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("bits-out-of-range", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 5\n    group_size: 32\n", "5:11", &["bits = 5 is not supported"]),
     ("group-size-odd", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 48\n", "6:17", &["group_size = 48 is not supported"]),
     ("group-size-name", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: per-row\n", "6:17", &["per-row"]),
+    ("override-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    overrides:\n      - { tensors: \"blk.*\", bitz: 8 }\n", "8:", &["unknown field `bitz`"]),
+    ("override-bits", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    overrides:\n      - tensors: \"blk.*\"\n        bits: 6\n", "9:15", &["bits = 6 is not supported"]),
     ("missing-bits", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    group_size: 32\n", "5:", &["missing field `bits`"]),
     ("pass-key-not-first", "version: 1\nmodel: tiny.gguf\npasses:\n  - bits: 4\n    pass: quantize-rtn\n", "4:", &["must start with `pass: NAME`"]),
     ("negative-samples", "version: 1\nmodel: tiny.gguf\ncalibration: { dataset: wikitext-2-valid, samples: -3, seq_len: 64 }\n", "3:", &["-3 is not allowed here"]),
@@ -246,4 +248,37 @@ fn gptq_recipe_on_a_tiny_model_quantizes_every_linear_block_by_block() {
     let (code, _, stderr) = run(&["validate", "n.yaml"], dir.path());
     assert_eq!(code, Some(2));
     assert!(stderr.contains("n.yaml:4:5") && stderr.contains("needs calibration data"), "{stderr}");
+}
+
+#[test]
+fn mixed_precision_overrides_and_kld_eval_on_a_tiny_model() {
+    let dir = setup();
+    let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
+    std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
+    let recipe = format!(
+        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 4, seq_len: 32, seed: 3 }}\npasses:\n  - pass: gptq\n    bits: 4\n    group_size: 32\n    act_order: true\n    overrides:\n      - {{ tensors: \"blk.1.*\", bits: 8 }}\n      - {{ tensors: \"*.ffn_down.weight\", bits: 3, symmetric: false }}\neval:\n  kld: {{ dataset: cal.txt, ctx: 32, chunks: 3 }}\ntargets:\n  - {{ format: gguf }}\n"
+    );
+    std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let changed = report["passes"][0]["changed"].as_array().unwrap();
+    let to = |name: &str| changed.iter().find(|c| c["tensor"] == name).map(|c| c["to"].as_str().unwrap().to_owned()).unwrap();
+    // First matching rule wins: block 1 is all 8-bit, block 0's down projection 3-bit asymmetric, the rest 4-bit.
+    assert_eq!(to("blk.1.ffn_down.weight"), "int8-g32-sym");
+    assert_eq!(to("blk.1.attn_q.weight"), "int8-per-channel-sym");
+    assert_eq!(to("blk.0.ffn_down.weight"), "int3-g32-asym");
+    assert_eq!(to("blk.0.ffn_up.weight"), "int4-per-channel-sym");
+    let kld = &report["metrics_after"]["kld"];
+    assert!(kld["mean_kld"].as_f64().unwrap() > 0.0, "{kld}");
+    let top1 = kld["top1_agreement_frac"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1), "{kld}");
+    assert_eq!(kld["positions"], 3 * 15);
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("KL divergence from the input"), "{md}");
+    // 3-bit has no GGUF block type: written as F16, with a note; 8-bit maps to Q8_0.
+    let g = edgeforge_core::load_model(&dir.path().join("out/m.gguf")).unwrap();
+    assert_eq!(g.tensors["blk.0.ffn_down.weight"].format_name(), "F16");
+    assert_eq!(g.tensors["blk.1.ffn_down.weight"].format_name(), "Q8_0");
+    assert!(report["passes"][0]["notes"].to_string().contains("written as F16"), "{}", report["passes"][0]["notes"]);
 }

@@ -33,4 +33,6 @@ pub enum EvalError {
     Tokenizer(#[from] edgeforge_tokenizer::TokenizerError),
     #[error("forward pass: {0}")]
     Runtime(#[from] edgeforge_runtime::RuntimeError),
+    #[error(transparent)]
+    Model(#[from] edgeforge_core::Error),
 }

@@ -25,7 +25,7 @@ pub struct KldResult {
 }
 
 /// log-softmax in f64.
-fn log_probs(logits: &[f32]) -> Vec<f64> {
+pub(crate) fn log_probs(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln();
     logits.iter().map(|&l| f64::from(l - max) - lse).collect()
@@ -40,6 +40,14 @@ fn compare_position(base: &[f32], model: &[f32], next: usize) -> (f64, bool, f64
     let (lb, lm) = (log_probs(base), log_probs(model));
     let kl: f64 = lb.iter().zip(&lm).map(|(&b, &m)| b.exp() * (b - m)).sum();
     (kl.max(0.0), argmax(&lb) == argmax(&lm), -lb[next], -lm[next])
+}
+
+/// Against stored base log-probabilities: (KL(base ‖ model), top-1 agrees, −log p_model(next)).
+pub(crate) fn compare_to_base(base_log_probs: &[f32], model: &[f32], next: usize) -> (f64, bool, f64) {
+    let lm = log_probs(model);
+    let kl: f64 = base_log_probs.iter().zip(&lm).map(|(&b, &m)| f64::from(b).exp() * (f64::from(b) - m)).sum();
+    let base_top = base_log_probs.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0;
+    (kl.max(0.0), base_top == argmax(&lm), -lm[next])
 }
 
 pub fn kl_divergence(

@@ -5,6 +5,7 @@ pub mod error;
 pub mod kld;
 pub mod latency;
 pub mod perplexity;
+pub mod sensitivity;
 
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, KldResult};
