@@ -16,6 +16,8 @@ pub struct Needs {
     pub float_weights: bool,
     /// Calibration text must be configured in the recipe.
     pub calibration: bool,
+    /// The recipe's input model as loaded (`PassContext::original`), e.g. as a distillation teacher.
+    pub original_model: bool,
 }
 
 /// What a pass does to the model state.
@@ -81,6 +83,12 @@ pub struct PassContext<'a> {
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
     /// Set by Ctrl-C; long passes check it between units of work.
     pub cancel: &'a AtomicBool,
+    /// The recipe's input model as loaded, before any pass: the teacher of distillation, the reference of
+    /// reconstruction.
+    pub original: Option<&'a Model>,
+    /// A folder this pass may keep its own resumable state in (e.g. training checkpoints); it survives a
+    /// crash and is reused by `--resume`.
+    pub work_dir: Option<&'a std::path::Path>,
 }
 
 impl PassContext<'_> {

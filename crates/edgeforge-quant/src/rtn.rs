@@ -156,7 +156,7 @@ impl Pass for QuantizeRtn {
     }
 
     fn needs(&self) -> Needs {
-        Needs { float_weights: true, calibration: false }
+        Needs { float_weights: true, calibration: false, original_model: false }
     }
 
     fn effects(&self) -> Effects {

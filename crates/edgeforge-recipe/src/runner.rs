@@ -275,6 +275,12 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     } else {
         None
     };
+    // Passes that learn from the input model (distillation) get it as it was loaded.
+    let original = if validated.passes.iter().skip(start).any(|p| p.needs().original_model) {
+        Some(edgeforge_core::load_model(&model_path)?)
+    } else {
+        None
+    };
     for (i, pass) in validated.passes.iter().enumerate().skip(start) {
         cancelled(opts)?;
         let before = summarize(&model);
@@ -283,7 +289,15 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         let progress = |done: u64, total: u64| {
             (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
         };
-        let cx = PassContext { seed, calibration: calibration.as_ref(), progress: &progress, cancel: opts.cancel };
+        let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
+        let cx = PassContext {
+            seed,
+            calibration: calibration.as_ref(),
+            progress: &progress,
+            cancel: opts.cancel,
+            original: original.as_ref(),
+            work_dir: Some(&work_dir),
+        };
         let t = Instant::now();
         let outcome = pass.run(&mut model, &cx).map_err(|source| match source {
             edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,

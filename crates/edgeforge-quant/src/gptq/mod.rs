@@ -199,7 +199,7 @@ impl Pass for Gptq {
     }
 
     fn needs(&self) -> Needs {
-        Needs { float_weights: true, calibration: true }
+        Needs { float_weights: true, calibration: true, original_model: false }
     }
 
     fn effects(&self) -> Effects {
