@@ -19,6 +19,7 @@
 //! weights are ever held as floats.
 
 mod hessian;
+mod refit;
 mod solve;
 
 use schemars::JsonSchema;
@@ -84,6 +85,10 @@ pub struct GptqOptions {
     /// Pick each group's range by least squared error instead of min/max.
     #[serde(default)]
     pub clip_search: bool,
+    /// After GPTQ fixes the codes, refit each row's group scales by least squares on the calibration
+    /// activations (same format, lower output error).
+    #[serde(default = "default_true")]
+    pub refit_scales: bool,
     /// Fraction of the mean Hessian diagonal added to the diagonal (more if the Hessian is not positive definite).
     #[serde(default = "default_damp")]
     pub damp_frac: DampFrac,
@@ -122,6 +127,7 @@ impl Gptq {
             block_size: self.options.block_size,
             act_order: self.options.act_order,
             clip_search: self.options.clip_search,
+            refit_scales: self.options.refit_scales,
         }
     }
 

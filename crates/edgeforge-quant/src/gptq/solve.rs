@@ -24,6 +24,8 @@ pub struct SolveOptions {
     pub act_order: bool,
     /// Choose each group's range by the least squared error over shrink factors rather than min/max.
     pub clip_search: bool,
+    /// After the codes are fixed, refit each row's scales by least squares in the Hessian norm.
+    pub refit_scales: bool,
 }
 
 /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major, after dampening; the dampening used and
@@ -156,7 +158,12 @@ pub fn gptq_matrix(
         }
     }
     let codes = pack_codes(&codes_u8, format.bits);
-    Ok((QuantTensor { format, row_len: cols, scales, zeros, codes }, note))
+    let mut q = QuantTensor { format, row_len: cols, scales, zeros, codes };
+    if opts.refit_scales {
+        let original: Vec<f32> = weights.iter().enumerate().map(|(i, &v)| if dead[i % cols] { 0.0 } else { v }).collect();
+        crate::gptq::refit::refit_scales(&mut q, &original, rows, cols, hessian);
+    }
+    Ok((q, note))
 }
 
 #[cfg(test)]
@@ -192,7 +199,7 @@ mod tests {
     }
 
     fn opts(act_order: bool, block_size: usize) -> SolveOptions {
-        SolveOptions { damp_frac: 0.01, block_size, act_order, clip_search: false }
+        SolveOptions { damp_frac: 0.01, block_size, act_order, clip_search: false, refit_scales: false }
     }
 
     #[test]
@@ -227,6 +234,34 @@ mod tests {
                 assert!(gptq < 0.8 * rtn, "{format:?} act_order={act_order}: gptq {gptq} vs rtn {rtn}");
             }
         }
+    }
+
+    #[test]
+    fn refitting_scales_never_raises_the_output_error() {
+        let (rows, cols, n) = (16, 96, 300);
+        let mut rng = Rng(5);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.next()).collect();
+        let base: Vec<f32> = (0..n * 6).map(|_| rng.next()).collect();
+        let x: Vec<f32> = (0..n * cols).map(|i| (if i % cols % 11 == 0 { 6.0 } else { 1.0 }) * (base[i / cols * 6 + i % 6] + 0.2 * rng.next())).collect();
+        let mut gains = Vec::new();
+        for format in [
+            QuantFormat { bits: 4, group_size: 32, symmetric: true },
+            QuantFormat { bits: 4, group_size: 64, symmetric: false },
+            QuantFormat { bits: 3, group_size: 96, symmetric: true },
+        ] {
+            let run = |refit_scales| {
+                let mut h = Hessian::new(cols);
+                h.add(&x);
+                let o = SolveOptions { refit_scales, ..opts(true, 32) };
+                let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, format, o).unwrap();
+                assert!(q.is_consistent(rows * cols));
+                output_error(&w, &q.dequantize(rows * cols), &x, rows, cols)
+            };
+            let (plain, refit) = (run(false), run(true));
+            assert!(refit <= plain * 1.0001, "{format:?}: {refit} > {plain}");
+            gains.push(plain / refit);
+        }
+        assert!(gains.iter().any(|&g| g > 1.01), "refit should help somewhere: {gains:?}");
     }
 
     #[test]
