@@ -12,3 +12,10 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map_or(0, |kb| kb * 1024)
 }
+
+/// Starts a new peak: after this, `peak_rss_bytes` reports the peak from now on (Linux: writing 5 to
+/// `/proc/self/clear_refs` resets VmHWM to the current RSS). Returns false where that is not possible, in
+/// which case the peak stays the process's lifetime peak.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}

@@ -298,6 +298,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             original: original.as_ref(),
             work_dir: Some(&work_dir),
         };
+        // Each pass's report shows its own peak, not the evaluation's before it.
+        let peak_is_own = edgeforge_core::process::reset_peak_rss();
         let t = Instant::now();
         let outcome = pass.run(&mut model, &cx).map_err(|source| match source {
             edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,
@@ -315,7 +317,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             bytes_before: before.total.bytes,
             bytes_after: after.total.bytes,
             changed: outcome.changed,
-            notes: outcome.notes,
+            notes: if peak_is_own { outcome.notes } else { [outcome.notes, vec!["peak RSS is the process's lifetime peak (could not reset it)".into()]].concat() },
         });
         checkpoint::write(&checkpoint::path_for(&ckpt_dir, i, pass.name()), &keys[i], i, &model, &reports)?;
     }

@@ -291,7 +291,7 @@ impl Pass for Gptq {
         }
         let tokens: usize = hidden.iter().map(|(n, _)| n).sum();
         outcome.notes.push(format!(
-            "{} calibration sequences, {tokens} tokens; peak RSS of the process after the pass: {:.0} MiB",
+            "{} calibration sequences, {tokens} tokens; peak RSS {:.0} MiB",
             hidden.len(),
             edgeforge_core::process::peak_rss_bytes() as f64 / (1u64 << 20) as f64
         ));
