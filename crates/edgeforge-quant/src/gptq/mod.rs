@@ -186,15 +186,34 @@ fn embed(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<(usize, Vec<f32>)>
         .collect()
 }
 
+/// Where the pass's time goes, for its report.
+#[derive(Default)]
+struct Stopwatch {
+    forward_s: f64,
+    hessian_s: f64,
+    solve_s: f64,
+}
+
+impl Stopwatch {
+    fn time<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = f();
+        *slot += t.elapsed().as_secs_f64();
+        out
+    }
+}
+
 /// Σ xᵀx of `f(sequence)` over every calibration sequence.
 fn hessian_of(
     width: usize,
     hidden: &[(usize, Vec<f32>)],
+    clock: &mut Stopwatch,
     mut f: impl FnMut(&[f32], usize) -> Result<Vec<f32>, RuntimeError>,
 ) -> Result<Hessian, PassError> {
     let mut h = Hessian::new(width);
     for (n, x) in hidden {
-        h.add(&f(x, *n).map_err(runtime_error)?);
+        let input = Stopwatch::time(&mut clock.forward_s, || f(x, *n)).map_err(runtime_error)?;
+        Stopwatch::time(&mut clock.hessian_s, || h.add(&input));
     }
     Ok(h)
 }
@@ -237,6 +256,7 @@ impl Pass for Gptq {
         let dims = BlockDims { n_embd: c.n_embd, head_dim: c.head_dim, rope_base: c.rope_base, rms_eps: c.rms_eps };
         let mut hidden = embed(model, &cal.sequences)?;
         let mut outcome = PassOutcome::default();
+        let mut clock = Stopwatch::default();
         const STEPS: u64 = 4;
         let total = c.n_layers as u64 * STEPS;
         let reload = |model: &Model, block: &mut Block, li: usize| -> Result<(), PassError> {
@@ -247,53 +267,56 @@ impl Pass for Gptq {
             let step = |k: u64| (cx.progress)(li as u64 * STEPS + k, total);
 
             cx.check_cancel()?;
-            let h = hessian_of(c.n_embd, &hidden, |x, n| block.attn_norm(x, n))?;
-            self.quantize_projections(model, li, &["attn_q", "attn_k", "attn_v"], &h, &mut outcome)?;
+            let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.attn_norm(x, n))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_q", "attn_k", "attn_v"], &h, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(1);
 
             cx.check_cancel()?;
-            let heads: Vec<Vec<f32>> = hidden
-                .iter()
-                .map(|(n, x)| block.attn_norm(x, *n).and_then(|xn| block.attention_heads(&xn, *n)))
-                .collect::<Result<_, _>>()
-                .map_err(runtime_error)?;
+            let heads: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
+                hidden.iter().map(|(n, x)| block.attn_norm(x, *n).and_then(|xn| block.attention_heads(&xn, *n))).collect::<Result<_, _>>()
+            })
+            .map_err(runtime_error)?;
             let width = block.weights().n_heads * c.head_dim;
             let mut h = Hessian::new(width);
-            heads.iter().for_each(|x| h.add(x));
-            self.quantize_projections(model, li, &["attn_output"], &h, &mut outcome)?;
+            Stopwatch::time(&mut clock.hessian_s, || heads.iter().for_each(|x| h.add(x)));
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(2);
 
             cx.check_cancel()?;
-            for ((n, x), heads) in hidden.iter_mut().zip(heads) {
-                block.add_attention_output(&heads, *n, x).map_err(runtime_error)?;
-            }
-            let h = hessian_of(c.n_embd, &hidden, |x, n| block.ffn_norm(x, n))?;
-            self.quantize_projections(model, li, &["ffn_gate", "ffn_up"], &h, &mut outcome)?;
+            Stopwatch::time(&mut clock.forward_s, || {
+                hidden.iter_mut().zip(heads).try_for_each(|((n, x), heads)| block.add_attention_output(&heads, *n, x))
+            })
+            .map_err(runtime_error)?;
+            let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.ffn_norm(x, n))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_gate", "ffn_up"], &h, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(3);
 
             cx.check_cancel()?;
-            let states: Vec<Vec<f32>> = hidden
-                .iter()
-                .map(|(n, x)| block.ffn_norm(x, *n).and_then(|xn| block.ffn_hidden(&xn, *n)))
-                .collect::<Result<_, _>>()
-                .map_err(runtime_error)?;
+            let states: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
+                hidden.iter().map(|(n, x)| block.ffn_norm(x, *n).and_then(|xn| block.ffn_hidden(&xn, *n))).collect::<Result<_, _>>()
+            })
+            .map_err(runtime_error)?;
             let mut h = Hessian::new(block.weights().n_ff);
-            states.iter().for_each(|x| h.add(x));
-            self.quantize_projections(model, li, &["ffn_down"], &h, &mut outcome)?;
+            Stopwatch::time(&mut clock.hessian_s, || states.iter().for_each(|x| h.add(x)));
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &mut outcome))?;
             reload(model, &mut block, li)?;
-            for ((n, x), state) in hidden.iter_mut().zip(states) {
-                block.add_ffn_output(&state, *n, x).map_err(runtime_error)?;
-            }
+            Stopwatch::time(&mut clock.forward_s, || {
+                hidden.iter_mut().zip(states).try_for_each(|((n, x), state)| block.add_ffn_output(&state, *n, x))
+            })
+            .map_err(runtime_error)?;
             step(4);
         }
         let tokens: usize = hidden.iter().map(|(n, _)| n).sum();
         outcome.notes.push(format!(
-            "{} calibration sequences, {tokens} tokens; peak RSS {:.0} MiB",
+            "{} calibration sequences, {tokens} tokens; peak RSS {:.0} MiB; time in block forward {:.1} s, Hessians {:.1} s, GPTQ solves {:.1} s",
             hidden.len(),
-            edgeforge_core::process::peak_rss_bytes() as f64 / (1u64 << 20) as f64
+            edgeforge_core::process::peak_rss_bytes() as f64 / (1u64 << 20) as f64,
+            clock.forward_s,
+            clock.hessian_s,
+            clock.solve_s
         ));
         Ok(outcome)
     }
