@@ -75,6 +75,13 @@ const CLIP_FRACTIONS: [f32; 12] = [1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79
 /// Scale and zero point for one group: symmetric grids use all 2^bits codes (−2^(b−1) .. 2^(b−1)−1, with
 /// the group's extreme value on the side that has the extra code), asymmetric ones span [min, max].
 pub(crate) fn group_params(group: &[f32], format: QuantFormat, clip_search: bool) -> (f16, u8) {
+    group_params_weighted(group, None, format, clip_search)
+}
+
+/// As `group_params`, with the clip search's squared errors weighted per element by `importance` (e.g.
+/// the Hessian diagonal: how strongly each input channel is driven), so the kept range favours the weights
+/// whose errors reach the outputs most.
+pub(crate) fn group_params_weighted(group: &[f32], importance: Option<&[f32]>, format: QuantFormat, clip_search: bool) -> (f16, u8) {
     let levels = format.levels() as f32;
     let half = levels / 2.0;
     let fractions: &[f32] = if clip_search { &CLIP_FRACTIONS } else { &CLIP_FRACTIONS[..1] };
@@ -96,10 +103,11 @@ pub(crate) fn group_params(group: &[f32], format: QuantFormat, clip_search: bool
         let z = f32::from(zero);
         let err: f32 = group
             .iter()
-            .map(|&v| {
+            .enumerate()
+            .map(|(i, &v)| {
                 let q = if s != 0.0 { ((v / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
                 let d = s * (q - z) - v;
-                d * d
+                d * d * importance.map_or(1.0, |w| w[i])
             })
             .sum();
         if err < best.2 {

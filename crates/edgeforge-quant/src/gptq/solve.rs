@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use edgeforge_core::quantized::{pack_codes, QuantFormat, QuantTensor};
 
-use crate::rtn::group_params;
+use crate::rtn::{group_params, group_params_weighted};
 
 /// How the column loop runs.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +99,7 @@ pub fn gptq_matrix(
     let levels = format.levels() as f32;
     let block = opts.block_size.max(1);
     let n_groups = format.groups_per_row(cols);
+    let importance: Vec<f32> = (0..cols).map(|i| hessian[i * cols + i] as f32).collect();
 
     let per_row: Vec<RowResult> = (0..rows)
         .into_par_iter()
@@ -106,7 +107,12 @@ pub fn gptq_matrix(
             let original: Vec<f32> = weights[r * cols..(r + 1) * cols].iter().zip(&dead).map(|(&v, &d)| if d { 0.0 } else { v }).collect();
             // Static groups: every scale from the original weights, before any error is spread.
             let mut params: Vec<(f16, u8)> = if opts.act_order {
-                (0..n_groups).map(|k| group_params(&original[k * g..((k + 1) * g).min(cols)], format, opts.clip_search)).collect()
+                (0..n_groups)
+                    .map(|k| {
+                        let range = k * g..((k + 1) * g).min(cols);
+                        group_params_weighted(&original[range.clone()], Some(&importance[range]), format, opts.clip_search)
+                    })
+                    .collect()
             } else {
                 Vec::with_capacity(n_groups)
             };
