@@ -86,8 +86,9 @@ pub struct GptqOptions {
     #[serde(default)]
     pub clip_search: bool,
     /// After GPTQ fixes the codes, refit each row's group scales by least squares on the calibration
-    /// activations (same format, lower output error).
-    #[serde(default = "default_true")]
+    /// activations (same format, lower per-layer output error; measured on SmolLM2 int4 g128: no perplexity
+    /// gain, hence off by default).
+    #[serde(default)]
     pub refit_scales: bool,
     /// Fraction of the mean Hessian diagonal added to the diagonal (more if the Hessian is not positive definite).
     #[serde(default = "default_damp")]
