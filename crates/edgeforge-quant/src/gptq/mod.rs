@@ -82,8 +82,9 @@ pub struct GptqOptions {
     /// (static groups), so grouped formats still hold the result.
     #[serde(default = "default_true")]
     pub act_order: bool,
-    /// Pick each group's range by least squared error instead of min/max.
-    #[serde(default)]
+    /// Pick each group's range by the least squared error (weighted by the Hessian diagonal) instead of
+    /// min/max.
+    #[serde(default = "default_true")]
     pub clip_search: bool,
     /// After GPTQ fixes the codes, refit each row's group scales by least squares on the calibration
     /// activations (same format, lower per-layer output error; measured on SmolLM2 int4 g128: no perplexity
