@@ -16,7 +16,8 @@ const GOOD_HEAD: &str = "version: 1\nmodel: tiny.gguf\n";
 const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
     ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
-    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: awq\n", "4:", &["`awq` is not available"]),
+    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: distill\n", "4:", &["`distill` is not available"]),
+    ("awq-grid-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: awq\n    bits: 4\n    group_size: 32\n    grid: many\n", "7:11", &["grid"]),
     ("pass-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_szie: 32\n", "6:5", &["unknown field `group_szie`", "did you mean `group_size`?"]),
     ("bits-wrong-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: four\n    group_size: 32\n", "5:11", &["invalid u8", "expected a whole number"]),
     ("bits-out-of-range", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 5\n    group_size: 32\n", "5:11", &["bits = 5 is not supported"]),
@@ -281,4 +282,40 @@ fn mixed_precision_overrides_and_kld_eval_on_a_tiny_model() {
     assert_eq!(g.tensors["blk.0.ffn_down.weight"].format_name(), "F16");
     assert_eq!(g.tensors["blk.1.ffn_down.weight"].format_name(), "Q8_0");
     assert!(report["passes"][0]["notes"].to_string().contains("written as F16"), "{}", report["passes"][0]["notes"]);
+}
+
+#[test]
+fn awq_folding_keeps_the_function_and_composes_with_gptq() {
+    let dir = setup();
+    let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
+    std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
+    let head = format!("{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 4, seq_len: 32, seed: 3 }}\n");
+    let eval = "eval:\n  perplexity: { dataset: cal.txt, ctx: 32, chunks: 4 }\n  kld: { dataset: cal.txt, ctx: 32, chunks: 4 }\n";
+    // Scales only (no rounding, no clipping): the folded model computes the same function.
+    let fold_only = format!("{head}passes:\n  - pass: awq\n    bits: 4\n    group_size: 32\n    clip: false\n    quantize: false\n{eval}");
+    std::fs::write(dir.path().join("fold.yaml"), fold_only).unwrap();
+    let (code, stdout, stderr) = run(&["run", "fold.yaml", "--out", "fold"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("fold/report.json")).unwrap()).unwrap();
+    let ppl = |side: &str| report[side]["perplexity"]["perplexity"].as_f64().unwrap();
+    assert!((ppl("metrics_before") / ppl("metrics_after") - 1.0).abs() < 1e-4, "{} vs {}", ppl("metrics_before"), ppl("metrics_after"));
+    assert!(report["metrics_after"]["kld"]["mean_kld"].as_f64().unwrap() < 1e-6, "{}", report["metrics_after"]["kld"]);
+    let notes = report["passes"][0]["notes"].to_string();
+    assert!(notes.contains("alpha") && notes.contains("attn_v->attn_output"), "{notes}");
+    // AWQ scales, then GPTQ rounding; and AWQ rounding on its own.
+    for (name, passes) in [
+        ("awq-gptq", "  - pass: awq\n    bits: 4\n    group_size: 32\n    quantize: false\n  - pass: gptq\n    bits: 4\n    group_size: 32\n"),
+        ("awq", "  - pass: awq\n    bits: 4\n    group_size: 32\n"),
+    ] {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), format!("{head}passes:\n{passes}{eval}targets:\n  - {{ format: gguf }}\n")).unwrap();
+        let (code, stdout, stderr) = run(&["run", &format!("{name}.yaml"), "--out", name], dir.path());
+        assert_eq!(code, Some(0), "{name}: {stdout}{stderr}");
+        let g = edgeforge_core::load_model(&dir.path().join(format!("{name}/{name}.gguf"))).unwrap();
+        assert_eq!(g.tensors["blk.1.ffn_down.weight"].format_name(), "Q4_0", "{name}");
+    }
+    // Rounding twice is refused: GPTQ needs float weights.
+    let twice = format!("{head}passes:\n  - pass: awq\n    bits: 4\n    group_size: 32\n  - pass: gptq\n    bits: 4\n    group_size: 32\n");
+    std::fs::write(dir.path().join("twice.yaml"), twice).unwrap();
+    let (code, _, stderr) = run(&["validate", "twice.yaml"], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
 }

@@ -9,24 +9,26 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
-use edgeforge_quant::{Gptq, GptqOptions, QuantizeRtn, RtnOptions};
+use edgeforge_quant::{Awq, AwqOptions, Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
 #[derive(Debug, Clone)]
 pub enum PassSpec {
     QuantizeRtn(RtnOptions),
     Gptq(GptqOptions),
+    Awq(AwqOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 2] = ["quantize-rtn", "gptq"];
+pub const PASS_NAMES: [&str; 3] = ["quantize-rtn", "gptq", "awq"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
-const PLANNED: [&str; 5] = ["awq", "prune", "reconstruct", "distill", "sensitivity"];
+const PLANNED: [&str; 3] = ["prune", "reconstruct", "distill"];
 
 impl PassSpec {
     pub fn name(&self) -> &'static str {
         match self {
             PassSpec::QuantizeRtn(_) => "quantize-rtn",
             PassSpec::Gptq(_) => "gptq",
+            PassSpec::Awq(_) => "awq",
         }
     }
 
@@ -34,6 +36,7 @@ impl PassSpec {
         match self {
             PassSpec::QuantizeRtn(o) => Box::new(QuantizeRtn::new(o.clone())),
             PassSpec::Gptq(o) => Box::new(Gptq::new(o.clone())),
+            PassSpec::Awq(o) => Box::new(Awq::new(o.clone())),
         }
     }
 }
@@ -71,6 +74,7 @@ impl<'de> Visitor<'de> for PassVisitor {
         match name.as_str() {
             "quantize-rtn" => Ok(PassSpec::QuantizeRtn(RtnOptions::deserialize(rest)?)),
             "gptq" => Ok(PassSpec::Gptq(GptqOptions::deserialize(rest)?)),
+            "awq" => Ok(PassSpec::Awq(AwqOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -87,6 +91,7 @@ impl Serialize for PassSpec {
         let options = match self {
             PassSpec::QuantizeRtn(o) => serde_json::to_value(o),
             PassSpec::Gptq(o) => serde_json::to_value(o),
+            PassSpec::Awq(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -121,7 +126,7 @@ impl JsonSchema for PassSpec {
     }
 
     fn json_schema(gen: &mut SchemaGenerator) -> Schema {
-        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn"), tagged::<GptqOptions>(gen, "gptq")];
+        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn"), tagged::<GptqOptions>(gen, "gptq"), tagged::<AwqOptions>(gen, "awq")];
         schemars::json_schema!({ "oneOf": variants })
     }
 }
