@@ -79,6 +79,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
+fn eval_tokens(rf: &RecipeFile, dataset: &str, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
+    let path = resolve_path(rf, dataset);
+    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { dataset.to_owned() })?;
+    let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+    let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
+    Ok((text, tokens, bos))
+}
+
+/// Stop a chunk loop at the next chunk once Ctrl-C has been pressed.
+fn until_cancelled(cancel: &AtomicBool) -> std::ops::ControlFlow<()> {
+    if cancel.load(Ordering::Relaxed) {
+        std::ops::ControlFlow::Break(())
+    } else {
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+fn eval_error(e: edgeforge_eval::EvalError) -> RecipeError {
+    match e {
+        edgeforge_eval::EvalError::Cancelled => RecipeError::Interrupted,
+        e => e.into(),
+    }
+}
+
 /// Perplexity and latency of `model` as the recipe's eval section asks.
 pub fn evaluate(
     rf: &RecipeFile,
@@ -95,27 +120,17 @@ pub fn evaluate(
     let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
     let mut metrics = Metrics::default();
     if let Some(p) = &r.eval.perplexity {
-        let path = resolve_path(rf, &p.dataset.value);
-        let text = resolve_text(&if path.is_file() { path.display().to_string() } else { p.dataset.value.clone() })?;
-        let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+        let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, model)?;
         let opts = PerplexityOptions { ctx: p.ctx.get(), batch: p.batch.map_or(p.ctx.get(), |b| b.get()), max_chunks: p.chunks.map(|c| c.get()) };
         let total = (tokens.len() / opts.ctx).min(opts.max_chunks.unwrap_or(usize::MAX)) as u64;
         let stage = format!("{label}: perplexity");
         progress(Progress::Stage { label: &stage, total });
         let t = Instant::now();
-        let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
         let res = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |c| {
             progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: Some(format!("ppl {:.4}", c.perplexity)) });
-            if cancel.load(Ordering::Relaxed) {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
+            until_cancelled(cancel)
         })
-        .map_err(|e| match e {
-            edgeforge_eval::EvalError::Cancelled => RecipeError::Interrupted,
-            e => e.into(),
-        })?;
+        .map_err(eval_error)?;
         progress(Progress::Done);
         metrics.perplexity = Some(PerplexityMetric {
             perplexity: res.perplexity,
@@ -158,26 +173,16 @@ fn evaluate_kld(rf: &RecipeFile, base_path: &Path, model: &Model, progress: &(dy
     let base = LlamaRuntime::new(weights_from_model(&base_model)?)?;
     drop(base_model);
     let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
-    let path = resolve_path(rf, &k.dataset.value);
-    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { k.dataset.value.clone() })?;
-    let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+    let (text, tokens, bos) = eval_tokens(rf, &k.dataset.value, model)?;
     let opts = PerplexityOptions { ctx: k.ctx.get(), batch: k.ctx.get(), max_chunks: k.chunks.map(|c| c.get()) };
     let total = opts.chunk_count(tokens.len())? as u64;
     progress(Progress::Stage { label: "result: KL divergence", total });
     let t = Instant::now();
-    let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
     let res = edgeforge_eval::kld::kl_divergence(&base, &runtime, &tokens, bos, &opts, |c| {
         progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: None });
-        if cancel.load(Ordering::Relaxed) {
-            std::ops::ControlFlow::Break(())
-        } else {
-            std::ops::ControlFlow::Continue(())
-        }
+        until_cancelled(cancel)
     })
-    .map_err(|e| match e {
-        edgeforge_eval::EvalError::Cancelled => RecipeError::Interrupted,
-        e => e.into(),
-    })?;
+    .map_err(eval_error)?;
     progress(Progress::Done);
     Ok(Some(KldMetric {
         mean_kld: res.mean_kld,
