@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use edgeforge_core::quantized::QuantFormat;
 
-use crate::rtn::quantize;
+use crate::rtn::group_params;
 
 /// Shrink factors tried, from no clipping down to half the range.
 const FACTORS: usize = 20;
@@ -27,12 +27,11 @@ pub fn clip_weights(weights: &mut [f32], rows: usize, d: usize, format: QuantFor
                 let (lo, hi) = group.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                 let mut best = (f64::INFINITY, 1f32);
                 let mut first = 0f64;
+                let mut delta = vec![0f32; g1 - g0];
                 for k in 0..FACTORS {
                     let f = 1.0 - 0.5 * k as f32 / FACTORS as f32;
                     let clipped: Vec<f32> = group.iter().map(|&v| v.clamp(lo * f, hi * f)).collect();
-                    let fmt = QuantFormat { group_size: g1 - g0, ..format };
-                    let q = quantize(&clipped, g1 - g0, fmt, false).dequantize(clipped.len());
-                    let delta: Vec<f32> = group.iter().zip(&q).map(|(a, b)| a - b).collect();
+                    round_trip_error(&group, &clipped, format, &mut delta);
                     let mut e = 0f64;
                     for (i, &di) in delta.iter().enumerate() {
                         let hrow = &h[(g0 + i) * d + g0..(g0 + i) * d + g1];
@@ -56,4 +55,35 @@ pub fn clip_weights(weights: &mut [f32], rows: usize, d: usize, format: QuantFor
         })
         .collect();
     results.iter().fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y))
+}
+
+/// `delta = original − dequantize(quantize(clipped))` for one group, rounded as round-to-nearest does.
+fn round_trip_error(original: &[f32], clipped: &[f32], format: QuantFormat, delta: &mut [f32]) {
+    let (scale, zero) = group_params(clipped, format, false);
+    let levels = format.levels() as f32;
+    let (s, z) = (scale.to_f32(), if format.symmetric { levels / 2.0 } else { f32::from(zero) });
+    for ((d, &w), &c) in delta.iter_mut().zip(original).zip(clipped) {
+        let q = if s != 0.0 { ((c / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
+        *d = w - s * (q - z);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_an_outlier_lowers_the_group_error_and_never_raises_it() {
+        let (rows, d) = (4, 64);
+        let mut w: Vec<f32> = (0..rows * d).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.1).collect();
+        w[5] = 2.0; // one outlier in row 0, group 0, on an input channel that is rarely driven
+        let h: Vec<f32> = (0..d * d).map(|k| if k / d == k % d { if k % d == 5 { 1e-3 } else { 1.0 } } else { 0.0 }).collect();
+        let format = QuantFormat { bits: 4, group_size: 32, symmetric: true };
+        let original = w.clone();
+        let (before, after) = clip_weights(&mut w, rows, d, format, &h);
+        assert!(after <= before, "{after} > {before}");
+        assert!(after < 0.9 * before, "the outlier group should gain: {after} vs {before}");
+        assert!(w[5] < original[5], "the outlier is clipped");
+        assert!(w.iter().zip(&original).all(|(a, b)| a.abs() <= b.abs() + 1e-7), "clipping only shrinks");
+    }
 }
