@@ -105,6 +105,40 @@ fn rescale_hessian(h: &mut [f32], scales: &[f32]) {
     }
 }
 
+/// What the searches chose, summed over blocks for the pass report.
+#[derive(Default)]
+struct Tally {
+    /// Per group of linears: (Σ α, blocks, Σ error without scaling, Σ error with it).
+    scales: std::collections::BTreeMap<String, (f64, usize, f64, f64)>,
+    /// Per linear kind: (Σ group error before clipping, after).
+    clips: std::collections::BTreeMap<&'static str, (f64, f64)>,
+}
+
+impl Tally {
+    fn scale(&mut self, group: String, alpha: f64, plain: f64, scaled: f64) {
+        let e = self.scales.entry(group).or_default();
+        *e = (e.0 + alpha, e.1 + 1, e.2 + plain, e.3 + scaled);
+    }
+
+    fn clip(&mut self, kind: &'static str, before: f64, after: f64) {
+        let e = self.clips.entry(kind).or_default();
+        *e = (e.0 + before, e.1 + after);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let pct = |a: f64, b: f64| if a > 0.0 { 100.0 * (1.0 - b / a) } else { 0.0 };
+        let mut out: Vec<String> = self
+            .scales
+            .iter()
+            .map(|(g, &(alpha, n, plain, scaled))| {
+                format!("scales {{{g}}}: mean alpha {:.2} over {n} blocks, output error -{:.1}% vs unscaled rounding", alpha / n.max(1) as f64, pct(plain, scaled))
+            })
+            .collect();
+        out.extend(self.clips.iter().map(|(k, &(b, a))| format!("clipping {k}: group output error -{:.1}%", pct(b, a))));
+        out
+    }
+}
+
 impl Awq {
     pub fn new(options: AwqOptions) -> Self {
         Self { options }
@@ -120,7 +154,7 @@ impl Awq {
 
     /// Searches one scale vector for the linears `consumers` (short names in block `li`) that read inputs of
     /// width `d` with Hessian `h` and mean magnitudes `mean_abs`; returns it (all ones if nothing is searched).
-    fn choose(&self, model: &Model, li: usize, consumers: &[&str], d: usize, h: &[f32], mean_abs: &[f32], notes: &mut Vec<String>) -> Result<Vec<f32>, PassError> {
+    fn choose(&self, model: &Model, li: usize, consumers: &[&'static str], d: usize, h: &[f32], mean_abs: &[f32], tally: &mut Tally) -> Result<Vec<f32>, PassError> {
         let mut weights = Vec::new();
         for short in consumers {
             let name = format!("blk.{li}.{short}.weight");
@@ -132,13 +166,7 @@ impl Awq {
         }
         let list: Vec<Consumer<'_>> = weights.iter().map(|(w, rows, format)| Consumer { weights: w, rows: *rows, format: *format }).collect();
         let choice = search_scales(&list, d, mean_abs, h, self.options.grid);
-        notes.push(format!(
-            "blk.{li}.{{{}}}: alpha {:.2}, output error {:.4e} -> {:.4e}",
-            consumers.join(","),
-            choice.alpha,
-            choice.error_plain,
-            choice.error_scaled
-        ));
+        tally.scale(consumers.join(","), choice.alpha, choice.error_plain, choice.error_scaled);
         Ok(choice.scales)
     }
 }
@@ -216,7 +244,7 @@ impl Pass for Awq {
         let dims = BlockDims { n_embd: e, head_dim: hd, rope_base: c.rope_base, rms_eps: c.rms_eps };
         let mut hidden = crate::gptq::embed(model, &cal.sequences)?;
         let mut outcome = PassOutcome::default();
-        let mut notes = Vec::new();
+        let mut tally = Tally::default();
         let reload = |model: &Model, block: &mut Block, li: usize| -> Result<(), PassError> { block.set_weights(layer_from_model(model, li)?).map_err(runtime_error) };
         let mut before: Vec<(String, String, Vec<f32>)> = Vec::new();
         for li in 0..c.n_layers {
@@ -235,7 +263,7 @@ impl Pass for Awq {
             let xs: Vec<Vec<f32>> = hidden.iter().map(|(n, x)| block.attn_norm(x, *n)).collect::<Result<_, _>>().map_err(runtime_error)?;
             let (mut h_attn, m_attn) = input_statistics(e, &xs);
             drop(xs);
-            let s1 = self.choose(model, li, &["attn_q", "attn_k", "attn_v"], e, &h_attn, &m_attn, &mut notes)?;
+            let s1 = self.choose(model, li, &["attn_q", "attn_k", "attn_v"], e, &h_attn, &m_attn, &mut tally)?;
             scale_norm(model, &format!("blk.{li}.attn_norm.weight"), &s1)?;
             for short in ["attn_q", "attn_k", "attn_v"] {
                 scale_tensor(model, &format!("blk.{li}.{short}.weight"), Some(&s1), None)?;
@@ -279,7 +307,7 @@ impl Pass for Awq {
                         best = (choice_err, s_kv, alpha);
                     }
                 }
-                notes.push(format!("blk.{li}.{{attn_v->attn_output}}: alpha {:.2}, output error {:.4e} -> {:.4e}", best.2, plain, best.0));
+                tally.scale("attn_v->attn_output".into(), best.2, plain, best.0);
                 best.1
             };
             scale_tensor(model, &format!("blk.{li}.attn_v.weight"), None, Some(&s2_kv))?;
@@ -296,7 +324,7 @@ impl Pass for Awq {
             drop(heads);
             let xs: Vec<Vec<f32>> = hidden.iter().map(|(n, x)| block.ffn_norm(x, *n)).collect::<Result<_, _>>().map_err(runtime_error)?;
             let (mut h_ffn, m_ffn) = input_statistics(e, &xs);
-            let s3 = self.choose(model, li, &["ffn_gate", "ffn_up"], e, &h_ffn, &m_ffn, &mut notes)?;
+            let s3 = self.choose(model, li, &["ffn_gate", "ffn_up"], e, &h_ffn, &m_ffn, &mut tally)?;
             scale_norm(model, &format!("blk.{li}.ffn_norm.weight"), &s3)?;
             for short in ["ffn_gate", "ffn_up"] {
                 scale_tensor(model, &format!("blk.{li}.{short}.weight"), Some(&s3), None)?;
@@ -318,7 +346,7 @@ impl Pass for Awq {
             drop(xs);
             let (mut h_down, m_down) = input_statistics(ff, &states);
             drop(states);
-            let s4 = self.choose(model, li, &["ffn_down"], ff, &h_down, &m_down, &mut notes)?;
+            let s4 = self.choose(model, li, &["ffn_down"], ff, &h_down, &m_down, &mut tally)?;
             scale_tensor(model, &format!("blk.{li}.ffn_up.weight"), None, Some(&s4))?;
             scale_tensor(model, &format!("blk.{li}.ffn_down.weight"), Some(&s4), None)?;
             rescale_hessian(&mut h_down, &s4);
@@ -338,9 +366,7 @@ impl Pass for Awq {
                     let mut v = t.to_f32(&name)?;
                     let (b, a) = clip::clip_weights(&mut v, rows, d, format, h);
                     t.data = TensorData::F32(v);
-                    if b > 0.0 {
-                        notes.push(format!("{name}: clipping lowers the group output error by {:.1}%", 100.0 * (1.0 - a / b)));
-                    }
+                    tally.clip(short, b, a);
                 }
             }
             if self.options.quantize {
@@ -367,7 +393,7 @@ impl Pass for Awq {
             }
             (cx.progress)(li as u64 + 1, c.n_layers as u64);
         }
-        outcome.notes = notes;
+        outcome.notes = tally.lines();
         outcome.notes.push(format!(
             "{} calibration sequences; peak RSS {:.0} MiB; rel_error compares each weight matrix with its unscaled original, so it includes the (exact) folding",
             cal.sequences.len(),
