@@ -1,5 +1,6 @@
-//! The forward pass: one code path for batched prefill and single-token decode. Linears and attention
-//! products go through `kernels::matmul` (gemm); row-wise steps run in parallel over rows.
+//! The forward pass: one code path for batched prefill and single-token decode. Float linears and
+//! attention products go through `kernels::matmul` (gemm), packed linears through `kernels::qmatmul`;
+//! row-wise steps run in parallel over rows.
 
 use rayon::prelude::*;
 
@@ -8,7 +9,7 @@ use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::kv_cache::KvCache;
 use crate::ops;
 use crate::rope::RopeTable;
-use crate::weights::{LayerWeights, LlamaWeights};
+use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
 /// Where a layer's linear inputs are shown to `run_layer`'s capture: the normed input of q/k/v, the
 /// attention heads feeding o_proj, the normed input of gate/up, and the SwiGLU product feeding down_proj.
@@ -25,18 +26,9 @@ pub struct LlamaRuntime {
     kv_width: usize,
 }
 
-/// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight.
-fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
-    let ok = matmul(
-        y,
-        0,
-        out_dim,
-        MatRef::row_major(x, n, in_dim),
-        MatRef::transposed(w, out_dim, in_dim),
-        false,
-        Threads::Pool,
-    );
-    ok.then_some(()).ok_or(RuntimeError::Kernel { what })
+/// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight, f32 (gemm) or packed (qmatmul).
+fn linear(x: &[f32], n: usize, w: &Linear, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
+    w.forward(x, n, out_dim, in_dim, y, what)
 }
 
 impl LlamaRuntime {
@@ -89,9 +81,7 @@ impl LlamaRuntime {
         }
 
         let mut x = vec![0f32; n * e];
-        x.par_chunks_mut(e).zip(tokens.par_iter()).for_each(|(row, &t)| {
-            row.copy_from_slice(&w.token_embd[t as usize * e..(t as usize + 1) * e]);
-        });
+        x.par_chunks_mut(e).zip(tokens.par_iter()).try_for_each(|(row, &t)| w.token_embd.row_into(t as usize, row, "token_embd"))?;
         let rope = RopeTable::new(w.head_dim, w.rope_base, cache.len, n);
         let mut scratch = Scratch::default();
         for (li, layer) in w.layers.iter().enumerate() {
@@ -102,7 +92,7 @@ impl LlamaRuntime {
         let m = n - logits_from;
         let mut normed = vec![0f32; m * e];
         ops::rms_norm(&x[logits_from * e..], &w.output_norm, w.rms_eps, &mut normed);
-        let head = w.output.as_deref().unwrap_or(&w.token_embd);
+        let head = w.output.as_ref().unwrap_or(&w.token_embd);
         let mut logits = vec![0f32; m * w.vocab_size];
         linear(&normed, m, head, w.vocab_size, e, &mut logits, "output")?;
         Ok(logits)
@@ -111,12 +101,12 @@ impl LlamaRuntime {
     /// Token embeddings `[tokens.len(), n_embd]`.
     pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         let e = self.w.n_embd;
-        let mut x = Vec::with_capacity(tokens.len() * e);
-        for (position, &t) in tokens.iter().enumerate() {
+        let mut x = vec![0f32; tokens.len() * e];
+        for (position, (&t, row)) in tokens.iter().zip(x.chunks_exact_mut(e)).enumerate() {
             if t as usize >= self.w.vocab_size {
                 return Err(RuntimeError::TokenOutOfRange { id: t, position, vocab_size: self.w.vocab_size });
             }
-            x.extend_from_slice(&self.w.token_embd[t as usize * e..(t as usize + 1) * e]);
+            self.w.token_embd.row_into(t as usize, row, "token_embd")?;
         }
         Ok(x)
     }

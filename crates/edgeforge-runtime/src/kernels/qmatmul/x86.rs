@@ -1,0 +1,384 @@
+//! x86_64 kernels: AVX2+FMA (8 lanes) and AVX-512F (16 lanes). Codes are widened to 32-bit lanes with
+//! the zero point subtracted in integers (exact), converted to f32, then either multiplied into the
+//! activations with FMA (`row_dot_*`: each group's vector sum is scaled into a per-row vector accumulator,
+//! reduced once per row) or multiplied by the group's scale and stored (`dequant_row_*`: the tiles of
+//! the prefill path; `scale · (code − zero)` in the same IEEE operations as the scalar code, so
+//! bit-identical to it).
+//!
+//! Callers (`super`) guarantee before calling: the CPU has the enabled features (`Kernel` is only made for
+//! supported instruction sets), the row is well formed (`Row::is_well_formed`: code bytes match its
+//! length), and `x` holds `(NT − 1) · x_stride + row.len` values (`out` holds `row.len` for dequant).
+
+// Token loops index several accumulator arrays (a0, a1, racc, tail) in step; iterators would obscure it.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::packed::{Bits, Row};
+
+/// Scalar handling of element `i` (odd group starts and ragged group tails).
+#[inline(always)]
+fn one<const NT: usize>(row: &Row<'_>, x: &[f32], x_stride: usize, i: usize, zero: i32, sums: &mut [f32; NT]) {
+    let v = (i32::from(row.code(i)) - zero) as f32;
+    for (t, s) in sums.iter_mut().enumerate() {
+        *s += x[t * x_stride + i] * v;
+    }
+}
+
+/// Element `i` dequantized exactly as the scalar reference does.
+#[inline(always)]
+fn one_value(row: &Row<'_>, i: usize, zero: u8, scale: f32) -> f32 {
+    scale * (f32::from(row.code(i)) - f32::from(zero))
+}
+
+// ---------------------------------------------------------------------------------------------- AVX2
+
+/// 16 four-bit codes (8 bytes at `p`, element order restored) minus `zv` (codes and zero are below 16,
+/// so the difference fits an i8), as two f32x8.
+///
+/// # Safety
+/// 8 bytes readable at `p`; AVX2 present.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn q4x16_avx2(p: *const u8, zv: __m128i) -> (__m256, __m256) {
+    // SAFETY: the caller guarantees 8 readable bytes; `_mm_loadl_epi64` reads exactly 8, unaligned.
+    let b = unsafe { _mm_loadl_epi64(p.cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(b, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+    // The low nibble is the even element: interleaving lo/hi restores element order.
+    let v = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv);
+    (_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v))))
+}
+
+/// 8 eight-bit codes at `p` minus `zv`, as f32x8.
+///
+/// # Safety
+/// 8 bytes readable at `p`; AVX2 present.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn q8x8_avx2(p: *const u8, zv: __m256i) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable bytes.
+    let b = unsafe { _mm_loadl_epi64(p.cast()) };
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(b), zv))
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// # Safety
+/// See the module comment.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn row_dot_avx2<const NT: usize>(row: Row<'_>, x: &[f32], x_stride: usize, out: &mut [f32; NT]) {
+    let gs = row.group_size;
+    let codes = row.codes.as_ptr();
+    let xp = x.as_ptr();
+    let mut racc = [_mm256_setzero_ps(); NT];
+    let mut rtail = [0f32; NT];
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let start = g * gs;
+        let end = (start + gs).min(row.len);
+        let zero = row.zeros.get(g);
+        let mut a0 = [_mm256_setzero_ps(); NT];
+        let mut a1 = [_mm256_setzero_ps(); NT];
+        let mut tail = [0f32; NT];
+        let mut i = start;
+        match row.bits {
+            Bits::Four => {
+                if i % 2 == 1 && i < end {
+                    one(&row, x, x_stride, i, i32::from(zero), &mut tail);
+                    i += 1;
+                }
+                let zv = _mm_set1_epi8(zero as i8);
+                while i + 16 <= end {
+                    // SAFETY: `i` is even and `i + 16 <= len`, so bytes `i/2 .. i/2 + 8` lie inside
+                    // `codes` (`len.div_ceil(2)` bytes).
+                    let (v0, v1) = unsafe { q4x16_avx2(codes.add(i / 2), zv) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 16 <= (NT−1)·x_stride + len <= x.len()`.
+                        unsafe {
+                            let xt = xp.add(t * x_stride + i);
+                            a0[t] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xt), a0[t]);
+                            a1[t] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt.add(8)), a1[t]);
+                        }
+                    }
+                    i += 16;
+                }
+            }
+            Bits::Eight => {
+                let zv = _mm256_set1_epi32(i32::from(zero));
+                while i + 16 <= end {
+                    // SAFETY: `i + 16 <= len == codes.len()`: 16 bytes are readable from `codes + i`.
+                    let (v0, v1) = unsafe { (q8x8_avx2(codes.add(i), zv), q8x8_avx2(codes.add(i + 8), zv)) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 16 <= x.len()` as above.
+                        unsafe {
+                            let xt = xp.add(t * x_stride + i);
+                            a0[t] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xt), a0[t]);
+                            a1[t] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt.add(8)), a1[t]);
+                        }
+                    }
+                    i += 16;
+                }
+                if i + 8 <= end {
+                    // SAFETY: `i + 8 <= len == codes.len()`.
+                    let v0 = unsafe { q8x8_avx2(codes.add(i), zv) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 8 <= x.len()`.
+                        unsafe { a0[t] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
+                    }
+                    i += 8;
+                }
+            }
+        }
+        while i < end {
+            one(&row, x, x_stride, i, i32::from(zero), &mut tail);
+            i += 1;
+        }
+        let sv = _mm256_set1_ps(scale);
+        for t in 0..NT {
+            racc[t] = _mm256_fmadd_ps(_mm256_add_ps(a0[t], a1[t]), sv, racc[t]);
+            rtail[t] += scale * tail[t];
+        }
+    }
+    for t in 0..NT {
+        out[t] = hsum256(racc[t]) + rtail[t];
+    }
+}
+
+/// # Safety
+/// See the module comment (`out.len() >= row.len`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dequant_row_avx2(row: Row<'_>, out: &mut [f32]) {
+    let gs = row.group_size;
+    let codes = row.codes.as_ptr();
+    let op = out.as_mut_ptr();
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let start = g * gs;
+        let end = (start + gs).min(row.len);
+        let zero = row.zeros.get(g);
+        let sv = _mm256_set1_ps(scale);
+        let mut i = start;
+        match row.bits {
+            Bits::Four => {
+                if i % 2 == 1 && i < end {
+                    out[i] = one_value(&row, i, zero, scale);
+                    i += 1;
+                }
+                let zv = _mm_set1_epi8(zero as i8);
+                while i + 16 <= end {
+                    // SAFETY: codes as in `row_dot_avx2`; `i + 16 <= len <= out.len()` for the stores.
+                    unsafe {
+                        let (v0, v1) = q4x16_avx2(codes.add(i / 2), zv);
+                        _mm256_storeu_ps(op.add(i), _mm256_mul_ps(sv, v0));
+                        _mm256_storeu_ps(op.add(i + 8), _mm256_mul_ps(sv, v1));
+                    }
+                    i += 16;
+                }
+            }
+            Bits::Eight => {
+                let zv = _mm256_set1_epi32(i32::from(zero));
+                while i + 8 <= end {
+                    // SAFETY: `i + 8 <= len == codes.len() <= out.len()`.
+                    unsafe { _mm256_storeu_ps(op.add(i), _mm256_mul_ps(sv, q8x8_avx2(codes.add(i), zv))) };
+                    i += 8;
+                }
+            }
+        }
+        while i < end {
+            out[i] = one_value(&row, i, zero, scale);
+            i += 1;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------- AVX-512
+
+/// 32 four-bit codes (16 bytes at `p`) minus `zv`, in element order, as two f32x16.
+///
+/// # Safety
+/// 16 bytes readable at `p`; AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn q4x32_avx512(p: *const u8, zv: __m128i) -> (__m512, __m512) {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(b, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+    (
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv))),
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), zv))),
+    )
+}
+
+/// 16 four-bit codes (8 bytes at `p`) minus `zv`, as f32x16.
+///
+/// # Safety
+/// 8 bytes readable at `p`; AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn q4x16_avx512(p: *const u8, zv: __m128i) -> __m512 {
+    // SAFETY: the caller guarantees 8 readable bytes.
+    let b = unsafe { _mm_loadl_epi64(p.cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(b, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv)))
+}
+
+/// 16 eight-bit codes at `p` minus `zv`, as f32x16.
+///
+/// # Safety
+/// 16 bytes readable at `p`; AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn q8x16_avx512(p: *const u8, zv: __m512i) -> __m512 {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(b), zv))
+}
+
+/// # Safety
+/// See the module comment.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn row_dot_avx512<const NT: usize>(row: Row<'_>, x: &[f32], x_stride: usize, out: &mut [f32; NT]) {
+    let gs = row.group_size;
+    let codes = row.codes.as_ptr();
+    let xp = x.as_ptr();
+    let mut racc = [_mm512_setzero_ps(); NT];
+    let mut rtail = [0f32; NT];
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let start = g * gs;
+        let end = (start + gs).min(row.len);
+        let zero = row.zeros.get(g);
+        let mut a0 = [_mm512_setzero_ps(); NT];
+        let mut a1 = [_mm512_setzero_ps(); NT];
+        let mut tail = [0f32; NT];
+        let mut i = start;
+        match row.bits {
+            Bits::Four => {
+                if i % 2 == 1 && i < end {
+                    one(&row, x, x_stride, i, i32::from(zero), &mut tail);
+                    i += 1;
+                }
+                let zv = _mm_set1_epi8(zero as i8);
+                while i + 32 <= end {
+                    // SAFETY: `i` even, `i + 32 <= len`: bytes `i/2 .. i/2 + 16` are inside `codes`.
+                    let (v0, v1) = unsafe { q4x32_avx512(codes.add(i / 2), zv) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 32 <= (NT−1)·x_stride + len <= x.len()`.
+                        unsafe {
+                            let xt = xp.add(t * x_stride + i);
+                            a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xt), a0[t]);
+                            a1[t] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xt.add(16)), a1[t]);
+                        }
+                    }
+                    i += 32;
+                }
+                if i + 16 <= end {
+                    // SAFETY: `i` even, `i + 16 <= len`: 8 bytes from `codes + i/2` are inside `codes`.
+                    let v0 = unsafe { q4x16_avx512(codes.add(i / 2), zv) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 16 <= x.len()`.
+                        unsafe { a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
+                    }
+                    i += 16;
+                }
+            }
+            Bits::Eight => {
+                let zv = _mm512_set1_epi32(i32::from(zero));
+                while i + 32 <= end {
+                    // SAFETY: `i + 32 <= len == codes.len()`: 32 bytes from `codes + i` are in bounds.
+                    let (v0, v1) = unsafe { (q8x16_avx512(codes.add(i), zv), q8x16_avx512(codes.add(i + 16), zv)) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 32 <= x.len()`.
+                        unsafe {
+                            let xt = xp.add(t * x_stride + i);
+                            a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xt), a0[t]);
+                            a1[t] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xt.add(16)), a1[t]);
+                        }
+                    }
+                    i += 32;
+                }
+                if i + 16 <= end {
+                    // SAFETY: `i + 16 <= len == codes.len()`.
+                    let v0 = unsafe { q8x16_avx512(codes.add(i), zv) };
+                    for t in 0..NT {
+                        // SAFETY: `t·x_stride + i + 16 <= x.len()`.
+                        unsafe { a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
+                    }
+                    i += 16;
+                }
+            }
+        }
+        while i < end {
+            one(&row, x, x_stride, i, i32::from(zero), &mut tail);
+            i += 1;
+        }
+        let sv = _mm512_set1_ps(scale);
+        for t in 0..NT {
+            racc[t] = _mm512_fmadd_ps(_mm512_add_ps(a0[t], a1[t]), sv, racc[t]);
+            rtail[t] += scale * tail[t];
+        }
+    }
+    for t in 0..NT {
+        out[t] = _mm512_reduce_add_ps(racc[t]) + rtail[t];
+    }
+}
+
+/// # Safety
+/// See the module comment (`out.len() >= row.len`).
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn dequant_row_avx512(row: Row<'_>, out: &mut [f32]) {
+    let gs = row.group_size;
+    let codes = row.codes.as_ptr();
+    let op = out.as_mut_ptr();
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let start = g * gs;
+        let end = (start + gs).min(row.len);
+        let zero = row.zeros.get(g);
+        let sv = _mm512_set1_ps(scale);
+        let mut i = start;
+        match row.bits {
+            Bits::Four => {
+                if i % 2 == 1 && i < end {
+                    out[i] = one_value(&row, i, zero, scale);
+                    i += 1;
+                }
+                let zv = _mm_set1_epi8(zero as i8);
+                while i + 32 <= end {
+                    // SAFETY: codes as in `row_dot_avx512`; `i + 32 <= len <= out.len()` for the stores.
+                    unsafe {
+                        let (v0, v1) = q4x32_avx512(codes.add(i / 2), zv);
+                        _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, v0));
+                        _mm512_storeu_ps(op.add(i + 16), _mm512_mul_ps(sv, v1));
+                    }
+                    i += 32;
+                }
+                if i + 16 <= end {
+                    // SAFETY: as above with 16 elements (8 code bytes).
+                    unsafe { _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, q4x16_avx512(codes.add(i / 2), zv))) };
+                    i += 16;
+                }
+            }
+            Bits::Eight => {
+                let zv = _mm512_set1_epi32(i32::from(zero));
+                while i + 16 <= end {
+                    // SAFETY: `i + 16 <= len == codes.len() <= out.len()`.
+                    unsafe { _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, q8x16_avx512(codes.add(i), zv))) };
+                    i += 16;
+                }
+            }
+        }
+        while i < end {
+            out[i] = one_value(&row, i, zero, scale);
+            i += 1;
+        }
+    }
+}
