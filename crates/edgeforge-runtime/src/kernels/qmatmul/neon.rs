@@ -9,7 +9,7 @@
 
 use std::arch::aarch64::*;
 
-use super::packed::{Bits, Row};
+use super::packed::{nibble_at, Bits, Row};
 
 #[inline(always)]
 fn one<const NT: usize>(row: &Row<'_>, x: &[f32], x_stride: usize, i: usize, zero: i32, sums: &mut [f32; NT]) {
@@ -25,22 +25,20 @@ fn widen(v: int16x8_t) -> (float32x4_t, float32x4_t) {
     (vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), vcvtq_f32_s32(vmovl_high_s16(v)))
 }
 
-/// 16 four-bit codes (8 bytes at `p`) minus `zero` (both below 16), in element order, as four f32x4.
+/// 16 four-bit codes: the low (`shift` 0) or high (`shift` 4) nibbles of the 16 bytes of a block at `p`
+/// (see `packed`: elements 0..16 or 16..32 of the block, in order), minus `zero`, as four f32x4.
 ///
 /// # Safety
-/// 8 bytes readable at `p`.
+/// 16 bytes readable at `p`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn q4x16(p: *const u8, zero: u8) -> [float32x4_t; 4] {
-    // SAFETY: the caller guarantees 8 readable bytes.
-    let b = unsafe { vld1_u8(p) };
-    let lo = vand_u8(b, vdup_n_u8(0x0F));
-    let hi = vshr_n_u8::<4>(b);
-    // The low nibble is the even element: zipping lo/hi restores element order.
-    let z = vzip_u8(lo, hi);
-    let zv = vdup_n_s8(zero as i8);
-    let (f0, f1) = widen(vsubl_s8(vreinterpret_s8_u8(z.0), zv));
-    let (f2, f3) = widen(vsubl_s8(vreinterpret_s8_u8(z.1), zv));
+unsafe fn q4x16(p: *const u8, shift: u32, zero: u8) -> [float32x4_t; 4] {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let b = unsafe { vld1q_u8(p) };
+    let c = if shift == 0 { vandq_u8(b, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(b) };
+    let zv = vdupq_n_s16(i16::from(zero));
+    let (f0, f1) = widen(vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(c))), zv));
+    let (f2, f3) = widen(vsubq_s16(vreinterpretq_s16_u16(vmovl_high_u8(c)), zv));
     [f0, f1, f2, f3]
 }
 
@@ -92,14 +90,15 @@ pub(crate) unsafe fn row_dot_neon<const NT: usize>(row: Row<'_>, x: &[f32], x_st
         let mut i = start;
         match row.bits {
             Bits::Four => {
-                if i % 2 == 1 && i < end {
+                while i < end && !i.is_multiple_of(16) {
                     one(&row, x, x_stride, i, i32::from(zero), &mut tail);
                     i += 1;
                 }
                 while i + 16 <= end {
-                    // SAFETY: `i` even, `i + 16 <= len`: bytes `i/2 .. i/2 + 8` are inside `codes`; and
-                    // `t·x_stride + i + 16 <= (NT−1)·x_stride + len <= x.len()` for every token `t`.
-                    unsafe { step(q4x16(codes.add(i / 2), zero), xp.add(i), x_stride, &mut acc) };
+                    let (byte, shift) = nibble_at(i);
+                    // SAFETY: `i % 16 == 0`: `byte` is the first byte of block `i / 32`, which lies inside
+                    // `codes` (16 bytes); and `t·x_stride + i + 16 <= (NT−1)·x_stride + len <= x.len()`.
+                    unsafe { step(q4x16(codes.add(byte), shift, zero), xp.add(i), x_stride, &mut acc) };
                     i += 16;
                 }
             }
@@ -141,7 +140,7 @@ pub(crate) unsafe fn dequant_row_neon(row: Row<'_>, out: &mut [f32]) {
         let value = |i: usize| scale * (f32::from(row.code(i)) - f32::from(zero));
         let sv = vdupq_n_f32(scale);
         let mut i = start;
-        if row.bits == Bits::Four && i % 2 == 1 && i < end {
+        while row.bits == Bits::Four && i < end && !i.is_multiple_of(16) {
             out[i] = value(i);
             i += 1;
         }
@@ -149,7 +148,10 @@ pub(crate) unsafe fn dequant_row_neon(row: Row<'_>, out: &mut [f32]) {
             // SAFETY: code bytes as in `row_dot_neon`; `i + 16 <= len <= out.len()` for the stores.
             unsafe {
                 let vals = match row.bits {
-                    Bits::Four => q4x16(codes.add(i / 2), zero),
+                    Bits::Four => {
+                        let (byte, shift) = nibble_at(i);
+                        q4x16(codes.add(byte), shift, zero)
+                    }
                     Bits::Eight => q8x16(codes.add(i), zero),
                 };
                 for (k, v) in vals.into_iter().enumerate() {

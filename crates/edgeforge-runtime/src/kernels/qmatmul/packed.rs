@@ -1,18 +1,33 @@
 //! Packed integer weights as the kernels read them: INT4 or INT8 codes, one f32 scale (and, when
-//! asymmetric, one u8 zero point) per group. Layout follows `edgeforge_core::QuantTensor` with two changes
-//! made once at load time so the inner loops need no per-element bookkeeping:
-//! - every row starts on a byte boundary (a 4-bit tensor with odd rows is re-packed; even rows, the usual
-//!   case, are copied as they are);
-//! - scales are widened from f16 to f32 (exact), so no conversion happens per group in the hot loop.
+//! asymmetric, one u8 zero point) per group, as in `edgeforge_core::QuantTensor`, re-laid once at load time
+//! so the inner loops need no per-element bookkeeping:
+//! - each row has its own bytes (`row_bytes`), starting at a byte boundary;
+//! - 4-bit codes are stored in blocks of 32 elements, 16 bytes each: byte j of a block holds element j in
+//!   its low nibble and element j + 16 in its high nibble (the core's order is element 2j low, 2j + 1
+//!   high). Zero-extending the 16 bytes to 32-bit lanes then gives elements 0..16 with one AND and elements
+//!   16..32 with one shift, already in order: no byte shuffles in the hot loop. Rows are padded with zero
+//!   codes to whole blocks (none for SmolLM2's rows of 576 and 1536);
+//! - scales are widened from f16 to f32 (exact), so no conversion happens per group.
 
 use edgeforge_core::quantized::QuantTensor;
+use rayon::prelude::*;
 
 use crate::error::RuntimeError;
+
+/// Elements per 4-bit block.
+pub(crate) const BLOCK: usize = 32;
+
+/// Byte index within a row and nibble shift (0 or 4) of 4-bit element `i`.
+#[inline(always)]
+pub(crate) fn nibble_at(i: usize) -> (usize, u32) {
+    let j = i % BLOCK;
+    ((i / BLOCK) * (BLOCK / 2) + j % (BLOCK / 2), 4 * (j / (BLOCK / 2)) as u32)
+}
 
 /// Code width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bits {
-    /// Two codes per byte: element 2j in the low nibble, 2j+1 in the high nibble.
+    /// Two codes per byte, in blocks of 32 elements (see the module comment).
     Four,
     /// One code per byte.
     Eight,
@@ -34,11 +49,19 @@ impl Bits {
         }
     }
 
-    /// Bytes holding `elems` codes.
-    pub fn bytes_for(self, elems: usize) -> usize {
+    /// Bytes of the core's packing of `elems` codes (`QuantTensor::codes`).
+    fn core_bytes(self, elems: usize) -> usize {
         match self {
             Self::Four => elems.div_ceil(2),
             Self::Eight => elems,
+        }
+    }
+
+    /// Bytes of one packed row of `len` codes (4-bit rows padded to whole blocks of 32).
+    pub(crate) fn row_bytes(self, len: usize) -> usize {
+        match self {
+            Self::Four => len.div_ceil(BLOCK) * (BLOCK / 2),
+            Self::Eight => len,
         }
     }
 
@@ -88,8 +111,7 @@ impl Zeros<'_> {
 }
 
 /// One output row: the unit of work of every kernel. `PackedLinear::row` makes rows whose lengths agree
-/// (`is_well_formed`, which the SIMD kernels' memory safety rests on, is re-checked by the dispatcher);
-/// 4-bit zero points below 16 (the SIMD kernels subtract in i8) were checked when the weight was packed.
+/// (`is_well_formed`, which the SIMD kernels' memory safety rests on, is re-checked by the dispatcher).
 #[derive(Clone, Copy)]
 pub(crate) struct Row<'a> {
     pub bits: Bits,
@@ -106,10 +128,10 @@ impl Row<'_> {
     pub(crate) fn is_well_formed(&self) -> bool {
         let groups = self.len.div_ceil(self.group_size.max(1));
         let zeros_ok = match self.zeros {
-            Zeros::Symmetric(z) => self.bits == Bits::Eight || z < 16,
+            Zeros::Symmetric(_) => true,
             Zeros::PerGroup(z) => z.len() == groups,
         };
-        self.group_size >= 1 && self.codes.len() == self.bits.bytes_for(self.len) && self.scales.len() == groups && zeros_ok
+        self.group_size >= 1 && self.codes.len() == self.bits.row_bytes(self.len) && self.scales.len() == groups && zeros_ok
     }
 
     /// Code of element `i` of the row.
@@ -118,12 +140,8 @@ impl Row<'_> {
         match self.bits {
             Bits::Eight => self.codes[i],
             Bits::Four => {
-                let b = self.codes[i / 2];
-                if i.is_multiple_of(2) {
-                    b & 0x0F
-                } else {
-                    b >> 4
-                }
+                let (byte, shift) = nibble_at(i);
+                (self.codes[byte] >> shift) & 0x0F
             }
         }
     }
@@ -186,27 +204,26 @@ impl PackedLinear {
             if q.zeros.len() != n_groups {
                 return Err(bad(tensor, "number of zero points differs from rows × groups per row"));
             }
-            if bits == Bits::Four && q.zeros.iter().any(|&z| z > 15) {
-                return Err(bad(tensor, "4-bit zero point above 15"));
-            }
             q.zeros.clone()
         };
-        if q.codes.len() != bits.bytes_for(n_elems) {
+        if q.codes.len() != bits.core_bytes(n_elems) {
             return Err(bad(tensor, "code bytes differ from the element count"));
         }
-        let row_bytes = bits.bytes_for(in_dim);
-        let codes = if bits == Bits::Four && in_dim % 2 == 1 {
-            // Odd rows straddle bytes in the source; give each row its own bytes.
-            let nibble = |i: usize| if i.is_multiple_of(2) { q.codes[i / 2] & 0x0F } else { q.codes[i / 2] >> 4 };
-            let mut out = vec![0u8; out_dim * row_bytes];
-            for r in 0..out_dim {
-                for j in 0..in_dim {
-                    out[r * row_bytes + j / 2] |= nibble(r * in_dim + j) << (4 * (j % 2));
-                }
+        let row_bytes = bits.row_bytes(in_dim);
+        let codes = match bits {
+            Bits::Eight => q.codes.clone(),
+            Bits::Four => {
+                let mut out = vec![0u8; out_dim.checked_mul(row_bytes).ok_or_else(|| bad(tensor, "size overflows"))?];
+                out.par_chunks_mut(row_bytes).enumerate().for_each(|(r, dst)| {
+                    for j in 0..in_dim {
+                        let i = r * in_dim + j; // element index in the core's order: 2k low nibble, 2k+1 high
+                        let code = (q.codes[i / 2] >> (4 * (i % 2))) & 0x0F;
+                        let (byte, shift) = nibble_at(j);
+                        dst[byte] |= code << shift;
+                    }
+                });
+                out
             }
-            out
-        } else {
-            q.codes.clone()
         };
         let scales = q.scales.iter().map(|s| s.to_f32()).collect();
         Ok(Self { bits, group_size: f.group_size, symmetric: f.symmetric, out_dim, in_dim, groups_per_row, row_bytes, codes, scales, zeros })

@@ -1,5 +1,6 @@
-//! x86_64 kernels: AVX2+FMA (8 lanes) and AVX-512F (16 lanes). Codes are widened to 32-bit lanes with
-//! the zero point subtracted in integers (exact), converted to f32, then either multiplied into the
+//! x86_64 kernels: AVX2+FMA (8 lanes) and AVX-512F (16 lanes). Codes are zero-extended to 32-bit lanes
+//! (4-bit blocks: one AND for the low nibbles, one shift for the high ones, see `packed`), the zero point
+//! subtracted in integers (exact), converted to f32, then either multiplied into the
 //! activations with FMA (`row_dot_*`: each group's vector sum is scaled into a per-row vector accumulator,
 //! reduced once per row) or multiplied by the group's scale and stored (`dequant_row_*`: the tiles of
 //! the prefill path; `scale · (code − zero)` in the same IEEE operations as the scalar code, so
@@ -14,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::packed::{Bits, Row};
+use super::packed::{nibble_at, Bits, Row, BLOCK};
 
 /// Scalar handling of element `i` (odd group starts and ragged group tails).
 #[inline(always)]
@@ -33,22 +34,43 @@ fn one_value(row: &Row<'_>, i: usize, zero: u8, scale: f32) -> f32 {
 
 // ---------------------------------------------------------------------------------------------- AVX2
 
-/// 16 four-bit codes (8 bytes at `p`, element order restored) minus `zv` (codes and zero are below 16,
-/// so the difference fits an i8), as two f32x8.
+/// `v − zv` (i32 lanes) as f32.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn to_f32_avx2(v: __m256i, zv: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(v, zv))
+}
+
+/// The 32 four-bit codes of one block (16 bytes at `p`) minus `zv`, as four f32x8 in element order.
+///
+/// # Safety
+/// 16 bytes readable at `p`; AVX2 present.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn q4x32_avx2(p: *const u8, zv: __m256i) -> [__m256; 4] {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    let (v0, v1) = (_mm256_cvtepu8_epi32(b), _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(b)));
+    let m = _mm256_set1_epi32(0x0F);
+    [
+        to_f32_avx2(_mm256_and_si256(v0, m), zv),
+        to_f32_avx2(_mm256_and_si256(v1, m), zv),
+        to_f32_avx2(_mm256_srli_epi32::<4>(v0), zv),
+        to_f32_avx2(_mm256_srli_epi32::<4>(v1), zv),
+    ]
+}
+
+/// 8 four-bit codes: the low (`shift` 0) or high (`shift` 4) nibbles of 8 bytes at `p`, minus `zv`.
 ///
 /// # Safety
 /// 8 bytes readable at `p`; AVX2 present.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn q4x16_avx2(p: *const u8, zv: __m128i) -> (__m256, __m256) {
-    // SAFETY: the caller guarantees 8 readable bytes; `_mm_loadl_epi64` reads exactly 8, unaligned.
-    let b = unsafe { _mm_loadl_epi64(p.cast()) };
-    let mask = _mm_set1_epi8(0x0F);
-    let lo = _mm_and_si128(b, mask);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
-    // The low nibble is the even element: interleaving lo/hi restores element order.
-    let v = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv);
-    (_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v))))
+unsafe fn q4x8_avx2(p: *const u8, shift: u32, zv: __m256i) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable bytes.
+    let v = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) });
+    let v = if shift == 0 { _mm256_and_si256(v, _mm256_set1_epi32(0x0F)) } else { _mm256_srli_epi32::<4>(v) };
+    to_f32_avx2(v, zv)
 }
 
 /// 8 eight-bit codes at `p` minus `zv`, as f32x8.
@@ -90,24 +112,40 @@ pub(crate) unsafe fn row_dot_avx2<const NT: usize>(row: Row<'_>, x: &[f32], x_st
         let mut i = start;
         match row.bits {
             Bits::Four => {
-                if i % 2 == 1 && i < end {
+                while i < end && !i.is_multiple_of(8) {
                     one(&row, x, x_stride, i, i32::from(zero), &mut tail);
                     i += 1;
                 }
-                let zv = _mm_set1_epi8(zero as i8);
-                while i + 16 <= end {
-                    // SAFETY: `i` is even and `i + 16 <= len`, so bytes `i/2 .. i/2 + 8` lie inside
-                    // `codes` (`len.div_ceil(2)` bytes).
-                    let (v0, v1) = unsafe { q4x16_avx2(codes.add(i / 2), zv) };
-                    for t in 0..NT {
-                        // SAFETY: `t·x_stride + i + 16 <= (NT−1)·x_stride + len <= x.len()`.
-                        unsafe {
-                            let xt = xp.add(t * x_stride + i);
-                            a0[t] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xt), a0[t]);
-                            a1[t] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt.add(8)), a1[t]);
+                let zv = _mm256_set1_epi32(i32::from(zero));
+                loop {
+                    if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
+                        // SAFETY: block `i / 32` lies inside the row, so its 16 bytes at `i / 2` lie inside
+                        // `codes` (`row_bytes` covers every block, padded).
+                        let v = unsafe { q4x32_avx2(codes.add(i / 2), zv) };
+                        for t in 0..NT {
+                            // SAFETY: `t·x_stride + i + 32 <= (NT−1)·x_stride + len <= x.len()`.
+                            unsafe {
+                                let xt = xp.add(t * x_stride + i);
+                                a0[t] = _mm256_fmadd_ps(v[0], _mm256_loadu_ps(xt), a0[t]);
+                                a1[t] = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(xt.add(8)), a1[t]);
+                                a0[t] = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xt.add(16)), a0[t]);
+                                a1[t] = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xt.add(24)), a1[t]);
+                            }
                         }
+                        i += BLOCK;
+                    } else if i + 8 <= end {
+                        let (byte, shift) = nibble_at(i);
+                        // SAFETY: `i % 8 == 0`, so the 8 bytes at `byte` stay inside block `i / 32`, which
+                        // lies inside `codes`.
+                        let v = unsafe { q4x8_avx2(codes.add(byte), shift, zv) };
+                        for t in 0..NT {
+                            // SAFETY: `t·x_stride + i + 8 <= x.len()`.
+                            unsafe { a0[t] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
+                        }
+                        i += 8;
+                    } else {
+                        break;
                     }
-                    i += 16;
                 }
             }
             Bits::Eight => {
@@ -166,19 +204,29 @@ pub(crate) unsafe fn dequant_row_avx2(row: Row<'_>, out: &mut [f32]) {
         let mut i = start;
         match row.bits {
             Bits::Four => {
-                if i % 2 == 1 && i < end {
+                while i < end && !i.is_multiple_of(8) {
                     out[i] = one_value(&row, i, zero, scale);
                     i += 1;
                 }
-                let zv = _mm_set1_epi8(zero as i8);
-                while i + 16 <= end {
-                    // SAFETY: codes as in `row_dot_avx2`; `i + 16 <= len <= out.len()` for the stores.
-                    unsafe {
-                        let (v0, v1) = q4x16_avx2(codes.add(i / 2), zv);
-                        _mm256_storeu_ps(op.add(i), _mm256_mul_ps(sv, v0));
-                        _mm256_storeu_ps(op.add(i + 8), _mm256_mul_ps(sv, v1));
+                let zv = _mm256_set1_epi32(i32::from(zero));
+                loop {
+                    if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
+                        // SAFETY: codes as in `row_dot_avx2`; `i + 32 <= len <= out.len()` for the stores.
+                        unsafe {
+                            let v = q4x32_avx2(codes.add(i / 2), zv);
+                            for (k, v) in v.into_iter().enumerate() {
+                                _mm256_storeu_ps(op.add(i + 8 * k), _mm256_mul_ps(sv, v));
+                            }
+                        }
+                        i += BLOCK;
+                    } else if i + 8 <= end {
+                        let (byte, shift) = nibble_at(i);
+                        // SAFETY: codes as in `row_dot_avx2`; `i + 8 <= len <= out.len()`.
+                        unsafe { _mm256_storeu_ps(op.add(i), _mm256_mul_ps(sv, q4x8_avx2(codes.add(byte), shift, zv))) };
+                        i += 8;
+                    } else {
+                        break;
                     }
-                    i += 16;
                 }
             }
             Bits::Eight => {
@@ -199,37 +247,36 @@ pub(crate) unsafe fn dequant_row_avx2(row: Row<'_>, out: &mut [f32]) {
 
 // ------------------------------------------------------------------------------------------- AVX-512
 
-/// 32 four-bit codes (16 bytes at `p`) minus `zv`, in element order, as two f32x16.
+/// `v − zv` (i32 lanes) as f32.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn to_f32_avx512(v: __m512i, zv: __m512i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zv))
+}
+
+/// The 32 four-bit codes of one block (16 bytes at `p`) minus `zv`, as two f32x16 in element order.
 ///
 /// # Safety
 /// 16 bytes readable at `p`; AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn q4x32_avx512(p: *const u8, zv: __m128i) -> (__m512, __m512) {
+unsafe fn q4x32_avx512(p: *const u8, zv: __m512i) -> (__m512, __m512) {
     // SAFETY: the caller guarantees 16 readable bytes.
-    let b = unsafe { _mm_loadu_si128(p.cast()) };
-    let mask = _mm_set1_epi8(0x0F);
-    let lo = _mm_and_si128(b, mask);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
-    (
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv))),
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), zv))),
-    )
+    let v = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
+    (to_f32_avx512(_mm512_and_si512(v, _mm512_set1_epi32(0x0F)), zv), to_f32_avx512(_mm512_srli_epi32::<4>(v), zv))
 }
 
-/// 16 four-bit codes (8 bytes at `p`) minus `zv`, as f32x16.
+/// 16 four-bit codes: the low (`shift` 0) or high (`shift` 4) nibbles of the 16 bytes at `p`, minus `zv`.
 ///
 /// # Safety
-/// 8 bytes readable at `p`; AVX-512F present.
+/// 16 bytes readable at `p`; AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn q4x16_avx512(p: *const u8, zv: __m128i) -> __m512 {
-    // SAFETY: the caller guarantees 8 readable bytes.
-    let b = unsafe { _mm_loadl_epi64(p.cast()) };
-    let mask = _mm_set1_epi8(0x0F);
-    let lo = _mm_and_si128(b, mask);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
-    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), zv)))
+unsafe fn q4x16_avx512(p: *const u8, shift: u32, zv: __m512i) -> __m512 {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let v = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
+    let v = if shift == 0 { _mm512_and_si512(v, _mm512_set1_epi32(0x0F)) } else { _mm512_srli_epi32::<4>(v) };
+    to_f32_avx512(v, zv)
 }
 
 /// 16 eight-bit codes at `p` minus `zv`, as f32x16.
@@ -263,32 +310,36 @@ pub(crate) unsafe fn row_dot_avx512<const NT: usize>(row: Row<'_>, x: &[f32], x_
         let mut i = start;
         match row.bits {
             Bits::Four => {
-                if i % 2 == 1 && i < end {
+                while i < end && !i.is_multiple_of(16) {
                     one(&row, x, x_stride, i, i32::from(zero), &mut tail);
                     i += 1;
                 }
-                let zv = _mm_set1_epi8(zero as i8);
-                while i + 32 <= end {
-                    // SAFETY: `i` even, `i + 32 <= len`: bytes `i/2 .. i/2 + 16` are inside `codes`.
-                    let (v0, v1) = unsafe { q4x32_avx512(codes.add(i / 2), zv) };
-                    for t in 0..NT {
-                        // SAFETY: `t·x_stride + i + 32 <= (NT−1)·x_stride + len <= x.len()`.
-                        unsafe {
-                            let xt = xp.add(t * x_stride + i);
-                            a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xt), a0[t]);
-                            a1[t] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xt.add(16)), a1[t]);
+                let zv = _mm512_set1_epi32(i32::from(zero));
+                loop {
+                    if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
+                        // SAFETY: block `i / 32` lies inside the row: its 16 bytes at `i / 2` are in `codes`.
+                        let (v0, v1) = unsafe { q4x32_avx512(codes.add(i / 2), zv) };
+                        for t in 0..NT {
+                            // SAFETY: `t·x_stride + i + 32 <= (NT−1)·x_stride + len <= x.len()`.
+                            unsafe {
+                                let xt = xp.add(t * x_stride + i);
+                                a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xt), a0[t]);
+                                a1[t] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xt.add(16)), a1[t]);
+                            }
                         }
+                        i += BLOCK;
+                    } else if i + 16 <= end {
+                        let (byte, shift) = nibble_at(i);
+                        // SAFETY: `i % 16 == 0`, so `byte` is the first byte of block `i / 32`, inside `codes`.
+                        let v0 = unsafe { q4x16_avx512(codes.add(byte), shift, zv) };
+                        for t in 0..NT {
+                            // SAFETY: `t·x_stride + i + 16 <= x.len()`.
+                            unsafe { a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
+                        }
+                        i += 16;
+                    } else {
+                        break;
                     }
-                    i += 32;
-                }
-                if i + 16 <= end {
-                    // SAFETY: `i` even, `i + 16 <= len`: 8 bytes from `codes + i/2` are inside `codes`.
-                    let v0 = unsafe { q4x16_avx512(codes.add(i / 2), zv) };
-                    for t in 0..NT {
-                        // SAFETY: `t·x_stride + i + 16 <= x.len()`.
-                        unsafe { a0[t] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xp.add(t * x_stride + i)), a0[t]) };
-                    }
-                    i += 16;
                 }
             }
             Bits::Eight => {
@@ -347,24 +398,28 @@ pub(crate) unsafe fn dequant_row_avx512(row: Row<'_>, out: &mut [f32]) {
         let mut i = start;
         match row.bits {
             Bits::Four => {
-                if i % 2 == 1 && i < end {
+                while i < end && !i.is_multiple_of(16) {
                     out[i] = one_value(&row, i, zero, scale);
                     i += 1;
                 }
-                let zv = _mm_set1_epi8(zero as i8);
-                while i + 32 <= end {
-                    // SAFETY: codes as in `row_dot_avx512`; `i + 32 <= len <= out.len()` for the stores.
-                    unsafe {
-                        let (v0, v1) = q4x32_avx512(codes.add(i / 2), zv);
-                        _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, v0));
-                        _mm512_storeu_ps(op.add(i + 16), _mm512_mul_ps(sv, v1));
+                let zv = _mm512_set1_epi32(i32::from(zero));
+                loop {
+                    if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
+                        // SAFETY: codes as in `row_dot_avx512`; `i + 32 <= len <= out.len()` for the stores.
+                        unsafe {
+                            let (v0, v1) = q4x32_avx512(codes.add(i / 2), zv);
+                            _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, v0));
+                            _mm512_storeu_ps(op.add(i + 16), _mm512_mul_ps(sv, v1));
+                        }
+                        i += BLOCK;
+                    } else if i + 16 <= end {
+                        let (byte, shift) = nibble_at(i);
+                        // SAFETY: codes as in `row_dot_avx512`; `i + 16 <= len <= out.len()`.
+                        unsafe { _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, q4x16_avx512(codes.add(byte), shift, zv))) };
+                        i += 16;
+                    } else {
+                        break;
                     }
-                    i += 32;
-                }
-                if i + 16 <= end {
-                    // SAFETY: as above with 16 elements (8 code bytes).
-                    unsafe { _mm512_storeu_ps(op.add(i), _mm512_mul_ps(sv, q4x16_avx512(codes.add(i / 2), zv))) };
-                    i += 16;
                 }
             }
             Bits::Eight => {
