@@ -3,7 +3,7 @@
 //! These kernels are our own rather than a generic gemm on dequantized weights because decode speed is
 //! bound by the bytes of weights streamed per token: reading 4- or 8-bit codes and unpacking them in
 //! registers moves 4–8× fewer bytes than an f32 matrix. Two strategies, chosen by the number of tokens:
-//! - fused (few tokens, i.e. decode): for each output row, walk its groups, unpack the codes and
+//! - fused (up to `FUSED_MAX_TOKENS`, i.e. decode): for each output row, walk its groups, unpack the codes and
 //!   multiply-add them into the activations of up to four tokens at once (SIMD, `row_dot`);
 //! - tiled (many tokens, i.e. prefill): dequantize a tile of rows into a small per-worker f32 buffer and
 //!   run gemm on it; the codes are unpacked once per tile and reused by every token. The buffer is a
@@ -93,9 +93,10 @@ pub enum Strategy {
 }
 
 /// Largest token count computed by the fused kernel under `Strategy::Auto`. Measured on SmolLM2-135M's
-/// shapes (AMD EPYC, 2 threads, AVX-512; see reports/bench/packed-kernels.md): the fused kernel re-reads
-/// the codes once per block of four tokens, so beyond a few tokens dequantizing a tile once for gemm wins.
-pub const FUSED_MAX_TOKENS: usize = 4;
+/// shapes (AMD EPYC, 2 threads, AVX-512; reports/bench/packed-kernels-linear.md): fused wins on every shape
+/// up to 4 tokens and on all but ffn_down at 8; from 16 tokens the tiles win on most shapes (the fused
+/// kernel unpacks the codes again for every block of four tokens; a tile is unpacked once for all of them).
+pub const FUSED_MAX_TOKENS: usize = 8;
 
 /// Output rows per task of the fused kernel (enough work per task to amortize scheduling).
 const FUSED_ROWS_PER_TASK: usize = 16;

@@ -111,7 +111,8 @@ impl Zeros<'_> {
 }
 
 /// One output row: the unit of work of every kernel. `PackedLinear::row` makes rows whose lengths agree
-/// (`is_well_formed`, which the SIMD kernels' memory safety rests on, is re-checked by the dispatcher).
+/// (`is_well_formed`, which the SIMD kernels' memory safety rests on, is re-checked by the dispatcher);
+/// 4-bit zero points below 16 (the SIMD kernels subtract them in bytes) were checked when packing.
 #[derive(Clone, Copy)]
 pub(crate) struct Row<'a> {
     pub bits: Bits,
@@ -203,6 +204,9 @@ impl PackedLinear {
         } else {
             if q.zeros.len() != n_groups {
                 return Err(bad(tensor, "number of zero points differs from rows × groups per row"));
+            }
+            if bits == Bits::Four && q.zeros.iter().any(|&z| z > 15) {
+                return Err(bad(tensor, "4-bit zero point above 15"));
             }
             q.zeros.clone()
         };

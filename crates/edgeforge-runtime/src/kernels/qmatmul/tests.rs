@@ -186,16 +186,11 @@ fn inconsistent_packed_data_is_an_error_not_a_panic() {
         ("empty", good.clone(), 0, 64),
         ("scales", QuantTensor { scales: good.scales[1..].to_vec(), ..good.clone() }, 3, 64),
         ("zeros", QuantTensor { zeros: good.zeros[1..].to_vec(), ..good.clone() }, 3, 64),
+        ("zero > 15", QuantTensor { zeros: vec![16; good.zeros.len()], ..good.clone() }, 3, 64),
         ("codes", QuantTensor { codes: good.codes[1..].to_vec(), ..good.clone() }, 3, 64),
         ("sym with zeros", QuantTensor { format: QuantFormat { symmetric: true, ..f4 }, ..good.clone() }, 3, 64),
         ("overflow", good.clone(), usize::MAX, 64),
     ];
-    // Zero points beyond the code range are unusual but well defined (`scale · (code − zero)`).
-    let far = QuantTensor { zeros: vec![200; good.zeros.len()], ..good.clone() };
-    let w = PackedLinear::from_quant("t", &far, 3, 64).unwrap();
-    let mut got = vec![0f32; 3 * 64];
-    assert!(w.dequantize_rows(0, &mut got));
-    assert_eq!(got, far.dequantize(3 * 64));
     for (what, q, rows, cols) in cases {
         assert!(
             matches!(PackedLinear::from_quant("t", &q, rows, cols), Err(crate::RuntimeError::PackedWeight { .. })),

@@ -1,6 +1,7 @@
-//! x86_64 kernels: AVX2+FMA (8 lanes) and AVX-512F (16 lanes). Codes are zero-extended to 32-bit lanes
-//! (4-bit blocks: one AND for the low nibbles, one shift for the high ones, see `packed`), the zero point
-//! subtracted in integers (exact), converted to f32, then either multiplied into the
+//! x86_64 kernels: AVX2+FMA (8 lanes) and AVX-512F (16 lanes). 4-bit blocks give their low nibbles
+//! (elements 0..16) with one AND and their high nibbles (16..32) with a shift and an AND, in order (see
+//! `packed`); the zero point is subtracted in bytes (4-bit: both below 16) or 32-bit lanes (8-bit), exact,
+//! the codes widened and converted to f32, then either multiplied into the
 //! activations with FMA (`row_dot_*`: each group's vector sum is scaled into a per-row vector accumulator,
 //! reduced once per row) or multiplied by the group's scale and stored (`dequant_row_*`: the tiles of
 //! the prefill path; `scale · (code − zero)` in the same IEEE operations as the scalar code, so
@@ -34,11 +35,21 @@ fn one_value(row: &Row<'_>, i: usize, zero: u8, scale: f32) -> f32 {
 
 // ---------------------------------------------------------------------------------------------- AVX2
 
-/// `v − zv` (i32 lanes) as f32.
+/// Low (`shift` 0) or high (`shift` 4) nibbles of the bytes of `b`, minus `zv` (codes and 4-bit zero
+/// points are below 16, checked when packing, so the difference fits an i8).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn to_f32_avx2(v: __m256i, zv: __m256i) -> __m256 {
-    _mm256_cvtepi32_ps(_mm256_sub_epi32(v, zv))
+fn nibbles_minus_zero(b: __m128i, shift: u32, zv: __m128i) -> __m128i {
+    let m = _mm_set1_epi8(0x0F);
+    let c = if shift == 0 { _mm_and_si128(b, m) } else { _mm_and_si128(_mm_srli_epi16::<4>(b), m) };
+    _mm_sub_epi8(c, zv)
+}
+
+/// 8 signed bytes (the low half of `v`) as f32x8.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn i8x8_to_f32(v: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
 }
 
 /// The 32 four-bit codes of one block (16 bytes at `p`) minus `zv`, as four f32x8 in element order.
@@ -47,17 +58,11 @@ fn to_f32_avx2(v: __m256i, zv: __m256i) -> __m256 {
 /// 16 bytes readable at `p`; AVX2 present.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn q4x32_avx2(p: *const u8, zv: __m256i) -> [__m256; 4] {
+unsafe fn q4x32_avx2(p: *const u8, zv: __m128i) -> [__m256; 4] {
     // SAFETY: the caller guarantees 16 readable bytes.
     let b = unsafe { _mm_loadu_si128(p.cast()) };
-    let (v0, v1) = (_mm256_cvtepu8_epi32(b), _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(b)));
-    let m = _mm256_set1_epi32(0x0F);
-    [
-        to_f32_avx2(_mm256_and_si256(v0, m), zv),
-        to_f32_avx2(_mm256_and_si256(v1, m), zv),
-        to_f32_avx2(_mm256_srli_epi32::<4>(v0), zv),
-        to_f32_avx2(_mm256_srli_epi32::<4>(v1), zv),
-    ]
+    let (lo, hi) = (nibbles_minus_zero(b, 0, zv), nibbles_minus_zero(b, 4, zv));
+    [i8x8_to_f32(lo), i8x8_to_f32(_mm_srli_si128::<8>(lo)), i8x8_to_f32(hi), i8x8_to_f32(_mm_srli_si128::<8>(hi))]
 }
 
 /// 8 four-bit codes: the low (`shift` 0) or high (`shift` 4) nibbles of 8 bytes at `p`, minus `zv`.
@@ -66,11 +71,10 @@ unsafe fn q4x32_avx2(p: *const u8, zv: __m256i) -> [__m256; 4] {
 /// 8 bytes readable at `p`; AVX2 present.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn q4x8_avx2(p: *const u8, shift: u32, zv: __m256i) -> __m256 {
+unsafe fn q4x8_avx2(p: *const u8, shift: u32, zv: __m128i) -> __m256 {
     // SAFETY: the caller guarantees 8 readable bytes.
-    let v = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) });
-    let v = if shift == 0 { _mm256_and_si256(v, _mm256_set1_epi32(0x0F)) } else { _mm256_srli_epi32::<4>(v) };
-    to_f32_avx2(v, zv)
+    let b = unsafe { _mm_loadl_epi64(p.cast()) };
+    i8x8_to_f32(nibbles_minus_zero(b, shift, zv))
 }
 
 /// 8 eight-bit codes at `p` minus `zv`, as f32x8.
@@ -116,7 +120,7 @@ pub(crate) unsafe fn row_dot_avx2<const NT: usize>(row: Row<'_>, x: &[f32], x_st
                     one(&row, x, x_stride, i, i32::from(zero), &mut tail);
                     i += 1;
                 }
-                let zv = _mm256_set1_epi32(i32::from(zero));
+                let zv = _mm_set1_epi8(zero as i8);
                 loop {
                     if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
                         // SAFETY: block `i / 32` lies inside the row, so its 16 bytes at `i / 2` lie inside
@@ -208,7 +212,7 @@ pub(crate) unsafe fn dequant_row_avx2(row: Row<'_>, out: &mut [f32]) {
                     out[i] = one_value(&row, i, zero, scale);
                     i += 1;
                 }
-                let zv = _mm256_set1_epi32(i32::from(zero));
+                let zv = _mm_set1_epi8(zero as i8);
                 loop {
                     if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
                         // SAFETY: codes as in `row_dot_avx2`; `i + 32 <= len <= out.len()` for the stores.
@@ -247,11 +251,11 @@ pub(crate) unsafe fn dequant_row_avx2(row: Row<'_>, out: &mut [f32]) {
 
 // ------------------------------------------------------------------------------------------- AVX-512
 
-/// `v − zv` (i32 lanes) as f32.
+/// 16 signed bytes as f32x16.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-fn to_f32_avx512(v: __m512i, zv: __m512i) -> __m512 {
-    _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zv))
+fn i8x16_to_f32(v: __m128i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
 }
 
 /// The 32 four-bit codes of one block (16 bytes at `p`) minus `zv`, as two f32x16 in element order.
@@ -260,10 +264,10 @@ fn to_f32_avx512(v: __m512i, zv: __m512i) -> __m512 {
 /// 16 bytes readable at `p`; AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn q4x32_avx512(p: *const u8, zv: __m512i) -> (__m512, __m512) {
+unsafe fn q4x32_avx512(p: *const u8, zv: __m128i) -> (__m512, __m512) {
     // SAFETY: the caller guarantees 16 readable bytes.
-    let v = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
-    (to_f32_avx512(_mm512_and_si512(v, _mm512_set1_epi32(0x0F)), zv), to_f32_avx512(_mm512_srli_epi32::<4>(v), zv))
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    (i8x16_to_f32(nibbles_minus_zero(b, 0, zv)), i8x16_to_f32(nibbles_minus_zero(b, 4, zv)))
 }
 
 /// 16 four-bit codes: the low (`shift` 0) or high (`shift` 4) nibbles of the 16 bytes at `p`, minus `zv`.
@@ -272,11 +276,9 @@ unsafe fn q4x32_avx512(p: *const u8, zv: __m512i) -> (__m512, __m512) {
 /// 16 bytes readable at `p`; AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn q4x16_avx512(p: *const u8, shift: u32, zv: __m512i) -> __m512 {
+unsafe fn q4x16_avx512(p: *const u8, shift: u32, zv: __m128i) -> __m512 {
     // SAFETY: the caller guarantees 16 readable bytes.
-    let v = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
-    let v = if shift == 0 { _mm512_and_si512(v, _mm512_set1_epi32(0x0F)) } else { _mm512_srli_epi32::<4>(v) };
-    to_f32_avx512(v, zv)
+    i8x16_to_f32(nibbles_minus_zero(unsafe { _mm_loadu_si128(p.cast()) }, shift, zv))
 }
 
 /// 16 eight-bit codes at `p` minus `zv`, as f32x16.
@@ -314,7 +316,7 @@ pub(crate) unsafe fn row_dot_avx512<const NT: usize>(row: Row<'_>, x: &[f32], x_
                     one(&row, x, x_stride, i, i32::from(zero), &mut tail);
                     i += 1;
                 }
-                let zv = _mm512_set1_epi32(i32::from(zero));
+                let zv = _mm_set1_epi8(zero as i8);
                 loop {
                     if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
                         // SAFETY: block `i / 32` lies inside the row: its 16 bytes at `i / 2` are in `codes`.
@@ -402,7 +404,7 @@ pub(crate) unsafe fn dequant_row_avx512(row: Row<'_>, out: &mut [f32]) {
                     out[i] = one_value(&row, i, zero, scale);
                     i += 1;
                 }
-                let zv = _mm512_set1_epi32(i32::from(zero));
+                let zv = _mm_set1_epi8(zero as i8);
                 loop {
                     if i.is_multiple_of(BLOCK) && i + BLOCK <= end {
                         // SAFETY: codes as in `row_dot_avx512`; `i + 32 <= len <= out.len()` for the stores.
