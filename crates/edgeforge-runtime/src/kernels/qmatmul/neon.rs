@@ -1,8 +1,10 @@
-//! aarch64 NEON kernel (4 lanes), same arithmetic as the x86 kernels: integer `code − zero`, widened to
-//! f32, fused multiply-add into the activations, one scale per group, one reduction per row.
+//! aarch64 NEON kernels (4 lanes), same arithmetic as the x86 kernels: integer `code − zero`, widened to
+//! f32, then fused multiply-add into the activations (one scale per group, one reduction per row) or
+//! `scale · value` stored (tiles, bit-identical to the scalar code). Compiled for aarch64 in development
+//! (`cargo check --target aarch64-unknown-linux-gnu`), not yet run on hardware.
 //!
-//! Callers (`super::dispatch`) guarantee before calling: NEON present, the row is well formed
-//! (`Row::is_well_formed`) and `x` holds `(NT − 1) · x_stride + row.len` values.
+//! Callers (`super::Kernel`) guarantee before calling: NEON present, the row is well formed
+//! (`Row::is_well_formed`) and `x` holds `(NT − 1) · x_stride + row.len` values (`out` holds `row.len`).
 
 // Token loops index several accumulator arrays (a0, a1, racc, tail) in step; iterators would obscure it.
 #![allow(clippy::needless_range_loop)]
