@@ -9,20 +9,11 @@ use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::ops;
 use crate::rope::RopeTable;
-use crate::weights::{LayerWeights, LlamaWeights};
+use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
-/// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight.
-pub(crate) fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
-    let ok = matmul(
-        y,
-        0,
-        out_dim,
-        MatRef::row_major(x, n, in_dim),
-        MatRef::transposed(w, out_dim, in_dim),
-        false,
-        Threads::Pool,
-    );
-    ok.then_some(()).ok_or(RuntimeError::Kernel { what })
+/// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight, f32 (gemm) or packed (qmatmul).
+pub(crate) fn linear(x: &[f32], n: usize, w: &Linear, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
+    w.forward(x, n, out_dim, in_dim, y, what)
 }
 
 /// Model-wide sizes a block needs.
@@ -249,13 +240,13 @@ pub(crate) fn validate_layer(l: &LayerWeights, d: BlockDims, i: usize) -> Result
     let (q, kv, ff) = (l.n_heads * hd, l.n_kv_heads * hd, l.n_ff);
     let name = |t: &'static str| move || format!("blk.{i}.{t}");
     check(name("attn_norm"), l.attn_norm.len(), e)?;
-    check(name("attn_q"), l.wq.len(), q * e)?;
-    check(name("attn_k"), l.wk.len(), kv * e)?;
-    check(name("attn_v"), l.wv.len(), kv * e)?;
-    check(name("attn_output"), l.wo.len(), e * q)?;
+    l.wq.check(name("attn_q"), q, e)?;
+    l.wk.check(name("attn_k"), kv, e)?;
+    l.wv.check(name("attn_v"), kv, e)?;
+    l.wo.check(name("attn_output"), e, q)?;
     check(name("ffn_norm"), l.ffn_norm.len(), e)?;
-    check(name("ffn_gate"), l.w_gate.len(), ff * e)?;
-    check(name("ffn_up"), l.w_up.len(), ff * e)?;
-    check(name("ffn_down"), l.w_down.len(), e * ff)?;
+    l.w_gate.check(name("ffn_gate"), ff, e)?;
+    l.w_up.check(name("ffn_up"), ff, e)?;
+    l.w_down.check(name("ffn_down"), e, ff)?;
     Ok(())
 }

@@ -12,6 +12,10 @@ pub enum RuntimeError {
     LogitsFrom { from: usize, n: usize },
     #[error("KV cache was made for another model ({cache_layers} layers, {cache_width} wide; model has {model_layers}, {model_width})")]
     CacheMismatch { cache_layers: usize, cache_width: usize, model_layers: usize, model_width: usize },
+    #[error("weights: `{tensor}` is a {got:?} matrix, expected {expected:?}")]
+    LinearShape { tensor: String, expected: [usize; 2], got: [usize; 2] },
+    #[error("weights: packed `{tensor}` is inconsistent: {why}")]
+    PackedWeight { tensor: String, why: &'static str },
     #[error("internal: matrix product `{what}` got inconsistent shapes")]
     Kernel { what: &'static str },
 }

@@ -1,5 +1,6 @@
-//! The forward pass: one code path for batched prefill and single-token decode. Linears and attention
-//! products go through `kernels::matmul` (gemm); row-wise steps run in parallel over rows.
+//! The forward pass: one code path for batched prefill and single-token decode. Float linears and
+//! attention products go through `kernels::matmul` (gemm), packed linears through `kernels::qmatmul`;
+//! row-wise steps run in parallel over rows.
 
 use rayon::prelude::*;
 
@@ -75,9 +76,7 @@ impl LlamaRuntime {
         }
 
         let mut x = vec![0f32; n * e];
-        x.par_chunks_mut(e).zip(tokens.par_iter()).for_each(|(row, &t)| {
-            row.copy_from_slice(&w.token_embd[t as usize * e..(t as usize + 1) * e]);
-        });
+        x.par_chunks_mut(e).zip(tokens.par_iter()).try_for_each(|(row, &t)| w.token_embd.row_into(t as usize, row, "token_embd"))?;
         let rope = RopeTable::new(w.head_dim, w.rope_base, cache.len, n);
         let mut scratch = Scratch::default();
         for (li, layer) in w.layers.iter().enumerate() {
@@ -88,7 +87,7 @@ impl LlamaRuntime {
         let m = n - logits_from;
         let mut normed = vec![0f32; m * e];
         ops::rms_norm(&x[logits_from * e..], &w.output_norm, w.rms_eps, &mut normed);
-        let head = w.output.as_deref().unwrap_or(&w.token_embd);
+        let head = w.output.as_ref().unwrap_or(&w.token_embd);
         let mut logits = vec![0f32; m * w.vocab_size];
         linear(&normed, m, head, w.vocab_size, e, &mut logits, "output")?;
         Ok(logits)
@@ -97,12 +96,12 @@ impl LlamaRuntime {
     /// Token embeddings `[tokens.len(), n_embd]`.
     pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         let e = self.w.n_embd;
-        let mut x = Vec::with_capacity(tokens.len() * e);
-        for (position, &t) in tokens.iter().enumerate() {
+        let mut x = vec![0f32; tokens.len() * e];
+        for (position, (&t, row)) in tokens.iter().zip(x.chunks_exact_mut(e)).enumerate() {
             if t as usize >= self.w.vocab_size {
                 return Err(RuntimeError::TokenOutOfRange { id: t, position, vocab_size: self.w.vocab_size });
             }
-            x.extend_from_slice(&self.w.token_embd[t as usize * e..(t as usize + 1) * e]);
+            self.w.token_embd.row_into(t as usize, row, "token_embd")?;
         }
         Ok(x)
     }

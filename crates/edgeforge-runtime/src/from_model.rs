@@ -1,46 +1,95 @@
-//! Model IR → runtime weights: every tensor dequantized to f32 (the float path).
+//! Model IR → runtime weights. Linear weights (the seven projections of each layer, the token embedding
+//! and the output head) that a quantization pass left as `TensorData::Quantized` stay packed and run on the
+//! packed kernels; every other tensor (float, GGUF blocks, norms) is dequantized to f32 as before.
 
-use edgeforge_core::{Model, Result};
+use edgeforge_core::{Error, Model, Result, TensorData};
 
-use crate::{LayerWeights, LlamaWeights};
+use crate::kernels::qmatmul::PackedLinear;
+use crate::{LayerWeights, Linear, LlamaWeights};
 
-/// One layer's weights as floats.
+/// Whether quantized linears keep their codes or are expanded to floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// `TensorData::Quantized` linears stay packed (the default: what evaluation runs on).
+    Packed,
+    /// Everything dequantized to f32 (the float path, for comparisons).
+    F32,
+}
+
+/// The linear `name` of shape `[out_dim, in_dim]`.
+fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: WeightStorage) -> Result<Linear> {
+    let t = model.tensor(name)?;
+    match (&t.data, storage) {
+        // The packed kernels cover 4 and 8 bits; other widths (3-bit) run on their dequantized values.
+        (TensorData::Quantized(q), WeightStorage::Packed) if matches!(q.format.bits, 4 | 8) => {
+            if t.shape != [out_dim, in_dim] {
+                return Err(Error::TensorShape {
+                    path: model.source.path.clone(),
+                    tensor: name.to_owned(),
+                    expected: vec![out_dim, in_dim],
+                    got: t.shape.clone(),
+                });
+            }
+            let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| Error::TensorType {
+                path: model.source.path.clone(),
+                tensor: name.to_owned(),
+                dtype: t.format_name(),
+                why: match e {
+                    crate::RuntimeError::PackedWeight { why, .. } => why,
+                    _ => "inconsistent quantized data",
+                },
+            })?;
+            Ok(Linear::Packed(packed))
+        }
+        _ => Ok(Linear::F32(model.tensor_f32(name, &[out_dim, in_dim])?)),
+    }
+}
+
+/// One layer's weights: quantized linears packed, the rest as floats.
 pub fn layer_from_model(model: &Model, l: usize) -> Result<LayerWeights> {
+    layer_from_model_as(model, l, WeightStorage::Packed)
+}
+
+/// One layer's weights with the given storage for quantized linears.
+pub fn layer_from_model_as(model: &Model, l: usize, storage: WeightStorage) -> Result<LayerWeights> {
     let c = &model.config;
     let (e, q, kv, ff) = (c.n_embd, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_ff);
-    let t = |suffix: &str, shape: &[usize]| model.tensor_f32(&format!("blk.{l}.{suffix}"), shape);
+    let name = |suffix: &str| format!("blk.{l}.{suffix}.weight");
+    let w = |suffix: &str, out_dim: usize, in_dim: usize| linear(model, &name(suffix), out_dim, in_dim, storage);
     Ok(LayerWeights {
         n_heads: c.n_heads,
         n_kv_heads: c.n_kv_heads,
         n_ff: ff,
-        attn_norm: t("attn_norm.weight", &[e])?,
-        wq: t("attn_q.weight", &[q, e])?,
-        wk: t("attn_k.weight", &[kv, e])?,
-        wv: t("attn_v.weight", &[kv, e])?,
-        wo: t("attn_output.weight", &[e, q])?,
-        ffn_norm: t("ffn_norm.weight", &[e])?,
-        w_gate: t("ffn_gate.weight", &[ff, e])?,
-        w_up: t("ffn_up.weight", &[ff, e])?,
-        w_down: t("ffn_down.weight", &[e, ff])?,
+        attn_norm: model.tensor_f32(&name("attn_norm"), &[e])?,
+        wq: w("attn_q", q, e)?,
+        wk: w("attn_k", kv, e)?,
+        wv: w("attn_v", kv, e)?,
+        wo: w("attn_output", e, q)?,
+        ffn_norm: model.tensor_f32(&name("ffn_norm"), &[e])?,
+        w_gate: w("ffn_gate", ff, e)?,
+        w_up: w("ffn_up", ff, e)?,
+        w_down: w("ffn_down", e, ff)?,
     })
 }
 
+/// The whole model: quantized linears packed, the rest as floats.
 pub fn weights_from_model(model: &Model) -> Result<LlamaWeights> {
+    weights_from_model_as(model, WeightStorage::Packed)
+}
+
+/// The whole model with the given storage for quantized linears.
+pub fn weights_from_model_as(model: &Model, storage: WeightStorage) -> Result<LlamaWeights> {
     let c = &model.config;
     let e = c.n_embd;
-    let layers = (0..c.n_layers).map(|l| layer_from_model(model, l)).collect::<Result<Vec<_>>>()?;
-    let output = if c.tied_embeddings {
-        None
-    } else {
-        Some(model.tensor_f32("output.weight", &[c.vocab_size, e])?)
-    };
+    let layers = (0..c.n_layers).map(|l| layer_from_model_as(model, l, storage)).collect::<Result<Vec<_>>>()?;
+    let output = if c.tied_embeddings { None } else { Some(linear(model, "output.weight", c.vocab_size, e, storage)?) };
     Ok(LlamaWeights {
         vocab_size: c.vocab_size,
         n_embd: e,
         head_dim: c.head_dim,
         rope_base: c.rope_base,
         rms_eps: c.rms_eps,
-        token_embd: model.tensor_f32("token_embd.weight", &[c.vocab_size, e])?,
+        token_embd: linear(model, "token_embd.weight", c.vocab_size, e, storage)?,
         layers,
         output_norm: model.tensor_f32("output_norm.weight", &[e])?,
         output,

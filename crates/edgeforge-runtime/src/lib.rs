@@ -1,5 +1,6 @@
-//! edgeforge-runtime: the f32 CPU forward pass for llama-family models. Batched prefill and single-token
-//! decode share one path over a KV cache; linears run through gemm on the caller's rayon pool.
+//! edgeforge-runtime: the CPU forward pass for llama-family models. Batched prefill and single-token
+//! decode share one path over a KV cache; float linears run through gemm, quantized linears stay packed
+//! (INT4/INT8 codes) and run through the fused dequantize-and-multiply kernels, on the caller's rayon pool.
 
 mod block;
 mod error;
@@ -14,6 +15,7 @@ mod weights;
 pub use block::{Block, BlockDims};
 pub use error::RuntimeError;
 pub use forward::{CaptureSite, LlamaRuntime};
-pub use from_model::{layer_from_model, weights_from_model};
+pub use from_model::{layer_from_model, layer_from_model_as, weights_from_model, weights_from_model_as, WeightStorage};
 pub use kv_cache::KvCache;
-pub use weights::{LayerWeights, LlamaWeights};
+pub use kernels::qmatmul::PackedLinear;
+pub use weights::{LayerWeights, Linear, LlamaWeights};

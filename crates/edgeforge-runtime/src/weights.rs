@@ -1,22 +1,93 @@
-//! Weights as the forward pass reads them: f32, row-major `[out, in]` linears, Q/K rows in llama.cpp's
-//! adjacent-pair RoPE order. Head counts and FFN width are per layer, because structured pruning shrinks
-//! layers unevenly.
+//! Weights as the forward pass reads them: row-major `[out, in]` linears, either f32 or packed INT4/INT8
+//! codes (`Linear`), Q/K rows in llama.cpp's adjacent-pair RoPE order. Head counts and FFN width are per
+//! layer, because structured pruning shrinks layers unevenly.
 
 use crate::error::RuntimeError;
+use crate::kernels::matmul::{matmul, MatRef, Threads};
+use crate::kernels::qmatmul::{qmatmul, PackedLinear};
+
+/// A row-major `[out, in]` matrix as the forward pass multiplies by it. The dimensions are checked
+/// against the model's shape by `LlamaWeights::validate`.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    /// Float values, multiplied with gemm.
+    F32(Vec<f32>),
+    /// Integer codes with per-group scales, multiplied with the packed kernels (no float copy).
+    Packed(PackedLinear),
+}
+
+impl From<Vec<f32>> for Linear {
+    fn from(v: Vec<f32>) -> Self {
+        Linear::F32(v)
+    }
+}
+
+impl Linear {
+    /// Bytes this weight keeps in memory.
+    pub fn resident_bytes(&self) -> usize {
+        match self {
+            Linear::F32(v) => v.len() * 4,
+            Linear::Packed(p) => p.resident_bytes(),
+        }
+    }
+
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Linear::Packed(_))
+    }
+
+    /// Check this is an `[out_dim, in_dim]` matrix.
+    pub fn check(&self, tensor: impl Fn() -> String, out_dim: usize, in_dim: usize) -> Result<(), RuntimeError> {
+        match self {
+            Linear::F32(v) => {
+                let expected = out_dim.checked_mul(in_dim).ok_or(RuntimeError::BadShape { what: "linear size", value: out_dim, why: "rows × columns overflows" })?;
+                check(tensor, v.len(), expected)
+            }
+            Linear::Packed(p) if (p.out_dim(), p.in_dim()) != (out_dim, in_dim) => {
+                Err(RuntimeError::LinearShape { tensor: tensor(), expected: [out_dim, in_dim], got: [p.out_dim(), p.in_dim()] })
+            }
+            Linear::Packed(_) => Ok(()),
+        }
+    }
+
+    /// `y[n × out] = x[n × in] · Wᵀ`. Shapes were validated; a mismatch is an internal error.
+    pub(crate) fn forward(&self, x: &[f32], n: usize, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
+        let ok = match self {
+            Linear::F32(w) => matmul(y, 0, out_dim, MatRef::row_major(x, n, in_dim), MatRef::transposed(w, out_dim, in_dim), false, Threads::Pool),
+            Linear::Packed(p) => p.out_dim() == out_dim && p.in_dim() == in_dim && qmatmul(p, x, n, y),
+        };
+        ok.then_some(()).ok_or(RuntimeError::Kernel { what })
+    }
+
+    /// Row `r` as floats into `out` (`in_dim` long): an embedding lookup.
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
+        let in_dim = out.len();
+        let ok = match self {
+            Linear::F32(w) => match w.get(r * in_dim..(r + 1) * in_dim) {
+                Some(src) => {
+                    out.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            },
+            Linear::Packed(p) => p.in_dim() == in_dim && p.dequantize_rows(r, out),
+        };
+        ok.then_some(()).ok_or(RuntimeError::Kernel { what })
+    }
+}
 
 pub struct LayerWeights {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub n_ff: usize,
     pub attn_norm: Vec<f32>,
-    pub wq: Vec<f32>,
-    pub wk: Vec<f32>,
-    pub wv: Vec<f32>,
-    pub wo: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
     pub ffn_norm: Vec<f32>,
-    pub w_gate: Vec<f32>,
-    pub w_up: Vec<f32>,
-    pub w_down: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
 }
 
 pub struct LlamaWeights {
@@ -25,12 +96,12 @@ pub struct LlamaWeights {
     pub head_dim: usize,
     pub rope_base: f32,
     pub rms_eps: f32,
-    /// `[vocab, n_embd]`
-    pub token_embd: Vec<f32>,
+    /// `[vocab, n_embd]`: embedding rows, and the output head when tied.
+    pub token_embd: Linear,
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>,
     /// `[vocab, n_embd]`; `None` when tied to `token_embd`.
-    pub output: Option<Vec<f32>>,
+    pub output: Option<Linear>,
 }
 
 fn check(tensor: impl Fn() -> String, got: usize, expected: usize) -> Result<(), RuntimeError> {
@@ -41,7 +112,23 @@ fn check(tensor: impl Fn() -> String, got: usize, expected: usize) -> Result<(),
     }
 }
 
+impl LayerWeights {
+    /// The seven linears, in forward order.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    }
+}
+
 impl LlamaWeights {
+    /// Bytes of all weights held in memory (norms, embeddings, linears), f32 or packed.
+    pub fn resident_bytes(&self) -> usize {
+        let norms = |l: &LayerWeights| (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+        self.token_embd.resident_bytes()
+            + self.output.as_ref().map_or(0, Linear::resident_bytes)
+            + self.output_norm.len() * 4
+            + self.layers.iter().map(|l| norms(l) + l.linears().iter().map(|w| w.resident_bytes()).sum::<usize>()).sum::<usize>()
+    }
+
     /// Largest number of KV heads × head_dim over the layers (the cache width).
     pub fn max_kv_width(&self) -> usize {
         self.layers.iter().map(|l| l.n_kv_heads * self.head_dim).max().unwrap_or(0)
@@ -57,10 +144,10 @@ impl LlamaWeights {
         if hd % 2 != 0 {
             return Err(RuntimeError::BadShape { what: "head_dim", value: hd, why: "must be even for RoPE" });
         }
-        check(|| "token_embd".into(), self.token_embd.len(), v * e)?;
+        self.token_embd.check(|| "token_embd".into(), v, e)?;
         check(|| "output_norm".into(), self.output_norm.len(), e)?;
         if let Some(o) = &self.output {
-            check(|| "output".into(), o.len(), v * e)?;
+            o.check(|| "output".into(), v, e)?;
         }
         let d = crate::block::BlockDims::of(self);
         for (i, l) in self.layers.iter().enumerate() {

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgeforge_runtime::{LayerWeights, LlamaRuntime, LlamaWeights, RuntimeError};
+use edgeforge_core::quantized::{QuantFormat, QuantTensor};
+use edgeforge_runtime::{LayerWeights, Linear, LlamaRuntime, LlamaWeights, PackedLinear, RuntimeError};
 
 struct Rng(u64);
 impl Rng {
@@ -36,14 +37,14 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
             n_kv_heads: kvh,
             n_ff: ff,
             attn_norm: r.norm(E),
-            wq: r.vec(h * HD * E, 0.25),
-            wk: r.vec(kvh * HD * E, 0.25),
-            wv: r.vec(kvh * HD * E, 0.25),
-            wo: r.vec(E * h * HD, 0.25),
+            wq: r.vec(h * HD * E, 0.25).into(),
+            wk: r.vec(kvh * HD * E, 0.25).into(),
+            wv: r.vec(kvh * HD * E, 0.25).into(),
+            wo: r.vec(E * h * HD, 0.25).into(),
             ffn_norm: r.norm(E),
-            w_gate: r.vec(ff * E, 0.25),
-            w_up: r.vec(ff * E, 0.25),
-            w_down: r.vec(E * ff, 0.25),
+            w_gate: r.vec(ff * E, 0.25).into(),
+            w_up: r.vec(ff * E, 0.25).into(),
+            w_down: r.vec(E * ff, 0.25).into(),
         })
         .collect();
     LlamaWeights {
@@ -52,10 +53,18 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
         head_dim: HD,
         rope_base: 10_000.0,
         rms_eps: 1e-5,
-        token_embd: r.vec(VOCAB * E, 1.0),
+        token_embd: r.vec(VOCAB * E, 1.0).into(),
         layers,
         output_norm: r.norm(E),
-        output: if tied { None } else { Some(r.vec(VOCAB * E, 0.5)) },
+        output: if tied { None } else { Some(r.vec(VOCAB * E, 0.5).into()) },
+    }
+}
+
+/// The float values of a weight the reference can read (tests build float models, or dequantize).
+fn dense(w: &Linear) -> &[f32] {
+    match w {
+        Linear::F32(v) => v,
+        Linear::Packed(_) => panic!("the reference reads float weights"),
     }
 }
 
@@ -86,7 +95,7 @@ fn rope(x: &mut [f64], pos: usize, base: f32) {
 fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
     let n = tokens.len();
     let mut xs: Vec<Vec<f64>> =
-        tokens.iter().map(|&t| w.token_embd[t as usize * E..(t as usize + 1) * E].iter().map(|&v| f64::from(v)).collect()).collect();
+        tokens.iter().map(|&t| dense(&w.token_embd)[t as usize * E..(t as usize + 1) * E].iter().map(|&v| f64::from(v)).collect()).collect();
     for l in &w.layers {
         let (qd, kvd) = (l.n_heads * HD, l.n_kv_heads * HD);
         let mut qs = Vec::new();
@@ -94,13 +103,13 @@ fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
         let mut vs = Vec::new();
         for (p, x) in xs.iter().enumerate() {
             let xn = rms(x, &l.attn_norm, w.rms_eps);
-            let mut q = matvec(&l.wq, &xn, qd);
-            let mut k = matvec(&l.wk, &xn, kvd);
+            let mut q = matvec(dense(&l.wq), &xn, qd);
+            let mut k = matvec(dense(&l.wk), &xn, kvd);
             rope(&mut q, p, w.rope_base);
             rope(&mut k, p, w.rope_base);
             qs.push(q);
             ks.push(k);
-            vs.push(matvec(&l.wv, &xn, kvd));
+            vs.push(matvec(dense(&l.wv), &xn, kvd));
         }
         for p in 0..n {
             let mut att = vec![0f64; qd];
@@ -118,21 +127,21 @@ fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
                     }
                 }
             }
-            let o = matvec(&l.wo, &att, E);
+            let o = matvec(dense(&l.wo), &att, E);
             for (x, o) in xs[p].iter_mut().zip(o) {
                 *x += o;
             }
             let hn = rms(&xs[p], &l.ffn_norm, w.rms_eps);
-            let g = matvec(&l.w_gate, &hn, l.n_ff);
-            let u = matvec(&l.w_up, &hn, l.n_ff);
+            let g = matvec(dense(&l.w_gate), &hn, l.n_ff);
+            let u = matvec(dense(&l.w_up), &hn, l.n_ff);
             let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            let d = matvec(&l.w_down, &a, E);
+            let d = matvec(dense(&l.w_down), &a, E);
             for (x, d) in xs[p].iter_mut().zip(d) {
                 *x += d;
             }
         }
     }
-    let head = w.output.as_deref().unwrap_or(&w.token_embd);
+    let head = dense(w.output.as_ref().unwrap_or(&w.token_embd));
     xs.iter().map(|x| matvec(head, &rms(x, &w.output_norm, w.rms_eps), VOCAB)).collect()
 }
 
@@ -211,7 +220,9 @@ fn bad_inputs_are_errors() {
     assert!(matches!(rt.forward(&mut cache, &[1, 2, 3, 4, 5], 0), Err(RuntimeError::CacheFull { .. })));
     assert!(matches!(rt.forward(&mut cache, &[1, 2], 3), Err(RuntimeError::LogitsFrom { .. })));
     let mut w = model(true, 10);
-    w.layers[1].w_up.pop();
+    if let Linear::F32(v) = &mut w.layers[1].w_up {
+        v.pop();
+    }
     assert!(matches!(LlamaRuntime::new(w), Err(RuntimeError::WeightLength { .. })));
     let mut w = model(true, 11);
     w.layers[0].n_kv_heads = 3;
@@ -241,4 +252,149 @@ fn block_steps_equal_the_model_layer() {
         assert_eq!(got, expected, "layer {li}");
         assert!(matches!(block.ffn_hidden(&xn[1..], n), Err(RuntimeError::WeightLength { .. })));
     }
+}
+/// Round-to-nearest quantization of a `[rows, cols]` float matrix (enough for tests: the runtime only
+/// has to agree with the dequantized values, whatever they are).
+fn quantize(v: &[f32], cols: usize, format: QuantFormat) -> QuantTensor {
+    let levels = format.levels() as f32;
+    let (mut scales, mut zeros, mut codes) = (Vec::new(), Vec::new(), Vec::new());
+    for row in v.chunks(cols) {
+        for g in row.chunks(format.group_size) {
+            let (lo, hi) = g.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (scale, zero) = if format.symmetric {
+                (lo.abs().max(hi.abs()) / (levels / 2.0 - 1.0), levels / 2.0)
+            } else {
+                let s = (hi - lo) / (levels - 1.0);
+                (s, (-lo / s).round().clamp(0.0, levels - 1.0))
+            };
+            let scale = half::f16::from_f32(scale.max(1e-6));
+            scales.push(scale);
+            if !format.symmetric {
+                zeros.push(zero as u8);
+            }
+            codes.extend(g.iter().map(|&x| ((x / scale.to_f32()).round() + zero).clamp(0.0, levels - 1.0) as u8));
+        }
+    }
+    let codes = if format.bits == 8 { codes } else { codes.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect() };
+    QuantTensor { format, row_len: cols, scales, zeros, codes }
+}
+
+/// `w` with every linear (embedding included) quantized: the packed model, and the float model of the
+/// same dequantized values.
+fn quantized_pair(w: &LlamaWeights, format: QuantFormat) -> (LlamaWeights, LlamaWeights) {
+    let pack = |m: &Linear, rows: usize, cols: usize| {
+        let q = quantize(dense(m), cols, format);
+        let deq = q.dequantize(rows * cols);
+        (Linear::Packed(PackedLinear::from_quant("test", &q, rows, cols).unwrap()), Linear::F32(deq))
+    };
+    let mut packed_layers = Vec::new();
+    let mut float_layers = Vec::new();
+    for l in &w.layers {
+        let (q, kv, ff) = (l.n_heads * HD, l.n_kv_heads * HD, l.n_ff);
+        let [wq, wk, wv, wo, w_gate, w_up, w_down] =
+            [(&l.wq, q, E), (&l.wk, kv, E), (&l.wv, kv, E), (&l.wo, E, q), (&l.w_gate, ff, E), (&l.w_up, ff, E), (&l.w_down, E, ff)]
+                .map(|(m, rows, cols)| pack(m, rows, cols));
+        let layer = |pick: fn(&(Linear, Linear)) -> &Linear| LayerWeights {
+            n_heads: l.n_heads,
+            n_kv_heads: l.n_kv_heads,
+            n_ff: ff,
+            attn_norm: l.attn_norm.clone(),
+            wq: pick(&wq).clone(),
+            wk: pick(&wk).clone(),
+            wv: pick(&wv).clone(),
+            wo: pick(&wo).clone(),
+            ffn_norm: l.ffn_norm.clone(),
+            w_gate: pick(&w_gate).clone(),
+            w_up: pick(&w_up).clone(),
+            w_down: pick(&w_down).clone(),
+        };
+        packed_layers.push(layer(|p| &p.0));
+        float_layers.push(layer(|p| &p.1));
+    }
+    let embd = pack(&w.token_embd, VOCAB, E);
+    let output = w.output.as_ref().map(|o| pack(o, VOCAB, E));
+    let model = |layers, token_embd, output| LlamaWeights {
+        vocab_size: VOCAB,
+        n_embd: E,
+        head_dim: HD,
+        rope_base: w.rope_base,
+        rms_eps: w.rms_eps,
+        token_embd,
+        layers,
+        output_norm: w.output_norm.clone(),
+        output,
+    };
+    (
+        model(packed_layers, embd.0, output.as_ref().map(|o| o.0.clone())),
+        model(float_layers, embd.1, output.map(|o| o.1)),
+    )
+}
+
+#[test]
+fn packed_model_matches_reference_on_its_dequantized_weights() {
+    let formats = [
+        QuantFormat { bits: 4, group_size: 32, symmetric: true },
+        QuantFormat { bits: 4, group_size: 24, symmetric: false }, // partial last groups (64 = 24 + 24 + 16)
+        QuantFormat { bits: 8, group_size: 1 << 20, symmetric: true }, // per-channel
+        QuantFormat { bits: 8, group_size: 40, symmetric: false },
+    ];
+    for (i, format) in formats.into_iter().enumerate() {
+        let (packed, float) = quantized_pair(&model(i % 2 == 0, 40 + i as u64), format);
+        assert!(packed.layers.iter().all(|l| l.linears().iter().all(|w| w.is_packed())));
+        assert!(packed.resident_bytes() < float.resident_bytes());
+        let want = reference(&float, &TOKENS);
+        let float_rt = LlamaRuntime::new(float).unwrap();
+        let rt = LlamaRuntime::new(packed).unwrap();
+        let what = format!("{format:?}");
+        // Prefill (tiled kernel), then token by token (fused kernel), then a split of 3 + 8 tokens.
+        let mut cache = rt.new_cache(TOKENS.len());
+        let prefill = rt.forward(&mut cache, &TOKENS, 0).unwrap();
+        assert_close(&prefill, &want, &format!("prefill {what}"));
+        let mut float_cache = float_rt.new_cache(TOKENS.len());
+        let float_prefill = float_rt.forward(&mut float_cache, &TOKENS, 0).unwrap();
+        for (a, b) in prefill.iter().zip(&float_prefill) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "packed {a} vs float {b} ({what})");
+        }
+        cache.clear();
+        let mut decode = Vec::new();
+        for t in TOKENS {
+            decode.extend(rt.forward(&mut cache, &[t], 0).unwrap());
+        }
+        assert_close(&decode, &want, &format!("decode {what}"));
+        cache.clear();
+        let mut split = rt.forward(&mut cache, &TOKENS[..3], 0).unwrap();
+        split.extend(rt.forward(&mut cache, &TOKENS[3..], 0).unwrap());
+        assert_close(&split, &want, &format!("split {what}"));
+        assert_eq!(rt.embed(&TOKENS[..2]).unwrap(), float_rt.embed(&TOKENS[..2]).unwrap(), "embedding rows are bit-identical");
+    }
+}
+
+#[test]
+fn packed_model_is_deterministic_across_runs_and_thread_counts() {
+    let (packed, _) = quantized_pair(&model(true, 60), QuantFormat { bits: 4, group_size: 32, symmetric: false });
+    let rt = LlamaRuntime::new(packed).unwrap();
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut cache = rt.new_cache(TOKENS.len());
+            let mut out = rt.forward(&mut cache, &TOKENS[..6], 0).unwrap();
+            for &t in &TOKENS[6..] {
+                out.extend(rt.forward(&mut cache, &[t], 0).unwrap());
+            }
+            out
+        })
+    };
+    let first = run(2);
+    assert!(run(2).iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits()), "same threads, same bits");
+}
+
+#[test]
+fn packed_weight_of_the_wrong_shape_is_an_error() {
+    let (mut packed, _) = quantized_pair(&model(true, 61), QuantFormat { bits: 8, group_size: 16, symmetric: true });
+    let wrong = packed.layers[1].wq.clone();
+    packed.layers[0].wk = wrong; // layer 1's q is 32 × 64, layer 0's k must be 32 × 64 too ...
+    assert!(LlamaRuntime::new(packed).is_ok());
+    let (mut packed, _) = quantized_pair(&model(true, 62), QuantFormat { bits: 8, group_size: 16, symmetric: true });
+    packed.layers[0].wq = packed.layers[0].w_gate.clone(); // ... but 96 × 64 is not 64 × 64.
+    assert!(matches!(LlamaRuntime::new(packed), Err(RuntimeError::LinearShape { .. })));
 }

@@ -87,16 +87,28 @@ pub fn matmul(
     // SAFETY: `in_bounds` proved that every (row, col) of `a` (m × k), `b` (k × n) and the output (m × n with
     // row stride `out_stride >= n`, so rows do not overlap) maps to an index inside its slice, so gemm's
     // strided reads and writes stay inside live allocations. `out` is borrowed mutably and cannot alias
-    // `a` or `b`, which are shared borrows. Strides are converted to isize from values bounded by slice
-    // lengths, which never exceed isize::MAX.
+    // `a` or `b`, which are shared borrows.
+    unsafe { gemm_raw(out.as_mut_ptr().add(out_offset), out_stride, a, b, accumulate, parallelism) };
+    true
+}
+
+/// gemm on raw output memory: `dst[m × n] (row stride dst_stride) (+)= a · b`.
+///
+/// # Safety
+/// `a` and `b` are in bounds with `a.cols == b.rows`, `m, n, k > 0`; every `dst + r·dst_stride + c`
+/// (r < a.rows, c < b.cols) is valid for writes, not read or written by anyone else meanwhile, and
+/// does not overlap `a` or `b`. Strides are converted to isize from values bounded by slice lengths,
+/// which never exceed isize::MAX.
+unsafe fn gemm_raw(dst: *mut f32, dst_stride: usize, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, parallelism: Parallelism) {
+    // SAFETY: forwarded from this function's contract.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr().add(out_offset),
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
             1,
-            out_stride as isize,
+            dst_stride as isize,
             accumulate,
             a.data.as_ptr().add(a.offset),
             a.col_stride as isize,
@@ -112,7 +124,108 @@ pub fn matmul(
             parallelism,
         );
     }
-    true
+}
+
+/// The base pointer of an output matrix shared by tasks that write disjoint column blocks.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+impl SharedOut {
+    /// (A method, so closures capture the whole `Sync` wrapper rather than its raw-pointer field.)
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the pointer is only dereferenced through `ColumnBlock`, whose writes are confined to its own
+// columns; blocks of one `for_each_column_block` call are disjoint, so no element is shared.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+/// Columns `col0 .. col0 + width` of a row-major `rows × cols` output, handed to one task. It is neither
+/// `Send` nor storable past the task (the lifetime ties it to the borrow of the output).
+pub struct ColumnBlock<'a> {
+    base: *mut f32,
+    rows: usize,
+    cols: usize,
+    col0: usize,
+    width: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl ColumnBlock<'_> {
+    pub fn col0(&self) -> usize {
+        self.col0
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Element (r, col0 + c) := v. Returns `false` (writing nothing) outside the block.
+    #[must_use]
+    pub fn set(&mut self, r: usize, c: usize, v: f32) -> bool {
+        if r >= self.rows || c >= self.width {
+            return false;
+        }
+        // SAFETY: r < rows and col0 + c < col0 + width <= cols, so the index is below rows·cols, the length
+        // `for_each_column_block` checked; this column belongs to this block only, and the output stays
+        // mutably borrowed (by that call) for as long as the block lives.
+        unsafe { *self.base.add(r * self.cols + self.col0 + c) = v };
+        true
+    }
+
+    /// The block := `a[rows × k] · b[k × width]` on this thread (gemm, no nested parallelism).
+    #[must_use]
+    pub fn matmul(&mut self, a: MatRef<'_>, b: MatRef<'_>) -> bool {
+        if a.rows != self.rows || b.cols != self.width || a.cols != b.rows || !a.in_bounds() || !b.in_bounds() {
+            return false;
+        }
+        if a.cols == 0 {
+            for r in 0..self.rows {
+                for c in 0..self.width {
+                    let _ = self.set(r, c, 0.0);
+                }
+            }
+            return true;
+        }
+        // SAFETY: shapes and views were checked above (k > 0; rows, width > 0 by construction); the
+        // written elements (r, col0 + c), r < rows, c < width, lie inside the output and in this block's
+        // columns only, and `a`, `b` are shared borrows distinct from the mutably borrowed output.
+        unsafe { gemm_raw(self.base.add(self.col0), self.cols, a, b, false, Parallelism::None) };
+        true
+    }
+}
+
+/// Split a row-major `rows × cols` output into column blocks of `width` (the last may be narrower) and
+/// run `f` on each in the current rayon pool, with per-worker state from `init`. Each block's values
+/// depend only on the block, never on scheduling. Returns `false` if the shape is inconsistent or any
+/// call of `f` returns `false`.
+#[must_use]
+pub fn for_each_column_block<S>(
+    out: &mut [f32],
+    rows: usize,
+    cols: usize,
+    width: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, ColumnBlock<'_>) -> bool + Sync + Send,
+) -> bool {
+    use rayon::prelude::*;
+    if width == 0 || rows.checked_mul(cols) != Some(out.len()) {
+        return false;
+    }
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let base = SharedOut(out.as_mut_ptr());
+    (0..cols.div_ceil(width)).into_par_iter().map_init(init, |state, b| {
+        let col0 = b * width;
+        let block = ColumnBlock { base: base.ptr(), rows, cols, col0, width: width.min(cols - col0), _out: std::marker::PhantomData };
+        f(state, block)
+    })
+    .collect::<Vec<bool>>()
+    .into_iter()
+    .all(|ok| ok)
 }
 
 #[cfg(test)]

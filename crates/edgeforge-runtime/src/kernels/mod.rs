@@ -2,3 +2,4 @@
 //! dimension and length first, and each wrapper is tested against a scalar reference.
 
 pub mod matmul;
+pub mod qmatmul;
