@@ -110,3 +110,48 @@ pub fn check_config(cfg: &ModelConfig) -> Result<(), (&'static str, String, &'st
     }
     Ok(())
 }
+
+/// The sizes of one block that structured pruning may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BlockShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub n_ff: usize,
+}
+
+/// Block `l`'s sizes, read from its tensors rather than the config: after pruning, blocks may differ from
+/// each other (the config then holds the largest of each size). Every tensor of the block is checked
+/// against the sizes read, so a mismatched checkpoint or file fails here with the tensor's name.
+pub fn block_shape(model: &crate::Model, l: usize) -> crate::Result<BlockShape> {
+    let c = &model.config;
+    let (e, hd) = (c.n_embd, c.head_dim);
+    let name = |s: &str| format!("blk.{l}.{s}.weight");
+    let rows = |s: &str| -> crate::Result<usize> {
+        let t = model.tensor(&name(s))?;
+        match t.shape.as_slice() {
+            &[r, cols] if cols == e && r > 0 => Ok(r),
+            got => Err(crate::Error::TensorShape { path: model.source.path.clone(), tensor: name(s), expected: vec![0, e], got: got.to_vec() }),
+        }
+    };
+    let (q, kv, ff) = (rows("attn_q")?, rows("attn_k")?, rows("ffn_gate")?);
+    let shape = BlockShape { n_heads: q / hd.max(1), n_kv_heads: kv / hd.max(1), n_ff: ff };
+    let whole_heads = hd > 0 && q % hd == 0 && kv % hd == 0 && shape.n_heads % shape.n_kv_heads.max(1) == 0;
+    let expect = [
+        ("attn_norm", vec![e]),
+        ("attn_q", vec![q, e]),
+        ("attn_k", vec![kv, e]),
+        ("attn_v", vec![kv, e]),
+        ("attn_output", vec![e, q]),
+        ("ffn_norm", vec![e]),
+        ("ffn_gate", vec![ff, e]),
+        ("ffn_up", vec![ff, e]),
+        ("ffn_down", vec![e, ff]),
+    ];
+    for (s, want) in expect {
+        let t = model.tensor(&name(s))?;
+        if t.shape != want || !whole_heads {
+            return Err(crate::Error::TensorShape { path: model.source.path.clone(), tensor: name(s), expected: want, got: t.shape.clone() });
+        }
+    }
+    Ok(shape)
+}

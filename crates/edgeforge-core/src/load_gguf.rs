@@ -45,7 +45,7 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
         sha256: sha256_hex(&[file.bytes()]),
         file_bytes: file.file_len(),
     };
-    let model = Model { config, tensors, tokenizer, source };
+    let model = Model { config, tensors, tokenizer, source, block_origin: Vec::new() };
     crate::load::check_tensors(&model)?;
     Ok(model)
 }

@@ -40,7 +40,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         sha256: sha256_hex(&parts),
         file_bytes,
     };
-    let model = Model { config, tensors, tokenizer, source };
+    let model = Model { config, tensors, tokenizer, source, block_origin: Vec::new() };
     crate::load::check_tensors(&model)?;
     Ok(model)
 }

@@ -128,6 +128,10 @@ pub struct Model {
     pub tensors: BTreeMap<String, Tensor>,
     pub tokenizer: edgeforge_tokenizer::Tokenizer,
     pub source: ModelSource,
+    /// For each block, the index of the input model's block it descends from: depth pruning removes
+    /// blocks, and reconstruction and distillation must still pair each block with its original. Empty
+    /// means the identity (no block was removed).
+    pub block_origin: Vec<usize>,
 }
 
 impl std::fmt::Debug for Model {
@@ -141,6 +145,11 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
+    /// The input model's index of block `l` (see `block_origin`).
+    pub fn origin_of(&self, l: usize) -> usize {
+        self.block_origin.get(l).copied().unwrap_or(l)
+    }
+
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
         self.tensors
             .get(name)

@@ -52,11 +52,24 @@ fn f16_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
 }
 
+/// Choices the GGUF writer leaves to the recipe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GgufOptions {
+    /// Write float matrices (2-D F32 tensors) as F16, halving their size; norms stay F32 as llama.cpp
+    /// keeps them.
+    pub f16_matrices: bool,
+}
+
 pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNotes> {
+    write_gguf_with(model, path, name, GgufOptions::default())
+}
+
+pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOptions) -> Result<GgufExportNotes> {
     let vocab = model.tokenizer.gguf_vocab().ok_or_else(|| ExportError::Unsupported {
         what: "GGUF export of a model whose tokenizer came from tokenizer.json (not yet supported)".into(),
     })?;
     let c = &model.config;
+    let uniform = crate::uniform::uniform_shapes(model)?;
     let u32v = |x: usize| MetaValue::U32(x as u32);
     let mut w = GgufWriter::new();
     w.meta("general.architecture", MetaValue::Str("llama".into()))
@@ -64,9 +77,9 @@ pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNo
         .meta("llama.context_length", u32v(c.context_length))
         .meta("llama.embedding_length", u32v(c.n_embd))
         .meta("llama.block_count", u32v(c.n_layers))
-        .meta("llama.feed_forward_length", u32v(c.n_ff))
-        .meta("llama.attention.head_count", u32v(c.n_heads))
-        .meta("llama.attention.head_count_kv", u32v(c.n_kv_heads))
+        .meta("llama.feed_forward_length", u32v(uniform.shape.n_ff))
+        .meta("llama.attention.head_count", u32v(uniform.shape.n_heads))
+        .meta("llama.attention.head_count_kv", u32v(uniform.shape.n_kv_heads))
         .meta("llama.rope.freq_base", MetaValue::F32(c.rope_base))
         .meta("llama.rope.dimension_count", u32v(c.head_dim))
         .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(c.rms_eps))
@@ -97,10 +110,21 @@ pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNo
     }
 
     let mut notes = GgufExportNotes::default();
+    if !uniform.padded.is_empty() {
+        notes.fallbacks.push(format!(
+            "blocks differ in width; {} tensors were zero-padded to n_ff {}, {} heads / {} KV heads (exact, written as floats) because llama.cpp's llama architecture needs one size for every block",
+            uniform.padded.len(),
+            uniform.shape.n_ff,
+            uniform.shape.n_heads,
+            uniform.shape.n_kv_heads
+        ));
+    }
     let mut counts: std::collections::BTreeMap<GgmlType, usize> = std::collections::BTreeMap::new();
     for (tname, t) in &model.tensors {
+        let t = uniform.padded.get(tname).unwrap_or(t);
         let n = t.n_elems();
         let (dtype, bytes) = match &t.data {
+            TensorData::F32(v) if options.f16_matrices && t.shape.len() == 2 => (GgmlType::F16, f16_bytes(v)),
             TensorData::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             TensorData::Blocks { dtype, bytes } => (*dtype, bytes.clone()),
             TensorData::Quantized(q) => {

@@ -5,5 +5,6 @@ pub mod error;
 pub mod gguf;
 pub mod gguf_model;
 pub mod hf;
+pub mod uniform;
 
 pub use error::{ExportError, Result};

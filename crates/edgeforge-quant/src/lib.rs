@@ -7,6 +7,6 @@ pub mod rtn;
 mod select;
 
 pub use awq::{Awq, AwqOptions};
-pub use gptq::{Gptq, GptqOptions};
+pub use gptq::{embed, Gptq, GptqOptions, Hessian};
 pub use options::{FormatOverride, FormatPlan};
 pub use rtn::{QuantizeRtn, RtnOptions};

@@ -24,6 +24,9 @@ struct Header {
     config: ModelConfig,
     tensors: Vec<Entry>,
     reports: Vec<PassReport>,
+    /// `Model::block_origin` (absent in checkpoints written before depth pruning existed).
+    #[serde(default)]
+    block_origin: Vec<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,7 +78,7 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         };
         entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
     }
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec() };
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone() };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
@@ -144,5 +147,6 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
     }
     model.config = header.config;
     model.tensors = tensors;
+    model.block_origin = header.block_origin;
     Ok(Some(header.reports))
 }

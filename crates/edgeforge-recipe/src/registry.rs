@@ -9,6 +9,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
+use edgeforge_prune::{Prune, PruneOptions, Reconstruct, ReconstructOptions};
 use edgeforge_quant::{Awq, AwqOptions, Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
 #[derive(Debug, Clone)]
@@ -16,12 +17,14 @@ pub enum PassSpec {
     QuantizeRtn(RtnOptions),
     Gptq(GptqOptions),
     Awq(AwqOptions),
+    Prune(PruneOptions),
+    Reconstruct(ReconstructOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 3] = ["quantize-rtn", "gptq", "awq"];
+pub const PASS_NAMES: [&str; 5] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
-const PLANNED: [&str; 3] = ["prune", "reconstruct", "distill"];
+const PLANNED: [&str; 1] = ["distill"];
 
 impl PassSpec {
     pub fn name(&self) -> &'static str {
@@ -29,6 +32,8 @@ impl PassSpec {
             PassSpec::QuantizeRtn(_) => "quantize-rtn",
             PassSpec::Gptq(_) => "gptq",
             PassSpec::Awq(_) => "awq",
+            PassSpec::Prune(_) => "prune",
+            PassSpec::Reconstruct(_) => "reconstruct",
         }
     }
 
@@ -37,6 +42,8 @@ impl PassSpec {
             PassSpec::QuantizeRtn(o) => Box::new(QuantizeRtn::new(o.clone())),
             PassSpec::Gptq(o) => Box::new(Gptq::new(o.clone())),
             PassSpec::Awq(o) => Box::new(Awq::new(o.clone())),
+            PassSpec::Prune(o) => Box::new(Prune::new(o.clone())),
+            PassSpec::Reconstruct(o) => Box::new(Reconstruct::new(o.clone())),
         }
     }
 }
@@ -75,6 +82,8 @@ impl<'de> Visitor<'de> for PassVisitor {
             "quantize-rtn" => Ok(PassSpec::QuantizeRtn(RtnOptions::deserialize(rest)?)),
             "gptq" => Ok(PassSpec::Gptq(GptqOptions::deserialize(rest)?)),
             "awq" => Ok(PassSpec::Awq(AwqOptions::deserialize(rest)?)),
+            "prune" => Ok(PassSpec::Prune(PruneOptions::deserialize(rest)?)),
+            "reconstruct" => Ok(PassSpec::Reconstruct(ReconstructOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -92,6 +101,8 @@ impl Serialize for PassSpec {
             PassSpec::QuantizeRtn(o) => serde_json::to_value(o),
             PassSpec::Gptq(o) => serde_json::to_value(o),
             PassSpec::Awq(o) => serde_json::to_value(o),
+            PassSpec::Prune(o) => serde_json::to_value(o),
+            PassSpec::Reconstruct(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -126,7 +137,10 @@ impl JsonSchema for PassSpec {
     }
 
     fn json_schema(gen: &mut SchemaGenerator) -> Schema {
-        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn"), tagged::<GptqOptions>(gen, "gptq"), tagged::<AwqOptions>(gen, "awq")];
+        let variants = vec![tagged::<RtnOptions>(gen, "quantize-rtn"), tagged::<GptqOptions>(gen, "gptq"), tagged::<AwqOptions>(gen, "awq"),
+            tagged::<PruneOptions>(gen, "prune"),
+            tagged::<ReconstructOptions>(gen, "reconstruct"),
+        ];
         schemars::json_schema!({ "oneOf": variants })
     }
 }

@@ -341,7 +341,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         let (path, format) = match t.format {
             TargetFormat::Gguf => {
                 let p = opts.out_dir.join(format!("{stem}.gguf"));
-                let notes = edgeforge_export::gguf_model::write_gguf(&model, &p, &stem)?;
+                let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: t.float == Some(crate::schema::FloatFormat::F16) };
+                let notes = edgeforge_export::gguf_model::write_gguf_with(&model, &p, &stem, options)?;
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(notes.fallbacks);
                 }
@@ -349,7 +350,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             }
             TargetFormat::Safetensors => {
                 let p = opts.out_dir.join(format!("{stem}-hf"));
-                edgeforge_export::hf::write_hf_dir(&model, &p, edgeforge_export::hf::FloatType::F16, true)?;
+                let dtype = if t.float == Some(crate::schema::FloatFormat::F32) { edgeforge_export::hf::FloatType::F32 } else { edgeforge_export::hf::FloatType::F16 };
+                edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
                 (p, "safetensors")
             }
         };

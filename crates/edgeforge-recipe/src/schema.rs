@@ -184,6 +184,17 @@ pub struct Target {
     /// Device profile (recorded now; fit checks arrive with the export issue).
     #[serde(default)]
     pub profile: Option<String>,
+    /// How float matrices are written: `f32` (default, exact) or `f16` (half the bytes; what llama.cpp's
+    /// converter writes for an unquantized model). Quantized tensors keep their formats.
+    #[serde(default)]
+    pub float: Option<FloatFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloatFormat {
+    F16,
+    F32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -53,12 +53,14 @@ pub fn layer_from_model(model: &Model, l: usize) -> Result<LayerWeights> {
 /// One layer's weights with the given storage for quantized linears.
 pub fn layer_from_model_as(model: &Model, l: usize, storage: WeightStorage) -> Result<LayerWeights> {
     let c = &model.config;
-    let (e, q, kv, ff) = (c.n_embd, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_ff);
+    // Pruned blocks may be narrower than the config's sizes: each block's own tensors say how wide it is.
+    let shape = edgeforge_core::arch::block_shape(model, l)?;
+    let (e, q, kv, ff) = (c.n_embd, shape.n_heads * c.head_dim, shape.n_kv_heads * c.head_dim, shape.n_ff);
     let name = |suffix: &str| format!("blk.{l}.{suffix}.weight");
     let w = |suffix: &str, out_dim: usize, in_dim: usize| linear(model, &name(suffix), out_dim, in_dim, storage);
     Ok(LayerWeights {
-        n_heads: c.n_heads,
-        n_kv_heads: c.n_kv_heads,
+        n_heads: shape.n_heads,
+        n_kv_heads: shape.n_kv_heads,
         n_ff: ff,
         attn_norm: model.tensor_f32(&name("attn_norm"), &[e])?,
         wq: w("attn_q", q, e)?,

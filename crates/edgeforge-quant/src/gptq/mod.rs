@@ -168,7 +168,7 @@ fn runtime_error(e: RuntimeError) -> PassError {
 }
 
 /// Token embeddings of every calibration sequence: `(length, [length × n_embd])`.
-pub(crate) fn embed(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<(usize, Vec<f32>)>, PassError> {
+pub fn embed(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<(usize, Vec<f32>)>, PassError> {
     let c = &model.config;
     let table = model.tensor_f32("token_embd.weight", &[c.vocab_size, c.n_embd])?;
     let e = c.n_embd;
