@@ -16,7 +16,8 @@ const GOOD_HEAD: &str = "version: 1\nmodel: tiny.gguf\n";
 const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
     ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
-    ("planned-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: distill\n", "4:", &["`distill` is not available"]),
+    ("distill-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: distill\n    stepz: 10\n", "5:5", &["unknown field `stepz`", "did you mean `steps`?"]),
+    ("prune-ratio-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: prune\n    mlp: { ratio: half }\n", "5:", &["ratio"]),
     ("awq-grid-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: awq\n    bits: 4\n    group_size: 32\n    grid: many\n", "7:11", &["grid"]),
     ("pass-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_szie: 32\n", "6:5", &["unknown field `group_szie`", "did you mean `group_size`?"]),
     ("bits-wrong-type", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: four\n    group_size: 32\n", "5:11", &["invalid u8", "expected a whole number"]),

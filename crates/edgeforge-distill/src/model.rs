@@ -1,0 +1,181 @@
+//! The llama architecture as a burn module, for training: the same math as `edgeforge-runtime` (RMSNorm,
+//! adjacent-pair RoPE, grouped-query causal attention, SwiGLU, optionally tied output head), written with
+//! tensor operations that burn can differentiate. Head counts and FFN width are per block, so pruned
+//! students train as they are. The backend is chosen at run time by the `Device` the parameters live on.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+/// `y = x · Wᵀ` for a row-major `[out, in]` weight (the GGUF layout, kept as is so loading copies nothing).
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Linear {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.val().transpose())
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `x / sqrt(mean(x²) + eps) · w` over the last dimension of `[rows, n_embd]`.
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let inv_rms = x.clone().square().mean_dim(1).add_scalar(self.eps).sqrt().recip();
+        x * inv_rms * self.weight.val().unsqueeze::<2>()
+    }
+}
+
+/// Sizes of one block that pruning may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub n_ff: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub attn_norm: RmsNorm,
+    pub attn_q: Linear,
+    pub attn_k: Linear,
+    pub attn_v: Linear,
+    pub attn_output: Linear,
+    pub ffn_norm: RmsNorm,
+    pub ffn_gate: Linear,
+    pub ffn_up: Linear,
+    pub ffn_down: Linear,
+    #[module(skip)]
+    pub shape: BlockShape,
+}
+
+/// Model-wide sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dims {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub head_dim: usize,
+    pub rope_base: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// `[vocab, n_embd]`; also the output head when `output` is `None` (tied embeddings).
+    pub token_embd: Param<Tensor<2>>,
+    pub blocks: Vec<Block>,
+    pub output_norm: RmsNorm,
+    pub output: Option<Linear>,
+    #[module(skip)]
+    pub dims: Dims,
+}
+
+/// Per-call constants of one sequence length: RoPE angles and the causal mask.
+pub struct Positions {
+    /// `[1, 1, T, head_dim/2, 1]`, broadcast over batch, heads and the pair.
+    cos: Tensor<5>,
+    sin: Tensor<5>,
+    /// `[1, 1, T, T]`, true above the diagonal (future positions).
+    future: Tensor<4, Bool>,
+}
+
+impl Positions {
+    /// Angles in f64 then rounded, as the runtime computes them: position · base^(−2i/head_dim).
+    pub fn new(seq_len: usize, head_dim: usize, rope_base: f64, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(seq_len * half), Vec::with_capacity(seq_len * half));
+        for p in 0..seq_len {
+            for i in 0..half {
+                let theta = p as f64 * rope_base.powf(-2.0 * i as f64 / head_dim as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::<5>::from_data(TensorData::new(v, [1, 1, seq_len, half, 1]), device);
+        let future = Tensor::<2, Bool>::tril_mask([seq_len, seq_len], 0, device).unsqueeze::<4>();
+        Self { cos: table(cos), sin: table(sin), future }
+    }
+
+    /// Rotate dimensions (2i, 2i+1) of each head of `x` (`[B, H, T, head_dim]`) together.
+    fn rope(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, t, hd] = x.dims();
+        let pairs = x.reshape([b, h, t, hd / 2, 2]);
+        let even = pairs.clone().narrow(4, 0, 1);
+        let odd = pairs.narrow(4, 1, 1);
+        let (c, s) = (self.cos.clone(), self.sin.clone());
+        let rotated_even = even.clone() * c.clone() - odd.clone() * s.clone();
+        let rotated_odd = even * s + odd * c;
+        Tensor::cat(vec![rotated_even, rotated_odd], 4).reshape([b, h, t, hd])
+    }
+}
+
+/// What one forward pass returns: logits `[B·T, vocab]` and, when asked, each block's output `[B·T, n_embd]`.
+pub struct ForwardOut {
+    pub logits: Tensor<2>,
+    pub hidden: Vec<Tensor<2>>,
+}
+
+impl Block {
+    fn attention(&self, xn: Tensor<2>, batch: usize, seq: usize, head_dim: usize, pos: &Positions) -> Tensor<2> {
+        let BlockShape { n_heads, n_kv_heads, .. } = self.shape;
+        let heads = |y: Tensor<2>, n: usize| y.reshape([batch, seq, n, head_dim]).swap_dims(1, 2);
+        let q = pos.rope(heads(self.attn_q.forward(xn.clone()), n_heads));
+        let k = pos.rope(heads(self.attn_k.forward(xn.clone()), n_kv_heads));
+        let v = heads(self.attn_v.forward(xn), n_kv_heads);
+        // Grouped-query attention: query head h reads KV head h / group, so each KV head is repeated `group`
+        // times in place (KV-major order).
+        let group = n_heads / n_kv_heads;
+        let repeat = |t: Tensor<4>| {
+            if group == 1 {
+                t
+            } else {
+                t.unsqueeze_dim::<5>(2).repeat_dim(2, group).reshape([batch, n_heads, seq, head_dim])
+            }
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let probs = softmax(scores.mask_fill(pos.future.clone(), f32::NEG_INFINITY), 3);
+        probs.matmul(v).swap_dims(1, 2).reshape([batch * seq, n_heads * head_dim])
+    }
+
+    fn forward(&self, x: Tensor<2>, batch: usize, seq: usize, head_dim: usize, pos: &Positions) -> Tensor<2> {
+        let heads = self.attention(self.attn_norm.forward(x.clone()), batch, seq, head_dim, pos);
+        let x = x + self.attn_output.forward(heads);
+        let xn = self.ffn_norm.forward(x.clone());
+        let hidden = silu(self.ffn_gate.forward(xn.clone())) * self.ffn_up.forward(xn);
+        x + self.ffn_down.forward(hidden)
+    }
+}
+
+impl Llama {
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Run `tokens` (`[B, T]`, each row positions 0..T) and return logits for every position.
+    pub fn forward(&self, tokens: Tensor<2, Int>, pos: &Positions, keep_hidden: bool) -> ForwardOut {
+        let [batch, seq] = tokens.dims();
+        let embd = self.token_embd.val();
+        let mut x = embd.clone().select(0, tokens.reshape([batch * seq]));
+        let mut hidden = Vec::new();
+        for block in &self.blocks {
+            x = block.forward(x, batch, seq, self.dims.head_dim, pos);
+            if keep_hidden {
+                hidden.push(x.clone());
+            }
+        }
+        let xn = self.output_norm.forward(x);
+        let logits = match &self.output {
+            Some(head) => head.forward(xn),
+            None => xn.matmul(embd.transpose()),
+        };
+        ForwardOut { logits, hidden }
+    }
+}

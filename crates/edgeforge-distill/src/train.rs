@@ -1,0 +1,324 @@
+//! The training loop: teacher and student forward passes on the same token batches, KL (+ hidden-state MSE)
+//! loss, gradients summed over micro-batches, global-norm clipping, one AdamW step, checkpoints. Every
+//! source of randomness is the seed (data order); the rest is deterministic for a given thread count.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use edgeforge_core::Model;
+use serde::Serialize;
+
+use crate::checkpoint::{self, StepLog, TrainState};
+use crate::data::DataOrder;
+use crate::error::{DistillError, Result};
+use crate::load::{llama_from_model, Trainable};
+use crate::loss::{hidden_mse, kl_loss, teacher_log_probs, top_k, TeacherTargets};
+use crate::model::{Llama, Positions};
+use crate::options::{BackendChoice, DistillOptions};
+use crate::schedule::Schedule;
+
+/// The device of a backend choice, failing clearly when the backend was not compiled in.
+pub fn device(choice: BackendChoice) -> Result<Device> {
+    match choice {
+        BackendChoice::Flex => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        BackendChoice::Ndarray => Ok(Device::ndarray()),
+        #[cfg(not(feature = "ndarray"))]
+        BackendChoice::Ndarray => Err(DistillError::Backend { backend: "ndarray", feature: "ndarray" }),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::default())),
+        #[cfg(not(feature = "wgpu"))]
+        BackendChoice::Wgpu => Err(DistillError::Backend { backend: "wgpu", feature: "wgpu" }),
+    }
+}
+
+/// Sum of squared gradient entries over the module's parameters.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: f64,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            self.sum += f64::from(g.square().sum().into_scalar::<f32>());
+        }
+    }
+}
+
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Clip the global L2 norm of `grads` to `max_norm` (0 = no clipping); returns the norm before clipping.
+fn clip_global_norm(model: &Llama, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut sq = SquaredNorm { grads, sum: 0.0 };
+    model.visit(&mut sq);
+    let norm = sq.sum.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        model.visit(&mut ScaleGrads { grads, factor: max_norm / norm });
+    }
+    norm
+}
+
+/// What a training run did, for the pass notes and `distill-log.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub steps_done: u64,
+    pub steps_planned: u64,
+    pub resumed_at_step: Option<u64>,
+    pub stopped_by_budget: bool,
+    pub seq_len: usize,
+    pub tokens_per_step: u64,
+    pub tokens: u64,
+    pub elapsed_s: f64,
+    /// Training tokens per second over this run's steps (teacher forward included).
+    pub tokens_per_s: f64,
+    pub backend: String,
+    pub threads: usize,
+    pub log: Vec<StepLog>,
+    /// (tensor, format before, relative change) of each tensor the student changed.
+    #[serde(skip)]
+    pub changed: Vec<(String, String, f64)>,
+}
+
+/// Everything `train` needs besides the two models.
+pub struct TrainContext<'a> {
+    pub sequences: &'a [Vec<u32>],
+    pub seed: u64,
+    pub work_dir: Option<&'a Path>,
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+}
+
+fn fingerprint(o: &DistillOptions, seed: u64, sequences: &[Vec<u32>]) -> String {
+    // FNV-1a over the training tokens: a different calibration set must not resume an old run.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for s in sequences {
+        for &t in s.iter().chain(std::iter::once(&u32::MAX)) {
+            for b in t.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    let mut math = o.clone();
+    // Options that do not change the trajectory.
+    math.max_minutes = None;
+    math.checkpoint_every = 1;
+    let json = serde_json::to_string(&math).unwrap_or_default();
+    format!("seed={seed} tokens={h:016x} options={json}")
+}
+
+fn token_tensor(rows: &[&[u32]], device: &Device) -> Tensor<2, Int> {
+    let (b, t) = (rows.len(), rows.first().map_or(0, |r| r.len()));
+    let ids: Vec<i64> = rows.iter().flat_map(|r| r.iter().map(|&x| i64::from(x))).collect();
+    Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device)
+}
+
+/// Teacher top-k per sequence, `[seq_len, k]` ids and log-probabilities, filled on first visit.
+type TopKCache = HashMap<usize, (Vec<i64>, Vec<f32>)>;
+
+struct Trainer<'a> {
+    o: &'a DistillOptions,
+    teacher: Llama,
+    base: Device,
+    ad: Device,
+    pos_base: Positions,
+    pos_ad: Positions,
+    seq_len: usize,
+    top_k_cache: TopKCache,
+    /// The teacher block index of each student block.
+    origins: Vec<usize>,
+}
+
+impl Trainer<'_> {
+    /// Teacher targets for the sequences `ids` (rows of `tokens`), from the cache when possible; and the
+    /// teacher's hidden states when the loss needs them.
+    fn targets(&mut self, ids: &[usize], tokens: Tensor<2, Int>) -> Result<(TeacherTargets, Vec<Tensor<2>>)> {
+        let t = self.o.temperature;
+        let want_hidden = self.o.hidden_mse_weight > 0.0;
+        if let (Some(k), false) = (self.o.teacher_top_k, want_hidden) {
+            if ids.iter().all(|i| self.top_k_cache.contains_key(i)) {
+                let (mut tok, mut lp) = (Vec::new(), Vec::new());
+                for i in ids {
+                    if let Some((a, b)) = self.top_k_cache.get(i) {
+                        tok.extend_from_slice(a);
+                        lp.extend_from_slice(b);
+                    }
+                }
+                let k = k.min(tok.len() / (ids.len() * self.seq_len).max(1));
+                let n = ids.len() * self.seq_len;
+                let ids_t = Tensor::<2, Int>::from_data(TensorData::new(tok, [n, k]), &self.ad);
+                let lp_t = Tensor::<2>::from_data(TensorData::new(lp, [n, k]), &self.ad);
+                return Ok((TeacherTargets::TopK { ids: ids_t, log_probs: lp_t }, Vec::new()));
+            }
+        }
+        let out = self.teacher.forward(tokens, &self.pos_base, want_hidden);
+        let lp = teacher_log_probs(out.logits, t);
+        // Each student block is compared with the teacher block it descends from (depth pruning skips some).
+        let hidden = self.origins.iter().filter_map(|&j| out.hidden.get(j).cloned()).map(|h| h.autodiff()).collect();
+        let targets = match self.o.teacher_top_k {
+            None => TeacherTargets::Full(lp.autodiff()),
+            Some(k) => {
+                let (tok, lps) = top_k(lp, k);
+                let k = tok.dims()[1];
+                let tok_v = tok.clone().into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| DistillError::Data(format!("{e:?}")))?;
+                let lp_v = lps.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| DistillError::Data(format!("{e:?}")))?;
+                let per_seq = self.seq_len * k;
+                for (j, &i) in ids.iter().enumerate() {
+                    let range = j * per_seq..(j + 1) * per_seq;
+                    self.top_k_cache.insert(i, (tok_v[range.clone()].to_vec(), lp_v[range].to_vec()));
+                }
+                TeacherTargets::TopK { ids: tok.autodiff(), log_probs: lps.autodiff() }
+            }
+        };
+        Ok((targets, hidden))
+    }
+}
+
+/// Distill `teacher` into `student` (in place). Returns what happened; `Err(Cancelled)` leaves the last
+/// checkpoint in the work folder.
+pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &TrainContext<'_>) -> Result<TrainReport> {
+    let base = device(o.backend)?;
+    let ad = base.clone().autodiff();
+    let threads = rayon::current_num_threads();
+    let seq_len = o.seq_len.unwrap_or(usize::MAX).min(cx.sequences.iter().map(Vec::len).max().unwrap_or(0));
+    let sequences: Vec<&[u32]> = cx.sequences.iter().filter(|s| s.len() >= seq_len).map(|s| &s[..seq_len]).collect();
+    if sequences.is_empty() || seq_len < 2 {
+        return Err(DistillError::Missing { what: "calibration sequences of at least 2 tokens (add a `calibration` section)" });
+    }
+    let tokens_per_step = (o.batch_size * o.grad_accum * seq_len) as u64;
+    let mut report = TrainReport {
+        steps_done: 0,
+        steps_planned: o.steps,
+        resumed_at_step: None,
+        stopped_by_budget: false,
+        seq_len,
+        tokens_per_step,
+        tokens: 0,
+        elapsed_s: 0.0,
+        tokens_per_s: 0.0,
+        backend: format!("{:?}", o.backend).to_lowercase(),
+        threads,
+        log: Vec::new(),
+        changed: Vec::new(),
+    };
+    if o.steps == 0 {
+        return Ok(report);
+    }
+
+    let teacher_llama = llama_from_model(teacher, &base, Trainable { embeddings: false, blocks: false })?;
+    let mut llama = llama_from_model(student, &ad, Trainable { embeddings: o.train_embeddings, blocks: true })?;
+    if teacher_llama.dims.vocab_size != llama.dims.vocab_size {
+        return Err(DistillError::Shape { tensor: "token_embd.weight".into(), message: "teacher and student vocabularies differ".into() });
+    }
+    let origins: Vec<usize> = (0..llama.n_blocks()).map(|l| student.origin_of(l)).collect();
+    if o.hidden_mse_weight > 0.0 && (origins.iter().any(|&j| j >= teacher_llama.n_blocks()) || teacher_llama.dims.n_embd != llama.dims.n_embd) {
+        return Err(DistillError::Option { field: "hidden_mse_weight", message: "needs each student block's teacher block and the same n_embd in teacher and student".into() });
+    }
+    let mut optim: ModuleOptimizer = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(o.weight_decay as f32).init();
+    let print = fingerprint(o, cx.seed, cx.sequences);
+    let mut state = TrainState { fingerprint: print.clone(), ..Default::default() };
+    if let Some(dir) = cx.work_dir {
+        if let Some(saved) = checkpoint::saved_state(dir, &print) {
+            (llama, optim) = checkpoint::resume(dir, llama, optim)?;
+            report.resumed_at_step = Some(saved.step);
+            state = saved;
+        }
+    }
+
+    let dims = llama.dims;
+    let mut tr = Trainer {
+        o,
+        teacher: teacher_llama,
+        pos_base: Positions::new(seq_len, dims.head_dim, dims.rope_base, &base),
+        pos_ad: Positions::new(seq_len, dims.head_dim, dims.rope_base, &ad),
+        base,
+        ad,
+        seq_len,
+        top_k_cache: HashMap::new(),
+        origins,
+    };
+    let schedule = Schedule { peak_lr: o.lr, warmup_steps: o.warmup_steps, total_steps: o.steps, min_frac: o.min_lr_frac };
+    let mut order = DataOrder::new(sequences.len(), cx.seed);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let steps_before = state.step;
+    (cx.progress)(state.step.min(o.steps), o.steps);
+
+    while state.step < o.steps {
+        if (cx.cancelled)() {
+            return Err(DistillError::Cancelled);
+        }
+        if o.max_minutes.is_some_and(|m| elapsed_before + started.elapsed().as_secs_f64() >= m * 60.0) {
+            report.stopped_by_budget = true;
+            break;
+        }
+        let step_started = Instant::now();
+        let lr = schedule.lr(state.step);
+        let mut accum = GradientsAccumulator::<Llama>::new();
+        let (mut kl_sum, mut mse_sum) = (0f64, 0f64);
+        for _ in 0..o.grad_accum {
+            let ids: Vec<usize> = (0..o.batch_size as u64).map(|i| order.at(state.cursor + i)).collect();
+            state.cursor += o.batch_size as u64;
+            let rows: Vec<&[u32]> = ids.iter().map(|&i| sequences[i]).collect();
+            let (targets, teacher_hidden) = tr.targets(&ids, token_tensor(&rows, &tr.base))?;
+            let out = llama.forward(token_tensor(&rows, &tr.ad), &tr.pos_ad, o.hidden_mse_weight > 0.0);
+            let kl = kl_loss(out.logits, &targets, o.temperature);
+            let mut loss = kl.clone();
+            if let Some(mse) = hidden_mse(&out.hidden, &teacher_hidden) {
+                mse_sum += f64::from(mse.clone().detach().into_scalar::<f32>());
+                loss = loss + mse.mul_scalar(o.hidden_mse_weight);
+            }
+            let loss = loss.div_scalar(o.grad_accum as f64);
+            let grads = loss.backward();
+            kl_sum += f64::from(kl.detach().into_scalar::<f32>());
+            accum.accumulate(&llama, GradientsParams::from_grads(grads, &llama));
+        }
+        let (kl, mse) = (kl_sum / o.grad_accum as f64, mse_sum / o.grad_accum as f64);
+        let loss = kl + o.hidden_mse_weight * mse;
+        if !loss.is_finite() {
+            return Err(DistillError::Diverged { step: state.step, loss });
+        }
+        let mut grads = accum.grads();
+        let grad_norm = clip_global_norm(&llama, &mut grads, o.max_grad_norm);
+        llama = optim.step(lr, llama, grads);
+
+        let dt = step_started.elapsed().as_secs_f64();
+        state.step += 1;
+        state.tokens += tokens_per_step;
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        state.log.push(StepLog { step: state.step, loss, kl, hidden_mse: mse, lr, grad_norm, tokens_per_s: tokens_per_step as f64 / dt.max(1e-9) });
+        (cx.progress)(state.step, o.steps);
+        if let Some(dir) = cx.work_dir {
+            if state.step % o.checkpoint_every == 0 || state.step == o.steps {
+                checkpoint::save(dir, &llama, &optim, &state)?;
+            }
+        }
+    }
+    if let (Some(dir), true) = (cx.work_dir, report.stopped_by_budget) {
+        checkpoint::save(dir, &llama, &optim, &state)?;
+    }
+
+    let run_s = started.elapsed().as_secs_f64();
+    report.steps_done = state.step;
+    report.tokens = state.tokens;
+    report.elapsed_s = state.elapsed_s;
+    report.tokens_per_s = (state.step - steps_before) as f64 * tokens_per_step as f64 / run_s.max(1e-9);
+    report.log = state.log;
+    report.changed = crate::load::write_back(&llama, student)?;
+    Ok(report)
+}
