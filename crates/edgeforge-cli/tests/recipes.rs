@@ -320,3 +320,23 @@ fn awq_folding_keeps_the_function_and_composes_with_gptq() {
     let (code, _, stderr) = run(&["validate", "twice.yaml"], dir.path());
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[test]
+fn prune_reconstruct_distill_quantize_on_a_tiny_model_writes_a_gguf_that_loads() {
+    let dir = setup();
+    let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
+    std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
+    let recipe = format!(
+        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 6, seq_len: 32, seed: 3 }}\npasses:\n  - pass: prune\n    mlp: {{ ratio: 0.5, criterion: wanda, keep_multiple: 16 }}\n    depth: {{ blocks: 1 }}\n  - pass: reconstruct\n    target: stream\n    all_blocks: true\n  - pass: distill\n    steps: 3\n    batch_size: 2\n    lr: 0.001\n  - pass: gptq\n    bits: 8\n    group_size: per-channel\neval:\n  perplexity: {{ dataset: cal.txt, ctx: 32, chunks: 2 }}\ntargets:\n  - {{ format: gguf }}\n"
+    );
+    std::fs::write(dir.path().join("p.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "p.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = report["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["prune", "reconstruct", "distill", "gptq"]);
+    assert!(report["model_after"]["params"].as_u64() < report["model_before"]["params"].as_u64(), "{}", report["model_after"]);
+    let g = edgeforge_core::load_model(&dir.path().join("out/p.gguf")).unwrap();
+    assert_eq!((g.config.n_layers, g.config.n_ff), (1, 32), "one block of two left, 64 → 32 channels");
+    assert_eq!(g.tensors["blk.0.ffn_down.weight"].format_name(), "Q8_0");
+}

@@ -119,6 +119,10 @@ pub struct PruneOptions {
     /// Keep at least this many units of each kind in every block.
     #[serde(default = "default_one")]
     pub min_keep: usize,
+    /// Score on only the first this many calibration sequences (the recipe's calibration set may be larger
+    /// for a later `distill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
 }
 
 fn ratio_issues(field: &'static str, ratio: f64, by_block: Option<&Vec<f64>>, scope: Scope, n_layers: Option<usize>, out: &mut Vec<OptionIssue>) {
@@ -151,6 +155,9 @@ impl PruneOptions {
         let mut out = Vec::new();
         if self.mlp.is_none() && self.heads.is_none() && self.depth.is_none() {
             out.push(OptionIssue { field: "mlp", message: "nothing to prune: give at least one of `mlp`, `heads`, `depth`".into() });
+        }
+        if self.samples == Some(0) {
+            out.push(OptionIssue { field: "samples", message: "must be at least 1".into() });
         }
         if self.min_keep == 0 {
             out.push(OptionIssue { field: "min_keep", message: "must be at least 1".into() });
@@ -208,11 +215,17 @@ pub struct ReconstructOptions {
     /// Refit projections whose input was not pruned too (only meaningful with `target: stream`).
     #[serde(default)]
     pub all_blocks: bool,
+    /// Fit on only the first this many calibration sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
 }
 
 impl ReconstructOptions {
     pub fn issues(&self) -> Vec<OptionIssue> {
         let mut out = Vec::new();
+        if self.samples == Some(0) {
+            out.push(OptionIssue { field: "samples", message: "must be at least 1".into() });
+        }
         if !(self.ridge > 0.0 && self.ridge < 1.0) {
             out.push(OptionIssue { field: "ridge", message: format!("ridge = {} must be in (0, 1), typically 1e-3", self.ridge) });
         }

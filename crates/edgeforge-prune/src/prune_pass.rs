@@ -164,7 +164,8 @@ impl Pass for Prune {
                 tensor: "(calibration)".into(),
                 message: "prune with criterion wanda or depth pruning needs calibration data; add a `calibration` section or use criterion: magnitude".into(),
             })?;
-            Some(collect(model, &cal.sequences, cx)?)
+            let n = self.options.samples.unwrap_or(usize::MAX).min(cal.sequences.len());
+            Some(collect(model, &cal.sequences[..n], cx)?)
         } else {
             None
         };

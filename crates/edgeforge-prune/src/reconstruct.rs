@@ -155,9 +155,10 @@ impl Pass for Reconstruct {
             tensor: "(calibration)".into(),
             message: "reconstruct needs calibration data; add a `calibration` section to the recipe".into(),
         })?;
+        let sequences = &cal.sequences[..self.options.samples.unwrap_or(usize::MAX).min(cal.sequences.len())];
         let stream = self.options.target == ReconstructTarget::Stream;
         let e = model.config.n_embd;
-        let mut xs = edgeforge_quant::embed(model, &cal.sequences)?;
+        let mut xs = edgeforge_quant::embed(model, sequences)?;
         // The original model's stream (target: stream) and the index of the next original block it enters.
         let mut xo = if stream { Some(xs.clone()) } else { None };
         let mut next_orig = 0usize;
@@ -265,7 +266,7 @@ impl Pass for Reconstruct {
             }
             (cx.progress)(li as u64 + 1, n_layers as u64);
         }
-        let tokens: usize = cal.sequences.iter().map(Vec::len).sum();
+        let tokens: usize = sequences.iter().map(Vec::len).sum();
         outcome.notes.push(format!(
             "refitted {refitted} projections (target {:?}, ridge {} × mean Gram diagonal) on {tokens} calibration tokens; {skipped} left as they were (input not pruned)",
             self.options.target, self.options.ridge

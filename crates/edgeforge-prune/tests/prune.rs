@@ -71,7 +71,7 @@ fn zero_cols(model: &mut Model, name: &str, cols: &[usize]) {
 }
 
 fn options() -> PruneOptions {
-    PruneOptions { mlp: None, heads: None, depth: None, min_keep: 1 }
+    PruneOptions { mlp: None, heads: None, depth: None, min_keep: 1, samples: None }
 }
 
 const TOKENS: [u32; 12] = [3, 17, 4, 9, 22, 1, 30, 5, 8, 12, 2, 19];
@@ -212,7 +212,7 @@ fn reconstruction_brings_the_pruned_model_closer_to_the_original() {
     for target in [ReconstructTarget::Local, ReconstructTarget::Stream] {
         let mut m = tiny(dir.path());
         run_pass(&Prune::new(prune.clone()), &mut m, None, &cal);
-        run_pass(&Reconstruct::new(ReconstructOptions { ridge: 1e-3, target, all_blocks: false }), &mut m, Some(&original), &cal);
+        run_pass(&Reconstruct::new(ReconstructOptions { ridge: 1e-3, target, all_blocks: false, samples: None }), &mut m, Some(&original), &cal);
         let after = error(&m);
         assert!(after < 0.8 * before, "{target:?}: logit MSE {before} → {after}");
     }
@@ -221,7 +221,7 @@ fn reconstruction_brings_the_pruned_model_closer_to_the_original() {
     let mut m = tiny(dir.path());
     run_pass(&Prune::new(depth), &mut m, None, &cal);
     let before = error(&m);
-    run_pass(&Reconstruct::new(ReconstructOptions { ridge: 1e-3, target: ReconstructTarget::Stream, all_blocks: true }), &mut m, Some(&original), &cal);
+    run_pass(&Reconstruct::new(ReconstructOptions { ridge: 1e-3, target: ReconstructTarget::Stream, all_blocks: true, samples: None }), &mut m, Some(&original), &cal);
     let after = error(&m);
     assert!(after < before, "depth + stream refit: logit MSE {before} → {after}");
 }
