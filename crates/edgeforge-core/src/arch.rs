@@ -59,21 +59,27 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         out.push(("output.weight".to_owned(), vec![cfg.vocab_size, e]));
     }
     for l in 0..cfg.n_layers {
-        for (suffix, shape) in [
-            ("attn_norm.weight", vec![e]),
-            ("attn_q.weight", vec![q, e]),
-            ("attn_k.weight", vec![kv, e]),
-            ("attn_v.weight", vec![kv, e]),
-            ("attn_output.weight", vec![e, q]),
-            ("ffn_norm.weight", vec![e]),
-            ("ffn_gate.weight", vec![ff, e]),
-            ("ffn_up.weight", vec![ff, e]),
-            ("ffn_down.weight", vec![e, ff]),
-        ] {
-            out.push((format!("blk.{l}.{suffix}"), shape));
+        for (kind, shape) in block_tensor_shapes(e, q, kv, ff) {
+            out.push((format!("blk.{l}.{kind}.weight"), shape));
         }
     }
     out
+}
+
+/// The nine tensors of one block (`blk.N.{kind}.weight`) for widths n_embd `e`, query `q`, key/value `kv`
+/// and feed-forward `ff`.
+fn block_tensor_shapes(e: usize, q: usize, kv: usize, ff: usize) -> [(&'static str, Vec<usize>); 9] {
+    [
+        ("attn_norm", vec![e]),
+        ("attn_q", vec![q, e]),
+        ("attn_k", vec![kv, e]),
+        ("attn_v", vec![kv, e]),
+        ("attn_output", vec![e, q]),
+        ("ffn_norm", vec![e]),
+        ("ffn_gate", vec![ff, e]),
+        ("ffn_up", vec![ff, e]),
+        ("ffn_down", vec![e, ff]),
+    ]
 }
 
 /// A hyper-parameter that cannot describe a working model: (field, value, why).
@@ -136,18 +142,7 @@ pub fn block_shape(model: &crate::Model, l: usize) -> crate::Result<BlockShape> 
     let (q, kv, ff) = (rows("attn_q")?, rows("attn_k")?, rows("ffn_gate")?);
     let shape = BlockShape { n_heads: q / hd.max(1), n_kv_heads: kv / hd.max(1), n_ff: ff };
     let whole_heads = hd > 0 && q % hd == 0 && kv % hd == 0 && shape.n_heads % shape.n_kv_heads.max(1) == 0;
-    let expect = [
-        ("attn_norm", vec![e]),
-        ("attn_q", vec![q, e]),
-        ("attn_k", vec![kv, e]),
-        ("attn_v", vec![kv, e]),
-        ("attn_output", vec![e, q]),
-        ("ffn_norm", vec![e]),
-        ("ffn_gate", vec![ff, e]),
-        ("ffn_up", vec![ff, e]),
-        ("ffn_down", vec![e, ff]),
-    ];
-    for (s, want) in expect {
+    for (s, want) in block_tensor_shapes(e, q, kv, ff) {
         let t = model.tensor(&name(s))?;
         if t.shape != want || !whole_heads {
             return Err(crate::Error::TensorShape { path: model.source.path.clone(), tensor: name(s), expected: want, got: t.shape.clone() });
