@@ -81,6 +81,8 @@ pub struct PassContext<'a> {
     pub calibration: Option<&'a CalibrationData>,
     /// Called with (units done, units total) as the pass makes progress.
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
+    /// A short status shown beside the progress bar (e.g. training loss and tokens/s).
+    pub status: &'a (dyn Fn(String) + Sync),
     /// Set by Ctrl-C; long passes check it between units of work.
     pub cancel: &'a AtomicBool,
     /// The recipe's input model as loaded, before any pass: the teacher of distillation, the reference of

@@ -122,7 +122,7 @@ impl Pass for Distill {
         let mut outcome = PassOutcome::default();
         let sequences = cx.calibration.map(|c| c.sequences.as_slice()).unwrap_or_default();
         let cancelled = || cx.check_cancel().is_err();
-        let tcx = TrainContext { sequences, seed: cx.seed, work_dir: cx.work_dir, progress: cx.progress, cancelled: &cancelled };
+        let tcx = TrainContext { sequences, seed: cx.seed, work_dir: cx.work_dir, progress: cx.progress, status: cx.status, cancelled: &cancelled };
         let report = train::train(teacher, model, o, &tcx)?;
         outcome.notes.extend(summarize(&report));
         if let Some(dir) = cx.work_dir {

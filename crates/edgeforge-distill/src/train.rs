@@ -101,6 +101,8 @@ pub struct TrainContext<'a> {
     pub seed: u64,
     pub work_dir: Option<&'a Path>,
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
+    /// Loss and speed beside the progress bar.
+    pub status: &'a (dyn Fn(String) + Sync),
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
 }
 
@@ -303,6 +305,7 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         state.log.push(StepLog { step: state.step, loss, kl, hidden_mse: mse, lr, grad_norm, tokens_per_s: tokens_per_step as f64 / dt.max(1e-9) });
         (cx.progress)(state.step, o.steps);
+        (cx.status)(format!("loss {loss:.4} (KL {kl:.4}), lr {lr:.2e}, {:.1} tok/s", tokens_per_step as f64 / dt.max(1e-9)));
         if let Some(dir) = cx.work_dir {
             if state.step % o.checkpoint_every == 0 || state.step == o.steps {
                 checkpoint::save(dir, &llama, &optim, &state)?;

@@ -28,7 +28,7 @@ fn run(student: &mut Model, teacher: &Model, cal: &CalibrationData, work: &std::
             cancel.store(true, Ordering::Relaxed);
         }
     };
-    let cx = PassContext { seed: 4, calibration: Some(cal), progress: &progress, cancel: &cancel, original: Some(teacher), work_dir: Some(work) };
+    let cx = PassContext { seed: 4, calibration: Some(cal), progress: &progress, status: &|_| {}, cancel: &cancel, original: Some(teacher), work_dir: Some(work) };
     Distill::new(options()).run(student, &cx).map(|o| o.notes)
 }
 

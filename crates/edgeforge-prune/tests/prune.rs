@@ -28,7 +28,7 @@ fn calibration(vocab: usize) -> CalibrationData {
 fn run_pass(pass: &dyn Pass, model: &mut Model, original: Option<&Model>, cal: &CalibrationData) {
     let cancel = AtomicBool::new(false);
     let progress = |_: u64, _: u64| {};
-    let cx = PassContext { seed: 0, calibration: Some(cal), progress: &progress, cancel: &cancel, original, work_dir: None };
+    let cx = PassContext { seed: 0, calibration: Some(cal), progress: &progress, status: &|_| {}, cancel: &cancel, original, work_dir: None };
     pass.run(model, &cx).unwrap();
 }
 

@@ -291,14 +291,24 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         let before = summarize(&model);
         let label = format!("pass {}/{}: {}", i + 1, validated.passes.len(), pass.name());
         (opts.progress)(Progress::Stage { label: &label, total: 0 });
+        // The last (done, total), so a status line can be shown without moving the bar.
+        let last = std::sync::Mutex::new((0u64, 0u64));
         let progress = |done: u64, total: u64| {
+            if let Ok(mut l) = last.lock() {
+                *l = (done, total);
+            }
             (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
+        };
+        let status = |message: String| {
+            let (done, total) = last.lock().map(|l| *l).unwrap_or_default();
+            (opts.progress)(Progress::Advance { done, total: Some(total), message: Some(message) });
         };
         let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
         let cx = PassContext {
             seed,
             calibration: calibration.as_ref(),
             progress: &progress,
+            status: &status,
             cancel: opts.cancel,
             original: original.as_ref(),
             work_dir: Some(&work_dir),
