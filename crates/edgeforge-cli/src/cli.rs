@@ -35,6 +35,11 @@ pub enum Command {
     Sensitivity(SensitivityArgs),
     /// Aggregate every report.json under a folder: summary.md, summary.csv, summary.svg (size vs perplexity).
     Summarize(SummarizeArgs),
+    /// Check an export folder against its manifest.json (sizes, sha256, no extra files) and, with
+    /// --public-key, its ed25519 signature; exit 1 on any mismatch.
+    Verify(VerifyArgs),
+    /// Make an ed25519 key pair for signing manifests (`edgeforge run --sign-key NAME.key`).
+    Keygen(KeygenArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,6 +111,26 @@ pub struct RunArgs {
     /// Seed (default: the recipe's calibration seed, else 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Sign manifest.json with this ed25519 key (hex seed file from `edgeforge keygen`).
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// An export folder with manifest.json.
+    pub dir: PathBuf,
+    /// Public key (hex) to check manifest.sig against.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "edgeforge-signing")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -119,6 +119,7 @@ pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
         progress: &progress,
         baseline_cache: home.map(|h| h.join(".cache/edgeforge/baselines")),
         git_describe: git_describe(),
+        signing_key: a.sign_key.clone(),
     };
     let report = pool.install(|| runner::run(&rf, &opts))?;
     bars.event(Progress::Done);

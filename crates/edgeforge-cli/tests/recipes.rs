@@ -340,3 +340,50 @@ fn prune_reconstruct_distill_quantize_on_a_tiny_model_writes_a_gguf_that_loads()
     assert_eq!((g.config.n_layers, g.config.n_ff), (1, 32), "one block of two left, 64 → 32 channels");
     assert_eq!(g.tensors["blk.0.ffn_down.weight"].format_name(), "Q8_0");
 }
+
+#[test]
+fn targets_are_fit_checked_refused_with_the_fix_and_verified_by_manifest() {
+    let dir = setup();
+    std::fs::write(
+        dir.path().join("tiny-board.yaml"),
+        "name: tiny-board\ndescription: a board with 1 kB for the model\nkind: board\nformats: [gguf]\nweight_bits: [4, 8, 16, 32]\nmemory: { ram_bytes: 4096, budget_bytes: 1000 }\nbandwidth_gb_s: 1.0\n",
+    )
+    .unwrap();
+    let recipe = format!("{GOOD_HEAD}targets:\n  - {{ format: gguf, profile: raspberry-pi-5 }}\n  - {{ format: gguf, profile: tiny-board.yaml }}\n");
+    std::fs::write(dir.path().join("t.yaml"), recipe).unwrap();
+    std::process::Command::new(BIN).args(["keygen", "--out", "keys", "--name", "k"]).current_dir(dir.path()).output().unwrap();
+    let (code, stdout, stderr) = run(&["run", "t.yaml", "--out", "out", "--sign-key", "keys/k.key"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert_eq!(targets[0]["fits"], true);
+    assert!(targets[0]["decode_tok_s_estimate"].as_f64().unwrap() > 0.0);
+    assert_eq!(targets[1]["fits"], false);
+    let short = targets[1]["shortfalls"][0].as_str().unwrap();
+    assert!(short.contains("tiny-board allows 0.0 MB"), "{short}");
+    assert!(!targets[1]["suggestions"].as_array().unwrap().is_empty());
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("**refused**") && md.contains("roofline estimate"), "{md}");
+    assert_eq!(report["artifacts"].as_array().unwrap().len(), 1, "the refused target writes nothing");
+
+    let (code, out, err) = run(&["verify", "out", "--public-key", "keys/k.pub"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("1 files match manifest.json, signature valid"), "{out}");
+    let gguf = dir.path().join("out/t.gguf");
+    let mut bytes = std::fs::read(&gguf).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    std::fs::write(&gguf, &bytes).unwrap();
+    let (code, out, _) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("MISMATCH t.gguf: sha256"), "{out}");
+    bytes[last] ^= 0x80;
+    std::fs::write(&gguf, &bytes).unwrap();
+    let manifest = dir.path().join("out/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"edgeforge_version\"", "\"edgeforge_version\" ");
+    std::fs::write(&manifest, text).unwrap();
+    let (code, out, _) = run(&["verify", "out", "--public-key", "keys/k.pub"], dir.path());
+    assert_eq!(code, Some(1), "a manifest edited after signing must fail: {out}");
+    assert!(out.contains("MISMATCH manifest.sig"), "{out}");
+}

@@ -11,6 +11,7 @@ pub mod parse;
 pub mod registry;
 pub mod runner;
 pub mod schema;
+pub mod targets;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -50,4 +51,6 @@ pub enum RecipeError {
     Checkpoint { path: PathBuf, why: String },
     #[error("interrupted; rerun with --resume to continue from the last checkpoint")]
     Interrupted,
+    #[error("target: {0}")]
+    Target(String),
 }

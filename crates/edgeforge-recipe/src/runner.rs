@@ -42,6 +42,8 @@ pub struct RunOptions<'a> {
     /// Where baseline evaluations are cached (None: no cache).
     pub baseline_cache: Option<PathBuf>,
     pub git_describe: Option<String>,
+    /// An ed25519 seed (hex) to sign manifest.json with.
+    pub signing_key: Option<PathBuf>,
 }
 
 pub fn environment(seed: u64, git_describe: Option<String>) -> Environment {
@@ -345,35 +347,76 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     cancelled(opts)?;
 
     let mut artifacts = Vec::new();
+    let mut fits = Vec::new();
     let stem = rf.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     for t in &r.targets {
         (opts.progress)(Progress::Stage { label: "writing targets", total: 0 });
-        let (path, format) = match t.format {
+        let f16 = t.float == Some(crate::schema::FloatFormat::F16);
+        let format = crate::targets::artifact_format(t.format);
+        let context = t.context.map_or(crate::targets::DEFAULT_CONTEXT_TOKENS, |c| c.get() as u64);
+        // Fit first: a model that does not fit is refused, with the shortfall and the fix in the report.
+        let profile = crate::targets::profile_of(t, &rf.base_dir())?;
+        let mut fit = match &profile {
+            Some(p) => Some(crate::targets::fit_row(p, t, &crate::targets::fit_input(&model, format, context, f16)?)),
+            None => None,
+        };
+        if let Some(f) = fit.as_ref().filter(|f| !f.fits) {
+            (opts.progress)(Progress::Done);
+            fits.push(f.clone());
+            continue;
+        }
+        let path = match t.format {
             TargetFormat::Gguf => {
                 let p = opts.out_dir.join(format!("{stem}.gguf"));
-                let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: t.float == Some(crate::schema::FloatFormat::F16) };
+                let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: f16 };
                 let notes = edgeforge_export::gguf_model::write_gguf_with(&model, &p, &stem, options)?;
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(notes.fallbacks);
                 }
-                (p, "gguf")
+                p
             }
             TargetFormat::Safetensors => {
                 let p = opts.out_dir.join(format!("{stem}-hf"));
                 let dtype = if t.float == Some(crate::schema::FloatFormat::F32) { edgeforge_export::hf::FloatType::F32 } else { edgeforge_export::hf::FloatType::F16 };
                 edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
-                (p, "safetensors")
+                p
+            }
+            TargetFormat::Onnx | TargetFormat::CBundle | TargetFormat::Nir => {
+                return Err(RecipeError::Target(format!(
+                    "the model fits {} but the {} exporter is not in this release yet",
+                    t.profile.as_deref().unwrap_or("the target"),
+                    format.name()
+                )));
             }
         };
         (opts.progress)(Progress::Done);
         let (bytes, sha256) = artifact_digest(&path)?;
+        if let (Some(f), Some(p)) = (fit.as_mut(), &profile) {
+            // The estimate again with the bytes actually written.
+            let mut input = crate::targets::fit_input(&model, format, context, f16)?;
+            input.weight_bytes = bytes;
+            *f = crate::targets::fit_row(p, t, &input);
+            f.artifact_bytes = Some(bytes);
+            fits.push(f.clone());
+        }
         artifacts.push(Artifact {
             path: path.strip_prefix(&opts.out_dir).unwrap_or(&path).display().to_string(),
-            format: format.to_owned(),
+            format: format.name().to_owned(),
             profile: t.profile.clone(),
             bytes,
             sha256,
         });
+    }
+    if !artifacts.is_empty() {
+        let mut files = Vec::new();
+        for a in &artifacts {
+            files.extend(crate::targets::artifact_files(&opts.out_dir.join(&a.path))?);
+        }
+        let targets: Vec<serde_json::Value> = artifacts.iter().map(|a| serde_json::json!({ "path": a.path, "format": a.format, "profile": a.profile })).collect();
+        let metrics = serde_json::json!({ "before": metrics_before, "after": metrics_after });
+        let key = opts.signing_key.as_deref().map(edgeforge_targets::manifest::read_signing_key).transpose().map_err(|e| RecipeError::Target(e.to_string()))?;
+        let manifest = edgeforge_targets::manifest::build(&opts.out_dir, &files, Some(rf.sha256.clone()), targets, metrics).map_err(|e| RecipeError::Target(e.to_string()))?;
+        edgeforge_targets::manifest::write(&opts.out_dir, &manifest, key.as_ref()).map_err(|e| RecipeError::Target(e.to_string()))?;
     }
 
     let mut model_after = model_stats(&model);
@@ -389,6 +432,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         metrics_before,
         metrics_after,
         artifacts,
+        targets: fits,
         gates: None,
         seconds_total: t_total.elapsed().as_secs_f64(),
     };

@@ -175,19 +175,32 @@ pub enum TargetFormat {
     Gguf,
     /// A Hugging Face folder with float weights (a plain safetensors checkpoint).
     Safetensors,
+    /// ONNX decoder with KV cache for onnxruntime (phones). The fit check runs; the exporter is not in
+    /// this release yet.
+    Onnx,
+    /// C99 sources with const weight arrays for microcontrollers. The fit check runs; the exporter is not
+    /// in this release yet.
+    CBundle,
+    /// NIR graph of what a neuromorphic chip can run. The fit check runs; the exporter is not in this
+    /// release yet.
+    Nir,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub format: TargetFormat,
-    /// Device profile (recorded now; fit checks arrive with the export issue).
+    /// Device profile: a shipped one (raspberry-pi-5, android-phone, esp32-s3, stm32h7, loihi2, akida), a path
+    /// to a profile .yaml, or `generic` (no fit check).
     #[serde(default)]
     pub profile: Option<String>,
     /// How float matrices are written: `f32` (default, exact) or `f16` (half the bytes; what llama.cpp's
     /// converter writes for an unquantized model). Quantized tensors keep their formats.
     #[serde(default)]
     pub float: Option<FloatFormat>,
+    /// Tokens of context the device must hold (KV cache) in the fit check; default 2048.
+    #[serde(default)]
+    pub context: Option<Positive>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

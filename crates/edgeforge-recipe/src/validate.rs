@@ -14,8 +14,8 @@ use crate::parse::RecipeFile;
 use crate::schema::Gates;
 use crate::RecipeError;
 
-/// Device profiles a target may name (fit checks come with the export issue).
-pub const PROFILES: [&str; 6] = ["generic", "raspberry-pi-5", "android-phone", "esp32-s3", "loihi2", "akida"];
+/// `generic`: a target without a device, so no fit check.
+pub const GENERIC_PROFILE: &str = "generic";
 
 pub struct Validated {
     /// The model file or folder; `None` for a known model that is not fetched yet.
@@ -120,13 +120,10 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
 
     // Targets.
     for t in &r.targets {
-        if let Some(profile) = &t.profile {
-            if !PROFILES.contains(&profile.as_str()) {
-                diags.push(rf.diagnostic(
-                    top,
-                    format!("targets: unknown profile `{profile}` (known: {})", PROFILES.join(", ")),
-                    suggest(profile, PROFILES),
-                ));
+        if let Some(profile) = t.profile.as_deref().filter(|p| *p != GENERIC_PROFILE) {
+            if let Err(e) = edgeforge_targets::load_profile(profile, &rf.base_dir()) {
+                let shipped = edgeforge_targets::profile::shipped_names();
+                diags.push(rf.diagnostic(top, format!("targets: {e}"), suggest(profile, shipped.iter().map(String::as_str))));
             }
         }
     }

@@ -121,6 +121,28 @@ pub fn report(r: &Report) -> String {
             let _ = writeln!(o, "| {} | {} | {} | {} | {}… |", a.path, a.format, a.profile.as_deref().unwrap_or("–"), mib(a.bytes), &a.sha256[..a.sha256.len().min(12)]);
         }
     }
+    if !r.targets.is_empty() {
+        let _ = writeln!(o, "\n## Targets\n\n| format | profile | fits | artifact | peak memory (estimate) | decode tok/s (roofline estimate) |\n|---|---|---|---|---|---|");
+        for t in &r.targets {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} at {} tokens of context | {} |",
+                t.format,
+                t.profile,
+                if t.fits { "yes" } else { "**refused**" },
+                t.artifact_bytes.map_or("–".into(), mib),
+                mib(t.peak_memory_bytes),
+                t.context_tokens,
+                t.decode_tok_s_estimate.map_or("–".into(), |v| format!("{v:.1}"))
+            );
+            for s in &t.shortfalls {
+                let _ = writeln!(o, "|  | shortfall: {s} | | | | |");
+            }
+            for s in &t.suggestions {
+                let _ = writeln!(o, "|  | to fit: {s} | | | | |");
+            }
+        }
+    }
     if let Some(g) = &r.gates {
         let _ = writeln!(o, "\n## Gates (baseline: {}): {}\n", g.baseline, if g.passed { "all hold" } else { "FAILED" });
         for c in &g.checks {

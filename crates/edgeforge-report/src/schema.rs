@@ -22,6 +22,9 @@ pub struct Report {
     pub metrics_before: Metrics,
     pub metrics_after: Metrics,
     pub artifacts: Vec<Artifact>,
+    /// Each target's fit check against its device profile (refusals included).
+    #[serde(default)]
+    pub targets: Vec<TargetFit>,
     pub gates: Option<GateOutcome>,
     pub seconds_total: f64,
 }
@@ -113,6 +116,24 @@ pub struct Artifact {
     pub profile: Option<String>,
     pub bytes: u64,
     pub sha256: String,
+}
+
+/// A target's fit check: whether the model fits the device, why not and what to change, and estimates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetFit {
+    pub format: String,
+    pub profile: String,
+    pub fits: bool,
+    pub shortfalls: Vec<String>,
+    pub suggestions: Vec<String>,
+    /// Written artifact's size (none when refused).
+    pub artifact_bytes: Option<u64>,
+    /// Weights + KV cache at the target's context + buffers (an estimate).
+    pub peak_memory_bytes: u64,
+    pub context_tokens: u64,
+    /// Roofline estimate from the profile's bandwidth, not a measurement.
+    pub decode_tok_s_estimate: Option<f64>,
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

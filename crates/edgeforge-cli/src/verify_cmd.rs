@@ -1,0 +1,38 @@
+//! `edgeforge verify DIR [--public-key F]` and `edgeforge keygen --out DIR`: check an export folder against
+//! its manifest.json (and signature), make a signing key pair.
+
+use anyhow::anyhow;
+
+use crate::cli::{KeygenArgs, VerifyArgs};
+use crate::exit::Failure;
+
+pub fn verify(a: VerifyArgs) -> Result<(), Failure> {
+    let key = a
+        .public_key
+        .as_deref()
+        .map(edgeforge_targets::manifest::read_public_key)
+        .transpose()
+        .map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    let v = edgeforge_targets::manifest::verify(&a.dir, key.as_ref()).map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    for p in &v.problems {
+        println!("MISMATCH {p}");
+    }
+    let sig = match v.signature {
+        Some(true) => ", signature valid",
+        Some(false) => ", signature INVALID",
+        None => "",
+    };
+    if v.problems.is_empty() {
+        println!("{}: {} files match manifest.json{sig}", a.dir.display(), v.files_checked);
+        Ok(())
+    } else {
+        Err(Failure::GateFailed(anyhow!("{}: {} problem(s) against manifest.json{sig}", a.dir.display(), v.problems.len())))
+    }
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
+    std::fs::create_dir_all(&a.out).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", a.out.display())))?;
+    let (k, p) = edgeforge_targets::manifest::generate_key_pair(&a.out, &a.name).map_err(|e| Failure::Internal(anyhow!(e)))?;
+    println!("signing key (keep private): {}\npublic key: {}", k.display(), p.display());
+    Ok(())
+}

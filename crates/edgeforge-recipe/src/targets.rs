@@ -1,0 +1,128 @@
+//! The recipe's `targets`: a fit check against each device profile before anything is written (a model
+//! that does not fit is refused with the shortfall and the fix, and the other targets still run), then the
+//! artifact, then manifest.json over everything written.
+
+use std::path::{Path, PathBuf};
+
+use edgeforge_core::arch::block_shape;
+use edgeforge_core::{GgmlType, Model, TensorData};
+use edgeforge_report::TargetFit;
+use edgeforge_targets::{check_fit, ArtifactFormat, FitInput, Profile};
+
+use crate::schema::{Target, TargetFormat};
+use crate::validate::GENERIC_PROFILE;
+use crate::RecipeError;
+
+/// Context a target must hold when the recipe does not say (`context:` on the target).
+pub const DEFAULT_CONTEXT_TOKENS: u64 = 2048;
+
+pub fn artifact_format(f: TargetFormat) -> ArtifactFormat {
+    match f {
+        TargetFormat::Gguf => ArtifactFormat::Gguf,
+        TargetFormat::Safetensors => ArtifactFormat::Safetensors,
+        TargetFormat::Onnx => ArtifactFormat::Onnx,
+        TargetFormat::CBundle => ArtifactFormat::CBundle,
+        TargetFormat::Nir => ArtifactFormat::Nir,
+    }
+}
+
+fn ggml_bits(t: GgmlType) -> u32 {
+    match t {
+        GgmlType::F32 => 32,
+        GgmlType::F16 | GgmlType::BF16 => 16,
+        GgmlType::Q8_0 => 8,
+        GgmlType::Q6_K => 6,
+        GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K => 4,
+    }
+}
+
+/// The model as a target would receive it: its weight bytes, bit widths and shapes.
+pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16_floats: bool) -> Result<FitInput, RecipeError> {
+    let c = &model.config;
+    let mut bits: Vec<u32> = Vec::new();
+    let mut weight_bytes = 0u64;
+    for t in model.tensors.values() {
+        let b = match &t.data {
+            TensorData::F32(_) if f16_floats && t.shape.len() == 2 => 16,
+            TensorData::F32(_) => 32,
+            TensorData::Blocks { dtype, .. } => ggml_bits(*dtype),
+            TensorData::Quantized(q) => u32::from(q.format.bits),
+        };
+        weight_bytes += if b == 16 && matches!(t.data, TensorData::F32(_)) { t.n_elems() as u64 * 2 } else { t.storage_bytes() as u64 };
+        if t.shape.len() == 2 && !bits.contains(&b) {
+            bits.push(b);
+        }
+    }
+    bits.sort_unstable();
+    let (mut kv, mut linear_params, mut linear_outputs, mut n_ff) = (0u64, 0u64, 0u64, 0u64);
+    for l in 0..c.n_layers {
+        let s = block_shape(model, l)?;
+        let (e, q, kvd, ff) = (c.n_embd as u64, (s.n_heads * c.head_dim) as u64, (s.n_kv_heads * c.head_dim) as u64, s.n_ff as u64);
+        kv += 2 * kvd;
+        linear_params += e * (q + 2 * kvd) + q * e + 3 * e * ff;
+        linear_outputs += q + 2 * kvd + e + 2 * ff + e;
+        n_ff = n_ff.max(ff);
+    }
+    Ok(FitInput {
+        format,
+        weight_bytes,
+        weight_bits: bits,
+        params: model.tensors.values().map(|t| t.n_elems() as u64).sum(),
+        embedding_params: model.tensors.get("token_embd.weight").map_or(0, |t| t.n_elems() as u64),
+        n_layers: c.n_layers as u64,
+        kv_floats_per_token: kv,
+        n_embd: c.n_embd as u64,
+        n_ff,
+        vocab: c.vocab_size as u64,
+        context_tokens,
+        block_linear_params: linear_params,
+        block_linear_outputs: linear_outputs,
+    })
+}
+
+/// The profile a target names, or `None` for no profile / `generic`.
+pub fn profile_of(t: &Target, base_dir: &Path) -> Result<Option<Profile>, RecipeError> {
+    match t.profile.as_deref() {
+        None | Some(GENERIC_PROFILE) => Ok(None),
+        Some(name) => edgeforge_targets::load_profile(name, base_dir).map(Some).map_err(|e| RecipeError::Target(e.to_string())),
+    }
+}
+
+/// The fit of `model` to `profile` as a report row (`artifact_bytes` filled in once written).
+pub fn fit_row(profile: &Profile, t: &Target, input: &FitInput) -> TargetFit {
+    let fit = check_fit(profile, input);
+    TargetFit {
+        format: artifact_format(t.format).name().to_owned(),
+        profile: profile.name.clone(),
+        fits: fit.fits,
+        shortfalls: fit.shortfalls,
+        suggestions: fit.suggestions,
+        artifact_bytes: None,
+        peak_memory_bytes: fit.peak_memory_bytes,
+        context_tokens: input.context_tokens,
+        decode_tok_s_estimate: fit.decode_tok_s_estimate,
+        notes: fit.notes,
+    }
+}
+
+/// Every file of an artifact (a file, or the files of a folder).
+pub fn artifact_files(path: &Path) -> Result<Vec<PathBuf>, RecipeError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|source| RecipeError::Io { path: d.clone(), source })? {
+            let p = e.map_err(|source| RecipeError::Io { path: d.clone(), source })?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,232 @@
+//! Does a model fit a target? Checked before anything is written: the format and weight widths the device
+//! accepts, its memory (RAM budget; or flash for weights and SRAM+PSRAM for the working set on a
+//! microcontroller; or synapses and neurons on a neuromorphic chip). A model that does not fit gets the
+//! shortfall in numbers and the recipe changes that would close it. Decode speed is a roofline estimate
+//! from the profile's bandwidth (every weight byte read once per token), labelled as such.
+
+use serde::Serialize;
+
+use crate::profile::{ArtifactFormat, DeviceKind, Profile};
+
+/// What the fit check needs to know about the model as it would be exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitInput {
+    pub format: ArtifactFormat,
+    /// Bytes of weights in the artifact (as written, or as planned for formats not yet written).
+    pub weight_bytes: u64,
+    /// Bit widths of the model's matrices (16 or 32 for float ones).
+    pub weight_bits: Vec<u32>,
+    pub params: u64,
+    /// Token embedding parameters (vocabulary × n_embd), the part vocabulary pruning shrinks.
+    pub embedding_params: u64,
+    pub n_layers: u64,
+    /// Key + value floats per token per layer (2 × n_kv_heads × head_dim), summed over layers.
+    pub kv_floats_per_token: u64,
+    pub n_embd: u64,
+    pub n_ff: u64,
+    pub vocab: u64,
+    /// Context the device must hold (KV cache).
+    pub context_tokens: u64,
+    /// Weights and output features of the linear layers inside the blocks (what a neuromorphic chip would
+    /// hold as synapses and neurons).
+    pub block_linear_params: u64,
+    pub block_linear_outputs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fit {
+    pub profile: String,
+    pub fits: bool,
+    /// Each way the model does not fit, with numbers.
+    pub shortfalls: Vec<String>,
+    /// Recipe changes that would make it fit.
+    pub suggestions: Vec<String>,
+    /// Weights + KV cache at the context + working buffers (estimate).
+    pub peak_memory_bytes: u64,
+    /// Roofline estimate: bandwidth / bytes read per token. `None` without a bandwidth in the profile.
+    pub decode_tok_s_estimate: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl FitInput {
+    /// KV cache (f32) at the context plus logits and a few hidden-sized buffers.
+    fn working_bytes(&self) -> u64 {
+        let kv = self.kv_floats_per_token * self.context_tokens * 4;
+        let buffers = (self.vocab + 4 * self.n_embd + 2 * self.n_ff) * 4;
+        kv + buffers
+    }
+
+    /// Bytes the model would take with every matrix at `bits` (scales included at one f16 per 32).
+    fn bytes_at(&self, bits: u32) -> u64 {
+        (self.params as f64 * (f64::from(bits) + 0.5) / 8.0) as u64
+    }
+}
+
+/// How the parameter count would have to shrink for `need` bytes to become `have`.
+fn shrink_advice(input: &FitInput, need: u64, have: u64, out: &mut Vec<String>) {
+    let keep = have as f64 / need.max(1) as f64;
+    out.push(format!(
+        "shrink the model to at most {:.0}% of its parameters ({:.1}M of {:.1}M): e.g. `prune` with `mlp: {{ ratio: … }}`, `heads` and `depth: {{ blocks: … }}`, then `distill` to recover",
+        100.0 * keep,
+        input.params as f64 * keep / 1e6,
+        input.params as f64 / 1e6
+    ));
+    if input.embedding_params as f64 > input.params as f64 * keep * 0.5 {
+        out.push(format!(
+            "the token embedding alone is {:.1}M parameters ({} tokens × {}): keep only the tokens your text uses (vocabulary pruning)",
+            input.embedding_params as f64 / 1e6,
+            input.vocab,
+            input.embedding_params / input.vocab.max(1)
+        ));
+    }
+}
+
+pub fn check_fit(profile: &Profile, input: &FitInput) -> Fit {
+    let mut shortfalls = Vec::new();
+    let mut suggestions = Vec::new();
+    let mut notes = Vec::new();
+    let name = &profile.name;
+    if !profile.formats.contains(&input.format) {
+        let accepted: Vec<&str> = profile.formats.iter().map(|f| f.name()).collect();
+        shortfalls.push(format!("{name} runs {}, not {}", accepted.join("/"), input.format.name()));
+        suggestions.push(format!("use `format: {}` for this profile", accepted.first().copied().unwrap_or("?")));
+    }
+    let max_bits = profile.weight_bits.iter().copied().max().unwrap_or(32);
+    let unsupported: Vec<u32> = input.weight_bits.iter().copied().filter(|b| !profile.weight_bits.contains(b)).collect();
+    if !unsupported.is_empty() {
+        shortfalls.push(format!("weights of {unsupported:?} bits; {name} takes {:?}", profile.weight_bits));
+        if let Some(b) = profile.weight_bits.iter().copied().filter(|b| *b <= 8).max() {
+            suggestions.push(format!("quantize every matrix to {b} bits (e.g. `gptq` with `bits: {b}`)"));
+        }
+    }
+    let working = input.working_bytes();
+    let peak = input.weight_bytes + working;
+    match profile.kind {
+        DeviceKind::Mcu => {
+            let flash = profile.memory.flash_bytes.unwrap_or(0);
+            let ram = profile.memory.sram_bytes.unwrap_or(0) + profile.memory.psram_bytes.unwrap_or(0);
+            if input.weight_bytes > flash {
+                shortfalls.push(format!("needs {} of weights, {name} has {} of flash", mb(input.weight_bytes), mb(flash)));
+                let at4 = input.bytes_at(4);
+                if at4 < input.weight_bytes {
+                    suggestions.push(format!("quantize to 4 bits (about {})", mb(at4)));
+                }
+                shrink_advice(input, input.weight_bytes.min(at4), flash, &mut suggestions);
+            }
+            if working > ram {
+                shortfalls.push(format!(
+                    "needs {} of working memory (KV cache for {} tokens + buffers), {name} has {} of SRAM+PSRAM",
+                    mb(working),
+                    input.context_tokens,
+                    mb(ram)
+                ));
+                suggestions.push("shorten the context (fewer KV-cache tokens) or prune attention heads / blocks".into());
+            }
+        }
+        DeviceKind::Neuromorphic => {
+            if let Some(n) = &profile.neuromorphic {
+                let synapses = n.chips * n.synapses_per_chip;
+                let neurons = n.chips * n.neurons_per_chip;
+                if input.block_linear_params > synapses {
+                    shortfalls.push(format!("needs {:.1}M synapses, {name} has {:.1}M", input.block_linear_params as f64 / 1e6, synapses as f64 / 1e6));
+                    shrink_advice(input, input.block_linear_params, synapses, &mut suggestions);
+                }
+                if input.block_linear_outputs > neurons {
+                    shortfalls.push(format!("needs {} neurons, {name} has {neurons}", input.block_linear_outputs));
+                }
+                if let Some(b) = input.weight_bits.iter().copied().filter(|b| *b > n.weight_bits_max).max() {
+                    shortfalls.push(format!("{b}-bit weights; {name} holds at most {} bits", n.weight_bits_max));
+                    suggestions.push(format!("quantize to {} bits before exporting NIR", n.weight_bits_max));
+                }
+                notes.push("softmax attention, RMSNorm and the embedding lookup run on the host; the chip holds the block linears".into());
+            }
+        }
+        DeviceKind::Board | DeviceKind::Phone | DeviceKind::Host => {
+            let budget = profile.memory.budget_bytes.or(profile.memory.ram_bytes).unwrap_or(u64::MAX);
+            if peak > budget {
+                shortfalls.push(format!("needs about {} (weights {} + KV cache and buffers {}), {name} allows {}", mb(peak), mb(input.weight_bytes), mb(working), mb(budget)));
+                if max_bits > 4 {
+                    suggestions.push(format!("quantize to 4 bits (weights about {})", mb(input.bytes_at(4))));
+                }
+                shrink_advice(input, input.weight_bytes, budget.saturating_sub(working), &mut suggestions);
+            }
+        }
+    }
+    let decode = profile.bandwidth_gb_s.map(|gb| {
+        let per_token = input.weight_bytes + input.kv_floats_per_token * input.context_tokens / 2 * 4;
+        gb * 1e9 / per_token.max(1) as f64
+    });
+    if decode.is_some() {
+        notes.push("decode speed is a roofline estimate (peak bandwidth / bytes read per token), not a measurement".into());
+    }
+    Fit {
+        profile: name.clone(),
+        fits: shortfalls.is_empty(),
+        shortfalls,
+        suggestions,
+        peak_memory_bytes: peak,
+        decode_tok_s_estimate: decode,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_profile;
+
+    fn smollm2(format: ArtifactFormat, bits: u32) -> FitInput {
+        let params = 134_515_008u64;
+        FitInput {
+            format,
+            weight_bytes: (params as f64 * (f64::from(bits) + 0.5) / 8.0) as u64,
+            weight_bits: vec![bits],
+            params,
+            embedding_params: 49_152 * 576,
+            n_layers: 30,
+            kv_floats_per_token: 30 * 2 * 3 * 64,
+            n_embd: 576,
+            n_ff: 1536,
+            vocab: 49_152,
+            context_tokens: 2048,
+            block_linear_params: 30 * (576 * 576 * 2 + 576 * 192 * 2 + 3 * 576 * 1536),
+            block_linear_outputs: 30 * (576 + 192 + 192 + 576 + 1536 * 2 + 576),
+        }
+    }
+
+    fn profile(name: &str) -> Profile {
+        load_profile(name, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_reference_model_fits_a_pi_and_a_phone_with_roofline_estimates() {
+        let fit = check_fit(&profile("raspberry-pi-5"), &smollm2(ArtifactFormat::Gguf, 8));
+        assert!(fit.fits, "{:?}", fit.shortfalls);
+        let est = fit.decode_tok_s_estimate.unwrap_or(0.0);
+        assert!(est > 50.0 && est < 500.0, "{est}");
+        assert!(check_fit(&profile("android-phone"), &smollm2(ArtifactFormat::Onnx, 4)).fits);
+    }
+
+    #[test]
+    fn an_mcu_refuses_with_the_shortfall_and_the_fixes() {
+        let fit = check_fit(&profile("esp32-s3"), &smollm2(ArtifactFormat::CBundle, 8));
+        assert!(!fit.fits);
+        let text = fit.shortfalls.join("; ");
+        assert!(text.contains("needs 142.9 MB of weights, esp32-s3 has 16.8 MB of flash"), "{text}");
+        let fixes = fit.suggestions.join("; ");
+        assert!(fixes.contains("quantize to 4 bits") && fixes.contains("vocabulary pruning") && fixes.contains("prune"), "{fixes}");
+    }
+
+    #[test]
+    fn wrong_format_and_too_wide_weights_are_named() {
+        let fit = check_fit(&profile("akida"), &smollm2(ArtifactFormat::Gguf, 8));
+        let text = fit.shortfalls.join("; ");
+        assert!(text.contains("akida runs nir, not gguf") && text.contains("8-bit weights; akida holds at most 4 bits"), "{text}");
+        let loihi = check_fit(&profile("loihi2"), &smollm2(ArtifactFormat::Nir, 8));
+        assert!(loihi.fits, "{:?}", loihi.shortfalls);
+    }
+}
