@@ -1,6 +1,7 @@
 //! edgeforge-export: writers from the model IR to files other tools load. Writers never run a model.
 
 pub mod atomic;
+pub mod c_bundle;
 pub mod error;
 pub mod gguf;
 pub mod gguf_model;

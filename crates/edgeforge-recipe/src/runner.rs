@@ -381,7 +381,15 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
                 p
             }
-            TargetFormat::Onnx | TargetFormat::CBundle | TargetFormat::Nir => {
+            TargetFormat::CBundle => {
+                let p = opts.out_dir.join(format!("{stem}-c"));
+                let summary = edgeforge_export::c_bundle::write_c_bundle(&model, &p, context as usize)?;
+                if let Some(last) = reports.last_mut() {
+                    last.notes.extend(summary.float_fallbacks.iter().map(|t| format!("C bundle: {t} written as floats (no integer layout for its format)")));
+                }
+                p
+            }
+            TargetFormat::Onnx | TargetFormat::Nir => {
                 return Err(RecipeError::Target(format!(
                     "the model fits {} but the {} exporter is not in this release yet",
                     t.profile.as_deref().unwrap_or("the target"),

@@ -178,8 +178,8 @@ pub enum TargetFormat {
     /// ONNX decoder with KV cache for onnxruntime (phones). The fit check runs; the exporter is not in
     /// this release yet.
     Onnx,
-    /// C99 sources with const weight arrays for microcontrollers. The fit check runs; the exporter is not
-    /// in this release yet.
+    /// C99 sources for microcontrollers: const weight arrays (int8, int4 two per byte, or floats), a
+    /// portable inference source with one static arena, a demo, a Makefile and a README.
     CBundle,
     /// NIR graph of what a neuromorphic chip can run. The fit check runs; the exporter is not in this
     /// release yet.

@@ -1,0 +1,77 @@
+//! The C bundle on tiny models built here: compiled with `gcc -std=c99 -Wall -Werror`, run on a prompt,
+//! and its logits at every position compared with edgeforge's runtime on the same (quantized) model.
+//! Tolerance: 1e-4 × the largest |logit| (the two sum in different orders in f32).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use edgeforge_core::pass::{Pass, PassContext};
+use edgeforge_core::{load_model, Model};
+use edgeforge_export::c_bundle::write_c_bundle;
+use edgeforge_quant::{QuantizeRtn, RtnOptions};
+use edgeforge_runtime::{weights_from_model, LlamaRuntime};
+use edgeforge_tests::{write_tiny_gguf, TinySpec};
+
+const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
+
+fn quantize(model: &mut Model, options: serde_json::Value) {
+    let o: RtnOptions = serde_json::from_value(options).unwrap();
+    let cancel = AtomicBool::new(false);
+    let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
+    QuantizeRtn::new(o).run(model, &cx).unwrap();
+}
+
+fn runtime_logits(model: &Model) -> Vec<f32> {
+    let rt = LlamaRuntime::new(weights_from_model(model).unwrap()).unwrap();
+    let mut cache = rt.new_cache(PROMPT.len());
+    rt.forward(&mut cache, &PROMPT, 0).unwrap()
+}
+
+/// Build the bundle with its own Makefile flags and run the demo; returns (logits, generated ids).
+fn bundle_logits(dir: &Path, vocab: usize) -> (Vec<f32>, String) {
+    let make = Command::new("make").current_dir(dir).output().expect("make and gcc must be installed");
+    assert!(make.status.success(), "make failed:\n{}{}", String::from_utf8_lossy(&make.stdout), String::from_utf8_lossy(&make.stderr));
+    let mut args = vec!["logits.bin".to_owned(), "5".to_owned()];
+    args.extend(PROMPT.iter().map(u32::to_string));
+    let run = Command::new(dir.join("edgeforge_demo")).args(&args).current_dir(dir).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(dir.join("logits.bin")).unwrap();
+    assert_eq!(bytes.len(), PROMPT.len() * vocab * 4);
+    (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+fn check(name: &str, model: &Model, dir: &Path) {
+    let summary = write_c_bundle(model, dir, 64).unwrap();
+    let (c, generated) = bundle_logits(dir, model.config.vocab_size);
+    let ours = runtime_logits(model);
+    let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = c.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("{name}: max |C − runtime| = {diff:.3e} (largest logit {scale:.3}), weights {} B, arena {} floats, generated {generated}", summary.weight_bytes, summary.arena_floats);
+    assert!(diff <= 1e-4 * scale.max(1.0), "{name}: C bundle logits differ from the runtime by {diff}");
+    assert_eq!(generated.split_whitespace().count(), 5, "{generated}");
+}
+
+#[test]
+fn c_bundle_matches_the_runtime_for_float_int8_and_int4_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 5, f16: false };
+    let path = write_tiny_gguf(dir.path(), "tiny.gguf", &spec);
+
+    let float = load_model(&path).unwrap();
+    check("f32", &float, &dir.path().join("f32"));
+
+    let mut int8 = load_model(&path).unwrap();
+    quantize(&mut int8, serde_json::json!({ "bits": 8, "group_size": "per-channel", "ignore": [] }));
+    assert_eq!(int8.tensors["token_embd.weight"].format_name(), "int8-per-channel-sym");
+    check("int8 per-channel (embedding too)", &int8, &dir.path().join("int8"));
+
+    let mut int4 = load_model(&write_tiny_gguf(dir.path(), "untied.gguf", &TinySpec { tied: false, ..spec })).unwrap();
+    quantize(&mut int4, serde_json::json!({ "bits": 4, "group_size": 32 }));
+    check("int4 g32, untied head", &int4, &dir.path().join("int4"));
+    let weights = std::fs::read_to_string(dir.path().join("int4/model_weights.c")).unwrap();
+    assert!(weights.contains("EF_INT4") && !weights.contains("malloc"));
+    let source = std::fs::read_to_string(dir.path().join("int4/edgeforge_model.c")).unwrap();
+    assert!(!source.contains("malloc"), "no allocation in the inference source");
+}
