@@ -387,3 +387,20 @@ fn targets_are_fit_checked_refused_with_the_fix_and_verified_by_manifest() {
     assert_eq!(code, Some(1), "a manifest edited after signing must fail: {out}");
     assert!(out.contains("MISMATCH manifest.sig"), "{out}");
 }
+
+#[test]
+fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() {
+    let dir = setup();
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n    ignore: []\ntargets:\n  - {{ format: c-bundle, profile: stm32h7, context: 128 }}\n");
+    std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for f in ["edgeforge_model.c", "edgeforge_model.h", "model_weights.c", "model_config.h", "main.c", "Makefile", "README.md"] {
+        assert!(dir.path().join("out/m-c").join(f).is_file(), "{f}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["targets"][0]["fits"], true, "{}", report["targets"]);
+    let (code, out, err) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("7 files match manifest.json"), "{out}");
+}
