@@ -1,0 +1,209 @@
+//! The ONNX decoder run by real onnxruntime (`tests/python/check_onnx.py`: onnx.checker, domains and ops
+//! known to the ORT build, CPU provider with graph optimizations disabled), compared with edgeforge's runtime
+//! on the same (quantized) model: the whole prompt in one call, and token by token with present → past.
+//!
+//! Tolerance (tiny models): max |ORT − runtime| ≤ 1e-4 × max(1, max |logit|), for both runs; the two sum in
+//! different orders in f32 (runtime RMSNorm and RoPE tables in f64). Real model: ≤ 1e-3 × max |logit| over
+//! 30 blocks, and the same top-1 token at every position. Each check prints its measured difference.
+//!
+//! Needs `python3` with `onnx` and `onnxruntime` (scripts/test.sh installs the pinned versions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use edgeforge_core::pass::{Pass, PassContext};
+use edgeforge_core::{load_model, Model, Tensor, TensorData};
+use edgeforge_export::onnx::{write_onnx, ExternalData, OnnxOptions, OnnxSummary};
+use edgeforge_quant::{QuantizeRtn, RtnOptions};
+use edgeforge_runtime::{weights_from_model, LlamaRuntime};
+use edgeforge_tests::{reference_model, repo_root, write_tiny_gguf, TinySpec};
+
+const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
+
+fn quantize(model: &mut Model, options: serde_json::Value) {
+    let o: RtnOptions = serde_json::from_value(options).unwrap();
+    let cancel = AtomicBool::new(false);
+    let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
+    QuantizeRtn::new(o).run(model, &cx).unwrap();
+}
+
+fn runtime_logits(model: &Model, prompt: &[u32]) -> Vec<f32> {
+    let rt = LlamaRuntime::new(weights_from_model(model).unwrap()).unwrap();
+    let mut cache = rt.new_cache(prompt.len());
+    rt.forward(&mut cache, prompt, 0).unwrap()
+}
+
+/// ORT's logits for `prompt`: (one call, token by token), each `[prompt.len(), vocab]`, and the checker's JSON.
+fn ort_logits(dir: &Path, prompt: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>, String) {
+    let out = dir.join("ort_logits.bin");
+    let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let run = Command::new("python3")
+        .arg(repo_root().join("tests/python/check_onnx.py"))
+        .arg(dir)
+        .arg(ids)
+        .arg(&out)
+        .output()
+        .expect("python3 must be installed (with onnx and onnxruntime: see scripts/test.sh)");
+    assert!(run.status.success(), "check_onnx.py failed:\n{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let n = prompt.len() * vocab;
+    assert_eq!(bytes.len(), 2 * n * 4);
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (floats[..n].to_vec(), floats[n..].to_vec(), String::from_utf8_lossy(&run.stdout).trim().to_owned())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+fn argmax_rows(v: &[f32], vocab: usize) -> Vec<usize> {
+    v.chunks_exact(vocab).map(|r| r.iter().enumerate().fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m }).0).collect()
+}
+
+/// What one check measured.
+struct Checked {
+    summary: OnnxSummary,
+    /// ORT's logits, one call and token by token, and the runtime's.
+    ort_full: Vec<f32>,
+    ort_stepwise: Vec<f32>,
+    runtime: Vec<f32>,
+}
+
+/// Export, run in ORT, compare both runs with the runtime within `rel_tolerance` × max(1, max |logit|).
+fn check(name: &str, model: &Model, dir: &Path, prompt: &[u32], options: &OnnxOptions, rel_tolerance: f32) -> Checked {
+    let summary = write_onnx(model, dir, options).unwrap();
+    let vocab = model.config.vocab_size;
+    let (full, stepwise, info) = ort_logits(dir, prompt, vocab);
+    let ours = runtime_logits(model, prompt);
+    let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (d_full, d_step) = (max_abs_diff(&full, &ours), max_abs_diff(&stepwise, &ours));
+    eprintln!(
+        "{name}: max |ORT − runtime| = {d_full:.3e} (one call), {d_step:.3e} (KV cache, token by token); largest logit {scale:.3}; \
+         {} B, {} MatMulNBits, {} float, external data {}; {info}",
+        summary.bytes,
+        summary.matmul_nbits.len(),
+        summary.float.len(),
+        summary.external_data
+    );
+    let limit = rel_tolerance * scale.max(1.0);
+    assert!(d_full <= limit, "{name}: one-call logits differ from the runtime by {d_full} (limit {limit})");
+    assert!(d_step <= limit, "{name}: token-by-token logits differ from the runtime by {d_step} (limit {limit})");
+    Checked { summary, ort_full: full, ort_stepwise: stepwise, runtime: ours }
+}
+
+fn float_tensor(shape: Vec<usize>, values: Vec<f32>) -> Tensor {
+    Tensor { shape, data: TensorData::F32(values) }
+}
+
+/// Structured pruning by hand: block `l` keeps its first `heads` query heads, `kv_heads` KV heads and `ff`
+/// feed-forward rows (the config keeps the largest sizes, as after a pruning pass).
+fn prune_block(model: &mut Model, l: usize, heads: usize, kv_heads: usize, ff: usize) {
+    let (e, hd) = (model.config.n_embd, model.config.head_dim);
+    let name = |s: &str| format!("blk.{l}.{s}.weight");
+    let rows = |m: &Model, s: &str, keep: usize| {
+        let v = m.tensors[&name(s)].to_f32(s).unwrap();
+        float_tensor(vec![keep, e], v[..keep * e].to_vec())
+    };
+    let cols = |m: &Model, s: &str, keep: usize| {
+        let t = &m.tensors[&name(s)];
+        let width = t.shape[1];
+        let v = t.to_f32(s).unwrap();
+        float_tensor(vec![e, keep], v.chunks_exact(width).flat_map(|r| r[..keep].to_vec()).collect())
+    };
+    let updates = [
+        ("attn_q", rows(model, "attn_q", heads * hd)),
+        ("attn_k", rows(model, "attn_k", kv_heads * hd)),
+        ("attn_v", rows(model, "attn_v", kv_heads * hd)),
+        ("attn_output", cols(model, "attn_output", heads * hd)),
+        ("ffn_gate", rows(model, "ffn_gate", ff)),
+        ("ffn_up", rows(model, "ffn_up", ff)),
+        ("ffn_down", cols(model, "ffn_down", ff)),
+    ];
+    for (s, t) in updates {
+        model.tensors.insert(name(s), t);
+    }
+}
+
+#[test]
+fn onnx_decoder_matches_the_runtime_for_float_int8_and_int4_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 5, f16: false };
+    let path = write_tiny_gguf(dir.path(), "tiny.gguf", &spec);
+    let untied = write_tiny_gguf(dir.path(), "untied.gguf", &TinySpec { tied: false, ..spec });
+    let defaults = OnnxOptions::default();
+
+    let float = load_model(&path).unwrap();
+    let s = check("f32 (tied head stored once)", &float, &dir.path().join("f32"), &PROMPT, &defaults, 1e-4).summary;
+    assert!(s.matmul_nbits.is_empty() && s.notes.is_empty() && s.genai_config && !s.external_data);
+    let genai: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("f32/genai_config.json")).unwrap()).unwrap();
+    assert_eq!(genai["model"]["decoder"]["num_key_value_heads"], 2);
+    assert_eq!(genai["model"]["decoder"]["inputs"]["past_key_names"], "past_key_values.%d.key");
+
+    let mut int8 = load_model(&path).unwrap();
+    quantize(&mut int8, serde_json::json!({ "bits": 8, "group_size": 32, "ignore": [] }));
+    let s = check("int8 g32 sym, tied head quantized", &int8, &dir.path().join("int8"), &PROMPT, &defaults, 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 2 * 7 + 1, "every linear and the tied head: {:?}", s.matmul_nbits);
+
+    let mut int8_pc = load_model(&path).unwrap();
+    quantize(&mut int8_pc, serde_json::json!({ "bits": 8, "group_size": "per-channel" }));
+    let s = check("int8 per-channel (block = largest power of two dividing the row)", &int8_pc, &dir.path().join("int8pc"), &PROMPT, &defaults, 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 2 * 7);
+
+    let mut int4 = load_model(&path).unwrap();
+    quantize(&mut int4, serde_json::json!({ "bits": 4, "group_size": 32 }));
+    let s = check("int4 g32 sym", &int4, &dir.path().join("int4"), &PROMPT, &defaults, 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 2 * 7);
+
+    let mut int4_asym = load_model(&untied).unwrap();
+    quantize(&mut int4_asym, serde_json::json!({ "bits": 4, "group_size": 32, "symmetric": false, "ignore": [] }));
+    let s = check("int4 g32 asym, untied head quantized", &int4_asym, &dir.path().join("int4asym"), &PROMPT, &defaults, 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 2 * 7 + 1);
+    assert!(s.matmul_nbits.iter().all(|m| m.ends_with("asym")), "{:?}", s.matmul_nbits);
+
+    // Same model in, same bytes out.
+    write_onnx(&int4_asym, &dir.path().join("int4asym-again"), &defaults).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("int4asym/model.onnx")).unwrap(), std::fs::read(dir.path().join("int4asym-again/model.onnx")).unwrap());
+}
+
+#[test]
+fn onnx_decoder_handles_pruned_blocks_and_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 3, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 11, f16: false };
+    let mut model = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+    prune_block(&mut model, 1, 2, 1, 64);
+    prune_block(&mut model, 2, 4, 2, 32);
+    let external = OnnxOptions { external_data: ExternalData::Always, ..Default::default() };
+    let s = check("pruned f32, external data", &model, &dir.path().join("pruned"), &PROMPT, &external, 1e-4).summary;
+    assert!(s.external_data && !s.genai_config, "{s:?}");
+    assert!(dir.path().join("pruned/model.onnx.data").exists());
+    assert!(!dir.path().join("pruned/genai_config.json").exists());
+
+    quantize(&mut model, serde_json::json!({ "bits": 4, "group_size": 32, "symmetric": false }));
+    let s = check("pruned int4 g32 asym", &model, &dir.path().join("pruned-int4"), &PROMPT, &OnnxOptions::default(), 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 3 * 7);
+}
+
+/// SmolLM2-135M (EDGEFORGE_TEST_MODEL or scripts/fetch-model.sh), RTN int4 g32 sym including the tied
+/// embedding/head, exported and run by ORT on a 16-token prompt with and without the KV cache.
+#[test]
+fn onnx_real_model_matches_the_runtime() {
+    let mut model = load_model(&reference_model()).unwrap();
+    quantize(&mut model, serde_json::json!({ "bits": 4, "group_size": 32, "ignore": [] }));
+    let mut prompt = model.tokenizer.encode("The capital of France is Paris. The capital of Italy is Rome, and the capital", true).unwrap();
+    prompt.truncate(16);
+    assert_eq!(prompt.len(), 16);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smollm2-onnx");
+    let c = check("SmolLM2-135M int4 g32 sym", &model, &out, &prompt, &OnnxOptions::default(), 1e-3);
+    let s = &c.summary;
+    assert_eq!(s.matmul_nbits.len(), 30 * 7 + 1);
+    let vocab = model.config.vocab_size;
+    let ours = argmax_rows(&c.runtime, vocab);
+    let agree = |v: &[f32]| argmax_rows(v, vocab).iter().zip(&ours).filter(|(a, b)| a == b).count();
+    let (a_full, a_step) = (agree(&c.ort_full), agree(&c.ort_stepwise));
+    eprintln!("SmolLM2 ONNX: {} bytes (model.onnx{}), top-1 agreement {a_full}/16 (one call), {a_step}/16 (KV cache)", s.bytes, if s.external_data { " + data" } else { "" });
+    assert_eq!((a_full, a_step), (16, 16));
+}
