@@ -10,11 +10,11 @@
 //! (query head h uses KV head h / group, as in the runtime).
 
 use edgeforge_core::arch::block_shape;
-use edgeforge_core::Model;
+use edgeforge_core::{Model, Tensor, TensorData};
 
 use super::builder::{Attr, Dim, ElemType, GraphBuilder};
 use super::proto::onnx as pb;
-use super::weights::{linear_weight, LinearWeight};
+use super::weights::{linear_weight, LinearWeight, NBitsWeight};
 use crate::error::{ExportError, Result};
 
 pub const INPUT_IDS: &str = "input_ids";
@@ -40,6 +40,8 @@ pub fn present_value(l: usize) -> String {
 pub struct WeightReport {
     /// Linear weights written as MatMulNBits (`name: int4 block 32`).
     pub nbits: Vec<String>,
+    /// Embedding tables gathered with GatherBlockQuantized.
+    pub gather_nbits: Vec<String>,
     /// Weights written as f32 (norms not listed).
     pub float: Vec<String>,
     /// Why a quantized tensor went in as floats, and other things a reader should know.
@@ -54,6 +56,29 @@ struct Shared {
     allowed: String,
     neg_big: String,
     eps: String,
+}
+
+/// Where the logits come from.
+enum Head {
+    /// The tied f32 `[n_embd, vocab]` table the embedding also gathers from.
+    Table(String),
+    /// A tied quantized head whose scales the embedding's GatherBlockQuantized also reads.
+    Quantized(NBitsWeight, NBitsParams),
+    /// Its own weight.
+    Linear(LinearWeight),
+}
+
+struct NBitsParams {
+    scales: String,
+    zero_points: Option<String>,
+}
+
+fn hint_of(name: &str) -> String {
+    name.trim_end_matches(".weight").replace('.', "_")
+}
+
+fn to_i64(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 struct Ctx<'a> {
@@ -71,38 +96,69 @@ impl Ctx<'_> {
     }
 
     fn emit_linear(&mut self, x: &str, name: &str, weight: LinearWeight) -> String {
-        let hint = name.trim_end_matches(".weight").replace('.', "_");
         match weight {
             LinearWeight::NBits(w) => {
-                let k_blocks = w.k_blocks();
-                let blob = w.block_size * usize::from(w.bits) / 8;
-                let b = self.g.initializer(&format!("{name}.qweight"), ElemType::U8, &[w.n, k_blocks, blob], w.packed);
-                let s = self.g.initializer_f32(&format!("{name}.scales"), &[w.n, k_blocks], &w.scales);
-                let mut inputs = vec![x.to_owned(), b, s];
-                if let Some(z) = w.zero_points {
-                    let cols = z.len() / w.n.max(1);
-                    inputs.push(self.g.initializer(&format!("{name}.zero_points"), ElemType::U8, &[w.n, cols], z));
-                }
-                let out = self.g.fresh(&hint);
-                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-                self.g.node(
-                    MS_DOMAIN,
-                    "MatMulNBits",
-                    &refs,
-                    &[out.as_str()],
-                    vec![("K", Attr::Int(as_i64(w.k))), ("N", Attr::Int(as_i64(w.n))), ("bits", Attr::Int(i64::from(w.bits))), ("block_size", Attr::Int(as_i64(w.block_size)))],
-                );
-                self.report.nbits.push(format!("{name}: int{} block {}{}", w.bits, w.block_size, if refs.len() > 3 { " asym" } else { "" }));
-                out
+                let params = self.nbits_params(name, &w);
+                self.matmul_nbits(x, name, w, &params)
             }
             LinearWeight::Float { k_by_n, n, k, why } => {
                 let w = self.g.initializer_f32(name, &[k, n], &k_by_n);
                 self.report.float.push(name.to_owned());
                 self.report.notes.extend(why);
-                self.g.op("MatMul", &[x, &w], vec![], &hint)
+                self.g.op("MatMul", &[x, &w], vec![], &hint_of(name))
             }
         }
+    }
+
+    /// The scales (and zero points) of a block-quantized weight as initializers; MatMulNBits and
+    /// GatherBlockQuantized take the same `[N, k_blocks]` scales and packed zero points, so a tied
+    /// embedding/head stores them once.
+    fn nbits_params(&mut self, name: &str, w: &NBitsWeight) -> NBitsParams {
+        let scales = self.g.initializer_f32(&format!("{name}.scales"), &[w.n, w.k_blocks()], &w.scales);
+        let zero_points = w.zero_points.as_ref().map(|z| {
+            let cols = z.len() / w.n.max(1);
+            self.g.initializer(&format!("{name}.zero_points"), ElemType::U8, &[w.n, cols], z.clone())
+        });
+        NBitsParams { scales, zero_points }
+    }
+
+    fn matmul_nbits(&mut self, x: &str, name: &str, w: NBitsWeight, params: &NBitsParams) -> String {
+        let (k_blocks, blob) = (w.k_blocks(), w.block_size * usize::from(w.bits) / 8);
+        let b = self.g.initializer(&format!("{name}.qweight"), ElemType::U8, &[w.n, k_blocks, blob], w.packed);
+        let mut inputs = vec![x, b.as_str(), params.scales.as_str()];
+        inputs.extend(params.zero_points.as_deref());
+        let out = self.g.fresh(&hint_of(name));
+        let attrs = vec![("K", Attr::Int(to_i64(w.k))), ("N", Attr::Int(to_i64(w.n))), ("bits", Attr::Int(i64::from(w.bits))), ("block_size", Attr::Int(to_i64(w.block_size)))];
+        self.g.node(MS_DOMAIN, "MatMulNBits", &inputs, &[out.as_str()], attrs);
+        let asym = if params.zero_points.is_some() { " asym" } else { "" };
+        self.report.nbits.push(format!("{name}: int{} block {}{asym}", w.bits, w.block_size));
+        out
+    }
+
+    /// Embedding rows straight from the codes (`com.microsoft.GatherBlockQuantized`, uint8 data packed along
+    /// the row, blocks along the row): the table stays at 4 or 8 bits instead of f32. Only when the block
+    /// size divides the row, since the data is `[vocab, n_embd·bits/8]` without padding.
+    fn gather_nbits(&mut self, name: &str, w: &NBitsWeight, params: &NBitsParams) -> String {
+        let data = self.g.initializer(&format!("{name}.gather_data"), ElemType::U8, &[w.n, w.k * usize::from(w.bits) / 8], w.packed.clone());
+        let mut inputs = vec![data.as_str(), INPUT_IDS, params.scales.as_str()];
+        inputs.extend(params.zero_points.as_deref());
+        let out = self.g.fresh("embd");
+        let attrs = vec![("gather_axis", Attr::Int(0)), ("quantize_axis", Attr::Int(1)), ("bits", Attr::Int(i64::from(w.bits))), ("block_size", Attr::Int(to_i64(w.block_size)))];
+        self.g.node(MS_DOMAIN, "GatherBlockQuantized", &inputs, &[out.as_str()], attrs);
+        self.report.gather_nbits.push(format!("{name}: int{} block {}{}", w.bits, w.block_size, if params.zero_points.is_some() { " asym" } else { "" }));
+        out
+    }
+
+    /// The embedding as an f32 `[vocab, n_embd]` table (dequantized when it is not float) and its Gather.
+    fn embed_float(&mut self, embd: &Tensor, table_name: &str) -> Result<String> {
+        let c = &self.model.config;
+        let values = embd.to_f32("token_embd.weight")?;
+        let table = self.g.initializer_f32(table_name, &[c.vocab_size, c.n_embd], &values);
+        self.report.float.push(format!("{table_name} (embedding gather)"));
+        if !embd.is_float() {
+            self.report.notes.push(format!("token_embd.weight ({}): the embedding gather reads it dequantized to f32", embd.format_name()));
+        }
+        Ok(self.g.op("Gather", &[&table, INPUT_IDS], vec![("axis", Attr::Int(0))], "embd"))
     }
 
     /// `x / sqrt(mean(x²) + eps) · weight` over the last axis.
@@ -267,34 +323,46 @@ pub fn decoder_graph(model: &Model, max_positions: usize) -> Result<(pb::GraphPr
     let shared = cx.shared(max_positions.max(1));
 
     // Token embedding and output head. A tied float head is stored once, as [n_embd, vocab] for MatMul, and
-    // the embedding gathers its columns; otherwise the embedding is an f32 [vocab, n_embd] table.
+    // the embedding gathers its columns; quantized tables are gathered from their codes (a tied one shares
+    // its scales with the head); otherwise the embedding is an f32 [vocab, n_embd] table.
     let embd = model.tensor("token_embd.weight")?;
     let (vocab, e) = (c.vocab_size, c.n_embd);
     if embd.shape != [vocab, e] {
         return Err(ExportError::Unsupported { what: format!("token_embd.weight: expected [{vocab}, {e}], got {:?}", embd.shape) });
     }
+    let gatherable = |w: &NBitsWeight| w.k % w.block_size == 0;
     let head_name = if c.tied_embeddings { "token_embd.weight" } else { "output.weight" };
-    let head = linear_weight(head_name, model.tensor(head_name)?)?;
-    let (x, head) = match head {
-        LinearWeight::Float { k_by_n, n, k, why } if c.tied_embeddings => {
-            let table = cx.g.initializer_f32("token_embd.weight", &[k, n], &k_by_n);
-            cx.report.float.push("token_embd.weight (embedding and tied head)".to_owned());
-            cx.report.notes.extend(why);
-            let cols = cx.g.op("Gather", &[&table, INPUT_IDS], vec![("axis", Attr::Int(1))], "embd_cols");
-            let x = cx.g.op("Transpose", &[&cols], vec![("perm", Attr::Ints(vec![1, 2, 0]))], "embd");
-            (x, Err(table))
-        }
-        other => {
-            let values = embd.to_f32("token_embd.weight")?;
-            let table_name = if c.tied_embeddings { "token_embd.weight.gather" } else { "token_embd.weight" };
-            let table = cx.g.initializer_f32(table_name, &[vocab, e], &values);
-            cx.report.float.push(format!("{table_name} (embedding gather)"));
-            if !embd.is_float() {
-                cx.report.notes.push(format!("token_embd.weight ({}): the embedding gather reads it dequantized to f32", embd.format_name()));
+    let head_weight = linear_weight(head_name, model.tensor(head_name)?)?;
+    let (x, head) = if c.tied_embeddings {
+        match head_weight {
+            LinearWeight::Float { k_by_n, n, k, why } => {
+                let table = cx.g.initializer_f32("token_embd.weight", &[k, n], &k_by_n);
+                cx.report.float.push("token_embd.weight (embedding and tied head)".to_owned());
+                cx.report.notes.extend(why);
+                let cols = cx.g.op("Gather", &[&table, INPUT_IDS], vec![("axis", Attr::Int(1))], "embd_cols");
+                let x = cx.g.op("Transpose", &[&cols], vec![("perm", Attr::Ints(vec![1, 2, 0]))], "embd");
+                (x, Head::Table(table))
             }
-            let x = cx.g.op("Gather", &[&table, INPUT_IDS], vec![("axis", Attr::Int(0))], "embd");
-            (x, Ok(other))
+            LinearWeight::NBits(w) if gatherable(&w) => {
+                let params = cx.nbits_params(head_name, &w);
+                let x = cx.gather_nbits(head_name, &w, &params);
+                (x, Head::Quantized(w, params))
+            }
+            other => (cx.embed_float(embd, "token_embd.weight.gather")?, Head::Linear(other)),
         }
+    } else {
+        let quantized = match &embd.data {
+            TensorData::Quantized(_) => Some(linear_weight("token_embd.weight", embd)?),
+            _ => None,
+        };
+        let x = match quantized {
+            Some(LinearWeight::NBits(w)) if gatherable(&w) => {
+                let params = cx.nbits_params("token_embd.weight", &w);
+                cx.gather_nbits("token_embd.weight", &w, &params)
+            }
+            _ => cx.embed_float(embd, "token_embd.weight")?,
+        };
+        (x, Head::Linear(head_weight))
     };
 
     let mut x = x;
@@ -303,8 +371,9 @@ pub fn decoder_graph(model: &Model, max_positions: usize) -> Result<(pb::GraphPr
     }
     let xn = cx.rms_norm(&x, "output_norm.weight", &shared)?;
     let logits = match head {
-        Ok(w) => cx.emit_linear(&xn, head_name, w),
-        Err(table) => cx.g.op("MatMul", &[&xn, &table], vec![], "output"),
+        Head::Table(table) => cx.g.op("MatMul", &[&xn, &table], vec![], "output"),
+        Head::Quantized(w, params) => cx.matmul_nbits(&xn, head_name, w, &params),
+        Head::Linear(w) => cx.emit_linear(&xn, head_name, w),
     };
     cx.g.rename(&logits, LOGITS);
     let Ctx { g, report, .. } = cx;

@@ -5,7 +5,8 @@
 //! I/O follows onnxruntime-genai's names: `input_ids` and `attention_mask` (int64), `past_key_values.{i}.key`
 //! / `.value` (f32 `[batch, n_kv_heads_i, past_seq, head_dim]`) in; `logits` (f32 `[batch, seq, vocab]`) and
 //! `present.{i}.key` / `.value` (past + new positions) out. 4- and 8-bit weights with power-of-two groups
-//! become `com.microsoft.MatMulNBits`; everything else is f32.
+//! become `com.microsoft.MatMulNBits` (a quantized embedding table `com.microsoft.GatherBlockQuantized`); everything
+//! else is f32.
 
 mod builder;
 pub mod decoder;
@@ -57,6 +58,8 @@ pub struct OnnxSummary {
     pub external_data: bool,
     /// Linear weights written as `com.microsoft.MatMulNBits`, with bits and block size.
     pub matmul_nbits: Vec<String>,
+    /// Embedding tables gathered from their codes by `com.microsoft.GatherBlockQuantized`.
+    pub gather_nbits: Vec<String>,
     /// Weights written as f32 initializers (norm vectors not listed).
     pub float: Vec<String>,
     /// Quantized tensors that went in as floats, and why; other caveats.
@@ -167,5 +170,5 @@ pub fn write_onnx(model: &Model, dir: &Path, options: &OnnxOptions) -> Result<On
     if genai.is_none() {
         notes.push("genai_config.json not written: blocks have different head counts (onnxruntime-genai needs one); run the graph with a plain InferenceSession loop".to_owned());
     }
-    Ok(OnnxSummary { dir, bytes, external_data: external, matmul_nbits: report.nbits, float: report.float, notes, genai_config: genai.is_some() })
+    Ok(OnnxSummary { dir, bytes, external_data: external, matmul_nbits: report.nbits, gather_nbits: report.gather_nbits, float: report.float, notes, genai_config: genai.is_some() })
 }
