@@ -301,7 +301,7 @@ impl Ctx<'_> {
 /// Build the decoder graph of `model` with RoPE tables for `max_positions` positions.
 pub fn decoder_graph(model: &Model, max_positions: usize) -> Result<(pb::GraphProto, WeightReport)> {
     let c = &model.config;
-    if c.n_layers == 0 || c.head_dim % 2 != 0 || c.head_dim == 0 {
+    if c.n_layers == 0 || !c.head_dim.is_multiple_of(2) || c.head_dim == 0 {
         return Err(ExportError::Unsupported { what: format!("ONNX export needs at least one block and an even head_dim (got {} blocks, head_dim {})", c.n_layers, c.head_dim) });
     }
     let mut cx = Ctx { g: GraphBuilder::default(), model, report: WeightReport::default() };
@@ -330,7 +330,7 @@ pub fn decoder_graph(model: &Model, max_positions: usize) -> Result<(pb::GraphPr
     if embd.shape != [vocab, e] {
         return Err(ExportError::Unsupported { what: format!("token_embd.weight: expected [{vocab}, {e}], got {:?}", embd.shape) });
     }
-    let gatherable = |w: &NBitsWeight| w.k % w.block_size == 0;
+    let gatherable = |w: &NBitsWeight| w.k.is_multiple_of(w.block_size);
     let head_name = if c.tied_embeddings { "token_embd.weight" } else { "output.weight" };
     let head_weight = linear_weight(head_name, model.tensor(head_name)?)?;
     let (x, head) = if c.tied_embeddings {
