@@ -5,7 +5,8 @@
 //! Tolerance: max |ORT − runtime| ≤ 1e-4 × max(1, max |logit|), for both runs and every model (the two sum
 //! in different orders in f32; the runtime's RMSNorm is in f64); the real model must also give the same
 //! top-1 token at every position. Each check prints its measured difference. Measured with ORT 1.32.0:
-//! tiny models ≤ 6.2e-6 (largest logit ≈ 5), SmolLM2 int4 1.8e-4 one call / 9.9e-5 cached (largest ≈ 28).
+//! tiny models ≤ 6.2e-6 (largest logit ≈ 5); SmolLM2 RTN int4 1.8e-4 one call / 9.9e-5 cached, as loaded
+//! (Q4_1 GGUF) 7.8e-5 / 9.5e-5 (largest logit ≈ 28).
 //!
 //! Needs `python3` with `onnx` and `onnxruntime` (scripts/test.sh installs the pinned versions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
+use edgeforge_core::dtype::GgmlType;
 use edgeforge_core::pass::{Pass, PassContext};
 use edgeforge_core::{load_model, Model, Tensor, TensorData};
 use edgeforge_export::onnx::{write_onnx, ExternalData, OnnxOptions, OnnxSummary};
@@ -172,6 +174,49 @@ fn onnx_decoder_matches_the_runtime_for_float_int8_and_int4_models() {
     assert_eq!(std::fs::read(dir.path().join("int4asym/model.onnx")).unwrap(), std::fs::read(dir.path().join("int4asym-again/model.onnx")).unwrap());
 }
 
+/// Replace `name` by GGUF blocks of `dtype` with pseudo-random codes (scale `d`, Q4_1 offset −d·4): the
+/// comparison only needs both sides to read the same blocks.
+fn ggml_blocks(model: &mut Model, name: &str, dtype: GgmlType, d: f32, seed: u64) {
+    let t = &model.tensors[name];
+    let n_blocks = t.n_elems() / 32;
+    let block_bytes = match dtype {
+        GgmlType::Q4_0 => 18,
+        GgmlType::Q4_1 => 20,
+        _ => 34,
+    };
+    let mut state = seed;
+    let mut bytes = Vec::with_capacity(n_blocks * block_bytes);
+    for _ in 0..n_blocks {
+        bytes.extend(half::f16::from_f32(d).to_le_bytes());
+        if dtype == GgmlType::Q4_1 {
+            bytes.extend(half::f16::from_f32(-4.0 * d).to_le_bytes());
+        }
+        let code_bytes = if dtype == GgmlType::Q8_0 { 32 } else { 16 };
+        for _ in 0..code_bytes {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            bytes.push((state >> 56) as u8);
+        }
+    }
+    let shape = t.shape.clone();
+    model.tensors.insert(name.to_owned(), Tensor { shape, data: TensorData::Blocks { dtype, bytes } });
+}
+
+/// GGUF Q4_0, Q4_1 and Q8_0 blocks as loaded map to MatMulNBits (Q4_1 with float zero points −m/d).
+#[test]
+fn onnx_decoder_maps_gguf_q4_0_q4_1_and_q8_0_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 3, f16: false };
+    let mut model = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &spec)).unwrap();
+    ggml_blocks(&mut model, "blk.0.attn_q.weight", GgmlType::Q4_0, 0.03, 1);
+    ggml_blocks(&mut model, "blk.0.ffn_down.weight", GgmlType::Q8_0, 0.002, 2);
+    ggml_blocks(&mut model, "blk.1.ffn_up.weight", GgmlType::Q4_1, 0.03, 3);
+    ggml_blocks(&mut model, "token_embd.weight", GgmlType::Q4_1, 0.03, 4);
+    let s = check("GGUF Q4_0/Q4_1/Q8_0 blocks, tied Q4_1 head", &model, &dir.path().join("ggml"), &PROMPT, &OnnxOptions::default(), 1e-4).summary;
+    assert_eq!(s.matmul_nbits.len(), 4, "{:?}", s.matmul_nbits);
+    assert!(s.matmul_nbits.contains(&"token_embd.weight: int4 block 32 asym".to_owned()), "{:?}", s.matmul_nbits);
+    assert_eq!(s.notes.len(), 1, "the Q4_1 embedding gathers floats: {:?}", s.notes);
+}
+
 #[test]
 fn onnx_decoder_handles_pruned_blocks_and_external_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,25 +235,37 @@ fn onnx_decoder_handles_pruned_blocks_and_external_data() {
     assert_eq!(s.matmul_nbits.len(), 3 * 7);
 }
 
-/// SmolLM2-135M (EDGEFORGE_TEST_MODEL or scripts/fetch-model.sh), RTN int4 g32 sym including the tied
-/// embedding/head, exported and run by ORT on a 16-token prompt with and without the KV cache.
-#[test]
-fn onnx_real_model_matches_the_runtime() {
-    let mut model = load_model(&reference_model()).unwrap();
-    quantize(&mut model, serde_json::json!({ "bits": 4, "group_size": 32, "ignore": [] }));
+/// A 16-token prompt through the exported real model, with and without the KV cache: within tolerance and
+/// the same top-1 token as the runtime at every position.
+fn check_real_model(name: &str, model: &Model) -> OnnxSummary {
     let mut prompt = model.tokenizer.encode("The capital of France is Paris. The capital of Italy is Rome, and the capital", true).unwrap();
     prompt.truncate(16);
     assert_eq!(prompt.len(), 16);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("smollm2-onnx");
-    let c = check("SmolLM2-135M int4 g32 sym", &model, &out, &prompt, &OnnxOptions::default(), 1e-4);
-    let s = &c.summary;
-    assert_eq!(s.matmul_nbits.len(), 30 * 7 + 1);
-    assert_eq!(s.gather_nbits.len(), 1);
+    let c = check(name, model, &dir.path().join("smollm2-onnx"), &prompt, &OnnxOptions::default(), 1e-4);
     let vocab = model.config.vocab_size;
     let ours = argmax_rows(&c.runtime, vocab);
     let agree = |v: &[f32]| argmax_rows(v, vocab).iter().zip(&ours).filter(|(a, b)| a == b).count();
     let (a_full, a_step) = (agree(&c.ort_full), agree(&c.ort_stepwise));
-    eprintln!("SmolLM2 ONNX: {} bytes (model.onnx{}), top-1 agreement {a_full}/16 (one call), {a_step}/16 (KV cache)", s.bytes, if s.external_data { " + data" } else { "" });
+    eprintln!("{name}: {} bytes, top-1 agreement {a_full}/16 (one call), {a_step}/16 (KV cache); notes {:?}", c.summary.bytes, c.summary.notes);
     assert_eq!((a_full, a_step), (16, 16));
+    c.summary
+}
+
+/// SmolLM2-135M (EDGEFORGE_TEST_MODEL or scripts/fetch-model.sh), RTN int4 g32 sym including the tied
+/// embedding/head: MatMulNBits everywhere, the embedding gathered from its codes.
+#[test]
+fn onnx_real_model_int4_matches_the_runtime() {
+    let mut model = load_model(&reference_model()).unwrap();
+    quantize(&mut model, serde_json::json!({ "bits": 4, "group_size": 32, "ignore": [] }));
+    let s = check_real_model("SmolLM2-135M RTN int4 g32 sym", &model);
+    assert_eq!((s.matmul_nbits.len(), s.gather_nbits.len()), (30 * 7 + 1, 1));
+}
+
+/// SmolLM2-135M as loaded from its Q4_1 GGUF (blocks mapped to MatMulNBits with float zero points).
+#[test]
+fn onnx_real_model_as_loaded_matches_the_runtime() {
+    let model = load_model(&reference_model()).unwrap();
+    let s = check_real_model("SmolLM2-135M Q4_1 GGUF as loaded", &model);
+    assert!(s.matmul_nbits.len() >= 30 * 7, "{:?}", s.notes);
 }

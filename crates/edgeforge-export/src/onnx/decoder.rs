@@ -14,7 +14,7 @@ use edgeforge_core::{Model, Tensor, TensorData};
 
 use super::builder::{Attr, Dim, ElemType, GraphBuilder};
 use super::proto::onnx as pb;
-use super::weights::{linear_weight, LinearWeight, NBitsWeight};
+use super::weights::{linear_weight, LinearWeight, NBitsWeight, ZeroPoints};
 use crate::error::{ExportError, Result};
 
 pub const INPUT_IDS: &str = "input_ids";
@@ -115,9 +115,12 @@ impl Ctx<'_> {
     /// embedding/head stores them once.
     fn nbits_params(&mut self, name: &str, w: &NBitsWeight) -> NBitsParams {
         let scales = self.g.initializer_f32(&format!("{name}.scales"), &[w.n, w.k_blocks()], &w.scales);
-        let zero_points = w.zero_points.as_ref().map(|z| {
-            let cols = z.len() / w.n.max(1);
-            self.g.initializer(&format!("{name}.zero_points"), ElemType::U8, &[w.n, cols], z.clone())
+        let zero_points = w.zero_points.as_ref().map(|z| match z {
+            ZeroPoints::Packed(z) => {
+                let cols = z.len() / w.n.max(1);
+                self.g.initializer(&format!("{name}.zero_points"), ElemType::U8, &[w.n, cols], z.clone())
+            }
+            ZeroPoints::Float(z) => self.g.initializer_f32(&format!("{name}.zero_points"), &[w.n, w.k_blocks()], z),
         });
         NBitsParams { scales, zero_points }
     }
@@ -330,7 +333,8 @@ pub fn decoder_graph(model: &Model, max_positions: usize) -> Result<(pb::GraphPr
     if embd.shape != [vocab, e] {
         return Err(ExportError::Unsupported { what: format!("token_embd.weight: expected [{vocab}, {e}], got {:?}", embd.shape) });
     }
-    let gatherable = |w: &NBitsWeight| w.k.is_multiple_of(w.block_size);
+    // GatherBlockQuantized reads unpadded rows and zero points of the data's type only.
+    let gatherable = |w: &NBitsWeight| w.k.is_multiple_of(w.block_size) && !matches!(w.zero_points, Some(ZeroPoints::Float(_)));
     let head_name = if c.tied_embeddings { "token_embd.weight" } else { "output.weight" };
     let head_weight = linear_weight(head_name, model.tensor(head_name)?)?;
     let (x, head) = if c.tied_embeddings {

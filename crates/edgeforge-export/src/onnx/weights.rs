@@ -7,6 +7,7 @@
 //! the same order as our code stream); zero points default to 2^(bits−1), our symmetric offset, and when given
 //! are packed across blocks the same way. A last partial block is padded with the block's zero point.
 
+use edgeforge_core::dtype::GgmlType;
 use edgeforge_core::quantized::QuantTensor;
 use edgeforge_core::{Tensor, TensorData};
 
@@ -24,8 +25,16 @@ pub struct NBitsWeight {
     pub packed: Vec<u8>,
     /// `[N, k_blocks]`.
     pub scales: Vec<f32>,
-    /// `[N, ceil(k_blocks·bits/8)]` packed, only for asymmetric formats.
-    pub zero_points: Option<Vec<u8>>,
+    /// Only for asymmetric formats.
+    pub zero_points: Option<ZeroPoints>,
+}
+
+/// MatMulNBits takes zero points either as codes or in A's float type.
+pub enum ZeroPoints {
+    /// `[N, ceil(k_blocks·bits/8)]`, packed like the codes (our asymmetric formats).
+    Packed(Vec<u8>),
+    /// `[N, k_blocks]` f32 (GGUF Q4_1's offset m as −m/d; GatherBlockQuantized cannot read these).
+    Float(Vec<f32>),
 }
 
 impl NBitsWeight {
@@ -117,9 +126,54 @@ fn nbits(name: &str, q: &QuantTensor, n: usize, k: usize) -> Result<std::result:
         for row in zeros.chunks_exact(k_blocks) {
             pack(row.iter().copied(), bits, &mut z);
         }
-        Some(z)
+        Some(ZeroPoints::Packed(z))
     };
     Ok(Ok(NBitsWeight { bits, block_size, n, k, packed, scales, zero_points }))
+}
+
+/// GGUF's 32-element blocks as MatMulNBits blocks of 32 (ggml `ggml-common.h` layouts): Q4_0 `d, qs[16]`
+/// with x = d·(q − 8), Q4_1 `d, m, qs[16]` with x = d·q + m, both holding elements j and j+16 in the low and
+/// high nibble of byte j (reordered here to 2j / 2j+1); Q8_0 `d, qs[32]` signed, x = d·q (code q + 128).
+fn ggml_nbits(dtype: GgmlType, bytes: &[u8], n: usize, k: usize) -> std::result::Result<NBitsWeight, String> {
+    const BLOCK: usize = 32;
+    let block_bytes = match dtype {
+        GgmlType::Q4_0 => 18,
+        GgmlType::Q4_1 => 20,
+        GgmlType::Q8_0 => 34,
+        other => return Err(format!("no MatMulNBits mapping for {}", other.name())),
+    };
+    let k_blocks = k / BLOCK;
+    if !k.is_multiple_of(BLOCK) || bytes.len() != n * k_blocks * block_bytes {
+        return Err(format!("{} bytes do not hold [{n}, {k}] in blocks of {BLOCK}", bytes.len()));
+    }
+    let f16_at = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    let bits = if dtype == GgmlType::Q8_0 { 8 } else { 4 };
+    let mut packed = Vec::with_capacity(n * k_blocks * BLOCK * usize::from(bits) / 8);
+    let mut scales = Vec::with_capacity(n * k_blocks);
+    let mut float_zeros = Vec::new();
+    for block in bytes.chunks_exact(block_bytes) {
+        let d = f16_at(block, 0);
+        scales.push(d);
+        let qs = match dtype {
+            GgmlType::Q8_0 => {
+                packed.extend(block[2..].iter().map(|&q| (i16::from(q as i8) + 128) as u8));
+                continue;
+            }
+            GgmlType::Q4_1 => {
+                let m = f16_at(block, 2);
+                if d == 0.0 && m != 0.0 {
+                    return Err("a block with scale 0 and a non-zero offset has no zero point".to_owned());
+                }
+                float_zeros.push(if d == 0.0 { 0.0 } else { -m / d });
+                &block[4..]
+            }
+            _ => &block[2..],
+        };
+        let code = |j: usize| if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
+        pack((0..BLOCK).map(code), 4, &mut packed);
+    }
+    let zero_points = (dtype == GgmlType::Q4_1).then_some(ZeroPoints::Float(float_zeros));
+    Ok(NBitsWeight { bits, block_size: BLOCK, n, k, packed, scales, zero_points })
 }
 
 /// Our `[N, K]` linear weight `t` as MatMulNBits inputs when its format maps, else as f32 `[K, N]`.
@@ -130,6 +184,10 @@ pub fn linear_weight(name: &str, t: &Tensor) -> Result<LinearWeight> {
     };
     let why = match &t.data {
         TensorData::Quantized(q) => match nbits(name, q, n, k)? {
+            Ok(w) => return Ok(LinearWeight::NBits(w)),
+            Err(why) => Some(format!("{name} ({}): {why}", t.format_name())),
+        },
+        TensorData::Blocks { dtype, bytes } if matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => match ggml_nbits(*dtype, bytes, n, k) {
             Ok(w) => return Ok(LinearWeight::NBits(w)),
             Err(why) => Some(format!("{name} ({}): {why}", t.format_name())),
         },
@@ -188,7 +246,7 @@ mod tests {
     fn asymmetric_zero_points_pack_two_blocks_per_byte_and_per_channel_repeats_the_scale() {
         let q = quant(4, 32, false, 1, 96);
         let w = nbits("w", &q, 1, 96).unwrap().unwrap();
-        assert_eq!(w.zero_points.unwrap(), vec![1 << 4, 2], "blocks 0 and 1 share a byte, block 2 alone");
+        assert!(matches!(w.zero_points, Some(ZeroPoints::Packed(z)) if z == vec![1 << 4, 2]), "blocks 0 and 1 share a byte, block 2 alone");
         let q = quant(8, 64, true, 2, 64);
         let w = nbits("w", &q, 2, 64).unwrap().unwrap();
         assert_eq!((w.block_size, w.scales.len()), (64, 2));
