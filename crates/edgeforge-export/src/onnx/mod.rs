@@ -32,6 +32,9 @@ pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
 /// Above this many bytes of weights the model goes to external data: protobuf caps a message at 2 GiB.
 pub const EXTERNAL_DATA_AUTO_BYTES: u64 = 1_800_000_000;
 
+/// Longest sequence (past + new) the RoPE cos/sin tables cover: 64 MiB of tables at head_dim 64.
+pub const MAX_ROPE_POSITIONS: usize = 1 << 18;
+
 /// Where initializer bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExternalData {
@@ -140,8 +143,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Write `model` as an ONNX decoder folder at `dir` (replaced if it exists; written to a staging folder
 /// and renamed, so a failed export leaves nothing half-written).
 pub fn write_onnx(model: &Model, dir: &Path, options: &OnnxOptions) -> Result<OnnxSummary> {
-    let max_positions = options.max_positions.unwrap_or(model.config.context_length).max(1);
-    let (graph, report) = decoder::decoder_graph(model, max_positions)?;
+    // The context length comes from the model file: bound it before sizing the RoPE tables by it.
+    let mut clamp_note = None;
+    let max_positions = match options.max_positions {
+        Some(p) if p > MAX_ROPE_POSITIONS => {
+            return Err(ExportError::Unsupported { what: format!("ONNX export: {p} positions requested, at most {MAX_ROPE_POSITIONS} supported") });
+        }
+        Some(p) => p.max(1),
+        None if model.config.context_length > MAX_ROPE_POSITIONS => {
+            clamp_note = Some(format!("RoPE tables cover {MAX_ROPE_POSITIONS} positions, not the model's context length {}", model.config.context_length));
+            MAX_ROPE_POSITIONS
+        }
+        None => model.config.context_length.max(1),
+    };
+    let (graph, mut report) = decoder::decoder_graph(model, max_positions)?;
+    report.notes.extend(clamp_note);
     let mut proto = model_proto(graph);
     let staged = StagedDir::new(dir, true)?;
 

@@ -255,4 +255,22 @@ mod tests {
         assert_eq!((w.block_size, w.scales), (32, vec![0.5, 0.5, 0.5]));
         assert!(nbits("w", &quant(4, 24, true, 1, 48), 1, 48).unwrap().is_err(), "group 24 has no block size");
     }
+
+    #[test]
+    fn ggml_q4_0_nibbles_are_reordered_and_q4_1_offsets_become_float_zero_points() {
+        // One Q4_1 block: d = 0.5, m = −2, byte j holds element j (low) and element j+16 (high).
+        let mut block = Vec::new();
+        block.extend(f16::from_f32(0.5).to_le_bytes());
+        block.extend(f16::from_f32(-2.0).to_le_bytes());
+        block.extend((0..16u8).map(|j| j | (15 - j) << 4));
+        let w = ggml_nbits(GgmlType::Q4_1, &block, 1, 32).unwrap();
+        let code = |i: usize| if i.is_multiple_of(2) { w.packed[i / 2] & 0x0f } else { w.packed[i / 2] >> 4 };
+        assert_eq!((0..32).map(code).collect::<Vec<_>>(), (0..16).chain((0..16).rev()).collect::<Vec<u8>>());
+        assert_eq!(w.scales, vec![0.5]);
+        assert!(matches!(w.zero_points, Some(ZeroPoints::Float(ref z)) if z == &vec![4.0]), "0.5·(q − 4) = 0.5·q − 2");
+        let q8: Vec<u8> = [f16::from_f32(1.0).to_le_bytes().to_vec(), (0..32).map(|i| (i as i8 - 16) as u8).collect()].concat();
+        let w = ggml_nbits(GgmlType::Q8_0, &q8, 1, 32).unwrap();
+        assert_eq!(w.packed, (112..144).collect::<Vec<u8>>(), "q + 128");
+        assert!(ggml_nbits(GgmlType::Q4_0, &block, 1, 32).is_err(), "20 bytes are not one Q4_0 block");
+    }
 }
