@@ -7,7 +7,8 @@ Checks: onnx.checker on the model (it does not validate com.microsoft nodes), no
 optimizations disabled (ORT_DISABLE_ALL, so fusions cannot change the numbers):
   (a) the whole prompt in one call with empty past_key_values.*,
   (b) the same prompt one token at a time, each call's present.* fed back as past_key_values.*,
-  (c) a batch of two copies of the prompt (must equal (a) row for row).
+  (c) a batch of two copies of the prompt (must equal (a) row for row),
+  (d) the prompt after two masked pad tokens (its logits must equal (a)).
 OUT.bin gets the float32 logits of (a) then (b), each [len(ids), vocab]. One JSON line on stdout gives
 the versions, the ops, and the differences found by (c) and by a run with ORT_ENABLE_ALL (for information).
 """
@@ -35,10 +36,12 @@ def empty_past(sess, batch):
     return feeds
 
 
-def run(sess, ids, past):
+def run(sess, ids, past, mask=None):
     batch, seq = ids.shape
     total = seq + (next(iter(past.values())).shape[2] if past else 0)
-    feeds = {"input_ids": ids, "attention_mask": np.ones((batch, total), dtype=np.int64), **past}
+    if mask is None:
+        mask = np.ones((batch, total), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask, **past}
     names = [o.name for o in sess.get_outputs()]
     outs = dict(zip(names, sess.run(names, feeds)))
     present = {n.replace("present.", "past_key_values."): v for n, v in outs.items() if n.startswith("present.")}
@@ -73,6 +76,13 @@ def main():
     batch_diff = float(np.abs(batched - full).max())
     assert batch_diff <= 1e-4 * max(1.0, float(np.abs(full).max())), f"batch rows differ by {batch_diff}"
 
+    # (d) left padding: two masked pad tokens before the prompt change nothing for the prompt's tokens.
+    padded_ids = np.concatenate([np.zeros((1, 2), dtype=np.int64), ids], axis=1)
+    padded_mask = np.concatenate([np.zeros((1, 2), dtype=np.int64), np.ones_like(ids)], axis=1)
+    padded, _ = run(sess, padded_ids, empty_past(sess, 1), padded_mask)
+    pad_diff = float(np.abs(padded[:, 2:] - full).max())
+    assert pad_diff <= 1e-4 * max(1.0, float(np.abs(full).max())), f"left-padded logits differ by {pad_diff}"
+
     optimized, _ = run(session(path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), ids, empty_past(sess, 1))
 
     with open(out_path, "wb") as f:
@@ -83,6 +93,7 @@ def main():
         "onnx": onnx.__version__,
         "ops": ops,
         "batch2_max_diff": batch_diff,
+        "left_pad_max_diff": pad_diff,
         "enable_all_max_diff": float(np.abs(optimized - full).max()),
     }))
 

@@ -4,8 +4,9 @@
 //! positions, SiLU-gated MLP, tied or separate output head. Standard ONNX ops only, except the weight
 //! matrices that map to `com.microsoft.MatMulNBits`.
 //!
-//! Hidden states stay `[batch, seq, n_embd]`; positions are `past_seq + arange(seq)` with `past_seq` read
-//! from the shape of `past_key_values.0.key`. GQA is done without copying the cache: queries are viewed as
+//! Hidden states stay `[batch, seq, n_embd]`; `past_seq` is read from the shape of `past_key_values.0.key`;
+//! query i attends cache slots 0..=past_seq + i whose `attention_mask` is set; RoPE positions are
+//! `cumsum(attention_mask) − 1` (= past_seq + i without padding). GQA is done without copying the cache: queries are viewed as
 //! `[batch, n_kv_heads, group, seq, head_dim]` against keys `[batch, n_kv_heads, 1, total, head_dim]`
 //! (query head h uses KV head h / group, as in the runtime).
 
@@ -266,8 +267,17 @@ impl Ctx<'_> {
         g.initializer(&zero, ElemType::I64, &[], 0i64.to_le_bytes().to_vec());
         let one = g.fresh("one_i64");
         g.initializer(&one, ElemType::I64, &[], 1i64.to_le_bytes().to_vec());
-        let positions = g.op("Range", &[&past_s, &total_s, &one], vec![], "positions");
-        let key_positions = g.op("Range", &[&zero, &total_s, &one], vec![], "key_positions");
+        // Causal masking is by index: query i of this call is slot past + i of the cache.
+        let positions = g.op("Range", &[&past_s, &total_s, &one], vec![], "query_slots");
+        let key_positions = g.op("Range", &[&zero, &total_s, &one], vec![], "key_slots");
+        // RoPE positions count the attended tokens before each one (cumsum(attention_mask) − 1), as
+        // onnxruntime-genai and transformers do: a left-padded row gets the positions it would have unpadded.
+        // Without padding this is past + i, what our runtime uses. Pads get position 0 (they are masked).
+        let mask_count = g.op("CumSum", &[ATTENTION_MASK, &one], vec![], "mask_cumsum");
+        let minus_one = g.op("Sub", &[&mask_count, &one], vec![], "token_positions_all");
+        let clamped = g.op("Max", &[&minus_one, &zero], vec![], "token_positions_clamped");
+        let axis1 = g.const_i64("axis_1", &[1]);
+        let rope_positions = g.op("Slice", &[&clamped, &past, &total, &axis1], vec![], "rope_positions");
 
         // cos/sin of pos · base^(−2i/head_dim) in f64, like the runtime's table.
         let (mut cos, mut sin) = (Vec::with_capacity(max_positions * half), Vec::with_capacity(max_positions * half));
@@ -280,15 +290,15 @@ impl Ctx<'_> {
         }
         let cos_table = g.initializer_f32("rope.cos", &[max_positions, half], &cos);
         let sin_table = g.initializer_f32("rope.sin", &[max_positions, half], &sin);
-        let table_shape = g.const_i64("rope_shape", &[1, -1, 1, half as i64, 1]);
-        let cos_rows = g.op("Gather", &[&cos_table, &positions], vec![("axis", Attr::Int(0))], "cos_rows");
-        let sin_rows = g.op("Gather", &[&sin_table, &positions], vec![("axis", Attr::Int(0))], "sin_rows");
+        // [batch, seq, half] → [batch, seq, 1 (heads), half, 1 (pair)].
+        let table_shape = g.const_i64("rope_shape", &[0, 0, 1, half as i64, 1]);
+        let cos_rows = g.op("Gather", &[&cos_table, &rope_positions], vec![("axis", Attr::Int(0))], "cos_rows");
+        let sin_rows = g.op("Gather", &[&sin_table, &rope_positions], vec![("axis", Attr::Int(0))], "sin_rows");
         let cos = g.op("Reshape", &[&cos_rows, &table_shape], vec![], "cos");
         let sin = g.op("Reshape", &[&sin_rows, &table_shape], vec![], "sin");
 
         // Query at position p sees keys 0..=p whose attention_mask entry is non-zero.
-        let axis1 = g.const_i64("axis_1", &[1]);
-        let query_col = g.op("Unsqueeze", &[&positions, &axis1], vec![], "query_positions");
+        let query_col = g.op("Unsqueeze", &[&positions, &axis1], vec![], "query_slots_col");
         let causal = g.op("LessOrEqual", &[&key_positions, &query_col], vec![], "causal");
         let mask_bool = g.op("Cast", &[ATTENTION_MASK], vec![("to", Attr::Int(ElemType::Bool.code().into()))], "mask_bool");
         let axes123 = g.const_i64("axes_1_2_3", &[1, 2, 3]);
