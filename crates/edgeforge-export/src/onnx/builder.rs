@@ -45,7 +45,7 @@ pub struct GraphBuilder {
     next_id: usize,
 }
 
-fn to_i64(v: usize) -> i64 {
+pub fn to_i64(v: usize) -> i64 {
     // Sizes come from tensors already in memory, so they fit in i64 on every platform we build for.
     i64::try_from(v).unwrap_or(i64::MAX)
 }

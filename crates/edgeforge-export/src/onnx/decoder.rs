@@ -1,19 +1,19 @@
 //! The llama decoder as an ONNX graph with a KV cache, computing what `edgeforge-runtime` computes:
 //! RMSNorm (eps from the config), RoPE on adjacent pairs (dims 2i, 2i+1; cos/sin tables computed in f64 as
 //! the runtime does, gathered by position), grouped-query attention with causal masking over past + new
-//! positions, SiLU-gated MLP, tied or separate output head. Standard ONNX ops only, except the weight
-//! matrices that map to `com.microsoft.MatMulNBits`.
+//! positions, SiLU-gated MLP, tied or separate output head. Standard ONNX ops only, except quantized
+//! weights: `com.microsoft.MatMulNBits` for linears, `com.microsoft.GatherBlockQuantized` for the embedding.
 //!
 //! Hidden states stay `[batch, seq, n_embd]`; `past_seq` is read from the shape of `past_key_values.0.key`;
 //! query i attends cache slots 0..=past_seq + i whose `attention_mask` is set; RoPE positions are
-//! `cumsum(attention_mask) − 1` (= past_seq + i without padding). GQA is done without copying the cache: queries are viewed as
-//! `[batch, n_kv_heads, group, seq, head_dim]` against keys `[batch, n_kv_heads, 1, total, head_dim]`
-//! (query head h uses KV head h / group, as in the runtime).
+//! `cumsum(attention_mask) − 1` (= past_seq + i without padding). GQA is done without copying the cache:
+//! queries are viewed as `[batch, n_kv_heads, group, seq, head_dim]` against keys
+//! `[batch, n_kv_heads, 1, total, head_dim]` (query head h uses KV head h / group, as in the runtime).
 
 use edgeforge_core::arch::block_shape;
 use edgeforge_core::{Model, Tensor, TensorData};
 
-use super::builder::{Attr, Dim, ElemType, GraphBuilder};
+use super::builder::{to_i64, Attr, Dim, ElemType, GraphBuilder};
 use super::proto::onnx as pb;
 use super::weights::{linear_weight, LinearWeight, NBitsWeight, ZeroPoints};
 use crate::error::{ExportError, Result};
@@ -76,10 +76,6 @@ struct NBitsParams {
 
 fn hint_of(name: &str) -> String {
     name.trim_end_matches(".weight").replace('.', "_")
-}
-
-fn to_i64(v: usize) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 struct Ctx<'a> {
