@@ -108,6 +108,12 @@ fn tiny_int8_model_exports_exact_codes_that_nir_read_accepts() {
     for note in &summary.notes {
         eprintln!("note: {note}");
     }
+    // Deterministic: the same model exports to the same bytes.
+    let again = tmp.path().join("again");
+    write_nir(&model, &again, &loihi2(), &NirOptions::default()).unwrap();
+    for f in ["model.nir", "partition.json"] {
+        assert!(std::fs::read(dir.join(f)).unwrap() == std::fs::read(again.join(f)).unwrap(), "{f} differs between two exports");
+    }
 }
 
 #[test]
