@@ -68,7 +68,7 @@ pub struct NirSummary {
 /// Inputs per calibration/simulation run: enough for a stable threshold and error figure, few enough to
 /// keep the simulation of a 1536 × 576 layer around a second.
 const SIM_INPUT_VECTORS: usize = 4;
-const SIM_SEED: u64 = 0x4E49_52;
+const SIM_SEED: u64 = 0x004E_4952; // "NIR"
 
 const SILU_ASSUMPTION: &str = "the model's MLP activation is SiLU; the chip's IF neurons compute a rate-coded ReLU, so the chip part assumes the SiLU→ReLU substitution (a swap plus distillation, not performed by this export)";
 
