@@ -412,7 +412,8 @@ fn a_nir_target_is_written_for_loihi2_read_by_nir_and_refused_for_akida_at_8_bit
     std::fs::write(dir.path().join("n.yaml"), recipe).unwrap();
     let (code, stdout, stderr) = run(&["run", "n.yaml", "--out", "out"], dir.path());
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    let nir_dir = dir.path().join("out/n-nir");
+    // Two NIR targets: each folder carries its profile's name.
+    let nir_dir = dir.path().join("out/n-nir-loihi2");
     assert!(nir_dir.join("model.nir").is_file() && nir_dir.join("partition.json").is_file());
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
     let targets = report["targets"].as_array().unwrap();

@@ -391,7 +391,16 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 p
             }
             TargetFormat::Nir => {
-                let p = opts.out_dir.join(format!("{stem}-nir"));
+                // `{stem}-nir`; with several NIR targets in one recipe each gets its profile's name too, so
+                // one does not overwrite another.
+                let nir_targets = r.targets.iter().filter(|x| matches!(x.format, TargetFormat::Nir)).count();
+                let p = match profile.as_ref().filter(|_| nir_targets > 1) {
+                    Some(pr) => {
+                        let tag: String = pr.name.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
+                        opts.out_dir.join(format!("{stem}-nir-{tag}"))
+                    }
+                    None => opts.out_dir.join(format!("{stem}-nir")),
+                };
                 let (limits, options) = crate::targets::nir_settings(profile.as_ref(), &model);
                 match edgeforge_export::nir::write_nir(&model, &p, &limits, &options) {
                     Ok(summary) => {
