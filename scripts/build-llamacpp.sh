@@ -17,6 +17,9 @@ command -v cmake >/dev/null || { apt-get update -qq >&2; apt-get install -y -qq 
 mkdir -p "$root/sdist"
 sdist="$root/sdist/llama_cpp_python-$version.tar.gz"
 if [[ ! -f "$sdist" ]]; then
+  # pip reads the sdist's metadata with its build backend even for a download; without build isolation
+  # that backend must already be installed (a fresh machine does not have it).
+  python3 -m pip install --quiet --disable-pip-version-check scikit-build-core >&2
   python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
     -d "$root/sdist" "llama-cpp-python==$version" >&2
 fi

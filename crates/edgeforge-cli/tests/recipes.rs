@@ -432,3 +432,22 @@ fn a_nir_target_is_written_for_loihi2_read_by_nir_and_refused_for_akida_at_8_bit
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("2 files match manifest.json"), "{out}");
 }
+
+#[test]
+fn an_onnx_target_for_a_phone_profile_is_written_and_listed_in_the_manifest() {
+    let dir = setup();
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    ignore: []\ntargets:\n  - {{ format: onnx, profile: android-phone, context: 256 }}\n");
+    std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for f in ["model.onnx", "genai_config.json", "tokenizer.json"] {
+        assert!(dir.path().join("out/m-onnx").join(f).is_file(), "{f}");
+    }
+    let genai: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/m-onnx/genai_config.json")).unwrap()).unwrap();
+    assert_eq!(genai["search"]["max_length"], 256, "RoPE tables and genai's max_length follow the target's context");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["targets"][0]["fits"], true, "{}", report["targets"]);
+    let (code, out, err) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("files match manifest.json"), "{out}");
+}

@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod gguf_model;
 pub mod hf;
 pub mod nir;
+pub mod onnx;
 pub mod uniform;
 
 pub use error::{ExportError, Result};

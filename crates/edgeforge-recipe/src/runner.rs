@@ -431,11 +431,14 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 }
             }
             TargetFormat::Onnx => {
-                return Err(RecipeError::Target(format!(
-                    "the model fits {} but the {} exporter is not in this release yet",
-                    t.profile.as_deref().unwrap_or("the target"),
-                    format.name()
-                )));
+                let p = opts.out_dir.join(format!("{stem}-onnx"));
+                // RoPE tables (and genai's max_length) cover the target's context.
+                let options = edgeforge_export::onnx::OnnxOptions { max_positions: Some(context as usize), ..Default::default() };
+                let summary = edgeforge_export::onnx::write_onnx(&model, &p, &options)?;
+                if let Some(last) = reports.last_mut() {
+                    last.notes.extend(summary.notes.iter().map(|n| format!("ONNX: {n}")));
+                }
+                p
             }
         };
         (opts.progress)(Progress::Done);

@@ -175,8 +175,9 @@ pub enum TargetFormat {
     Gguf,
     /// A Hugging Face folder with float weights (a plain safetensors checkpoint).
     Safetensors,
-    /// ONNX decoder with KV cache for onnxruntime (phones). The fit check runs; the exporter is not in
-    /// this release yet.
+    /// ONNX decoder with KV cache for onnxruntime (phones): `model.onnx` (IR 10, opsets 21 and com.microsoft
+    /// 1; 4/8-bit weights as MatMulNBits and GatherBlockQuantized, the rest f32), genai_config.json and the
+    /// tokenizer files.
     Onnx,
     /// C99 sources for microcontrollers: const weight arrays (int8, int4 two per byte, or floats), a
     /// portable inference source with one static arena, a demo, a Makefile and a README.
