@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
 # gguf-py, llama.cpp's own reader, checks our GGUF exports independently of our reader.
 python3 -m pip install --quiet --disable-pip-version-check "gguf==0.19.0" >&2
+# The NIR project's own reader (pulls h5py and numpy) checks our NIR exports: tests/python/check_nir.py.
+python3 -m pip install --quiet --disable-pip-version-check "nir==1.0.8" >&2
 # onnx (checker) and onnxruntime (CPU) run our ONNX exports; onnx 1.23.2 is the newest, and works with ORT 1.32.
 python3 -m pip install --quiet --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" >&2
 EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"

@@ -406,6 +406,34 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
 }
 
 #[test]
+fn a_nir_target_is_written_for_loihi2_read_by_nir_and_refused_for_akida_at_8_bits() {
+    let dir = setup();
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\ntargets:\n  - {{ format: nir, profile: loihi2 }}\n  - {{ format: nir, profile: akida }}\n");
+    std::fs::write(dir.path().join("n.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "n.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // Two NIR targets: each folder carries its profile's name.
+    let nir_dir = dir.path().join("out/n-nir-loihi2");
+    assert!(nir_dir.join("model.nir").is_file() && nir_dir.join("partition.json").is_file());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets[0]["fits"], true, "{}", report["targets"]);
+    assert!(targets[0]["energy_per_token_uj_estimate"].as_f64().unwrap() > 0.0);
+    let notes = targets[0]["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n");
+    assert!(notes.contains("NIR energy per token: estimate") && notes.contains("T=256"), "{notes}");
+    assert_eq!(targets[1]["fits"], false);
+    assert!(targets[1]["suggestions"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("quantize to 4 bits")), "{}", targets[1]);
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("note: NIR"), "{md}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_nir.py");
+    let out = Command::new("python3").arg(script).arg(&nir_dir).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (code, out, err) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2 files match manifest.json"), "{out}");
+}
+
+#[test]
 fn an_onnx_target_for_a_phone_profile_is_written_and_listed_in_the_manifest() {
     let dir = setup();
     let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    ignore: []\ntargets:\n  - {{ format: onnx, profile: android-phone, context: 256 }}\n");

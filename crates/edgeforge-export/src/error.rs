@@ -22,6 +22,11 @@ pub enum ExportError {
     },
     #[error("{what}")]
     Unsupported { what: String },
+    /// The export does not fit the target: each shortfall with numbers, and the recipe changes that fix it.
+    #[error("does not fit {target}: {}; fix: {}", shortfalls.join("; "), fixes.join("; or "))]
+    DoesNotFit { target: String, shortfalls: Vec<String>, fixes: Vec<String> },
+    #[error("{}: HDF5: {reason}", path.display())]
+    Hdf5 { path: PathBuf, reason: String },
     #[error("{}: safetensors: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
 }

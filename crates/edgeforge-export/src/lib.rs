@@ -6,6 +6,7 @@ pub mod error;
 pub mod gguf;
 pub mod gguf_model;
 pub mod hf;
+pub mod nir;
 pub mod onnx;
 pub mod uniform;
 

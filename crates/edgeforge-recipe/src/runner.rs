@@ -365,6 +365,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             fits.push(f.clone());
             continue;
         }
+        let mut nir_summary = None;
         let path = match t.format {
             TargetFormat::Gguf => {
                 let p = opts.out_dir.join(format!("{stem}.gguf"));
@@ -389,6 +390,46 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 }
                 p
             }
+            TargetFormat::Nir => {
+                // `{stem}-nir`; with several NIR targets in one recipe each gets its profile's name too, so
+                // one does not overwrite another.
+                let nir_targets = r.targets.iter().filter(|x| matches!(x.format, TargetFormat::Nir)).count();
+                let p = match profile.as_ref().filter(|_| nir_targets > 1) {
+                    Some(pr) => {
+                        let tag: String = pr.name.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
+                        opts.out_dir.join(format!("{stem}-nir-{tag}"))
+                    }
+                    None => opts.out_dir.join(format!("{stem}-nir")),
+                };
+                let (limits, options) = crate::targets::nir_settings(profile.as_ref(), &model);
+                match edgeforge_export::nir::write_nir(&model, &p, &limits, &options) {
+                    Ok(summary) => {
+                        if profile.is_none() {
+                            // No fit row to carry them (generic target): the last pass's notes do.
+                            if let Some(last) = reports.last_mut() {
+                                last.notes.extend(summary.notes.iter().cloned());
+                            }
+                        }
+                        nir_summary = Some(summary);
+                        p
+                    }
+                    // The exporter's own, finer check (fan-in, the exact partition) refused: a refused
+                    // target like any other, and the other targets still run.
+                    Err(edgeforge_export::ExportError::DoesNotFit { shortfalls, fixes, .. }) => {
+                        (opts.progress)(Progress::Done);
+                        if let Some(mut f) = fit.take() {
+                            f.fits = false;
+                            f.shortfalls.extend(shortfalls);
+                            f.suggestions.extend(fixes);
+                            fits.push(f);
+                        } else {
+                            return Err(RecipeError::Target(format!("NIR export refused: {}; fix: {}", shortfalls.join("; "), fixes.join("; or "))));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             TargetFormat::Onnx => {
                 let p = opts.out_dir.join(format!("{stem}-onnx"));
                 // RoPE tables (and genai's max_length) cover the target's context.
@@ -399,13 +440,6 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 }
                 p
             }
-            TargetFormat::Nir => {
-                return Err(RecipeError::Target(format!(
-                    "the model fits {} but the {} exporter is not in this release yet",
-                    t.profile.as_deref().unwrap_or("the target"),
-                    format.name()
-                )));
-            }
         };
         (opts.progress)(Progress::Done);
         let (bytes, sha256) = artifact_digest(&path)?;
@@ -415,6 +449,10 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             input.weight_bytes = bytes;
             *f = crate::targets::fit_row(p, t, &input);
             f.artifact_bytes = Some(bytes);
+            if let Some(summary) = &nir_summary {
+                f.energy_per_token_uj_estimate = summary.energy.energy_per_token_uj;
+                f.notes.extend(summary.notes.iter().cloned());
+            }
             fits.push(f.clone());
         }
         artifacts.push(Artifact {

@@ -42,7 +42,7 @@ pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16
     let c = &model.config;
     let mut bits: Vec<u32> = Vec::new();
     let mut weight_bytes = 0u64;
-    for t in model.tensors.values() {
+    for (name, t) in &model.tensors {
         let b = match &t.data {
             TensorData::F32(_) if f16_floats && t.shape.len() == 2 => 16,
             TensorData::F32(_) => 32,
@@ -50,7 +50,10 @@ pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16
             TensorData::Quantized(q) => u32::from(q.format.bits),
         };
         weight_bytes += if b == 16 && matches!(t.data, TensorData::F32(_)) { t.n_elems() as u64 * 2 } else { t.storage_bytes() as u64 };
-        if t.shape.len() == 2 && !bits.contains(&b) {
+        // A spiking chip holds only the block linears (embedding and head stay on the host by default), so
+        // only their widths are checked against it.
+        let on_device = format != ArtifactFormat::Nir || name.starts_with("blk.");
+        if t.shape.len() == 2 && on_device && !bits.contains(&b) {
             bits.push(b);
         }
     }
@@ -102,6 +105,7 @@ pub fn fit_row(profile: &Profile, t: &Target, input: &FitInput) -> TargetFit {
         peak_memory_bytes: fit.peak_memory_bytes,
         context_tokens: input.context_tokens,
         decode_tok_s_estimate: fit.decode_tok_s_estimate,
+        energy_per_token_uj_estimate: None,
         notes: fit.notes,
     }
 }
@@ -125,4 +129,33 @@ pub fn artifact_files(path: &Path) -> Result<Vec<PathBuf>, RecipeError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The NIR exporter's limits (from the profile's neuromorphic section; unlimited without one) and options:
+/// weights on the chip's widest grid, or on the model's own narrower one when every block linear is
+/// already quantized (so its codes go over exactly).
+pub fn nir_settings(profile: Option<&Profile>, model: &Model) -> (edgeforge_export::nir::NirLimits, edgeforge_export::nir::NirOptions) {
+    let n = profile.and_then(|p| p.neuromorphic.as_ref());
+    let limits = edgeforge_export::nir::NirLimits {
+        profile: profile.map_or_else(|| GENERIC_PROFILE.to_owned(), |p| p.name.clone()),
+        neurons: n.map_or(u64::MAX, |n| n.chips * n.neurons_per_chip),
+        synapses: n.map_or(u64::MAX, |n| n.chips * n.synapses_per_chip),
+        weight_bits_max: n.map_or(8, |n| n.weight_bits_max),
+        max_fan_in: n.and_then(|n| n.max_fan_in),
+        synop_energy_pj: n.and_then(|n| n.synop_energy_pj),
+        synop_energy_source: n.and_then(|n| n.synop_energy_source.clone()),
+    };
+    let chip_max = limits.weight_bits_max.clamp(2, 8);
+    let block_bits: Vec<Option<u32>> = model
+        .tensors
+        .iter()
+        .filter(|(name, t)| name.starts_with("blk.") && t.shape.len() == 2)
+        .map(|(_, t)| match &t.data {
+            TensorData::Quantized(q) => Some(u32::from(q.format.bits)),
+            _ => None,
+        })
+        .collect();
+    let model_bits = if block_bits.iter().all(Option::is_some) { block_bits.iter().flatten().copied().max() } else { None };
+    let weight_bits = model_bits.filter(|b| (2..chip_max).contains(b)).unwrap_or(chip_max);
+    (limits, edgeforge_export::nir::NirOptions { weight_bits, ..Default::default() })
 }

@@ -141,6 +141,9 @@ pub fn report(r: &Report) -> String {
             for s in &t.suggestions {
                 let _ = writeln!(o, "|  | to fit: {s} | | | | |");
             }
+            for n in &t.notes {
+                let _ = writeln!(o, "|  | note: {n} | | | | |");
+            }
         }
     }
     if let Some(g) = &r.gates {

@@ -133,6 +133,10 @@ pub struct TargetFit {
     pub context_tokens: u64,
     /// Roofline estimate from the profile's bandwidth, not a measurement.
     pub decode_tok_s_estimate: Option<f64>,
+    /// Neuromorphic targets (NIR): energy per token from synaptic operations × the profile's energy per
+    /// synaptic operation under assumed spike rates; an estimate, never a measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_per_token_uj_estimate: Option<f64>,
     pub notes: Vec<String>,
 }
 

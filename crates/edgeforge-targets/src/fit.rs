@@ -142,6 +142,12 @@ pub fn check_fit(profile: &Profile, input: &FitInput) -> Fit {
                     shortfalls.push(format!("{b}-bit weights; {name} holds at most {} bits", n.weight_bits_max));
                     suggestions.push(format!("quantize to {} bits before exporting NIR", n.weight_bits_max));
                 }
+                // Block linears take n_embd inputs (q/k/v, gate/up) or n_ff (down); o_proj's q width is n_embd here.
+                let fan_in = input.n_embd.max(input.n_ff);
+                if let Some(max) = n.max_fan_in.filter(|m| fan_in > *m) {
+                    shortfalls.push(format!("block linears take up to {fan_in} inputs, {name} dense layers at most {max}"));
+                    suggestions.push(format!("prune the MLP to a feed-forward width of at most {max} (`prune` with `mlp: {{ ratio: … }}`)"));
+                }
                 notes.push("softmax attention, RMSNorm and the embedding lookup run on the host; the chip holds the block linears".into());
             }
         }
@@ -228,5 +234,9 @@ mod tests {
         assert!(text.contains("akida runs nir, not gguf") && text.contains("8-bit weights; akida holds at most 4 bits"), "{text}");
         let loihi = check_fit(&profile("loihi2"), &smollm2(ArtifactFormat::Nir, 8));
         assert!(loihi.fits, "{:?}", loihi.shortfalls);
+        let wide = FitInput { n_ff: 4096, ..smollm2(ArtifactFormat::Nir, 4) };
+        let text = check_fit(&profile("akida"), &wide).shortfalls.join("; ");
+        assert!(text.contains("block linears take up to 4096 inputs, akida dense layers at most 2048"), "{text}");
+        assert!(check_fit(&profile("akida"), &smollm2(ArtifactFormat::Nir, 4)).fits);
     }
 }

@@ -67,6 +67,9 @@ pub struct Neuromorphic {
     pub synapses_per_chip: u64,
     pub weight_bits_max: u32,
     pub activation_bits_max: u32,
+    /// Largest input vector one dense (fully connected) layer takes, when the device limits it.
+    #[serde(default)]
+    pub max_fan_in: Option<u64>,
     /// Energy per synaptic operation, picojoules (published figure; see the source).
     #[serde(default)]
     pub synop_energy_pj: Option<f64>,

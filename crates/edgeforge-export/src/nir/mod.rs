@@ -1,0 +1,241 @@
+//! Model IR → NIR (Neuromorphic Intermediate Representation) for spiking chips (Intel Loihi 2 via Lava,
+//! and the NIR-reading toolchains of formats.md 4.3): a folder with `model.nir` (an HDF5 NIRGraph that
+//! `nir.read` loads, type-checked) and `partition.json` (which ops run on the chip and which on the host,
+//! per block, the counts checked against the device, an energy estimate and a rate-coding simulation).
+//!
+//! Only the block projections (and optionally the LM head) go to the chip, as Linear nodes on a signed
+//! integer grid of the target's weight width with one scale per output row; the MLP gate is followed by IF
+//! neurons (a rate-coded ReLU standing in for SiLU). See partition.rs for what stays on the host.
+
+mod energy;
+mod hdf5;
+mod partition;
+pub mod quant;
+pub mod sim;
+
+use std::path::{Path, PathBuf};
+
+use edgeforge_core::Model;
+use serde_json::json;
+
+pub use energy::EnergyEstimate;
+pub use hdf5::{MetaValue, NirGraph, NirNode, NIR_VERSION};
+pub use partition::{BlockPartition, ChipLayer, LimitCheck, NirLimits, HOST_BLOCK_OPS};
+pub use sim::{RateSimulation, SimRow, TIMESTEPS};
+
+use crate::atomic::StagedDir;
+use crate::error::{ExportError, Result};
+
+/// How to export (the limits come from the target profile, see [`NirLimits`]).
+#[derive(Debug, Clone)]
+pub struct NirOptions {
+    /// Width of the chip's signed integer weights (2..=8).
+    pub weight_bits: u32,
+    /// Put the LM head on the chip too (it is 49 152 × 576 for SmolLM2: 28M synapses).
+    pub lm_head_on_chip: bool,
+    /// Export only the first N blocks (tests on the real model); None: all.
+    pub max_blocks: Option<usize>,
+    /// Timesteps a token is presented for, for the energy estimate.
+    pub timesteps_per_token: u32,
+    /// Assumed input spikes per input per timestep, for the energy estimate.
+    pub input_spike_rate: f64,
+}
+
+impl Default for NirOptions {
+    fn default() -> Self {
+        Self { weight_bits: 8, lm_head_on_chip: false, max_blocks: None, timesteps_per_token: 32, input_spike_rate: 0.1 }
+    }
+}
+
+/// What was written, for reports and tests.
+#[derive(Debug, Clone)]
+pub struct NirSummary {
+    pub dir: PathBuf,
+    pub nir_bytes: u64,
+    pub nodes: usize,
+    pub edges: usize,
+    pub blocks_exported: usize,
+    pub neurons: u64,
+    pub synapses: u64,
+    pub max_fan_in: u64,
+    pub weight_bits: u32,
+    pub energy: EnergyEstimate,
+    pub simulation: Option<RateSimulation>,
+    /// One-line statements for the run's report.
+    pub notes: Vec<String>,
+}
+
+/// Inputs per calibration/simulation run: enough for a stable threshold and error figure, few enough to
+/// keep the simulation of a 1536 × 576 layer around a second.
+const SIM_INPUT_VECTORS: usize = 4;
+const SIM_SEED: u64 = 0x004E_4952; // "NIR"
+
+const SILU_ASSUMPTION: &str = "the model's MLP activation is SiLU; the chip's IF neurons compute a rate-coded ReLU, so the chip part assumes the SiLU→ReLU substitution (a swap plus distillation, not performed by this export)";
+
+/// Write `dir` (replaced if it exists) holding model.nir and partition.json, or refuse with the shortfall
+/// and the fix when the chip part does not fit `limits`. Nothing is left behind on failure.
+pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOptions) -> Result<NirSummary> {
+    let bits = options.weight_bits;
+    if !(2..=8).contains(&bits) {
+        return Err(ExportError::Unsupported { what: format!("NIR export: weight_bits {bits} (2 to 8 supported)") });
+    }
+    let c = &model.config;
+    let n_blocks = options.max_blocks.map_or(c.n_layers, |m| m.min(c.n_layers));
+    let blocks = partition::partition_blocks(model, n_blocks)?;
+    let head = options.lm_head_on_chip.then(|| partition::lm_head_layer(model));
+    let layers: Vec<&ChipLayer> = blocks.iter().flat_map(|b| b.chip.iter()).chain(head.as_ref()).collect();
+    let (checks, shortfalls, fixes) = partition::check_limits(&layers, bits, head.is_some(), limits);
+    if !shortfalls.is_empty() {
+        return Err(ExportError::DoesNotFit { target: limits.profile.clone(), shortfalls, fixes });
+    }
+
+    let mut graph = NirGraph::default();
+    graph.metadata.push(("description".into(), MetaValue::Text(format!("edgeforge: chip part of a {}-block llama model", c.n_layers))));
+    let mut simulation = None;
+    let mut layer_json = Vec::new();
+    let mut seen_segments = std::collections::BTreeSet::new();
+    for layer in &layers {
+        let t = model.tensor(&layer.tensor)?;
+        let w = quant::chip_weights(&layer.tensor, t, bits)?;
+        if w.n_in != layer.n_in || w.n_out != layer.n_out {
+            return Err(ExportError::Unsupported { what: format!("{}: shape {:?}, expected [{}, {}]", layer.tensor, t.shape, layer.n_out, layer.n_in) });
+        }
+        let input = format!("{}.input", layer.segment);
+        if seen_segments.insert(layer.segment.clone()) {
+            graph.add(&input, NirNode::Input { shape: vec![layer.n_in as i64] });
+        }
+        let mut last = layer.node.clone();
+        let mut threshold = None;
+        if layer.spiking_activation {
+            let inputs = sim::test_inputs(SIM_INPUT_VECTORS, layer.n_in, SIM_SEED);
+            let chip = w.dequantized();
+            let theta = inputs
+                .iter()
+                .flat_map(|x| sim::relu_reference(&chip, w.n_out, w.n_in, x))
+                .fold(0f32, f32::max)
+                .max(f32::MIN_POSITIVE);
+            threshold = Some(theta);
+            if simulation.is_none() {
+                simulation = Some(sim::simulate(&layer.node, &w, &t.to_f32(&layer.tensor)?, &inputs, SILU_ASSUMPTION));
+            }
+            let act = layer.node.replace("_proj", "_act");
+            graph.add(
+                &act,
+                NirNode::IntegrateAndFire {
+                    r: w.scales.clone(),
+                    v_threshold: vec![theta; w.n_out],
+                    v_reset: vec![0.0; w.n_out],
+                    metadata: vec![
+                        ("substitutes".into(), MetaValue::Text("SiLU (as rate-coded ReLU)".into())),
+                        ("threshold_calibration".into(), MetaValue::Text(format!("largest ReLU output over {SIM_INPUT_VECTORS} deterministic inputs uniform in [-1, 1]; recalibrate on real activations")))
+                    ],
+                },
+            );
+            graph.connect(&layer.node, &act);
+            last = act;
+        }
+        let output = format!("{last}.output");
+        graph.add(&output, NirNode::Output { shape: vec![layer.n_out as i64] });
+        graph.connect(&input, &layer.node);
+        graph.connect(&last, &output);
+        layer_json.push(json!({
+            "node": layer.node,
+            "tensor": layer.tensor,
+            "nir_type": "Linear",
+            "weight_shape": [layer.n_out, layer.n_in],
+            "weight_bits": bits,
+            "exact_model_codes": w.exact_codes,
+            "neurons": layer.n_out,
+            "synapses": layer.synapses(),
+            "fan_in": layer.n_in,
+            "activation": if layer.spiking_activation { json!({"nir_type": "IF", "node": last.trim_end_matches(".output"), "v_threshold": threshold}) } else { json!(null) },
+        }));
+        graph.add(
+            &layer.node,
+            NirNode::Linear {
+                n_out: w.n_out,
+                n_in: w.n_in,
+                weight: w.int_weights,
+                metadata: vec![
+                    ("weight_bits".into(), MetaValue::Int(i64::from(bits))),
+                    ("weight_scale".into(), MetaValue::Floats(w.scales)),
+                    ("weight_encoding".into(), MetaValue::Text("weight holds signed integers; real weight[r, c] = weight[r, c] * weight_scale[r]".into())),
+                    ("source_tensor".into(), MetaValue::Text(layer.tensor.clone())),
+                ],
+            },
+        );
+    }
+
+    let neurons: u64 = layers.iter().map(|l| l.n_out as u64).sum();
+    let synapses: u64 = layers.iter().map(|l| l.synapses()).sum();
+    let max_fan_in = layers.iter().map(|l| l.n_in as u64).max().unwrap_or(0);
+    let energy = energy::estimate(synapses, options.timesteps_per_token, options.input_spike_rate, limits.synop_energy_pj, limits.synop_energy_source.clone());
+
+    let staged = StagedDir::new(dir, true)?;
+    let nir_path = staged.path().join("model.nir");
+    graph.write_hdf5(&nir_path).map_err(|reason| ExportError::Hdf5 { path: nir_path.clone(), reason })?;
+    let nir_bytes = std::fs::metadata(&nir_path).map_err(|e| ExportError::io(&nir_path, e))?.len();
+
+    let mut host_model_ops = vec!["token embedding lookup", "final RMSNorm (output_norm)", "sampling"];
+    if head.is_none() {
+        host_model_ops.insert(2, "LM head (output projection)");
+    }
+    let per_block: Vec<_> = blocks
+        .iter()
+        .map(|b| {
+            let chip: Vec<_> = layer_json.iter().filter(|j| j["node"].as_str().is_some_and(|n| n.starts_with(&format!("block{}.", b.block)))).cloned().collect();
+            json!({ "block": b.block, "chip": chip, "host": b.host, "neurons": b.neurons, "synapses": b.synapses, "max_fan_in": b.max_fan_in })
+        })
+        .collect();
+    let partition = json!({
+        "format": format!("NIR {NIR_VERSION} (HDF5); load with nir.read(\"model.nir\")"),
+        "profile": limits,
+        "weight_bits": bits,
+        "weight_grid": "signed integers in [-2^(bits-1), 2^(bits-1)-1] stored as float32 in each Linear's weight, one float scale per output row in its metadata.weight_scale; the IF neurons' r carries the same scales",
+        "blocks_exported": n_blocks,
+        "blocks_total": c.n_layers,
+        "host_model_ops": host_model_ops,
+        "lm_head": head.as_ref().map_or(json!("host"), |_| layer_json.iter().find(|j| j["node"] == "lm_head").cloned().unwrap_or(json!(null))),
+        "blocks": per_block,
+        "totals": { "neurons": neurons, "synapses": synapses, "max_fan_in": max_fan_in, "nodes": graph.nodes.len(), "edges": graph.edges.len(), "nir_bytes": nir_bytes },
+        "checks": checks,
+        "fits": true,
+        "energy_estimate": energy,
+        "simulation": simulation,
+        "activation_assumption": SILU_ASSUMPTION,
+    });
+    let json_path = staged.path().join("partition.json");
+    let text = serde_json::to_string_pretty(&partition).map_err(|e| ExportError::Unsupported { what: format!("partition.json: {e}") })?;
+    std::fs::write(&json_path, text + "\n").map_err(|e| ExportError::io(&json_path, e))?;
+    let dir = staged.commit()?;
+
+    let mut notes = vec![
+        format!(
+            "NIR ({}): chip holds {} linear layers of {n_blocks}/{} blocks{}: {neurons} neurons, {synapses} synapses, max fan-in {max_fan_in}, {bits}-bit weights; RMSNorm, RoPE, softmax attention, the SwiGLU product, residuals, embedding{} stay on the host",
+            limits.profile,
+            layers.len(),
+            c.n_layers,
+            if head.is_some() { " + LM head" } else { "" },
+            if head.is_none() { " and LM head" } else { "" },
+        ),
+        format!("NIR energy per token: {}", energy.label),
+    ];
+    if let Some(s) = &simulation {
+        let table: Vec<String> = s.rows.iter().map(|r| format!("T={}: {:.2}%", r.timesteps, 100.0 * r.rel_error)).collect();
+        notes.push(format!("NIR rate-coding simulation of {} ({}×{}), relative error of rate×θ vs ReLU: {}; {}", s.layer, s.n_out, s.n_in, table.join(", "), SILU_ASSUMPTION));
+    }
+    Ok(NirSummary {
+        dir,
+        nir_bytes,
+        nodes: graph.nodes.len(),
+        edges: graph.edges.len(),
+        blocks_exported: n_blocks,
+        neurons,
+        synapses,
+        max_fan_in,
+        weight_bits: bits,
+        energy,
+        simulation,
+        notes,
+    })
+}
