@@ -112,3 +112,82 @@ fn gptq_beats_round_to_nearest_on_the_real_model_and_exports_losslessly() {
     }
     assert!(ppl["gptq"] < 0.95 * ppl["rtn"], "{ppl:?}");
 }
+
+/// `recipes/smollm2-edge-all.yaml` on the real model: one run writes the GGUF for raspberry-pi-5, the ONNX
+/// decoder for android-phone and the NIR partition for loihi2, refuses esp32-s3 with the shortfall, and
+/// covers all four in one report. Each artifact is then opened by its own client: onnxruntime (logits
+/// against our runtime on the GGUF the same run wrote, which holds the same codes; tolerance 1e-4 × the
+/// largest |logit|, as in the exporter's own tests), the `nir` package, and `edgeforge verify`, which must
+/// also catch a flipped byte in the NIR file.
+#[test]
+fn edge_all_recipe_covers_board_phone_mcu_and_neuromorphic_targets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let _ = edgeforge_tests::reference_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("edge");
+    let run = Command::new(BIN)
+        .current_dir(&root)
+        .args(["run", "recipes/smollm2-edge-all.yaml", "--out", out.to_str().unwrap(), "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let formats: Vec<&str> = report["artifacts"].as_array().unwrap().iter().map(|a| a["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["gguf", "onnx", "nir"], "{report:#}");
+    let targets = report["targets"].as_array().unwrap();
+    let target = |profile: &str| targets.iter().find(|t| t["profile"] == profile).unwrap_or_else(|| panic!("no {profile} row"));
+    for fits in ["raspberry-pi-5", "android-phone", "loihi2"] {
+        assert_eq!(target(fits)["fits"], true, "{fits}");
+    }
+    let esp = target("esp32-s3");
+    assert_eq!(esp["fits"], false);
+    let shortfall = esp.to_string();
+    assert!(shortfall.contains("needs") && shortfall.contains("MB of weights") && shortfall.contains("esp32-s3 has"), "{shortfall}");
+    assert!(!out.join("smollm2-edge-all-c").exists(), "a refused target leaves no artifact");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("**refused**") && md.contains("roofline estimate") && md.contains("energy per token"), "{md}");
+
+    // ONNX in onnxruntime against our runtime on the GGUF of the same run.
+    let prompt: Vec<u32> = vec![1, 504, 3458, 282, 4082, 314, 260, 2115, 30, 378, 1029, 4600, 28, 15];
+    let model = edgeforge_core::load_model(&out.join("smollm2-edge-all.gguf")).unwrap();
+    let rt = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model).unwrap()).unwrap();
+    let mut cache = rt.new_cache(prompt.len());
+    let ours = rt.forward(&mut cache, &prompt, 0).unwrap();
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let logits_bin = dir.path().join("ort.bin");
+    let ort = Command::new("python3")
+        .arg(root.join("tests/python/check_onnx.py"))
+        .arg(out.join("smollm2-edge-all-onnx"))
+        .arg(ids.join(","))
+        .arg(&logits_bin)
+        .output()
+        .unwrap();
+    assert!(ort.status.success(), "{}{}", String::from_utf8_lossy(&ort.stdout), String::from_utf8_lossy(&ort.stderr));
+    let bytes = std::fs::read(&logits_bin).unwrap();
+    let theirs: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(theirs.len(), 2 * ours.len(), "one-call and cached logits");
+    let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (what, part) in [("one call", &theirs[..ours.len()]), ("KV cache", &theirs[ours.len()..])] {
+        let diff = part.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("edge-all ONNX ({what}): max |ORT − runtime| = {diff:.3e}, largest logit {scale:.2}");
+        assert!(diff <= 1e-4 * scale, "{what}: {diff}");
+    }
+
+    // NIR through the NIR project's own reader.
+    let nir = Command::new("python3").arg(root.join("tests/python/check_nir.py")).arg(out.join("smollm2-edge-all-nir")).output().unwrap();
+    assert!(nir.status.success(), "{}{}", String::from_utf8_lossy(&nir.stdout), String::from_utf8_lossy(&nir.stderr));
+    eprintln!("edge-all NIR: {}", String::from_utf8_lossy(&nir.stdout).trim());
+
+    // The manifest covers every file; a flipped byte in the NIR file is caught.
+    let verify = |expect: i32| {
+        let v = Command::new(BIN).args(["verify", out.to_str().unwrap()]).output().unwrap();
+        assert_eq!(v.status.code(), Some(expect), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    };
+    verify(0);
+    let nir_file = out.join("smollm2-edge-all-nir/model.nir");
+    let mut data = std::fs::read(&nir_file).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&nir_file, &data).unwrap();
+    verify(1);
+}
