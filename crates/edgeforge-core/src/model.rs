@@ -218,3 +218,36 @@ impl Model {
         t.to_f32(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_without_activation_reads_as_silu_and_relu_round_trips() {
+        let mut cfg = ModelConfig {
+            architecture: "llama".into(),
+            vocab_size: 8,
+            n_embd: 4,
+            n_layers: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 4,
+            n_ff: 8,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+            context_length: 16,
+            tied_embeddings: true,
+            activation: Activation::Relu,
+        };
+        let json = serde_json::to_value(&cfg).expect("serializes");
+        assert_eq!(json["activation"], "relu");
+        let back: ModelConfig = serde_json::from_value(json.clone()).expect("reads back");
+        assert_eq!(back.activation, Activation::Relu);
+        // A checkpoint written before the field existed.
+        let mut old = json;
+        old.as_object_mut().expect("object").remove("activation");
+        cfg.activation = Activation::Silu;
+        assert_eq!(serde_json::from_value::<ModelConfig>(old).expect("old config reads"), cfg);
+    }
+}

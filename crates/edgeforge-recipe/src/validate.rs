@@ -120,7 +120,7 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
 
     // Targets. A pass that sets the MLP activation to something other than SiLU rules out GGUF, whose llama
     // architecture always applies SiLU (see `edgeforge_export::ExportError::GgufActivation`).
-    let activation = passes.iter().filter_map(|p| p.activation_after()).last();
+    let activation = passes.iter().rev().find_map(|p| p.activation_after());
     if let Some(act) = activation.filter(|a| *a != edgeforge_core::Activation::Silu) {
         if r.targets.iter().any(|t| t.format == crate::schema::TargetFormat::Gguf) {
             diags.push(rf.diagnostic(
