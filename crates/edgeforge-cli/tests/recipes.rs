@@ -44,6 +44,8 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("baseline-missing", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: reports/none.json\n", "4:13", &["neither `input` nor an existing report.json"]),
     ("wrong-version", "version: 2\nmodel: tiny.gguf\n", "1:1", &["version 2 is not supported"]),
     ("not-a-mapping", "- just\n- a list\n", "1:", &["expected"]),
+    ("swap-then-gguf", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: activation-swap\n    to: relu\ntargets:\n  - { format: gguf }\n", "1:1", &["gguf target cannot hold this model", "always applies SiLU", "drop the gguf target"]),
+    ("swap-to-unknown", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: activation-swap\n    to: gelu\n", "5:", &["unknown variant `gelu`"]),
     ("ignore-bad-glob", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n    ignore: [\"blk.[\"]\n", "7:", &["not a valid glob"]),
 ];
 
@@ -450,4 +452,36 @@ fn an_onnx_target_for_a_phone_profile_is_written_and_listed_in_the_manifest() {
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("files match manifest.json"), "{out}");
+}
+
+#[test]
+fn activation_swap_then_distill_then_nir_on_a_tiny_model() {
+    let dir = setup();
+    let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
+    std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
+    let recipe = format!(
+        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 6, seq_len: 32, seed: 3 }}\npasses:\n  - pass: activation-swap\n    to: relu\n  - pass: distill\n    steps: 3\n    batch_size: 2\n    lr: 0.001\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\neval:\n  perplexity: {{ dataset: cal.txt, ctx: 32, chunks: 2 }}\ntargets:\n  - {{ format: nir, profile: loihi2 }}\n  - {{ format: safetensors }}\n"
+    );
+    std::fs::write(dir.path().join("s.yaml"), &recipe).unwrap();
+    let (code, stdout, stderr) = run(&["validate", "s.yaml"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = run(&["run", "s.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let passes = report["passes"].as_array().unwrap();
+    let names: Vec<&str> = passes.iter().map(|p| p["name"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["activation-swap", "distill", "quantize-rtn"]);
+    let swap_notes = passes[0]["notes"].to_string();
+    assert!(swap_notes.contains("silu → relu") && swap_notes.contains("no weights changed") && swap_notes.contains("distill"), "{swap_notes}");
+    let partition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/s-nir/partition.json")).unwrap()).unwrap();
+    assert_eq!(partition["model_activation"], "relu");
+    assert!(partition["activation_assumption"].as_str().unwrap().contains("own activation"));
+    let hf = edgeforge_core::load_model(&dir.path().join("out/s-hf")).unwrap();
+    assert_eq!(hf.config.activation, edgeforge_core::Activation::Relu);
+
+    // Resumed from the checkpoints (which carry the config), the model is still ReLU.
+    let (code, stdout, stderr) = run(&["run", "s.yaml", "--out", "out", "--resume"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/s-nir/partition.json")).unwrap()).unwrap();
+    assert_eq!(again["model_activation"], "relu");
 }

@@ -21,5 +21,5 @@ pub mod summary;
 pub use dtype::GgmlType;
 pub use error::{Error, Result};
 pub use load::load_model;
-pub use model::{Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
+pub use model::{Activation, Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
 pub use edgeforge_tokenizer::Tokenizer;

@@ -94,6 +94,8 @@ fn gguf_config(file: &GgufFile, arch: &str, n_vocab: usize) -> Result<ModelConfi
         rms_eps: rms_eps as f32,
         context_length: file.require_u64(&key("context_length"))? as usize,
         tied_embeddings: tied,
+        // The llama architecture in GGUF has no activation key: llama.cpp always applies SiLU.
+        activation: crate::model::Activation::Silu,
     };
     arch::check_config(&config).map_err(|(field, value, why)| Error::Config {
         path: file.path.clone(),

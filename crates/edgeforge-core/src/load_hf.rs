@@ -163,6 +163,18 @@ fn parse_config(path: &Path, bytes: &[u8], tokenizer_vocab: usize) -> Result<Mod
             why: "RoPE scaling is not supported yet",
         }));
     }
+    // transformers' LlamaMLP applies ACT2FN[hidden_act] to the gate; only the two the runtime implements load.
+    let activation = match v.get("hidden_act") {
+        None | Some(Value::Null) => crate::model::Activation::Silu,
+        Some(Value::String(name)) => crate::model::Activation::from_hf(name).ok_or_else(|| {
+            err(ConfigProblem::Invalid {
+                field: "hidden_act",
+                value: format!("\"{name}\""),
+                why: "only \"silu\" and \"relu\" are supported",
+            })
+        })?,
+        Some(x) => return Err(err(ConfigProblem::WrongType { field: "hidden_act", expected: "a string", found: x.to_string() })),
+    };
     let n_embd = required("hidden_size")?;
     let n_heads = required("num_attention_heads")?;
     let vocab_size = required("vocab_size")?;
@@ -179,6 +191,7 @@ fn parse_config(path: &Path, bytes: &[u8], tokenizer_vocab: usize) -> Result<Mod
         rms_eps: float("rms_norm_eps")?.ok_or_else(|| err(ConfigProblem::MissingField { field: "rms_norm_eps" }))? as f32,
         context_length: uint("max_position_embeddings")?.unwrap_or(2048),
         tied_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        activation,
     };
     arch::check_config(&config).map_err(|(field, value, why)| err(ConfigProblem::Invalid { field, value, why }))?;
     if tokenizer_vocab > vocab_size {

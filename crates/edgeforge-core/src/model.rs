@@ -29,6 +29,54 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     pub context_length: usize,
     pub tied_embeddings: bool,
+    /// The MLP gate's activation. Absent in checkpoints written before the field existed, which were all
+    /// SiLU models, hence the default.
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+/// The nonlinearity applied to the MLP gate projection before it multiplies the up projection:
+/// `act(x·W_gateᵀ) ⊙ (x·W_upᵀ)`. Llama checkpoints are trained with SiLU (SwiGLU); the `activation-swap`
+/// pass turns it into ReLU (ReGLU), which an integrate-and-fire neuron computes exactly as a firing rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Silu,
+    Relu,
+}
+
+impl Activation {
+    /// The name Hugging Face's `hidden_act` uses (and our reports print).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Relu => "relu",
+        }
+    }
+
+    /// Parses a Hugging Face `hidden_act` value; `None` for activations the runtime does not implement.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "relu" => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation to one value (the scalar definition every backend must agree with).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Relu => x.max(0.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Tensor contents: raw format blocks exactly as read (so quantized blocks stay reachable), or floats.
@@ -168,5 +216,38 @@ impl Model {
             });
         }
         t.to_f32(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_without_activation_reads_as_silu_and_relu_round_trips() {
+        let mut cfg = ModelConfig {
+            architecture: "llama".into(),
+            vocab_size: 8,
+            n_embd: 4,
+            n_layers: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 4,
+            n_ff: 8,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+            context_length: 16,
+            tied_embeddings: true,
+            activation: Activation::Relu,
+        };
+        let json = serde_json::to_value(&cfg).expect("serializes");
+        assert_eq!(json["activation"], "relu");
+        let back: ModelConfig = serde_json::from_value(json.clone()).expect("reads back");
+        assert_eq!(back.activation, Activation::Relu);
+        // A checkpoint written before the field existed.
+        let mut old = json;
+        old.as_object_mut().expect("object").remove("activation");
+        cfg.activation = Activation::Silu;
+        assert_eq!(serde_json::from_value::<ModelConfig>(old).expect("old config reads"), cfg);
     }
 }

@@ -114,4 +114,9 @@ pub trait Pass: Send + Sync {
     fn check(&self, config: &crate::ModelConfig) -> Vec<OptionIssue>;
     fn estimate(&self, config: &crate::ModelConfig, n_params: u64) -> Estimate;
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError>;
+    /// The MLP activation the model has after this pass, when the pass sets it (`activation-swap`): lets
+    /// `edgeforge validate` refuse targets that cannot express it before anything runs.
+    fn activation_after(&self) -> Option<crate::Activation> {
+        None
+    }
 }

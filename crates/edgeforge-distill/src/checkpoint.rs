@@ -134,6 +134,7 @@ fn load_student(mut llama: Llama, path: &Path) -> Result<Llama> {
             ffn_up: lin(b.ffn_up, &name("ffn_up"), s)?,
             ffn_down: lin(b.ffn_down, &name("ffn_down"), s)?,
             shape: b.shape,
+            activation: b.activation,
         });
     }
     llama.blocks = blocks;

@@ -13,6 +13,7 @@ mod loss;
 pub mod model;
 mod options;
 mod schedule;
+mod swap;
 mod train;
 
 use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
@@ -21,6 +22,7 @@ use edgeforge_core::{Model, ModelConfig};
 pub use error::DistillError;
 pub use loss::{hidden_mse, kl_loss, teacher_log_probs, TeacherTargets};
 pub use options::{BackendChoice, DistillOptions};
+pub use swap::{ActivationSwap, ActivationSwapOptions, SwapTo};
 pub use train::{device, train, TrainContext, TrainReport};
 
 pub struct Distill {

@@ -4,7 +4,7 @@
 
 use burn::module::{Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
-use edgeforge_core::model::{Model, TensorData as IrData};
+use edgeforge_core::model::{Activation, Model, TensorData as IrData};
 
 use crate::error::{DistillError, Result};
 use crate::model::{Block, BlockShape, Dims, Linear, Llama, RmsNorm};
@@ -62,7 +62,7 @@ impl Loader<'_> {
         Ok(RmsNorm { weight: self.param(name, [width], values, train), eps })
     }
 
-    fn block(&mut self, l: usize, dims: Dims, eps: f64) -> Result<Block> {
+    fn block(&mut self, l: usize, dims: Dims, eps: f64, activation: Activation) -> Result<Block> {
         let (e, hd) = (dims.n_embd, dims.head_dim);
         let name = |s: &str| format!("blk.{l}.{s}.weight");
         let train = self.trainable.blocks;
@@ -86,7 +86,7 @@ impl Loader<'_> {
             });
         }
         let shape = BlockShape { n_heads, n_kv_heads, n_ff };
-        Ok(Block { attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down, shape })
+        Ok(Block { attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down, shape, activation })
     }
 }
 
@@ -101,7 +101,7 @@ pub fn llama_from_model(model: &Model, device: &Device, trainable: Trainable) ->
     let eps = f64::from(c.rms_eps);
     let mut ld = Loader { model, device, next_id: 0, trainable };
     let embd = ld.matrix("token_embd.weight", Some(c.vocab_size), c.n_embd, trainable.embeddings)?.weight;
-    let blocks = (0..c.n_layers).map(|l| ld.block(l, dims, eps)).collect::<Result<Vec<_>>>()?;
+    let blocks = (0..c.n_layers).map(|l| ld.block(l, dims, eps, c.activation)).collect::<Result<Vec<_>>>()?;
     let output_norm = ld.norm("output_norm.weight", c.n_embd, eps, trainable.blocks)?;
     // An untied head trains with the embeddings: both are vocabulary-sized.
     let output = if model.tensors.contains_key("output.weight") {

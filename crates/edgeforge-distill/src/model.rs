@@ -1,10 +1,11 @@
 //! The llama architecture as a burn module, for training: the same math as `edgeforge-runtime` (RMSNorm,
-//! adjacent-pair RoPE, grouped-query causal attention, SwiGLU, optionally tied output head), written with
+//! adjacent-pair RoPE, grouped-query causal attention, SwiGLU (or ReGLU), optionally tied output head), written with
 //! tensor operations that burn can differentiate. Head counts and FFN width are per block, so pruned
 //! students train as they are. The backend is chosen at run time by the `Device` the parameters live on.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::{relu, silu, softmax};
+use edgeforge_core::Activation;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// `y = x · Wᵀ` for a row-major `[out, in]` weight (the GGUF layout, kept as is so loading copies nothing).
@@ -55,6 +56,10 @@ pub struct Block {
     pub ffn_down: Linear,
     #[module(skip)]
     pub shape: BlockShape,
+    /// The gate's nonlinearity, from the model's config: a student after `activation-swap` trains with ReLU
+    /// while its teacher keeps SiLU.
+    #[module(skip)]
+    pub activation: Activation,
 }
 
 /// Model-wide sizes.
@@ -149,7 +154,12 @@ impl Block {
         let heads = self.attention(self.attn_norm.forward(x.clone()), batch, seq, head_dim, pos);
         let x = x + self.attn_output.forward(heads);
         let xn = self.ffn_norm.forward(x.clone());
-        let hidden = silu(self.ffn_gate.forward(xn.clone())) * self.ffn_up.forward(xn);
+        let gate = self.ffn_gate.forward(xn.clone());
+        let gate = match self.activation {
+            Activation::Silu => silu(gate),
+            Activation::Relu => relu(gate),
+        };
+        let hidden = gate * self.ffn_up.forward(xn);
         x + self.ffn_down.forward(hidden)
     }
 }

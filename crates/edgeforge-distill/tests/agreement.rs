@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use edgeforge_core::{load_model, Model};
+use edgeforge_core::{load_model, Activation, Model};
 use edgeforge_distill::load::{llama_from_model, Trainable};
 use edgeforge_distill::model::Positions;
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
@@ -41,6 +41,21 @@ fn tiny_model_logits_match_runtime() {
         let (abs, rel) = differences(&burn_logits(&model, &tokens), &runtime_logits(&model, &tokens));
         assert!(abs < 1e-5, "tiny {spec:?}: max abs {abs}, rel {rel}");
     }
+}
+
+#[test]
+fn tiny_relu_model_logits_match_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec::default())).unwrap();
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 250 + 2).collect();
+    let silu = runtime_logits(&model, &tokens);
+    model.config.activation = Activation::Relu;
+    let (burn, rt) = (burn_logits(&model, &tokens), runtime_logits(&model, &tokens));
+    let (abs, rel) = differences(&burn, &rt);
+    assert!(abs < 1e-4, "ReLU: max abs {abs}, rel {rel}");
+    // Both must actually have switched: the ReLU logits differ from the SiLU ones.
+    let (moved, _) = differences(&rt, &silu);
+    assert!(moved > 1e-3, "ReLU logits equal the SiLU ones to {moved}");
 }
 
 #[test]

@@ -29,6 +29,10 @@ pub enum ExportError {
     Hdf5 { path: PathBuf, reason: String },
     #[error("{}: safetensors: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
+    /// GGUF's llama architecture has no key for the MLP activation: llama.cpp always applies SiLU, so a
+    /// model with another gate activation would load and silently compute the wrong function.
+    #[error("cannot write GGUF: the model's MLP gate activation is {activation}, but llama.cpp's llama architecture always applies SiLU (GGUF has no key to say otherwise); fix: export this model as onnx, c-bundle, safetensors or nir, or drop the activation-swap pass")]
+    GgufActivation { activation: edgeforge_core::Activation },
 }
 
 impl ExportError {

@@ -65,6 +65,10 @@ pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNo
 }
 
 pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOptions) -> Result<GgufExportNotes> {
+    // Checked before anything is written, so a refused export leaves no partial file.
+    if model.config.activation != edgeforge_core::Activation::Silu {
+        return Err(ExportError::GgufActivation { activation: model.config.activation });
+    }
     let vocab = model.tokenizer.gguf_vocab().ok_or_else(|| ExportError::Unsupported {
         what: "GGUF export of a model whose tokenizer came from tokenizer.json (not yet supported)".into(),
     })?;

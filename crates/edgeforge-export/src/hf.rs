@@ -95,7 +95,7 @@ pub fn write_hf_dir(model: &Model, dest: &Path, dtype: FloatType, replace: bool)
         "rope_theta": cfg.rope_base,
         "rope_scaling": null,
         "tie_word_embeddings": cfg.tied_embeddings,
-        "hidden_act": "silu",
+        "hidden_act": cfg.activation.name(),
         "attention_bias": false,
         "mlp_bias": false,
         "bos_token_id": model.tokenizer.bos_id(),

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use edgeforge_core::pass::{Pass, PassContext};
-use edgeforge_core::{load_model, Model};
+use edgeforge_core::{load_model, Activation, Model};
 use edgeforge_export::c_bundle::write_c_bundle;
 use edgeforge_quant::{QuantizeRtn, RtnOptions};
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
@@ -74,4 +74,22 @@ fn c_bundle_matches_the_runtime_for_float_int8_and_int4_models() {
     assert!(weights.contains("EF_INT4") && !weights.contains("malloc"));
     let source = std::fs::read_to_string(dir.path().join("int4/edgeforge_model.c")).unwrap();
     assert!(!source.contains("malloc"), "no allocation in the inference source");
+}
+
+#[test]
+fn c_bundle_follows_a_relu_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 7, f16: false };
+    let path = write_tiny_gguf(dir.path(), "tiny.gguf", &spec);
+    // What the activation-swap pass does: the config's activation, no weight change.
+    let mut relu = load_model(&path).unwrap();
+    relu.config.activation = Activation::Relu;
+    check("f32 ReLU", &relu, &dir.path().join("relu"));
+    let config = std::fs::read_to_string(dir.path().join("relu/model_config.h")).unwrap();
+    assert!(config.contains("#define EF_ACT_RELU 1"), "{config}");
+    quantize(&mut relu, serde_json::json!({ "bits": 8, "group_size": "per-channel" }));
+    check("int8 per-channel ReLU", &relu, &dir.path().join("relu-int8"));
+    let silu = load_model(&path).unwrap();
+    write_c_bundle(&silu, &dir.path().join("silu"), 64).unwrap();
+    assert!(std::fs::read_to_string(dir.path().join("silu/model_config.h")).unwrap().contains("#define EF_ACT_RELU 0"));
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use edgeforge_core::pass::{Pass, PassContext};
-use edgeforge_core::{load_model, Model, TensorData};
+use edgeforge_core::{load_model, Activation, Model, TensorData};
 use edgeforge_export::nir::{write_nir, NirLimits, NirOptions};
 use edgeforge_export::ExportError;
 use edgeforge_quant::{QuantizeRtn, RtnOptions};
@@ -195,4 +195,23 @@ fn reference_model_exports_for_loihi2_and_nir_read_loads_it() {
     let e = write_nir(&model, &tmp.path().join("head"), &loihi2(), &NirOptions { lm_head_on_chip: true, ..NirOptions::default() }).unwrap_err().to_string();
     eprintln!("with the LM head on chip: {e}");
     assert!(e.contains("keep the LM head on the host"), "{e}");
+}
+
+#[test]
+fn relu_model_needs_no_activation_assumption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 5, f16: false };
+    let mut model = load_model(&write_tiny_gguf(tmp.path(), "tiny.gguf", &spec)).unwrap();
+    quantize(&mut model, serde_json::json!({ "bits": 8, "group_size": "per-channel" }));
+    model.config.activation = Activation::Relu;
+    let dir = tmp.path().join("relu-nir");
+    let summary = write_nir(&model, &dir, &loihi2(), &NirOptions::default()).unwrap();
+    let p = partition(&dir);
+    assert_eq!(p["model_activation"], "relu");
+    let statement = p["activation_assumption"].as_str().unwrap();
+    assert!(statement.contains("own activation") && !statement.contains("assumes"), "{statement}");
+    assert!(!p["simulation"]["assumption"].as_str().unwrap().contains("SiLU"));
+    assert!(summary.notes.iter().any(|n| n.contains("model's own activation")), "{:?}", summary.notes);
+    assert!(summary.notes.iter().all(|n| !n.contains("SiLU→ReLU")), "{:?}", summary.notes);
+    check_with_nir_read(&dir, &[]);
 }

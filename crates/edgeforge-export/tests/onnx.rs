@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use edgeforge_core::dtype::GgmlType;
 use edgeforge_core::pass::{Pass, PassContext};
-use edgeforge_core::{load_model, Model, Tensor, TensorData};
+use edgeforge_core::{load_model, Activation, Model, Tensor, TensorData};
 use edgeforge_export::onnx::{write_onnx, ExternalData, OnnxOptions, OnnxSummary};
 use edgeforge_quant::{QuantizeRtn, RtnOptions};
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
@@ -172,6 +172,22 @@ fn onnx_decoder_matches_the_runtime_for_float_int8_and_int4_models() {
     // Same model in, same bytes out.
     write_onnx(&int4_asym, &dir.path().join("int4asym-again"), &defaults).unwrap();
     assert_eq!(std::fs::read(dir.path().join("int4asym/model.onnx")).unwrap(), std::fs::read(dir.path().join("int4asym-again/model.onnx")).unwrap());
+}
+
+#[test]
+fn onnx_decoder_follows_a_relu_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 7, f16: false };
+    let path = write_tiny_gguf(dir.path(), "tiny.gguf", &spec);
+    let defaults = OnnxOptions::default();
+    // What the activation-swap pass does: the config's activation, no weight change.
+    let mut relu = load_model(&path).unwrap();
+    relu.config.activation = Activation::Relu;
+    let float = check("f32 ReLU", &relu, &dir.path().join("relu"), &PROMPT, &defaults, 1e-4);
+    let silu = runtime_logits(&load_model(&path).unwrap(), &PROMPT);
+    assert!(max_abs_diff(&float.runtime, &silu) > 1e-3, "the ReLU model's logits equal the SiLU model's");
+    quantize(&mut relu, serde_json::json!({ "bits": 4, "group_size": 32 }));
+    check("int4 g32 ReLU", &relu, &dir.path().join("relu-int4"), &PROMPT, &defaults, 1e-4);
 }
 
 /// Replace `name` by GGUF blocks of `dtype` with pseudo-random codes (scale `d`, Q4_1 offset −d·4): the

@@ -9,7 +9,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
-use edgeforge_distill::{Distill, DistillOptions};
+use edgeforge_distill::{ActivationSwap, ActivationSwapOptions, Distill, DistillOptions};
 use edgeforge_prune::{Prune, PruneOptions, Reconstruct, ReconstructOptions};
 use edgeforge_quant::{Awq, AwqOptions, Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
@@ -21,10 +21,11 @@ pub enum PassSpec {
     Prune(PruneOptions),
     Reconstruct(ReconstructOptions),
     Distill(DistillOptions),
+    ActivationSwap(ActivationSwapOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 6] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill"];
+pub const PASS_NAMES: [&str; 7] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill", "activation-swap"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
 const PLANNED: [&str; 0] = [];
 
@@ -37,6 +38,7 @@ impl PassSpec {
             PassSpec::Prune(_) => "prune",
             PassSpec::Reconstruct(_) => "reconstruct",
             PassSpec::Distill(_) => "distill",
+            PassSpec::ActivationSwap(_) => "activation-swap",
         }
     }
 
@@ -48,6 +50,7 @@ impl PassSpec {
             PassSpec::Prune(o) => Box::new(Prune::new(o.clone())),
             PassSpec::Reconstruct(o) => Box::new(Reconstruct::new(o.clone())),
             PassSpec::Distill(o) => Box::new(Distill::new(o.clone())),
+            PassSpec::ActivationSwap(o) => Box::new(ActivationSwap::new(o.clone())),
         }
     }
 }
@@ -89,6 +92,7 @@ impl<'de> Visitor<'de> for PassVisitor {
             "prune" => Ok(PassSpec::Prune(PruneOptions::deserialize(rest)?)),
             "reconstruct" => Ok(PassSpec::Reconstruct(ReconstructOptions::deserialize(rest)?)),
             "distill" => Ok(PassSpec::Distill(DistillOptions::deserialize(rest)?)),
+            "activation-swap" => Ok(PassSpec::ActivationSwap(ActivationSwapOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -109,6 +113,7 @@ impl Serialize for PassSpec {
             PassSpec::Prune(o) => serde_json::to_value(o),
             PassSpec::Reconstruct(o) => serde_json::to_value(o),
             PassSpec::Distill(o) => serde_json::to_value(o),
+            PassSpec::ActivationSwap(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -147,6 +152,7 @@ impl JsonSchema for PassSpec {
             tagged::<PruneOptions>(gen, "prune"),
             tagged::<ReconstructOptions>(gen, "reconstruct"),
             tagged::<DistillOptions>(gen, "distill"),
+            tagged::<ActivationSwapOptions>(gen, "activation-swap"),
         ];
         schemars::json_schema!({ "oneOf": variants })
     }

@@ -118,7 +118,18 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
         }
     }
 
-    // Targets.
+    // Targets. A pass that sets the MLP activation to something other than SiLU rules out GGUF, whose llama
+    // architecture always applies SiLU (see `edgeforge_export::ExportError::GgufActivation`).
+    let activation = passes.iter().rev().find_map(|p| p.activation_after());
+    if let Some(act) = activation.filter(|a| *a != edgeforge_core::Activation::Silu) {
+        if r.targets.iter().any(|t| t.format == crate::schema::TargetFormat::Gguf) {
+            diags.push(rf.diagnostic(
+                top,
+                format!("targets: a gguf target cannot hold this model: after activation-swap its MLP gate is {act}, and llama.cpp's llama architecture always applies SiLU"),
+                Some("drop the gguf target (onnx, c-bundle, safetensors and nir express ReLU), or remove activation-swap".into()),
+            ));
+        }
+    }
     for t in &r.targets {
         if let Some(profile) = t.profile.as_deref().filter(|p| *p != GENERIC_PROFILE) {
             if let Err(e) = edgeforge_targets::load_profile(profile, &rf.base_dir()) {

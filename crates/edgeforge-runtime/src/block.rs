@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::ops;
+use edgeforge_core::Activation;
 use crate::rope::RopeTable;
 use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
@@ -113,14 +114,17 @@ pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32]
     Ok(())
 }
 
-/// `silu(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)`: the input of down_proj, `[n, n_ff]`.
+/// `act(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)` (act = the layer's activation): the input of down_proj, `[n, n_ff]`.
 pub(crate) fn ffn_hidden(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
     let ff = l.n_ff;
     let mut gate = vec![0f32; n * ff];
     let mut up = vec![0f32; n * ff];
     linear(xn, n, &l.w_gate, ff, d.n_embd, &mut gate, "ffn_gate")?;
     linear(xn, n, &l.w_up, ff, d.n_embd, &mut up, "ffn_up")?;
-    ops::silu_mul(&mut gate, &up);
+    match l.activation {
+        Activation::Silu => ops::silu_mul(&mut gate, &up),
+        Activation::Relu => ops::relu_mul(&mut gate, &up),
+    }
     Ok(gate)
 }
 

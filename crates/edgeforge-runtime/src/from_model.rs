@@ -71,6 +71,7 @@ pub fn layer_from_model_as(model: &Model, l: usize, storage: WeightStorage) -> R
         w_gate: w("ffn_gate", ff, e)?,
         w_up: w("ffn_up", ff, e)?,
         w_down: w("ffn_down", e, ff)?,
+        activation: c.activation,
     })
 }
 

@@ -23,6 +23,15 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     });
 }
 
+/// ReGLU gate: `gate ← relu(gate) * up` (the MLP after the `activation-swap` pass).
+pub fn relu_mul(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = g.max(0.0) * u;
+        }
+    });
+}
+
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     acc.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, x)| {
         for (a, &x) in a.iter_mut().zip(x) {

@@ -88,6 +88,9 @@ pub struct LayerWeights {
     pub w_gate: Linear,
     pub w_up: Linear,
     pub w_down: Linear,
+    /// The gate's nonlinearity (the model's `ModelConfig::activation`), kept per layer so code that runs one
+    /// block on its own (GPTQ, AWQ, reconstruction) computes the same MLP as the whole-model forward.
+    pub activation: edgeforge_core::Activation,
 }
 
 pub struct LlamaWeights {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use edgeforge_core::Activation;
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_runtime::{LayerWeights, Linear, LlamaRuntime, LlamaWeights, PackedLinear, RuntimeError};
 
@@ -45,6 +46,7 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
             w_gate: r.vec(ff * E, 0.25).into(),
             w_up: r.vec(ff * E, 0.25).into(),
             w_down: r.vec(E * ff, 0.25).into(),
+            activation: Activation::Silu,
         })
         .collect();
     LlamaWeights {
@@ -134,7 +136,10 @@ fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
             let hn = rms(&xs[p], &l.ffn_norm, w.rms_eps);
             let g = matvec(dense(&l.w_gate), &hn, l.n_ff);
             let u = matvec(dense(&l.w_up), &hn, l.n_ff);
-            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let a: Vec<f64> = match l.activation {
+                Activation::Silu => g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect(),
+                Activation::Relu => g.iter().zip(&u).map(|(g, u)| g.max(0.0) * u).collect(),
+            };
             let d = matvec(dense(&l.w_down), &a, E);
             for (x, d) in xs[p].iter_mut().zip(d) {
                 *x += d;
@@ -167,6 +172,27 @@ fn prefill_matches_reference_tied_and_untied() {
         assert_close(&got, &want, if tied { "tied" } else { "untied" });
         assert_eq!(cache.len(), TOKENS.len());
     }
+}
+
+#[test]
+fn relu_gate_matches_reference_and_differs_from_silu() {
+    let mut w = model(false, 41);
+    let silu_logits = {
+        let rt = LlamaRuntime::new(model(false, 41)).unwrap();
+        let mut cache = rt.new_cache(16);
+        rt.forward(&mut cache, &TOKENS, 0).unwrap()
+    };
+    for l in &mut w.layers {
+        l.activation = Activation::Relu;
+    }
+    let want = reference(&w, &TOKENS);
+    let rt = LlamaRuntime::new(w).unwrap();
+    let mut cache = rt.new_cache(16);
+    let got = rt.forward(&mut cache, &TOKENS, 0).unwrap();
+    assert_close(&got, &want, "relu");
+    // Guards against the runtime ignoring the field: the two activations must give different logits.
+    let max_diff = got.iter().zip(&silu_logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff > 1e-3, "ReLU and SiLU logits agree to {max_diff}");
 }
 
 #[test]
@@ -307,6 +333,7 @@ fn quantized_pair(w: &LlamaWeights, format: QuantFormat) -> (LlamaWeights, Llama
             w_gate: pick(&w_gate).clone(),
             w_up: pick(&w_up).clone(),
             w_down: pick(&w_down).clone(),
+            activation: l.activation,
         };
         packed_layers.push(layer(|p| &p.0));
         float_layers.push(layer(|p| &p.1));

@@ -169,7 +169,13 @@ int ef_forward(int token, int pos, float *logits) {
         ef_matvec(&L->gate, xn, h1);
         ef_matvec(&L->up, xn, h2);
         for (i = 0; i < L->n_ff; i++) {
+#if EF_ACT_RELU
+            /* ReGLU: the model's gate activation is ReLU (after edgeforge's activation-swap pass). */
+            h1[i] = (h1[i] > 0.0f ? h1[i] : 0.0f) * h2[i];
+#else
+            /* SwiGLU: silu(gate) * up, as the model was trained. */
             h1[i] = h1[i] / (1.0f + (float)exp(-(double)h1[i])) * h2[i];
+#endif
         }
         ef_matvec(&L->down, h1, tmp);
         for (i = 0; i < EF_N_EMBD; i++) {

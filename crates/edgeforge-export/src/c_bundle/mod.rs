@@ -172,6 +172,8 @@ pub fn write_c_bundle(model: &Model, dir: &Path, context: usize) -> Result<CBund
         ("EF_MAX_Q_WIDTH", max_q),
         ("EF_MAX_FF", max_ff),
         ("EF_ARENA_FLOATS", arena),
+        // 1 when the MLP gate is ReLU (activation-swap), 0 for the llama default SiLU.
+        ("EF_ACT_RELU", usize::from(c.activation == edgeforge_core::Activation::Relu)),
     ] {
         let _ = writeln!(cfg, "#define {k} {v}");
     }

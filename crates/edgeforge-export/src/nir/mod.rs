@@ -5,7 +5,7 @@
 //!
 //! Only the block projections (and optionally the LM head) go to the chip, as Linear nodes on a signed
 //! integer grid of the target's weight width with one scale per output row; the MLP gate is followed by IF
-//! neurons (a rate-coded ReLU standing in for SiLU). See partition.rs for what stays on the host.
+//! neurons (a rate-coded ReLU: standing in for SiLU, or exactly the model's activation after `activation-swap`). See partition.rs for what stays on the host.
 
 mod energy;
 mod hdf5;
@@ -71,6 +71,16 @@ const SIM_INPUT_VECTORS: usize = 4;
 const SIM_SEED: u64 = 0x004E_4952; // "NIR"
 
 const SILU_ASSUMPTION: &str = "the model's MLP activation is SiLU; the chip's IF neurons compute a rate-coded ReLU, so the chip part assumes the SiLU→ReLU substitution (a swap plus distillation, not performed by this export)";
+const RELU_EXACT: &str = "the model's MLP activation is ReLU (activation-swap pass): the chip's IF neurons compute the model's own activation as a rate-coded ReLU, no substitution assumed (the only error is rate coding's, simulated below)";
+
+/// What the chip's IF neurons mean for this model: an approximation (SiLU models) or the model's own
+/// activation (ReLU models).
+fn activation_statement(activation: edgeforge_core::Activation) -> (&'static str, &'static str) {
+    match activation {
+        edgeforge_core::Activation::Silu => (SILU_ASSUMPTION, "SiLU (as rate-coded ReLU)"),
+        edgeforge_core::Activation::Relu => (RELU_EXACT, "none: the model's own ReLU (rate-coded)"),
+    }
+}
 
 /// Write `dir` (replaced if it exists) holding model.nir and partition.json, or refuse with the shortfall
 /// and the fix when the chip part does not fit `limits`. Nothing is left behind on failure.
@@ -89,6 +99,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
         return Err(ExportError::DoesNotFit { target: limits.profile.clone(), shortfalls, fixes });
     }
 
+    let (activation_note, substitutes) = activation_statement(c.activation);
     let mut graph = NirGraph::default();
     graph.metadata.push(("description".into(), MetaValue::Text(format!("edgeforge: chip part of a {}-block llama model", c.n_layers))));
     let mut simulation = None;
@@ -116,7 +127,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
                 .max(f32::MIN_POSITIVE);
             threshold = Some(theta);
             if simulation.is_none() {
-                simulation = Some(sim::simulate(&layer.node, &w, &t.to_f32(&layer.tensor)?, &inputs, SILU_ASSUMPTION));
+                simulation = Some(sim::simulate(&layer.node, &w, &t.to_f32(&layer.tensor)?, &inputs, activation_note));
             }
             let act = layer.node.replace("_proj", "_act");
             graph.add(
@@ -126,7 +137,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
                     v_threshold: vec![theta; w.n_out],
                     v_reset: vec![0.0; w.n_out],
                     metadata: vec![
-                        ("substitutes".into(), MetaValue::Text("SiLU (as rate-coded ReLU)".into())),
+                        ("substitutes".into(), MetaValue::Text(substitutes.into())),
                         ("threshold_calibration".into(), MetaValue::Text(format!("largest ReLU output over {SIM_INPUT_VECTORS} deterministic inputs uniform in [-1, 1]; recalibrate on real activations")))
                     ],
                 },
@@ -202,7 +213,8 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
         "fits": true,
         "energy_estimate": energy,
         "simulation": simulation,
-        "activation_assumption": SILU_ASSUMPTION,
+        "model_activation": c.activation.name(),
+        "activation_assumption": activation_note,
     });
     let json_path = staged.path().join("partition.json");
     let text = serde_json::to_string_pretty(&partition).map_err(|e| ExportError::Unsupported { what: format!("partition.json: {e}") })?;
@@ -222,7 +234,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
     ];
     if let Some(s) = &simulation {
         let table: Vec<String> = s.rows.iter().map(|r| format!("T={}: {:.2}%", r.timesteps, 100.0 * r.rel_error)).collect();
-        notes.push(format!("NIR rate-coding simulation of {} ({}×{}), relative error of rate×θ vs ReLU: {}; {}", s.layer, s.n_out, s.n_in, table.join(", "), SILU_ASSUMPTION));
+        notes.push(format!("NIR rate-coding simulation of {} ({}×{}), relative error of rate×θ vs ReLU: {}; {}", s.layer, s.n_out, s.n_in, table.join(", "), activation_note));
     }
     Ok(NirSummary {
         dir,

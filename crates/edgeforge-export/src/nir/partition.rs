@@ -2,8 +2,8 @@
 //!
 //! NIR expresses linear maps (Linear/Affine) and spiking neurons, nothing else: no softmax, normalisation,
 //! elementwise product, RoPE or table lookup. So per block the chip holds the seven projections and, for
-//! the MLP gate, IF neurons standing in for the activation (rate-coded ReLU, assuming SiLU is replaced by
-//! ReLU); RMSNorm, RoPE, the attention scores/softmax/weighted sum, the SwiGLU product and the residual
+//! the MLP gate, IF neurons computing the activation as a rate-coded ReLU (exactly the model's activation
+//! after `activation-swap`, otherwise standing in for SiLU); RMSNorm, RoPE, the attention scores/softmax/weighted sum, the SwiGLU product and the residual
 //! adds stay on the host. The embedding lookup, the final norm and (unless asked) the LM head are host work.
 //! Each contiguous chip part is a segment with its own Input/Output nodes, where the host hands over.
 

@@ -242,9 +242,14 @@ impl Ctx<'_> {
         let xn = self.rms_norm(&x, &name("ffn_norm"), shared)?;
         let gate = self.linear(&xn, &name("ffn_gate"))?;
         let up = self.linear(&xn, &name("ffn_up"))?;
-        let sig = self.g.op("Sigmoid", &[&gate], vec![], "gate_sigmoid");
-        let silu = self.g.op("Mul", &[&gate, &sig], vec![], "gate_silu");
-        let hidden = self.g.op("Mul", &[&silu, &up], vec![], "ffn_hidden");
+        let act = match self.model.config.activation {
+            edgeforge_core::Activation::Silu => {
+                let sig = self.g.op("Sigmoid", &[&gate], vec![], "gate_sigmoid");
+                self.g.op("Mul", &[&gate, &sig], vec![], "gate_silu")
+            }
+            edgeforge_core::Activation::Relu => self.g.op("Relu", &[&gate], vec![], "gate_relu"),
+        };
+        let hidden = self.g.op("Mul", &[&act, &up], vec![], "ffn_hidden");
         let down = self.linear(&hidden, &name("ffn_down"))?;
         Ok(self.g.op("Add", &[&x, &down], vec![], "resid_ffn"))
     }
