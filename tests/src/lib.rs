@@ -169,3 +169,19 @@ pub fn write_tiny_gguf(dir: &Path, name: &str, spec: &TinySpec) -> PathBuf {
     tiny_gguf(spec).write(&p).expect("write tiny gguf");
     p
 }
+
+/// Quantize `model` in place with round to nearest; `options` is the recipe's `quantize-rtn` block as JSON.
+pub fn quantize_rtn(model: &mut edgeforge_core::Model, options: serde_json::Value) {
+    use edgeforge_core::pass::{Pass, PassContext};
+    let o: edgeforge_quant::RtnOptions = serde_json::from_value(options).unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
+    edgeforge_quant::QuantizeRtn::new(o).run(model, &cx).unwrap();
+}
+
+/// Our runtime's logits for every position of `prompt`, `[prompt.len(), vocab]`: what exporters are checked against.
+pub fn runtime_logits(model: &edgeforge_core::Model, prompt: &[u32]) -> Vec<f32> {
+    let rt = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(model).unwrap()).unwrap();
+    let mut cache = rt.new_cache(prompt.len());
+    rt.forward(&mut cache, prompt, 0).unwrap()
+}

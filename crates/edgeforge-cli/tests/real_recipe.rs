@@ -150,9 +150,7 @@ fn edge_all_recipe_covers_board_phone_mcu_and_neuromorphic_targets() {
     // ONNX in onnxruntime against our runtime on the GGUF of the same run.
     let prompt: Vec<u32> = vec![1, 504, 3458, 282, 4082, 314, 260, 2115, 30, 378, 1029, 4600, 28, 15];
     let model = edgeforge_core::load_model(&out.join("smollm2-edge-all.gguf")).unwrap();
-    let rt = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model).unwrap()).unwrap();
-    let mut cache = rt.new_cache(prompt.len());
-    let ours = rt.forward(&mut cache, &prompt, 0).unwrap();
+    let ours = edgeforge_tests::runtime_logits(&model, &prompt);
     let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
     let logits_bin = dir.path().join("ort.bin");
     let ort = Command::new("python3")

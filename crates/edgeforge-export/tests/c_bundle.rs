@@ -5,28 +5,19 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
-use edgeforge_core::pass::{Pass, PassContext};
 use edgeforge_core::{load_model, Activation, Model};
 use edgeforge_export::c_bundle::write_c_bundle;
-use edgeforge_quant::{QuantizeRtn, RtnOptions};
-use edgeforge_runtime::{weights_from_model, LlamaRuntime};
 use edgeforge_tests::{write_tiny_gguf, TinySpec};
 
 const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
 
 fn quantize(model: &mut Model, options: serde_json::Value) {
-    let o: RtnOptions = serde_json::from_value(options).unwrap();
-    let cancel = AtomicBool::new(false);
-    let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
-    QuantizeRtn::new(o).run(model, &cx).unwrap();
+    edgeforge_tests::quantize_rtn(model, options);
 }
 
 fn runtime_logits(model: &Model) -> Vec<f32> {
-    let rt = LlamaRuntime::new(weights_from_model(model).unwrap()).unwrap();
-    let mut cache = rt.new_cache(PROMPT.len());
-    rt.forward(&mut cache, &PROMPT, 0).unwrap()
+    edgeforge_tests::runtime_logits(model, &PROMPT)
 }
 
 /// Build the bundle with its own Makefile flags and run the demo; returns (logits, generated ids).

@@ -5,20 +5,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
-use edgeforge_core::pass::{Pass, PassContext};
 use edgeforge_core::{load_model, Activation, Model, TensorData};
 use edgeforge_export::nir::{write_nir, NirLimits, NirOptions};
 use edgeforge_export::ExportError;
-use edgeforge_quant::{QuantizeRtn, RtnOptions};
 use edgeforge_tests::{write_tiny_gguf, TinySpec};
 
 fn quantize(model: &mut Model, options: serde_json::Value) {
-    let o: RtnOptions = serde_json::from_value(options).unwrap();
-    let cancel = AtomicBool::new(false);
-    let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
-    QuantizeRtn::new(o).run(model, &cx).unwrap();
+    edgeforge_tests::quantize_rtn(model, options);
 }
 
 /// Loihi 2 as the shipped profile states it (1 chip).
