@@ -405,6 +405,24 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("7 files match manifest.json"), "{out}");
+    verify_catches_a_flipped_byte(dir.path(), "m-c/model_weights.c");
+}
+
+/// `edgeforge verify` must fail on one flipped bit in `file` (a path under `out/`), naming it, and pass again
+/// once the byte is restored.
+fn verify_catches_a_flipped_byte(dir: &Path, file: &str) {
+    let path = dir.join("out").join(file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, out, _) = run(&["verify", "out"], dir);
+    assert_eq!(code, Some(1), "{file}: {out}");
+    assert!(out.contains(&format!("MISMATCH {file}")), "{out}");
+    bytes[mid] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, out, _) = run(&["verify", "out"], dir);
+    assert_eq!(code, Some(0), "{file} restored: {out}");
 }
 
 #[test]
@@ -433,6 +451,7 @@ fn a_nir_target_is_written_for_loihi2_read_by_nir_and_refused_for_akida_at_8_bit
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("2 files match manifest.json"), "{out}");
+    verify_catches_a_flipped_byte(dir.path(), "n-nir-loihi2/model.nir");
 }
 
 #[test]
@@ -452,6 +471,7 @@ fn an_onnx_target_for_a_phone_profile_is_written_and_listed_in_the_manifest() {
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("files match manifest.json"), "{out}");
+    verify_catches_a_flipped_byte(dir.path(), "m-onnx/model.onnx");
 }
 
 #[test]
