@@ -185,3 +185,29 @@ pub fn runtime_logits(model: &edgeforge_core::Model, prompt: &[u32]) -> Vec<f32>
     let mut cache = rt.new_cache(prompt.len());
     rt.forward(&mut cache, prompt, 0).unwrap()
 }
+
+/// onnxruntime's logits for `prompt` from an exported ONNX folder, through `tests/python/check_onnx.py`
+/// (which also runs onnx.checker and the op checks): (whole prompt in one call, token by token through the
+/// KV cache), each `[prompt.len(), vocab]`, and the checker's JSON line. `scratch` receives the raw logits.
+pub fn onnxruntime_logits(model_dir: &Path, prompt: &[u32], vocab: usize, scratch: &Path) -> (Vec<f32>, Vec<f32>, String) {
+    let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let run = std::process::Command::new("python3")
+        .arg(repo_root().join("tests/python/check_onnx.py"))
+        .arg(model_dir)
+        .arg(ids)
+        .arg(scratch)
+        .output()
+        .expect("python3 must be installed (with onnx and onnxruntime: see scripts/test.sh)");
+    assert!(run.status.success(), "check_onnx.py failed:\n{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(scratch).unwrap();
+    let n = prompt.len() * vocab;
+    assert_eq!(bytes.len(), 2 * n * 4, "one-call and cached logits");
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (floats[..n].to_vec(), floats[n..].to_vec(), String::from_utf8_lossy(&run.stdout).trim().to_owned())
+}
+
+/// Largest elementwise |a − b| (same lengths).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}

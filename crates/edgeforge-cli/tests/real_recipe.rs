@@ -151,22 +151,10 @@ fn edge_all_recipe_covers_board_phone_mcu_and_neuromorphic_targets() {
     let prompt: Vec<u32> = vec![1, 504, 3458, 282, 4082, 314, 260, 2115, 30, 378, 1029, 4600, 28, 15];
     let model = edgeforge_core::load_model(&out.join("smollm2-edge-all.gguf")).unwrap();
     let ours = edgeforge_tests::runtime_logits(&model, &prompt);
-    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
-    let logits_bin = dir.path().join("ort.bin");
-    let ort = Command::new("python3")
-        .arg(root.join("tests/python/check_onnx.py"))
-        .arg(out.join("smollm2-edge-all-onnx"))
-        .arg(ids.join(","))
-        .arg(&logits_bin)
-        .output()
-        .unwrap();
-    assert!(ort.status.success(), "{}{}", String::from_utf8_lossy(&ort.stdout), String::from_utf8_lossy(&ort.stderr));
-    let bytes = std::fs::read(&logits_bin).unwrap();
-    let theirs: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    assert_eq!(theirs.len(), 2 * ours.len(), "one-call and cached logits");
+    let (one_call, cached, _) = edgeforge_tests::onnxruntime_logits(&out.join("smollm2-edge-all-onnx"), &prompt, model.config.vocab_size, &dir.path().join("ort.bin"));
     let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (what, part) in [("one call", &theirs[..ours.len()]), ("KV cache", &theirs[ours.len()..])] {
-        let diff = part.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    for (what, theirs) in [("one call", &one_call), ("KV cache", &cached)] {
+        let diff = edgeforge_tests::max_abs_diff(theirs, &ours);
         eprintln!("edge-all ONNX ({what}): max |ORT − runtime| = {diff:.3e}, largest logit {scale:.2}");
         assert!(diff <= 1e-4 * scale, "{what}: {diff}");
     }

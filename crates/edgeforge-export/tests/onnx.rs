@@ -12,12 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 
 use edgeforge_core::dtype::GgmlType;
 use edgeforge_core::{load_model, Activation, Model, Tensor, TensorData};
 use edgeforge_export::onnx::{write_onnx, ExternalData, OnnxOptions, OnnxSummary};
-use edgeforge_tests::{reference_model, repo_root, write_tiny_gguf, TinySpec};
+use edgeforge_tests::{reference_model, write_tiny_gguf, TinySpec};
 
 const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
 
@@ -31,26 +30,7 @@ fn runtime_logits(model: &Model, prompt: &[u32]) -> Vec<f32> {
 
 /// ORT's logits for `prompt`: (one call, token by token), each `[prompt.len(), vocab]`, and the checker's JSON.
 fn ort_logits(dir: &Path, prompt: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>, String) {
-    let out = dir.join("ort_logits.bin");
-    let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let run = Command::new("python3")
-        .arg(repo_root().join("tests/python/check_onnx.py"))
-        .arg(dir)
-        .arg(ids)
-        .arg(&out)
-        .output()
-        .expect("python3 must be installed (with onnx and onnxruntime: see scripts/test.sh)");
-    assert!(run.status.success(), "check_onnx.py failed:\n{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    let bytes = std::fs::read(&out).unwrap();
-    let n = prompt.len() * vocab;
-    assert_eq!(bytes.len(), 2 * n * 4);
-    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    (floats[..n].to_vec(), floats[n..].to_vec(), String::from_utf8_lossy(&run.stdout).trim().to_owned())
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    edgeforge_tests::onnxruntime_logits(dir, prompt, vocab, &dir.join("ort_logits.bin"))
 }
 
 fn argmax_rows(v: &[f32], vocab: usize) -> Vec<usize> {
@@ -73,7 +53,7 @@ fn check(name: &str, model: &Model, dir: &Path, prompt: &[u32], options: &OnnxOp
     let (full, stepwise, info) = ort_logits(dir, prompt, vocab);
     let ours = runtime_logits(model, prompt);
     let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let (d_full, d_step) = (max_abs_diff(&full, &ours), max_abs_diff(&stepwise, &ours));
+    let (d_full, d_step) = (edgeforge_tests::max_abs_diff(&full, &ours), edgeforge_tests::max_abs_diff(&stepwise, &ours));
     eprintln!(
         "{name}: max |ORT − runtime| = {d_full:.3e} (one call), {d_step:.3e} (KV cache, token by token); largest logit {scale:.3}; \
          {} B, {} MatMulNBits, {} GatherBlockQuantized, {} float, external data {}; {info}",
@@ -176,7 +156,7 @@ fn onnx_decoder_follows_a_relu_gate() {
     relu.config.activation = Activation::Relu;
     let float = check("f32 ReLU", &relu, &dir.path().join("relu"), &PROMPT, &defaults, 1e-4);
     let silu = runtime_logits(&load_model(&path).unwrap(), &PROMPT);
-    assert!(max_abs_diff(&float.runtime, &silu) > 1e-3, "the ReLU model's logits equal the SiLU model's");
+    assert!(edgeforge_tests::max_abs_diff(&float.runtime, &silu) > 1e-3, "the ReLU model's logits equal the SiLU model's");
     quantize(&mut relu, serde_json::json!({ "bits": 4, "group_size": 32 }));
     check("int4 g32 ReLU", &relu, &dir.path().join("relu-int4"), &PROMPT, &defaults, 1e-4);
 }
