@@ -8,7 +8,7 @@ readonly version=0.3.36
 root="${LLAMA_ROOT:-$HOME/.cache/edgeforge/llama.cpp}"
 src="$root/llama_cpp_python-$version/vendor/llama.cpp"
 bin="$src/build/bin"
-tools=(llama-perplexity llama-tokenize llama-bench llama-quantize)
+tools=(llama-perplexity llama-tokenize llama-bench llama-quantize llama-imatrix)
 
 have_all() { for t in "${tools[@]}"; do [[ -x "$bin/$t" ]] || return 1; done; }
 if have_all; then echo "$bin"; exit 0; fi

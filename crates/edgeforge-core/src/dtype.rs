@@ -16,13 +16,15 @@ pub enum GgmlType {
     Q5_1,
     Q8_0,
     Q4_K,
+    Q5_K,
     Q6_K,
+    IQ4_NL,
     BF16,
 }
 
 impl GgmlType {
     /// All types we can read, for messages that list what is supported.
-    pub const SUPPORTED: [GgmlType; 10] = [
+    pub const SUPPORTED: [GgmlType; 12] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -32,7 +34,9 @@ impl GgmlType {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
     ];
 
     /// Map a GGUF type id; `None` for ids we do not support (the caller names the tensor and file).
@@ -46,7 +50,9 @@ impl GgmlType {
             7 => Self::Q5_1,
             8 => Self::Q8_0,
             12 => Self::Q4_K,
+            13 => Self::Q5_K,
             14 => Self::Q6_K,
+            20 => Self::IQ4_NL,
             30 => Self::BF16,
             _ => return None,
         })
@@ -62,7 +68,9 @@ impl GgmlType {
             Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q4_K => 12,
+            Self::Q5_K => 13,
             Self::Q6_K => 14,
+            Self::IQ4_NL => 20,
             Self::BF16 => 30,
         }
     }
@@ -79,7 +87,9 @@ impl GgmlType {
             Self::Q5_1 => "Q5_1",
             Self::Q8_0 => "Q8_0",
             Self::Q4_K => "Q4_K",
+            Self::Q5_K => "Q5_K",
             Self::Q6_K => "Q6_K",
+            Self::IQ4_NL => "IQ4_NL",
         }
     }
 
@@ -87,8 +97,8 @@ impl GgmlType {
     pub fn block_elems(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
-            Self::Q4_K | Self::Q6_K => 256,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4_NL => 32,
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => 256,
         }
     }
 
@@ -103,7 +113,39 @@ impl GgmlType {
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4_K => 144,
+            Self::Q5_K => 176,
             Self::Q6_K => 210,
+            Self::IQ4_NL => 18,
+        }
+    }
+
+    /// `general.file_type` (llama.cpp's `llama_ftype`) of a file whose matrices are mostly this type.
+    pub fn llama_file_type(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 7,
+            Self::Q5_0 => 8,
+            Self::Q5_1 => 9,
+            Self::Q4_K => 15,
+            Self::Q5_K => 17,
+            Self::Q6_K => 18,
+            Self::IQ4_NL => 25,
+            Self::BF16 => 32,
+        }
+    }
+
+    /// Bits per weight of the integer codes alone (what a device's integer units work on).
+    pub fn code_bits(self) -> u32 {
+        match self {
+            Self::F32 => 32,
+            Self::F16 | Self::BF16 => 16,
+            Self::Q8_0 => 8,
+            Self::Q6_K => 6,
+            Self::Q5_0 | Self::Q5_1 | Self::Q5_K => 5,
+            Self::Q4_0 | Self::Q4_1 | Self::Q4_K | Self::IQ4_NL => 4,
         }
     }
 

@@ -16,6 +16,8 @@ pub mod model;
 pub mod pass;
 pub mod process;
 pub mod quantized;
+pub mod scheme;
+mod scheme_fit;
 pub mod summary;
 
 pub use dtype::GgmlType;

@@ -24,6 +24,20 @@ impl QuantFormat {
         row_len.div_ceil(self.group_size.max(1))
     }
 
+    /// The GGUF block type that holds this grid exactly on rows of `row_len`, if any: symmetric 8-bit in
+    /// groups of 32k is Q8_0 and symmetric 4-bit is Q4_0 (the f16 scale repeats per 32-block); asymmetric
+    /// 4-bit is Q4_1 with the offset −scale·zero rounded to f16 (near-exact). Everything else has none.
+    /// The GGUF writer and the fit check both consult this; block schemes (`scheme.rs`) carry their type.
+    pub fn ggml_type(self, row_len: usize) -> Option<crate::GgmlType> {
+        let whole_blocks = self.group_size.is_multiple_of(32) && row_len.is_multiple_of(32);
+        match (self.bits, self.symmetric, whole_blocks) {
+            (8, true, true) => Some(crate::GgmlType::Q8_0),
+            (4, true, true) => Some(crate::GgmlType::Q4_0),
+            (4, false, true) => Some(crate::GgmlType::Q4_1),
+            _ => None,
+        }
+    }
+
     /// `int4-g64-sym`, `int8-per-channel-sym`, ... (for reports).
     pub fn label(self, row_len: usize) -> String {
         let group = if self.group_size >= row_len { "per-channel".to_owned() } else { format!("g{}", self.group_size) };

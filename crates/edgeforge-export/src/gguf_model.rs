@@ -131,19 +131,15 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
             TensorData::F32(v) if options.f16_matrices && t.shape.len() == 2 => (GgmlType::F16, f16_bytes(v)),
             TensorData::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             TensorData::Blocks { dtype, bytes } => (*dtype, bytes.clone()),
-            TensorData::Quantized(q) => {
-                let f = q.format;
-                let whole_blocks = f.group_size % 32 == 0 && t.row_len() % 32 == 0;
-                match (f.bits, f.symmetric, whole_blocks) {
-                    (8, true, true) => (GgmlType::Q8_0, q8_0(q)),
-                    (4, true, true) => (GgmlType::Q4_0, q4_blocks(q, n, false)),
-                    (4, false, true) => (GgmlType::Q4_1, q4_blocks(q, n, true)),
-                    _ => {
-                        notes.fallbacks.push(format!("{tname}: {} has no GGUF block type; written as F16", t.format_name()));
-                        (GgmlType::F16, f16_bytes(&q.dequantize(n)))
-                    }
+            TensorData::Quantized(q) => match q.format.ggml_type(t.row_len()) {
+                Some(GgmlType::Q8_0) => (GgmlType::Q8_0, q8_0(q)),
+                Some(GgmlType::Q4_0) => (GgmlType::Q4_0, q4_blocks(q, n, false)),
+                Some(GgmlType::Q4_1) => (GgmlType::Q4_1, q4_blocks(q, n, true)),
+                _ => {
+                    notes.fallbacks.push(format!("{tname}: {} has no GGUF block type; written as F16", t.format_name()));
+                    (GgmlType::F16, f16_bytes(&q.dequantize(n)))
                 }
-            }
+            },
         };
         if t.shape.len() == 2 {
             *counts.entry(dtype).or_default() += 1;
@@ -152,19 +148,7 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
     }
     // general.file_type: llama.cpp's LlamaFileType of the most common matrix type.
     let main = counts.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);
-    let file_type = match main {
-        Some(GgmlType::F32) => 0,
-        Some(GgmlType::F16) => 1,
-        Some(GgmlType::Q4_0) => 2,
-        Some(GgmlType::Q4_1) => 3,
-        Some(GgmlType::Q8_0) => 7,
-        Some(GgmlType::Q5_0) => 8,
-        Some(GgmlType::Q5_1) => 9,
-        Some(GgmlType::Q4_K) => 15,
-        Some(GgmlType::Q6_K) => 18,
-        Some(GgmlType::BF16) => 32,
-        None => 0,
-    };
+    let file_type = main.map_or(0, GgmlType::llama_file_type);
     w.meta("general.file_type", MetaValue::U32(file_type));
     w.meta("general.quantization_version", MetaValue::U32(2));
     w.write(path)?;

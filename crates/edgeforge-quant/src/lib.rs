@@ -5,6 +5,7 @@ pub mod options;
 pub mod gptq;
 pub mod rtn;
 mod select;
+pub mod budget;
 
 pub use awq::{Awq, AwqOptions};
 pub use gptq::{embed, Gptq, GptqOptions, Hessian};

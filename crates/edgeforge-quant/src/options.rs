@@ -4,6 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use edgeforge_core::quantized::QuantFormat;
+use edgeforge_core::scheme::Scheme;
+
 /// Bits per weight: 3, 4 or 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "u8", into = "u8")]
@@ -27,9 +30,43 @@ impl From<Bits> for u8 {
 }
 
 impl Bits {
+    /// 4 bits: what a pass that names only a block `format` uses for any plain-grid override.
+    pub const FOUR: Bits = Bits(4);
+
     pub fn get(self) -> u8 {
         self.0
     }
+}
+
+/// A ggml block type a quantizer writes directly, spelled as llama.cpp's types: `q4_0`, `q4_1`, `iq4_nl`,
+/// `q5_0`, `q5_1`, `q8_0`, `q4_k`, `q5_k`, `q6_k` (the table is `edgeforge_core::scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub struct SchemeName(pub Scheme);
+
+impl TryFrom<String> for SchemeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Scheme::from_name(&s).map(SchemeName).ok_or_else(|| {
+            let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
+            format!("format {s:?} is not a block type edgeforge writes: use one of {}", names.join(", "))
+        })
+    }
+}
+
+impl From<SchemeName> for String {
+    fn from(s: SchemeName) -> String {
+        s.0.name().to_owned()
+    }
+}
+
+/// What one tensor is quantized to: one of our integer grids (bits, group size, symmetric), or a ggml
+/// block scheme.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Grid(QuantFormat),
+    Scheme(Scheme),
 }
 
 /// Elements sharing one scale along a row: 32, 64, 128 or 256, or `per-channel` (one scale per output row).
@@ -138,6 +175,9 @@ pub struct FormatOverride {
     pub group_size: Option<GroupSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<bool>,
+    /// A ggml block type for these tensors (`q5_0`, `iq4_nl`, ...), instead of bits/group_size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SchemeName>,
 }
 
 /// A pass's format and its per-tensor exceptions.
@@ -147,6 +187,8 @@ pub struct FormatPlan<'a> {
     pub group_size: GroupSize,
     pub symmetric: bool,
     pub overrides: &'a [FormatOverride],
+    /// The pass's block scheme, when it names one (it then wins over bits/group_size).
+    pub scheme: Option<Scheme>,
 }
 
 impl FormatPlan<'_> {
@@ -157,6 +199,22 @@ impl FormatPlan<'_> {
         let group = rule.and_then(|r| r.group_size).unwrap_or(self.group_size);
         let symmetric = rule.and_then(|r| r.symmetric).unwrap_or(self.symmetric);
         edgeforge_core::quantized::QuantFormat { bits: bits.get(), group_size: group.for_row(row_len), symmetric }
+    }
+
+    /// The target of tensor `name` with rows of `row_len`: an override's `format`, else its grid fields,
+    /// else the pass's scheme, else the pass's grid. A K-quant scheme on rows that are not a whole number
+    /// of 256-element blocks falls back as llama-quantize does (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0).
+    pub fn target_for(&self, name: &str, row_len: usize) -> Target {
+        let rule = self.overrides.iter().find(|o| o.tensors.pattern().matches(name));
+        let scheme = match rule {
+            Some(FormatOverride { format: Some(f), .. }) => Some(f.0),
+            Some(r) if r.bits.is_some() || r.group_size.is_some() || r.symmetric.is_some() => None,
+            _ => self.scheme,
+        };
+        match scheme.and_then(|s| s.for_row(row_len)) {
+            Some(s) => Target::Scheme(s),
+            None => Target::Grid(self.format_for(name, row_len)),
+        }
     }
 
     /// Group sizes of the pass and of every override, checked against the model's widths.
@@ -186,9 +244,10 @@ mod tests {
             bits: bits.map(|b| Bits::try_from(b).unwrap()),
             group_size: group,
             symmetric: None,
+            format: None,
         };
         let overrides = [rule("blk.0.*", Some(8), None), rule("blk.*.ffn_down.weight", None, Some(GroupSize::PerChannel))];
-        let plan = FormatPlan { bits: Bits(4), group_size: GroupSize::Elements(64), symmetric: true, overrides: &overrides };
+        let plan = FormatPlan { bits: Bits(4), group_size: GroupSize::Elements(64), symmetric: true, overrides: &overrides, scheme: None };
         let f = plan.format_for("blk.0.ffn_down.weight", 1536);
         assert_eq!((f.bits, f.group_size), (8, 64));
         let f = plan.format_for("blk.3.ffn_down.weight", 1536);

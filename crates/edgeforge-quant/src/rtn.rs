@@ -20,7 +20,7 @@ use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassCont
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 
-use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, TensorGlob};
+use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, Target, TensorGlob};
 
 fn default_symmetric() -> bool {
     true
@@ -64,6 +64,7 @@ impl QuantizeRtn {
             group_size: self.options.group_size,
             symmetric: self.options.symmetric,
             overrides: &self.options.overrides,
+            scheme: None,
         }
     }
 }
@@ -192,12 +193,23 @@ impl Pass for QuantizeRtn {
             cx.check_cancel()?;
             let Some(tensor) = model.tensors.get_mut(name) else { continue };
             let row_len = tensor.row_len();
-            let format = self.plan().format_for(name, row_len);
             let values = tensor.to_f32(name)?;
-            let q = quantize(&values, row_len, format, self.options.clip_search);
             let from = tensor.format_name();
-            let err = rel_error(&values, &q.dequantize(values.len()));
-            tensor.data = TensorData::Quantized(q);
+            let (data, now) = match self.plan().target_for(name, row_len) {
+                Target::Grid(format) => {
+                    let q = quantize(&values, row_len, format, self.options.clip_search);
+                    let now = q.dequantize(values.len());
+                    (TensorData::Quantized(q), now)
+                }
+                Target::Scheme(s) => {
+                    let bytes = s.quantize_rows(&values, row_len, None);
+                    let now = edgeforge_core::blocks::dequantize_rows(s.ggml(), &bytes, values.len() / row_len, row_len)
+                        .map_err(|e| PassError::Tensor { tensor: name.clone(), message: e.to_string() })?;
+                    (TensorData::Blocks { dtype: s.ggml(), bytes }, now)
+                }
+            };
+            let err = rel_error(&values, &now);
+            tensor.data = data;
             outcome.changed.push(TensorChange { tensor: name.clone(), from, to: tensor.format_name(), rel_error: err });
             (cx.progress)(done as u64 + 1, targets.len() as u64);
         }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use edgeforge_core::arch::block_shape;
-use edgeforge_core::{GgmlType, Model, TensorData};
+use edgeforge_core::{Model, TensorData};
 use edgeforge_report::TargetFit;
 use edgeforge_targets::{check_fit, ArtifactFormat, FitInput, Profile};
 
@@ -26,17 +26,6 @@ pub fn artifact_format(f: TargetFormat) -> ArtifactFormat {
     }
 }
 
-fn ggml_bits(t: GgmlType) -> u32 {
-    match t {
-        GgmlType::F32 => 32,
-        GgmlType::F16 | GgmlType::BF16 => 16,
-        GgmlType::Q8_0 => 8,
-        GgmlType::Q6_K => 6,
-        GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K => 4,
-    }
-}
-
 /// The model as a target would receive it: its weight bytes, bit widths and shapes.
 pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16_floats: bool) -> Result<FitInput, RecipeError> {
     let c = &model.config;
@@ -46,7 +35,7 @@ pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16
         let b = match &t.data {
             TensorData::F32(_) if f16_floats && t.shape.len() == 2 => 16,
             TensorData::F32(_) => 32,
-            TensorData::Blocks { dtype, .. } => ggml_bits(*dtype),
+            TensorData::Blocks { dtype, .. } => dtype.code_bits(),
             TensorData::Quantized(q) => u32::from(q.format.bits),
         };
         weight_bytes += if b == 16 && matches!(t.data, TensorData::F32(_)) { t.n_elems() as u64 * 2 } else { t.storage_bytes() as u64 };

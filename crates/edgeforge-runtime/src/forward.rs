@@ -84,13 +84,40 @@ impl LlamaRuntime {
         }
         cache.len += n;
 
-        let m = n - logits_from;
-        let mut normed = vec![0f32; m * e];
-        ops::rms_norm(&x[logits_from * e..], &w.output_norm, w.rms_eps, &mut normed);
+        self.head_logits(&x[logits_from * e..], n - logits_from)
+    }
+
+    /// The output norm of hidden states `x` (`[n, n_embd]`): what the output head reads.
+    pub fn output_normed(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut normed = vec![0f32; n * self.w.n_embd];
+        ops::rms_norm(&x[..n * self.w.n_embd], &self.w.output_norm, self.w.rms_eps, &mut normed);
+        normed
+    }
+
+    /// Logits `[n, vocab]` of the last layer's hidden states `x` (`[n, n_embd]`): output norm, then head.
+    pub fn head_logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let w = &self.w;
+        let normed = self.output_normed(x, n);
         let head = w.output.as_ref().unwrap_or(&w.token_embd);
-        let mut logits = vec![0f32; m * w.vocab_size];
-        linear(&normed, m, head, w.vocab_size, e, &mut logits, "output")?;
+        let mut logits = vec![0f32; n * w.vocab_size];
+        linear(&normed, n, head, w.vocab_size, w.n_embd, &mut logits, "output")?;
         Ok(logits)
+    }
+
+    /// Swap the token embedding (and, when tied, the output head), e.g. to measure its quantization alone;
+    /// returns the previous one.
+    pub fn replace_token_embd(&mut self, table: crate::Linear) -> crate::Linear {
+        std::mem::replace(&mut self.w.token_embd, table)
+    }
+
+    /// Swap the untied output head, if the model has one; returns the previous one.
+    pub fn replace_output(&mut self, head: crate::Linear) -> Option<crate::Linear> {
+        self.w.output.as_mut().map(|o| std::mem::replace(o, head))
+    }
+
+    /// Layers in the model.
+    pub fn n_layers(&self) -> usize {
+        self.w.layers.len()
     }
 
     /// Token embeddings `[tokens.len(), n_embd]`.

@@ -17,5 +17,6 @@ pub use error::RuntimeError;
 pub use forward::{CaptureSite, LlamaRuntime};
 pub use from_model::{layer_from_model, layer_from_model_as, weights_from_model, weights_from_model_as, WeightStorage};
 pub use kv_cache::KvCache;
+pub use ops::rms_norm;
 pub use kernels::qmatmul::PackedLinear;
 pub use weights::{LayerWeights, Linear, LlamaWeights};

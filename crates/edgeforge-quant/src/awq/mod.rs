@@ -145,7 +145,7 @@ impl Awq {
     }
 
     fn plan(&self) -> FormatPlan<'_> {
-        FormatPlan { bits: self.options.bits, group_size: self.options.group_size, symmetric: self.options.symmetric, overrides: &self.options.overrides }
+        FormatPlan { bits: self.options.bits, group_size: self.options.group_size, symmetric: self.options.symmetric, overrides: &self.options.overrides, scheme: None }
     }
 
     fn ignored(&self, name: &str) -> bool {
@@ -226,6 +226,12 @@ impl Pass for Awq {
         let mut issues = self.plan().issues(config);
         if self.options.grid < 2 {
             issues.push(OptionIssue { field: "grid", message: "grid must be at least 2 (α = 0 and one more point)".into() });
+        }
+        if self.options.overrides.iter().any(|o| o.format.is_some()) {
+            issues.push(OptionIssue {
+                field: "overrides",
+                message: "awq rounds to bits/group_size grids only; for block formats (`format:`) use `quantize: false` and put the formats on a following gptq pass".into(),
+            });
         }
         issues
     }

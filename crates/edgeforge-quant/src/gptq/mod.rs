@@ -25,14 +25,19 @@ mod solve;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
+use std::collections::BTreeMap;
+
+use edgeforge_core::pass::{CalibrationData, Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
+use edgeforge_core::scheme::Scheme;
+
+use crate::budget::{Budget, Calibrated, MeasureOptions};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 use edgeforge_runtime::{layer_from_model, Block, BlockDims, RuntimeError};
 
 pub use hessian::Hessian;
-pub use solve::{gptq_matrix, SolveOptions};
+pub use solve::{gptq_matrix, gptq_scheme, SolveOptions};
 
-use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, TensorGlob};
+use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, SchemeName, Target, TensorGlob};
 use crate::rtn::rel_error;
 
 /// A fraction in (0, 1].
@@ -72,10 +77,17 @@ fn default_block() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GptqOptions {
-    /// Bits per weight: 3, 4 or 8.
-    pub bits: Bits,
+    /// Bits per weight of our integer grids: 3, 4 or 8 (with `group_size`); or set `format` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<Bits>,
     /// Elements per scale along a row: 32, 64, 128, 256 or `per-channel`.
-    pub group_size: GroupSize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<GroupSize>,
+    /// A ggml block type to quantize into directly (`q4_0`, `q4_1`, `iq4_nl`, `q5_0`, `q5_1`, `q8_0`,
+    /// `q4_k`, `q5_k`, `q6_k`): GPTQ then picks codes on that format's own grid (IQ4_NL's non-linear levels,
+    /// K-quants' two-level scales), so the GGUF holds exactly what GPTQ chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SchemeName>,
     #[serde(default = "default_true")]
     pub symmetric: bool,
     /// Quantize columns by decreasing Hessian diagonal, with group scales fixed from the original weights
@@ -100,9 +112,29 @@ pub struct GptqOptions {
     /// Per-tensor formats (mixed precision); the first matching glob wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<FormatOverride>,
-    /// Globs over GGUF tensor names left as they are (default: the embedding and output head).
-    #[serde(default = "default_ignore")]
-    pub ignore: Vec<TensorGlob>,
+    /// Globs over GGUF tensor names left as they are (default: the embedding and output head, unless a
+    /// `budget` is set: then the budget chooses their format too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<TensorGlob>>,
+    /// Mixed precision under a byte budget: `{bytes: N}` (the GGUF file) or `{bits_per_weight: X}`; each
+    /// tensor's format is chosen from `candidates` by measured sensitivity (crates/edgeforge-quant/src/budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Formats a budget chooses from (K-quants fall back as llama-quantize does on rows that are not a
+    /// multiple of 256).
+    #[serde(default = "default_candidates")]
+    pub candidates: Vec<SchemeName>,
+    /// Calibration sequences (their first 256 tokens) the budget's sensitivity measurement runs on.
+    #[serde(default = "default_sensitivity_samples")]
+    pub sensitivity_samples: usize,
+}
+
+fn default_candidates() -> Vec<SchemeName> {
+    [Scheme::Q4_0, Scheme::IQ4_NL, Scheme::Q4_1, Scheme::Q5_0, Scheme::Q5_1, Scheme::Q6_K, Scheme::Q8_0].into_iter().map(SchemeName).collect()
+}
+
+fn default_sensitivity_samples() -> usize {
+    4
 }
 
 pub struct Gptq {
@@ -116,10 +148,11 @@ impl Gptq {
 
     fn plan(&self) -> FormatPlan<'_> {
         FormatPlan {
-            bits: self.options.bits,
-            group_size: self.options.group_size,
+            bits: self.options.bits.unwrap_or(Bits::FOUR),
+            group_size: self.options.group_size.unwrap_or(GroupSize::Elements(32)),
             symmetric: self.options.symmetric,
             overrides: &self.options.overrides,
+            scheme: self.options.format.map(|f| f.0),
         }
     }
 
@@ -133,33 +166,170 @@ impl Gptq {
         }
     }
 
+    fn ignore(&self) -> Vec<glob::Pattern> {
+        match &self.options.ignore {
+            Some(globs) => globs.iter().map(TensorGlob::pattern).collect(),
+            None if self.options.budget.is_some() => Vec::new(),
+            None => default_ignore().iter().map(TensorGlob::pattern).collect(),
+        }
+    }
+
     /// GPTQ on the named projections of block `li` with their shared input Hessian, in the model.
-    fn quantize_projections(&self, model: &mut Model, li: usize, names: &[&str], hessian: &Hessian, outcome: &mut PassOutcome) -> Result<(), PassError> {
-        let ignore: Vec<glob::Pattern> = self.options.ignore.iter().map(TensorGlob::pattern).collect();
+    fn quantize_projections(&self, model: &mut Model, li: usize, names: &[&str], hessian: &Hessian, plan: &Allocation, outcome: &mut PassOutcome) -> Result<(), PassError> {
         for short in names {
-            let name = format!("blk.{li}.{short}.weight");
-            if ignore.iter().any(|p| p.matches(&name)) {
-                continue;
-            }
-            let Some(tensor) = model.tensors.get_mut(&name) else { continue };
+            self.quantize_tensor(model, &format!("blk.{li}.{short}.weight"), hessian, plan, outcome)?;
+        }
+        Ok(())
+    }
+
+    /// GPTQ on one tensor with the Hessian of its inputs, into the budget's choice or the plan's target.
+    /// A tensor the budget keeps in the format it is already stored in is left bit for bit as it is.
+    fn quantize_tensor(&self, model: &mut Model, name: &str, hessian: &Hessian, plan: &Allocation, outcome: &mut PassOutcome) -> Result<(), PassError> {
+        let name = name.to_owned();
+        if plan.ignore.iter().any(|p| p.matches(&name)) {
+            return Ok(());
+        }
+        {
+            let Some(tensor) = model.tensors.get_mut(&name) else { return Ok(()) };
             let (rows, cols) = (tensor.shape[0], tensor.row_len());
             if cols != hessian.width {
                 return Err(PassError::Tensor { tensor: name, message: format!("rows of {cols} but inputs of width {}", hessian.width) });
             }
-            let format = self.plan().format_for(&name, cols);
+            let target = match plan.chosen.get(&name) {
+                Some(&s) => Target::Scheme(s),
+                None => self.plan().target_for(&name, cols),
+            };
+            if let (Target::Scheme(s), TensorData::Blocks { dtype, .. }) = (target, &tensor.data) {
+                if *dtype == s.ggml() {
+                    let f = tensor.format_name();
+                    outcome.changed.push(TensorChange { tensor: name, from: f.clone(), to: f, rel_error: 0.0 });
+                    return Ok(());
+                }
+            }
             let values = tensor.to_f32(&name)?;
             let mut h = hessian.sum.clone();
-            let (q, note) = gptq_matrix(&values, rows, cols, &mut h, format, self.solve_options())
+            let (data, note) = solve_target(&values, rows, cols, &mut h, target, self.solve_options())
                 .map_err(|message| PassError::Tensor { tensor: name.clone(), message })?;
             if let Some(n) = note {
                 outcome.notes.push(format!("{name}: {n}"));
             }
             let from = tensor.format_name();
-            let err = rel_error(&values, &q.dequantize(values.len()));
-            tensor.data = TensorData::Quantized(q);
+            tensor.data = data;
+            let err = rel_error(&values, &tensor.to_f32(&name)?);
             outcome.changed.push(TensorChange { tensor: name, from, to: tensor.format_name(), rel_error: err });
         }
         Ok(())
+    }
+}
+
+/// What the byte budget decided (nothing without a budget), and the tensors the pass leaves alone.
+struct Allocation {
+    chosen: BTreeMap<String, Scheme>,
+    ignore: Vec<glob::Pattern>,
+    calibrated: Option<Calibrated>,
+    predicted_kl: f64,
+}
+
+const PROJECTIONS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+impl Gptq {
+    /// The tensors a budget covers: every block projection, the embedding and the output head, less `ignore`.
+    fn budgeted(&self, model: &Model, ignore: &[glob::Pattern]) -> Vec<String> {
+        model
+            .tensors
+            .iter()
+            .filter(|(name, t)| {
+                let projection = crate::budget::parse_block_tensor(name).is_some_and(|(_, k)| PROJECTIONS.contains(&k));
+                t.shape.len() == 2 && (projection || *name == "token_embd.weight" || *name == "output.weight")
+            })
+            .map(|(name, _)| name.clone())
+            .filter(|name| !ignore.iter().any(|p| p.matches(name)))
+            .collect()
+    }
+
+    /// Measures sensitivity and solves the budget's knapsack; the choices go into `plan`.
+    fn allocate_budget(&self, model: &mut Model, cal: &CalibrationData, budget: Budget, plan: &mut Allocation, outcome: &mut PassOutcome, cx: &PassContext<'_>) -> Result<(), PassError> {
+        let err = |message: String| PassError::Tensor { tensor: "(budget)".into(), message };
+        let names = self.budgeted(model, &plan.ignore);
+        let n_params: u64 = names.iter().filter_map(|n| model.tensors.get(n)).map(|t| t.n_elems() as u64).sum();
+        let overhead = crate::budget::gguf_overhead(model, &names);
+        let available = match (budget.bytes, budget.bits_per_weight) {
+            (Some(bytes), None) => bytes.checked_sub(overhead).ok_or_else(|| {
+                err(format!("budget.bytes = {bytes} is less than the {overhead} bytes the file needs besides the quantized tensors"))
+            })?,
+            (None, Some(bpw)) => (bpw * n_params as f64 / 8.0) as u64,
+            _ => return Err(err(budget.issue().unwrap_or_default())),
+        };
+        let candidates: Vec<Scheme> = self.options.candidates.iter().map(|c| c.0).collect();
+        let mopts = MeasureOptions { sequences: self.options.sensitivity_samples, seq_len: 256, positions: 128, group_layers: 5 };
+        let status = |d: u64, t: u64| (cx.status)(format!("measuring sensitivity: group {d}/{t}"));
+        let calibrated = crate::budget::measure(model, &cal.sequences, &names, &candidates, mopts, &|| cx.check_cancel(), &status)?;
+        let picks = crate::budget::allocate(&calibrated.choices, available).map_err(err)?;
+        let mut counts: BTreeMap<Scheme, usize> = BTreeMap::new();
+        let mut bytes = 0u64;
+        for (tc, &ci) in calibrated.choices.iter().zip(&picks) {
+            let c = &tc.choices[ci];
+            plan.chosen.insert(tc.tensor.clone(), c.scheme);
+            plan.predicted_kl += c.predicted_kl;
+            bytes += c.bytes;
+            *counts.entry(c.scheme).or_default() += 1;
+        }
+        let mix: Vec<String> = counts.iter().map(|(s, n)| format!("{} ×{n}", s.ggml())).collect();
+        outcome.notes.push(format!(
+            "budget: {available} bytes for {} tensors ({:.3} bits/weight) besides {overhead} bytes of metadata and other tensors (an upper bound); chose {} ({bytes} bytes, {:.3} bits/weight); sensitivity measured on {} groups ({} calibration sequences × {} tokens, KL at the last {} positions of each)",
+            names.len(),
+            available as f64 * 8.0 / n_params.max(1) as f64,
+            mix.join(", "),
+            bytes as f64 * 8.0 / n_params.max(1) as f64,
+            calibrated.groups,
+            mopts.sequences.min(cal.sequences.len()),
+            mopts.seq_len,
+            mopts.positions
+        ));
+        plan.calibrated = Some(calibrated);
+        Ok(())
+    }
+
+    /// The embedding / output head: GPTQ on the Hessian of the output norm of the last block's outputs
+    /// (the head's input). An untied embedding is only looked up, so it is rounded to nearest instead.
+    fn quantize_head(&self, model: &mut Model, hidden: &[(usize, Vec<f32>)], plan: &Allocation, outcome: &mut PassOutcome) -> Result<(), PassError> {
+        let tied = !model.tensors.contains_key("output.weight");
+        let head = if tied { "token_embd.weight" } else { "output.weight" };
+        if !model.tensors.contains_key(head) || plan.ignore.iter().any(|p| p.matches(head)) {
+            return Ok(());
+        }
+        let c = &model.config;
+        let norm = model.tensor_f32("output_norm.weight", &[c.n_embd])?;
+        let mut h = Hessian::new(c.n_embd);
+        for (n, x) in hidden {
+            let mut normed = vec![0f32; n * c.n_embd];
+            edgeforge_runtime::rms_norm(x, &norm, c.rms_eps, &mut normed);
+            h.add(&normed);
+        }
+        self.quantize_tensor(model, head, &h, plan, outcome)?;
+        if !tied && !plan.ignore.iter().any(|p| p.matches("token_embd.weight")) {
+            let name = "token_embd.weight";
+            let Some(t) = model.tensors.get_mut(name) else { return Ok(()) };
+            let row_len = t.row_len();
+            let target = plan.chosen.get(name).copied().map(Target::Scheme).unwrap_or_else(|| self.plan().target_for(name, row_len));
+            let values = t.to_f32(name)?;
+            let from = t.format_name();
+            t.data = match target {
+                Target::Scheme(s) => TensorData::Blocks { dtype: s.ggml(), bytes: s.quantize_rows(&values, row_len, None) },
+                Target::Grid(f) => TensorData::Quantized(crate::rtn::quantize(&values, row_len, f, self.options.clip_search)),
+            };
+            let err = rel_error(&values, &t.to_f32(name)?);
+            outcome.changed.push(TensorChange { tensor: name.into(), from, to: t.format_name(), rel_error: err });
+        }
+        Ok(())
+    }
+}
+
+/// GPTQ of one matrix into its target: one of our integer grids, or a ggml block scheme.
+pub fn solve_target(values: &[f32], rows: usize, cols: usize, h: &mut [f64], target: Target, opts: SolveOptions) -> Result<(TensorData, Option<String>), String> {
+    match target {
+        Target::Grid(f) => gptq_matrix(values, rows, cols, h, f, opts).map(|(q, n)| (TensorData::Quantized(q), n)),
+        Target::Scheme(s) => gptq_scheme(values, rows, cols, h, s, opts).map(|(bytes, n)| (TensorData::Blocks { dtype: s.ggml(), bytes }, n)),
     }
 }
 
@@ -239,6 +409,18 @@ impl Pass for Gptq {
 
     fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
         let mut issues = self.plan().issues(config);
+        if self.options.format.is_none() && (self.options.bits.is_none() || self.options.group_size.is_none()) {
+            issues.push(OptionIssue {
+                field: "format",
+                message: "gptq needs a target: `format` (a ggml block type such as q4_0 or iq4_nl) or `bits` and `group_size`".into(),
+            });
+        }
+        if let Some(issue) = self.options.budget.and_then(|b| b.issue()) {
+            issues.push(OptionIssue { field: "budget", message: issue });
+        }
+        if self.options.budget.is_some() && self.options.candidates.is_empty() {
+            issues.push(OptionIssue { field: "candidates", message: "a budget needs at least one candidate format".into() });
+        }
         if self.options.block_size == 0 {
             issues.push(OptionIssue { field: "block_size", message: "block_size must be positive".into() });
         }
@@ -256,8 +438,12 @@ impl Pass for Gptq {
         })?;
         let c = model.config.clone();
         let dims = BlockDims { n_embd: c.n_embd, head_dim: c.head_dim, rope_base: c.rope_base, rms_eps: c.rms_eps };
-        let mut hidden = embed(model, &cal.sequences)?;
         let mut outcome = PassOutcome::default();
+        let mut plan = Allocation { chosen: BTreeMap::new(), ignore: self.ignore(), calibrated: None, predicted_kl: 0.0 };
+        if let Some(budget) = self.options.budget {
+            self.allocate_budget(model, cal, budget, &mut plan, &mut outcome, cx)?;
+        }
+        let mut hidden = embed(model, &cal.sequences)?;
         let mut clock = Stopwatch::default();
         const STEPS: u64 = 4;
         let total = c.n_layers as u64 * STEPS;
@@ -270,7 +456,7 @@ impl Pass for Gptq {
 
             cx.check_cancel()?;
             let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.attn_norm(x, n))?;
-            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_q", "attn_k", "attn_v"], &h, &mut outcome))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_q", "attn_k", "attn_v"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(1);
 
@@ -282,7 +468,7 @@ impl Pass for Gptq {
             let width = block.weights().n_heads * c.head_dim;
             let mut h = Hessian::new(width);
             Stopwatch::time(&mut clock.hessian_s, || heads.iter().for_each(|x| h.add(x)));
-            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &mut outcome))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(2);
 
@@ -292,7 +478,7 @@ impl Pass for Gptq {
             })
             .map_err(runtime_error)?;
             let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.ffn_norm(x, n))?;
-            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_gate", "ffn_up"], &h, &mut outcome))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_gate", "ffn_up"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(3);
 
@@ -303,13 +489,21 @@ impl Pass for Gptq {
             .map_err(runtime_error)?;
             let mut h = Hessian::new(block.weights().n_ff);
             Stopwatch::time(&mut clock.hessian_s, || states.iter().for_each(|x| h.add(x)));
-            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &mut outcome))?;
+            Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             Stopwatch::time(&mut clock.forward_s, || {
                 hidden.iter_mut().zip(states).try_for_each(|((n, x), state)| block.add_ffn_output(&state, *n, x))
             })
             .map_err(runtime_error)?;
             step(4);
+        }
+        Stopwatch::time(&mut clock.solve_s, || self.quantize_head(model, &hidden, &plan, &mut outcome))?;
+        if let Some(cb) = &plan.calibrated {
+            let measured = crate::budget::measured_kl(model, cb)?;
+            outcome.notes.push(format!(
+                "budget: predicted KL divergence {:.5} (sum over tensors), measured {measured:.5} on the same calibration positions",
+                plan.predicted_kl
+            ));
         }
         let tokens: usize = hidden.iter().map(|(n, _)| n).sum();
         outcome.notes.push(format!(

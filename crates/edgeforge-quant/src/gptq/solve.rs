@@ -8,6 +8,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use edgeforge_core::quantized::{pack_codes, QuantFormat, QuantTensor};
+use edgeforge_core::scheme::{BlockFit, Scheme};
 
 use crate::rtn::{group_params, group_params_weighted};
 
@@ -67,17 +68,19 @@ fn column_order(hessian: &[f64], cols: usize, act_order: bool) -> Vec<usize> {
 /// One row's codes (original column order) and its groups' (scale, zero point).
 type RowResult = (Vec<u8>, Vec<(f16, u8)>);
 
-/// GPTQ on one weight matrix (`rows × cols`, row-major) with the Hessian of its inputs (`cols × cols`,
-/// modified: dead channels get a unit diagonal). Returns the quantized tensor and a note if the Hessian
-/// needed extra dampening.
-pub fn gptq_matrix(
-    weights: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &mut [f64],
-    format: QuantFormat,
-    opts: SolveOptions,
-) -> Result<(QuantTensor, Option<String>), String> {
+/// What every row's column loop shares: the dead input channels, the column order, the upper Cholesky
+/// factor of the (permuted, dampened) inverse Hessian, the Hessian diagonal as importance, and a note if
+/// the dampening had to be raised.
+struct Prepared {
+    dead: Vec<bool>,
+    order: Vec<usize>,
+    u: Vec<f32>,
+    importance: Vec<f32>,
+    note: Option<String>,
+}
+
+/// Dead channels get a unit diagonal (modifying `hessian`), columns are ordered and H⁻¹ factored.
+fn prepare(hessian: &mut [f64], cols: usize, opts: SolveOptions) -> Result<Prepared, String> {
     // Inputs that never fire carry no information: pin their weights to zero.
     let dead: Vec<bool> = (0..cols).map(|i| hessian[i * cols + i] <= 0.0).collect();
     for (i, &d) in dead.iter().enumerate() {
@@ -93,18 +96,76 @@ pub fn gptq_matrix(
     };
     let (u, damp, raised) = inverse_hessian_factor(&permuted, cols, opts.damp_frac)
         .ok_or_else(|| "the Hessian stays singular even after raising the dampening a million-fold".to_owned())?;
-    drop(permuted);
     let note = raised.then(|| format!("Hessian not positive definite: dampening raised to {damp:.3e}"));
+    let importance: Vec<f32> = (0..cols).map(|i| hessian[i * cols + i] as f32).collect();
+    Ok(Prepared { dead, order, u, importance, note })
+}
+
+impl Prepared {
+    /// Row `r` of `weights` with dead channels zeroed.
+    fn original_row(&self, weights: &[f32], r: usize) -> Vec<f32> {
+        let cols = self.order.len();
+        weights[r * cols..(r + 1) * cols].iter().zip(&self.dead).map(|(&v, &d)| if d { 0.0 } else { v }).collect()
+    }
+
+    /// The column loop of one row: columns in `order`, each rounded by `round(i, col, w)` (position in the
+    /// order, original column, the permuted row as updated so far) to a code and its dequantized value, and
+    /// its error spread over the columns not yet quantized through H⁻¹'s factor, with lazy batch updates
+    /// of `block` columns. Returns the codes in original column order.
+    fn solve_row(&self, original: &[f32], block: usize, mut round: impl FnMut(usize, usize, &[f32]) -> (u8, f32)) -> Vec<u8> {
+        let (order, u) = (&self.order, &self.u);
+        let cols = order.len();
+        let mut w: Vec<f32> = order.iter().map(|&c| original[c]).collect();
+        let mut codes = vec![0u8; cols];
+        let mut err = vec![0f32; block];
+        for b0 in (0..cols).step_by(block) {
+            let b1 = (b0 + block).min(cols);
+            for i in b0..b1 {
+                let c = order[i];
+                let (code, value) = round(i, c, &w);
+                codes[c] = code;
+                let e = (w[i] - value) / u[i * cols + i];
+                err[i - b0] = e;
+                let urow = &u[i * cols..(i + 1) * cols];
+                for j in i + 1..b1 {
+                    w[j] -= e * urow[j];
+                }
+            }
+            // The lazy part: the block's errors reach the remaining columns once.
+            for i in b0..b1 {
+                let e = err[i - b0];
+                let urow = &u[i * cols + b1..(i + 1) * cols];
+                for (wj, &uj) in w[b1..].iter_mut().zip(urow) {
+                    *wj -= e * uj;
+                }
+            }
+        }
+        codes
+    }
+}
+
+/// GPTQ on one weight matrix (`rows × cols`, row-major) with the Hessian of its inputs (`cols × cols`,
+/// modified: dead channels get a unit diagonal). Returns the quantized tensor and a note if the Hessian
+/// needed extra dampening.
+pub fn gptq_matrix(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &mut [f64],
+    format: QuantFormat,
+    opts: SolveOptions,
+) -> Result<(QuantTensor, Option<String>), String> {
+    let p = prepare(hessian, cols, opts)?;
     let g = format.group_size.max(1);
     let levels = format.levels() as f32;
     let block = opts.block_size.max(1);
     let n_groups = format.groups_per_row(cols);
-    let importance: Vec<f32> = (0..cols).map(|i| hessian[i * cols + i] as f32).collect();
+    let importance = &p.importance;
 
     let per_row: Vec<RowResult> = (0..rows)
         .into_par_iter()
         .map(|r| {
-            let original: Vec<f32> = weights[r * cols..(r + 1) * cols].iter().zip(&dead).map(|(&v, &d)| if d { 0.0 } else { v }).collect();
+            let original = p.original_row(weights, r);
             // Static groups: every scale from the original weights, before any error is spread.
             let mut params: Vec<(f16, u8)> = if opts.act_order {
                 (0..n_groups)
@@ -116,37 +177,16 @@ pub fn gptq_matrix(
             } else {
                 Vec::with_capacity(n_groups)
             };
-            let mut w: Vec<f32> = order.iter().map(|&c| original[c]).collect();
-            let mut codes = vec![0u8; cols];
-            let mut err = vec![0f32; block];
-            for b0 in (0..cols).step_by(block) {
-                let b1 = (b0 + block).min(cols);
-                for i in b0..b1 {
-                    let c = order[i];
-                    // In natural order, a group's scale comes from its weights as updated so far.
-                    if !opts.act_order && i % g == 0 {
-                        params.push(group_params(&w[i..(i + g).min(cols)], format, opts.clip_search));
-                    }
-                    let (scale, zero) = params[c / g];
-                    let (s, z) = (scale.to_f32(), if format.symmetric { levels / 2.0 } else { f32::from(zero) });
-                    let q = if s != 0.0 { ((w[i] / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
-                    codes[c] = q as u8;
-                    let e = (w[i] - s * (q - z)) / u[i * cols + i];
-                    err[i - b0] = e;
-                    let urow = &u[i * cols..(i + 1) * cols];
-                    for j in i + 1..b1 {
-                        w[j] -= e * urow[j];
-                    }
+            let codes = p.solve_row(&original, block, |i, c, w| {
+                // In natural order, a group's scale comes from its weights as updated so far.
+                if !opts.act_order && i % g == 0 {
+                    params.push(group_params(&w[i..(i + g).min(cols)], format, opts.clip_search));
                 }
-                // The lazy part: the block's errors reach the remaining columns once.
-                for i in b0..b1 {
-                    let e = err[i - b0];
-                    let urow = &u[i * cols + b1..(i + 1) * cols];
-                    for (wj, &uj) in w[b1..].iter_mut().zip(urow) {
-                        *wj -= e * uj;
-                    }
-                }
-            }
+                let (scale, zero) = params[c / g];
+                let (s, z) = (scale.to_f32(), if format.symmetric { levels / 2.0 } else { f32::from(zero) });
+                let q = if s != 0.0 { ((w[i] / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
+                (q as u8, s * (q - z))
+            });
             (codes, params)
         })
         .collect();
@@ -154,9 +194,9 @@ pub fn gptq_matrix(
     let mut codes_u8 = Vec::with_capacity(rows * cols);
     let mut scales = Vec::with_capacity(rows * n_groups);
     let mut zeros = Vec::new();
-    for (c, p) in per_row {
+    for (c, params) in per_row {
         codes_u8.extend(c);
-        for (s, z) in p {
+        for (s, z) in params {
             scales.push(s);
             if !format.symmetric {
                 zeros.push(z);
@@ -166,10 +206,44 @@ pub fn gptq_matrix(
     let codes = pack_codes(&codes_u8, format.bits);
     let mut q = QuantTensor { format, row_len: cols, scales, zeros, codes };
     if opts.refit_scales {
-        let original: Vec<f32> = weights.iter().enumerate().map(|(i, &v)| if dead[i % cols] { 0.0 } else { v }).collect();
+        let original: Vec<f32> = weights.iter().enumerate().map(|(i, &v)| if p.dead[i % cols] { 0.0 } else { v }).collect();
         crate::gptq::refit::refit_scales(&mut q, &original, rows, cols, hessian);
     }
-    Ok((q, note))
+    Ok((q, p.note))
+}
+
+/// GPTQ into a ggml block scheme (Q4_0 … Q6_K, IQ4_NL): every block's stored fields are fitted to the
+/// original weights first, weighted by the Hessian diagonal (static groups, whatever the column order),
+/// then the column loop picks codes on those grids. Returns the tensor's bytes in the scheme's GGUF type;
+/// `cols` must be a whole number of the scheme's blocks.
+pub fn gptq_scheme(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &mut [f64],
+    scheme: Scheme,
+    opts: SolveOptions,
+) -> Result<(Vec<u8>, Option<String>), String> {
+    let b = scheme.block();
+    if cols % b != 0 {
+        return Err(format!("rows of {cols} are not a whole number of {scheme}'s {b}-element blocks"));
+    }
+    let p = prepare(hessian, cols, opts)?;
+    let block = opts.block_size.max(1);
+    let bytes: Vec<u8> = (0..rows)
+        .into_par_iter()
+        .flat_map_iter(|r| {
+            let original = p.original_row(weights, r);
+            let fits: Vec<BlockFit> = original.chunks(b).zip(p.importance.chunks(b)).map(|(x, w)| scheme.fit_block(x, w)).collect();
+            let codes = p.solve_row(&original, block, |i, c, w| scheme.round(&fits[c / b], c % b, w[i]));
+            let mut out = Vec::with_capacity(scheme.bytes_for(cols));
+            for (k, fit) in fits.iter().enumerate() {
+                scheme.encode(fit, &codes[k * b..(k + 1) * b], &mut out);
+            }
+            out
+        })
+        .collect();
+    Ok((bytes, p.note))
 }
 
 #[cfg(test)]
@@ -238,6 +312,40 @@ mod tests {
                 assert!(q.is_consistent(rows * cols));
                 let gptq = output_error(&w, &q.dequantize(rows * cols), &x, rows, cols);
                 assert!(gptq < 0.8 * rtn, "{format:?} act_order={act_order}: gptq {gptq} vs rtn {rtn}");
+            }
+        }
+    }
+
+    #[test]
+    fn gptq_into_every_block_scheme_beats_its_round_to_nearest() {
+        // Rows of 256 so the K-quants apply too; correlated inputs with a few large channels.
+        let (rows, cols, n) = (16, 256, 400);
+        let mut rng = Rng(77);
+        let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * rng.next()).collect();
+        let base: Vec<f32> = (0..n * 8).map(|_| rng.next()).collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| {
+                let (t, c) = (i / cols, i % cols);
+                (if c % 16 == 5 { 8.0 } else { 1.0 }) * (base[t * 8 + c % 8] + 0.3 * rng.next())
+            })
+            .collect();
+        let decode = |s: Scheme, bytes: &[u8]| {
+            let mut out = vec![0f32; rows * cols];
+            edgeforge_core::blocks::dequantize(s.ggml(), bytes, &mut out).unwrap();
+            out
+        };
+        for s in Scheme::ALL {
+            let mut h = Hessian::new(cols);
+            h.add(&x);
+            let importance: Vec<f32> = (0..cols).map(|i| h.sum[i * cols + i] as f32).collect();
+            let rtn = output_error(&w, &decode(s, &s.quantize_rows(&w, cols, Some(&importance))), &x, rows, cols);
+            for act_order in [false, true] {
+                let mut h2 = h.sum.clone();
+                let (bytes, note) = gptq_scheme(&w, rows, cols, &mut h2, s, opts(act_order, 32)).unwrap();
+                assert!(note.is_none());
+                assert_eq!(bytes.len(), s.bytes_for(rows * cols));
+                let gptq = output_error(&w, &decode(s, &bytes), &x, rows, cols);
+                assert!(gptq < 0.9 * rtn, "{s} act_order={act_order}: gptq {gptq} vs weighted rtn {rtn}");
             }
         }
     }
