@@ -182,7 +182,16 @@ impl Scheme {
     /// Fit one block's stored fields to `x`, weighting each element's squared error by `w` (the importance
     /// of its input channel, e.g. the Hessian diagonal; all ones for plain least squares).
     pub fn fit_block(self, x: &[f32], w: &[f32]) -> BlockFit {
-        crate::scheme_fit::fit_block(self, x, w)
+        crate::scheme_fit::fit_block(self, x, w, true)
+    }
+
+    /// Fit one block to its range alone (the extreme value on the grid's end, or [min, max]), without the
+    /// error search: what GPTQ fixes before its column loop. GPTQ moves the not yet quantized weights to
+    /// absorb earlier rounding errors, and a grid fitted tightly to the original values (as the search does)
+    /// clips those moved weights: on SmolLM2 Q4_0 (32 × 512 calibration tokens, 10 chunks) range fits gave
+    /// 30.03 against 30.69 with the search.
+    pub fn fit_block_range(self, x: &[f32], w: &[f32]) -> BlockFit {
+        crate::scheme_fit::fit_block(self, x, w, false)
     }
 
     /// The block's bytes in ggml's layout from its fit and its codes.

@@ -94,7 +94,7 @@ fn nearest_level(t: f32) -> u8 {
 /// from either side, each followed by the weighted least-squares (d, m) for the codes it gives.
 /// `round_field` is how the format stores a field (f16, or exact for a K-quant's first stage);
 /// `max_min` caps m (K-quants store −m ≥ 0, so m ≤ 0).
-fn fit_scale_min(x: &[f32], w: &[f32], n: u32, round_field: impl Fn(f32) -> f32, max_min: f32) -> (f32, f32, f32) {
+fn fit_scale_min(x: &[f32], w: &[f32], n: u32, round_field: impl Fn(f32) -> f32, max_min: f32, search: bool) -> (f32, f32, f32) {
     let top = (n - 1) as f32;
     let lo = x.iter().copied().fold(f32::INFINITY, f32::min).min(max_min);
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -113,6 +113,9 @@ fn fit_scale_min(x: &[f32], w: &[f32], n: u32, round_field: impl Fn(f32) -> f32,
         (d, m, err)
     };
     let mut best = eval(range / top, lo);
+    if !search {
+        return best;
+    }
     const SHRINK: [f32; 3] = [0.0, 0.05, 0.1];
     for a in SHRINK {
         for b in SHRINK {
@@ -153,7 +156,7 @@ fn f16_round(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
-pub(crate) fn fit_block(s: Scheme, x: &[f32], w: &[f32]) -> BlockFit {
+pub(crate) fn fit_block(s: Scheme, x: &[f32], w: &[f32], search: bool) -> BlockFit {
     let info = s.info();
     match s {
         Scheme::Q4_0 | Scheme::Q5_0 | Scheme::Q8_0 => {
@@ -161,17 +164,23 @@ pub(crate) fn fit_block(s: Scheme, x: &[f32], w: &[f32]) -> BlockFit {
             let half = -info.first as f32;
             // Q8_0's 256 levels leave little to search.
             let steps = if s == Scheme::Q8_0 { -2..=1 } else { -8..=4 };
+            if !search {
+                return plain(extreme(x) / -half, 0.0);
+            }
             plain(fit_scale_only(s, x, w, &[-half, half - 1.0], steps), 0.0)
         }
         Scheme::IQ4_NL => {
             let (lo, hi) = (f32::from(crate::blocks::IQ4_NL_GRID[0]), f32::from(crate::blocks::IQ4_NL_GRID[15]));
+            if !search {
+                return plain(extreme(x) / lo, 0.0);
+            }
             plain(fit_scale_only(s, x, w, &[lo, hi], -8..=4), 0.0)
         }
         Scheme::Q4_1 | Scheme::Q5_1 => {
-            let (d, m, _) = fit_scale_min(x, w, info.n_levels, f16_round, f32::INFINITY);
+            let (d, m, _) = fit_scale_min(x, w, info.n_levels, f16_round, f32::INFINITY, search);
             plain(d, m)
         }
-        Scheme::Q4_K | Scheme::Q5_K => fit_k_scale_min(s, x, w),
+        Scheme::Q4_K | Scheme::Q5_K => fit_k_scale_min(s, x, w, search),
         Scheme::Q6_K => fit_q6_k(x, w),
     }
 }
@@ -179,14 +188,14 @@ pub(crate) fn fit_block(s: Scheme, x: &[f32], w: &[f32]) -> BlockFit {
 /// Q4_K/Q5_K: each 32-element sub-block fitted as `d_j·q − m_j` (m_j ≥ 0), then the super-block's f16
 /// `d`/`dmin` and 6-bit multipliers chosen so d·sc_j and dmin·mn_j approximate them; each sub-block then
 /// tries its neighbouring multipliers with the stored fields.
-fn fit_k_scale_min(s: Scheme, x: &[f32], w: &[f32]) -> BlockFit {
+fn fit_k_scale_min(s: Scheme, x: &[f32], w: &[f32], search: bool) -> BlockFit {
     let sub = s.info().sub;
     let n_subs = x.len() / sub;
     let mut ds = [0f32; MAX_SUBS];
     let mut ms = [0f32; MAX_SUBS];
     for j in 0..n_subs {
         let r = j * sub..(j + 1) * sub;
-        let (d, m, _) = fit_scale_min(&x[r.clone()], &w[r], s.info().n_levels, |v| v, 0.0);
+        let (d, m, _) = fit_scale_min(&x[r.clone()], &w[r], s.info().n_levels, |v| v, 0.0, search);
         ds[j] = d;
         ms[j] = -m;
     }

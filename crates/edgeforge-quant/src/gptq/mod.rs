@@ -192,19 +192,14 @@ impl Gptq {
         {
             let Some(tensor) = model.tensors.get_mut(&name) else { return Ok(()) };
             let (rows, cols) = (tensor.shape[0], tensor.row_len());
+            let target = plan.target(self, &name, cols);
+            if keeps(target, &tensor.data) {
+                let f = tensor.format_name();
+                outcome.changed.push(TensorChange { tensor: name, from: f.clone(), to: f, rel_error: 0.0 });
+                return Ok(());
+            }
             if cols != hessian.width {
                 return Err(PassError::Tensor { tensor: name, message: format!("rows of {cols} but inputs of width {}", hessian.width) });
-            }
-            let target = match plan.chosen.get(&name) {
-                Some(&s) => Target::Scheme(s),
-                None => self.plan().target_for(&name, cols),
-            };
-            if let (Target::Scheme(s), TensorData::Blocks { dtype, .. }) = (target, &tensor.data) {
-                if *dtype == s.ggml() {
-                    let f = tensor.format_name();
-                    outcome.changed.push(TensorChange { tensor: name, from: f.clone(), to: f, rel_error: 0.0 });
-                    return Ok(());
-                }
             }
             let values = tensor.to_f32(&name)?;
             let mut h = hessian.sum.clone();
@@ -228,6 +223,31 @@ struct Allocation {
     ignore: Vec<glob::Pattern>,
     calibrated: Option<Calibrated>,
     predicted_kl: f64,
+}
+
+impl Allocation {
+    /// The target of tensor `name`: the budget's choice, else the pass's plan.
+    fn target(&self, pass: &Gptq, name: &str, cols: usize) -> Target {
+        match self.chosen.get(name) {
+            Some(&s) => Target::Scheme(s),
+            None => pass.plan().target_for(name, cols),
+        }
+    }
+
+    /// Whether GPTQ has anything to solve among the projections `names` of block `li`: not when each is
+    /// ignored or kept as it is stored. Then their Hessians are not accumulated at all.
+    fn solves(&self, pass: &Gptq, model: &Model, li: usize, names: &[&str]) -> bool {
+        names.iter().any(|short| {
+            let name = format!("blk.{li}.{short}.weight");
+            let ignored = self.ignore.iter().any(|p| p.matches(&name));
+            !ignored && model.tensors.get(&name).is_some_and(|t| !keeps(self.target(pass, &name, t.row_len()), &t.data))
+        })
+    }
+}
+
+/// A tensor already stored in exactly the target block type is kept bit for bit.
+fn keeps(target: Target, data: &TensorData) -> bool {
+    matches!((target, data), (Target::Scheme(s), TensorData::Blocks { dtype, .. }) if *dtype == s.ggml())
 }
 
 const PROJECTIONS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
@@ -455,7 +475,8 @@ impl Pass for Gptq {
             let step = |k: u64| (cx.progress)(li as u64 * STEPS + k, total);
 
             cx.check_cancel()?;
-            let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.attn_norm(x, n))?;
+            let qkv = ["attn_q", "attn_k", "attn_v"];
+            let h = if plan.solves(self, model, li, &qkv) { hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.attn_norm(x, n))? } else { Hessian::new(0) };
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_q", "attn_k", "attn_v"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(1);
@@ -466,7 +487,7 @@ impl Pass for Gptq {
             })
             .map_err(runtime_error)?;
             let width = block.weights().n_heads * c.head_dim;
-            let mut h = Hessian::new(width);
+            let mut h = Hessian::new(if plan.solves(self, model, li, &["attn_output"]) { width } else { 0 });
             Stopwatch::time(&mut clock.hessian_s, || heads.iter().for_each(|x| h.add(x)));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
@@ -477,7 +498,8 @@ impl Pass for Gptq {
                 hidden.iter_mut().zip(heads).try_for_each(|((n, x), heads)| block.add_attention_output(&heads, *n, x))
             })
             .map_err(runtime_error)?;
-            let h = hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.ffn_norm(x, n))?;
+            let gate_up = ["ffn_gate", "ffn_up"];
+            let h = if plan.solves(self, model, li, &gate_up) { hessian_of(c.n_embd, &hidden, &mut clock, |x, n| block.ffn_norm(x, n))? } else { Hessian::new(0) };
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_gate", "ffn_up"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(3);
@@ -487,7 +509,7 @@ impl Pass for Gptq {
                 hidden.iter().map(|(n, x)| block.ffn_norm(x, *n).and_then(|xn| block.ffn_hidden(&xn, *n))).collect::<Result<_, _>>()
             })
             .map_err(runtime_error)?;
-            let mut h = Hessian::new(block.weights().n_ff);
+            let mut h = Hessian::new(if plan.solves(self, model, li, &["ffn_down"]) { block.weights().n_ff } else { 0 });
             Stopwatch::time(&mut clock.hessian_s, || states.iter().for_each(|x| h.add(x)));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;

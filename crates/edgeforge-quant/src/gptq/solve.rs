@@ -213,7 +213,7 @@ pub fn gptq_matrix(
 }
 
 /// GPTQ into a ggml block scheme (Q4_0 … Q6_K, IQ4_NL): every block's stored fields are fitted to the
-/// original weights first, weighted by the Hessian diagonal (static groups, whatever the column order),
+/// original weights' range first (static groups, whatever the column order; see `fit_block_range`),
 /// then the column loop picks codes on those grids. Returns the tensor's bytes in the scheme's GGUF type;
 /// `cols` must be a whole number of the scheme's blocks.
 pub fn gptq_scheme(
@@ -234,7 +234,7 @@ pub fn gptq_scheme(
         .into_par_iter()
         .flat_map_iter(|r| {
             let original = p.original_row(weights, r);
-            let fits: Vec<BlockFit> = original.chunks(b).zip(p.importance.chunks(b)).map(|(x, w)| scheme.fit_block(x, w)).collect();
+            let fits: Vec<BlockFit> = original.chunks(b).zip(p.importance.chunks(b)).map(|(x, w)| scheme.fit_block_range(x, w)).collect();
             let codes = p.solve_row(&original, block, |i, c, w| scheme.round(&fits[c / b], c % b, w[i]));
             let mut out = Vec::with_capacity(scheme.bytes_for(cols));
             for (k, fit) in fits.iter().enumerate() {
