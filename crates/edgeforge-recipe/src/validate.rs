@@ -113,6 +113,13 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
                 Some(format!("move {} before {name}", pass.name())),
             ));
         }
+        if pass.needs_quantized() && quantized_by.is_none() {
+            diags.push(rf.diagnostic(
+                spec.referenced,
+                format!("passes[{i}] ({}) tunes quantized weights, but no pass before it quantizes the model", pass.name()),
+                Some(format!("put {} after a quantizing pass, e.g. `gptq` with `format: q4_0`", pass.name())),
+            ));
+        }
         if pass.effects().quantizes && quantized_by.is_none() {
             quantized_by = Some((i, pass.name()));
         }
