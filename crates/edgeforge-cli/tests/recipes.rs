@@ -37,6 +37,7 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("model-name-typo", "version: 1\nmodel: smollm2-135m-instruc\n", "2:8", &["did you mean `smollm2-135m-instruct`?"]),
     ("missing-dataset", "version: 1\nmodel: tiny.gguf\neval:\n  perplexity: { dataset: no-such-text, ctx: 8 }\n", "4:", &["no-such-text", "neither an existing file nor a known dataset"]),
     ("illegal-pass-order", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n", "7:", &["needs float weights", "already quantized"]),
+    ("tune-scales-before-quantizing", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: tune-scales\n    steps: 5\n", "4:", &["tunes quantized weights", "no pass before it quantizes", "after a quantizing pass"]),
     ("group-not-dividing-model", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 64\n", "4:", &["group_size 64 is longer than the model's n_embd (32)"]),
     ("unknown-target-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: tflite }\n", "4:", &["unknown variant `tflite`"]),
     ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "1:1", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),

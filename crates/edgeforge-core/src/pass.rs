@@ -119,4 +119,9 @@ pub trait Pass: Send + Sync {
     fn activation_after(&self) -> Option<crate::Activation> {
         None
     }
+    /// The pass works on weights an earlier pass quantized (`tune-scales`): `edgeforge validate` refuses
+    /// it when no quantizing pass comes before it.
+    fn needs_quantized(&self) -> bool {
+        false
+    }
 }

@@ -90,6 +90,14 @@ pub struct BlockFit {
     pub offset: [f32; MAX_SUBS],
 }
 
+impl BlockFit {
+    /// The fit of a 32-element block stored with exactly these fields (`m` is ignored by the formats
+    /// without an offset, which must then be zero to encode/decode symmetrically).
+    pub fn plain(d: f16, m: f16) -> BlockFit {
+        crate::scheme_fit::plain_f16(d, m)
+    }
+}
+
 impl Scheme {
     pub const ALL: [Scheme; 9] = [
         Scheme::Q4_0,
@@ -197,6 +205,19 @@ impl Scheme {
     /// The block's bytes in ggml's layout from its fit and its codes.
     pub fn encode(self, fit: &BlockFit, codes: &[u8], out: &mut Vec<u8>) {
         crate::scheme_fit::encode(self, fit, codes, out)
+    }
+
+    /// The stored fields and the codes of one block of bytes: the exact inverse of [`Scheme::encode`] for
+    /// the 32-element formats (Q4_0, Q4_1, IQ4_NL, Q5_0, Q5_1, Q8_0); `None` for the K-quants or a slice
+    /// that is not one block.
+    pub fn decode_block(self, bytes: &[u8]) -> Option<(BlockFit, Vec<u8>)> {
+        crate::scheme_fit::decode(self, bytes)
+    }
+
+    /// The scheme whose ggml type is `ty`, if it is one of the 32-element formats with plain f16 fields
+    /// that [`Scheme::decode_block`] reads.
+    pub fn plain_f16_of(ty: GgmlType) -> Option<Scheme> {
+        Scheme::ALL.into_iter().find(|s| s.ggml() == ty && s.block() == 32)
     }
 
     /// Round-to-nearest of a row-major tensor with rows of `row_len` (a whole number of blocks), each
@@ -341,6 +362,37 @@ mod tests {
                 x.iter().zip(&d).enumerate().map(|(i, (a, b))| f64::from(heavy[i % 1024]) * f64::from(a - b).powi(2)).sum::<f64>()
             };
             assert!(err(s, &heavy) < plain, "{s}");
+        }
+    }
+
+    #[test]
+    fn decode_block_is_the_exact_inverse_of_encode() {
+        let mut r = Rng(99);
+        for s in Scheme::ALL {
+            if s.block() != 32 {
+                assert!(s.decode_block(&vec![0u8; s.ggml().block_bytes()]).is_none(), "{s}");
+                continue;
+            }
+            assert_eq!(Scheme::plain_f16_of(s.ggml()), Some(s));
+            for _ in 0..200 {
+                let d = f16::from_f32(r.next() * 0.1);
+                let m = if s.info().offset { f16::from_f32(r.next() * 0.5) } else { f16::ZERO };
+                let fit = BlockFit::plain(d, m);
+                let codes: Vec<u8> = (0..32).map(|_| (((r.next() + 1.0) * 0.5 * s.info().n_levels as f32) as u32).min(s.info().n_levels - 1) as u8).collect();
+                let mut bytes = Vec::new();
+                s.encode(&fit, &codes, &mut bytes);
+                let (back, back_codes) = s.decode_block(&bytes).unwrap();
+                assert_eq!(back_codes, codes, "{s}");
+                assert_eq!((back.d.to_bits(), back.m.to_bits()), (d.to_bits(), m.to_bits()), "{s}");
+                let mut again = Vec::new();
+                s.encode(&back, &back_codes, &mut again);
+                assert_eq!(again, bytes, "{s}");
+                let mut decoded = vec![0f32; 32];
+                crate::blocks::dequantize(s.ggml(), &bytes, &mut decoded).unwrap();
+                for (i, &c) in codes.iter().enumerate() {
+                    assert_eq!(decoded[i].to_bits(), s.value(&back, 0, c).to_bits(), "{s} element {i}");
+                }
+            }
         }
     }
 

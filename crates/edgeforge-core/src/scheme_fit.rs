@@ -26,9 +26,14 @@ fn sub_error(s: Scheme, fit: &BlockFit, j: usize, x: &[f32], w: &[f32]) -> f32 {
 
 /// A one-sub-block fit with scale `d` (stored as f16) and min `m` (f16) for the 32-element formats.
 fn plain(d: f32, m: f32) -> BlockFit {
+    plain_f16(f16::from_f32(d), f16::from_f32(m))
+}
+
+/// The fit of a 32-element block whose stored fields are exactly `d` and `m`.
+pub(crate) fn plain_f16(d: f16, m: f16) -> BlockFit {
     let mut f = empty_fit();
-    f.d = f16::from_f32(d);
-    f.m = f16::from_f32(m);
+    f.d = d;
+    f.m = m;
     f.scale[0] = f.d.to_f32();
     f.offset[0] = f.m.to_f32();
     f
@@ -366,5 +371,28 @@ pub(crate) fn encode(s: Scheme, fit: &BlockFit, codes: &[u8], out: &mut Vec<u8>)
             out.extend_from_slice(&fit.sc);
             out.extend_from_slice(&fit.d.to_le_bytes());
         }
+    }
+}
+
+/// The inverse of [`encode`] for the 32-element formats (one f16 `d`, Q4_1/Q5_1 also an f16 `m`): the
+/// block's fit and its 32 codes. `None` for the K-quants (their sub-scales are not plain f16 fields) or
+/// when `bytes` is not one block.
+pub(crate) fn decode(s: Scheme, bytes: &[u8]) -> Option<(BlockFit, Vec<u8>)> {
+    if bytes.len() != s.ggml().block_bytes() || s.block() != 32 {
+        return None;
+    }
+    let f16_at = |at: usize| f16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let nibbles = |qs: &[u8]| -> Vec<u8> { (0..32).map(|j| if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 }).collect() };
+    let fifth = |qh: &[u8], low: Vec<u8>| -> Vec<u8> {
+        let bits = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+        low.into_iter().enumerate().map(|(j, c)| c | (((bits >> j) & 1) as u8) << 4).collect()
+    };
+    match s {
+        Scheme::Q4_0 | Scheme::IQ4_NL => Some((plain_f16(f16_at(0), f16::ZERO), nibbles(&bytes[2..18]))),
+        Scheme::Q4_1 => Some((plain_f16(f16_at(0), f16_at(2)), nibbles(&bytes[4..20]))),
+        Scheme::Q5_0 => Some((plain_f16(f16_at(0), f16::ZERO), fifth(&bytes[2..6], nibbles(&bytes[6..22])))),
+        Scheme::Q5_1 => Some((plain_f16(f16_at(0), f16_at(2)), fifth(&bytes[4..8], nibbles(&bytes[8..24])))),
+        Scheme::Q8_0 => Some((plain_f16(f16_at(0), f16::ZERO), bytes[2..34].iter().map(|&b| b.wrapping_add(128)).collect())),
+        Scheme::Q4_K | Scheme::Q5_K | Scheme::Q6_K => None,
     }
 }

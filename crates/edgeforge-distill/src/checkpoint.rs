@@ -118,7 +118,7 @@ fn load_student(mut llama: Llama, path: &Path) -> Result<Llama> {
     let mut saved = read_student(path)?;
     let s = &mut saved;
     llama.token_embd = restore(llama.token_embd, "token_embd.weight", s, path)?;
-    let lin = |l: Linear, name: &str, s: &mut BTreeMap<String, Vec<f32>>| -> Result<Linear> { Ok(Linear { weight: restore(l.weight, name, s, path)? }) };
+    let lin = |l: Linear, name: &str, s: &mut BTreeMap<String, Vec<f32>>| -> Result<Linear> { Ok(Linear { weight: restore(l.weight, name, s, path)?, quant: l.quant }) };
     let norm = |n: RmsNorm, name: &str, s: &mut BTreeMap<String, Vec<f32>>| -> Result<RmsNorm> { Ok(RmsNorm { weight: restore(n.weight, name, s, path)?, eps: n.eps }) };
     let mut blocks = Vec::with_capacity(llama.blocks.len());
     for (l, b) in std::mem::take(&mut llama.blocks).into_iter().enumerate() {

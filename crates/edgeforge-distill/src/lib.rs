@@ -15,6 +15,7 @@ mod options;
 mod schedule;
 mod swap;
 mod train;
+mod tune;
 
 use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
 use edgeforge_core::{Model, ModelConfig};
@@ -24,6 +25,7 @@ pub use loss::{hidden_mse, kl_loss, teacher_log_probs, TeacherTargets};
 pub use options::{BackendChoice, DistillOptions};
 pub use swap::{ActivationSwap, ActivationSwapOptions, SwapTo};
 pub use train::{device, train, TrainContext, TrainReport};
+pub use tune::{mean_kl, runtime_log_probs, TuneScales, TuneScalesOptions};
 
 pub struct Distill {
     pub options: DistillOptions,

@@ -45,7 +45,7 @@ impl Loader<'_> {
         let (shape, values) = self.floats(name)?;
         match shape.as_slice() {
             &[r, c] if c == cols && rows.is_none_or(|want| want == r) && r > 0 => {
-                Ok(Linear { weight: self.param(name, [r, c], values, train) })
+                Ok(Linear::float(self.param(name, [r, c], values, train)))
             }
             _ => Err(DistillError::Shape {
                 tensor: name.to_owned(),
@@ -111,7 +111,7 @@ pub fn llama_from_model(model: &Model, device: &Device, trainable: Trainable) ->
     } else {
         return Err(DistillError::Shape { tensor: "output.weight".into(), message: "missing, and the embeddings are not tied".into() });
     };
-    Ok(Llama { token_embd: embd, blocks, output_norm, output, dims })
+    Ok(Llama { token_embd: embd, embd_quant: None, blocks, output_norm, output, dims })
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

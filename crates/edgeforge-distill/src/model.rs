@@ -9,14 +9,67 @@ use edgeforge_core::Activation;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// `y = x · Wᵀ` for a row-major `[out, in]` weight (the GGUF layout, kept as is so loading copies nothing).
+/// With `quant`, `weight` holds the fixed grid levels of a block-quantized tensor and the matrix is
+/// `levels · scale + offset` with per-block parameters (see [`BlockScales`]).
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
+    pub quant: Option<BlockScales>,
 }
 
 impl Linear {
+    pub fn float(weight: Param<Tensor<2>>) -> Self {
+        Self { weight, quant: None }
+    }
+
+    /// The matrix this layer multiplies by.
+    pub fn matrix(&self) -> Tensor<2> {
+        match &self.quant {
+            Some(q) => q.apply(self.weight.val()),
+            None => self.weight.val(),
+        }
+    }
+
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.val().transpose())
+        x.matmul(self.matrix().transpose())
+    }
+}
+
+/// Per-block scales (and offsets) of a block-quantized `[out, in]` matrix whose codes are fixed: block
+/// `(r, k)` covers elements `r, k·block .. (k+1)·block` and dequantizes level ℓ to
+/// `d0·(1 + u)·ℓ + m0 + d0·v`. `d0`/`m0` are the stored fields the tuning starts from (frozen); `u` and
+/// `v` train, in units of the block's initial scale, so one learning rate suits every tensor.
+#[derive(Module, Debug)]
+pub struct BlockScales {
+    pub d0: Param<Tensor<2>>,
+    pub m0: Param<Tensor<2>>,
+    pub u: Param<Tensor<2>>,
+    /// Present for the formats with a min (Q4_1, Q5_1).
+    pub v: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub block: usize,
+}
+
+impl BlockScales {
+    /// `[out, in/block]` scales and offsets as they stand.
+    pub fn scale_offset(&self) -> (Tensor<2>, Option<Tensor<2>>) {
+        let d0 = self.d0.val();
+        let scale = d0.clone() * self.u.val().add_scalar(1.0);
+        let offset = self.v.as_ref().map(|v| self.m0.val() + d0 * v.val());
+        (scale, offset)
+    }
+
+    /// The matrix from its `[out, in]` levels.
+    pub fn apply(&self, levels: Tensor<2>) -> Tensor<2> {
+        let [out, inn] = levels.dims();
+        let nb = inn / self.block;
+        let l3 = levels.reshape([out, nb, self.block]);
+        let (scale, offset) = self.scale_offset();
+        let mut w = l3 * scale.reshape([out, nb, 1]);
+        if let Some(o) = offset {
+            w = w + o.reshape([out, nb, 1]);
+        }
+        w.reshape([out, inn])
     }
 }
 
@@ -75,6 +128,8 @@ pub struct Dims {
 pub struct Llama {
     /// `[vocab, n_embd]`; also the output head when `output` is `None` (tied embeddings).
     pub token_embd: Param<Tensor<2>>,
+    /// When the embedding's block scales are being tuned, `token_embd` holds its levels (see `Linear`).
+    pub embd_quant: Option<BlockScales>,
     pub blocks: Vec<Block>,
     pub output_norm: RmsNorm,
     pub output: Option<Linear>,
@@ -172,7 +227,10 @@ impl Llama {
     /// Run `tokens` (`[B, T]`, each row positions 0..T) and return logits for every position.
     pub fn forward(&self, tokens: Tensor<2, Int>, pos: &Positions, keep_hidden: bool) -> ForwardOut {
         let [batch, seq] = tokens.dims();
-        let embd = self.token_embd.val();
+        let embd = match &self.embd_quant {
+            Some(q) => q.apply(self.token_embd.val()),
+            None => self.token_embd.val(),
+        };
         let mut x = embd.clone().select(0, tokens.reshape([batch * seq]));
         let mut hidden = Vec::new();
         for block in &self.blocks {

@@ -124,7 +124,7 @@ fn fingerprint(o: &DistillOptions, seed: u64, sequences: &[Vec<u32>]) -> String 
     format!("seed={seed} tokens={h:016x} options={json}")
 }
 
-fn token_tensor(rows: &[&[u32]], device: &Device) -> Tensor<2, Int> {
+pub(crate) fn token_tensor(rows: &[&[u32]], device: &Device) -> Tensor<2, Int> {
     let (b, t) = (rows.len(), rows.first().map_or(0, |r| r.len()));
     let ids: Vec<i64> = rows.iter().flat_map(|r| r.iter().map(|&x| i64::from(x))).collect();
     Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device)

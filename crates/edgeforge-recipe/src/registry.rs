@@ -9,7 +9,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
-use edgeforge_distill::{ActivationSwap, ActivationSwapOptions, Distill, DistillOptions};
+use edgeforge_distill::{ActivationSwap, ActivationSwapOptions, Distill, DistillOptions, TuneScales, TuneScalesOptions};
 use edgeforge_prune::{Prune, PruneOptions, Reconstruct, ReconstructOptions};
 use edgeforge_quant::{Awq, AwqOptions, Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
@@ -22,10 +22,11 @@ pub enum PassSpec {
     Reconstruct(ReconstructOptions),
     Distill(DistillOptions),
     ActivationSwap(ActivationSwapOptions),
+    TuneScales(TuneScalesOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 7] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill", "activation-swap"];
+pub const PASS_NAMES: [&str; 8] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill", "activation-swap", "tune-scales"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
 const PLANNED: [&str; 0] = [];
 
@@ -39,6 +40,7 @@ impl PassSpec {
             PassSpec::Reconstruct(_) => "reconstruct",
             PassSpec::Distill(_) => "distill",
             PassSpec::ActivationSwap(_) => "activation-swap",
+            PassSpec::TuneScales(_) => "tune-scales",
         }
     }
 
@@ -51,6 +53,7 @@ impl PassSpec {
             PassSpec::Reconstruct(o) => Box::new(Reconstruct::new(o.clone())),
             PassSpec::Distill(o) => Box::new(Distill::new(o.clone())),
             PassSpec::ActivationSwap(o) => Box::new(ActivationSwap::new(o.clone())),
+            PassSpec::TuneScales(o) => Box::new(TuneScales::new(o.clone())),
         }
     }
 }
@@ -93,6 +96,7 @@ impl<'de> Visitor<'de> for PassVisitor {
             "reconstruct" => Ok(PassSpec::Reconstruct(ReconstructOptions::deserialize(rest)?)),
             "distill" => Ok(PassSpec::Distill(DistillOptions::deserialize(rest)?)),
             "activation-swap" => Ok(PassSpec::ActivationSwap(ActivationSwapOptions::deserialize(rest)?)),
+            "tune-scales" => Ok(PassSpec::TuneScales(TuneScalesOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -114,6 +118,7 @@ impl Serialize for PassSpec {
             PassSpec::Reconstruct(o) => serde_json::to_value(o),
             PassSpec::Distill(o) => serde_json::to_value(o),
             PassSpec::ActivationSwap(o) => serde_json::to_value(o),
+            PassSpec::TuneScales(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -153,6 +158,7 @@ impl JsonSchema for PassSpec {
             tagged::<ReconstructOptions>(gen, "reconstruct"),
             tagged::<DistillOptions>(gen, "distill"),
             tagged::<ActivationSwapOptions>(gen, "activation-swap"),
+            tagged::<TuneScalesOptions>(gen, "tune-scales"),
         ];
         schemars::json_schema!({ "oneOf": variants })
     }

@@ -99,6 +99,13 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
     let mut quantized_by: Option<(usize, &'static str)> = None;
     for (i, (spec, pass)) in r.passes.iter().zip(&passes).enumerate() {
         let needs = pass.needs();
+        if pass.needs_quantized() && quantized_by.is_none() {
+            diags.push(rf.diagnostic(
+                spec.referenced,
+                format!("passes[{i}] ({}) tunes quantized weights, but no pass before it quantizes the model", pass.name()),
+                Some(format!("put {} after a quantizing pass, e.g. `gptq` with `format: q4_0`", pass.name())),
+            ));
+        }
         if needs.calibration && r.calibration.is_none() {
             diags.push(rf.diagnostic(
                 spec.referenced,
