@@ -194,3 +194,35 @@ fn text_shorter_than_one_chunk() {
         &["fewer than one context of 512"],
     );
 }
+
+/// Run edgeforge with its address space capped at `limit_kb` (ulimit -v): an allocation sized by a number
+/// read from the file aborts the process (exit 134) instead of passing unnoticed.
+fn expect_bad_input_within(limit_kb: u64, args: &[&str], needles: &[&str]) {
+    let script = format!("ulimit -v {limit_kb} && exec \"$0\" \"$@\"");
+    let out = Command::new("sh").arg("-c").arg(script).arg(BIN).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
+    let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    for n in needles {
+        assert!(line.contains(n), "`{n}` not in: {line}");
+    }
+}
+
+#[test]
+fn gguf_declaring_sixteen_million_blocks() {
+    // Issue 15: a 1.5 KB file with `llama.block_count` = 16,000,000 made the loader list 144 million
+    // expected tensors (several GB) before looking at the file's 20.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("blocks16m.gguf");
+    let mut w = tiny_gguf(&TinySpec::default());
+    w.set_meta("llama.block_count", MetaValue::U32(16_000_000));
+    w.write(&p).unwrap();
+    expect_bad_input_within(1 << 20, &["inspect", p.to_str().unwrap()], &["blocks16m.gguf", "16000000 layers", "block_count", "holds 20"]);
+}
+
+#[test]
+fn config_json_declaring_sixteen_million_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = hf_folder_with_config(dir.path(), |cfg| cfg["num_hidden_layers"] = 16_000_000.into());
+    expect_bad_input_within(1 << 20, &["inspect", hf.to_str().unwrap()], &["16000000 layers", "num_hidden_layers"]);
+}

@@ -66,6 +66,15 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// How many tensors `expected_tensors` lists, computed without building the list (the layer count comes
+/// from a file and is checked against the file's tensors first).
+pub fn expected_tensor_count(cfg: &ModelConfig) -> u64 {
+    2 + u64::from(!cfg.tied_embeddings) + BLOCK_TENSORS.saturating_mul(cfg.n_layers as u64)
+}
+
+/// Tensors per block (the length of `block_tensor_shapes`).
+pub const BLOCK_TENSORS: u64 = 9;
+
 /// The nine tensors of one block (`blk.N.{kind}.weight`) for widths n_embd `e`, query `q`, key/value `kv`
 /// and feed-forward `ff`.
 fn block_tensor_shapes(e: usize, q: usize, kv: usize, ff: usize) -> [(&'static str, Vec<usize>); 9] {

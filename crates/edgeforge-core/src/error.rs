@@ -103,4 +103,6 @@ pub enum ConfigProblem {
     WrongType { field: &'static str, expected: &'static str, found: String },
     #[error("field `{field}` = {value} is invalid: {why}")]
     Invalid { field: &'static str, value: String, why: &'static str },
+    #[error("declares {layers} layers ({field}), which need {needed} tensors, but the file holds {held}; fix the layer count or the file")]
+    TensorCount { field: &'static str, layers: usize, needed: u64, held: usize },
 }

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::arch;
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 use crate::model::Model;
 
 /// Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json).
@@ -30,8 +30,31 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Err(Error::UnknownModelFormat { path: path.to_path_buf(), what: "this file" })
 }
 
+/// The layer count comes from the file's metadata; before the expected tensor list (one entry per tensor
+/// of every layer) is built, it must agree with the number of tensors the file actually holds, so a header
+/// declaring millions of layers cannot size an allocation.
+fn check_tensor_count(model: &Model) -> Result<()> {
+    let cfg = &model.config;
+    let needed = arch::expected_tensor_count(cfg);
+    // The blocks alone need more tensors than the file holds: the layer count itself is wrong (a missing
+    // tensor or two in a file whose layer count is right is reported by name by the check that follows).
+    let blocks_need = arch::BLOCK_TENSORS.saturating_mul(cfg.n_layers as u64);
+    if blocks_need > model.tensors.len() as u64 {
+        let field = match model.source.format {
+            crate::model::SourceFormat::Gguf => "block_count",
+            _ => "num_hidden_layers",
+        };
+        return Err(Error::Config {
+            path: model.source.path.clone(),
+            problem: ConfigProblem::TensorCount { field, layers: cfg.n_layers, needed, held: model.tensors.len() },
+        });
+    }
+    Ok(())
+}
+
 /// Every expected tensor present with the expected shape, nothing left over that we would silently ignore.
 pub(crate) fn check_tensors(model: &Model) -> Result<()> {
+    check_tensor_count(model)?;
     let expected = arch::expected_tensors(&model.config);
     for (name, shape) in &expected {
         let t = model.tensor(name)?;
