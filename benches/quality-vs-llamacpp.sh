@@ -107,13 +107,14 @@ tmp_name() {
 # Runs COMMAND unless OUT exists and OUT.stamp matches; the command writes to a temporary name (every
 # argument equal to OUT is replaced), renamed to OUT on success; then OUT.seconds and OUT.stamp are written.
 # LOG is where the command's output goes, or "-" when that output is the artifact (a score log).
+# STEP_OK_CODES (default "0"): the exit codes that count as success.
 # Usage: step OUT LOG INPUT... -- COMMAND...
 step() {
   local out=$1 log_file=$2; shift 2
   local inputs=()
   while [[ $1 != -- ]]; do inputs+=("$1"); shift; done
   shift
-  local cmd=("$@") want tmp run=() a t0
+  local cmd=("$@") want tmp run=() a t0 rc=0
   want="$(stamp_text "${inputs[@]}" -- "${cmd[@]}")"
   if [[ -e $out && -f $out.stamp && "$(cat "$out.stamp")" == "$want" ]]; then
     log "cached  ${out#"$work"/} (took $(cat "$out.seconds" 2>/dev/null || echo '?') s)"
@@ -124,11 +125,14 @@ step() {
   log "running ${out#"$work"/}: ${cmd[*]}"
   rm -rf "$tmp" "$out.stamp"
   t0=$SECONDS
-  if [[ $log_file == - ]]; then
-    "${run[@]}" > "$tmp" 2>&1 || { tail -n 20 "$tmp" >&2; die "failed: ${cmd[*]} (log: $tmp)"; }
+  [[ $log_file == - ]] && log_file="$tmp"
+  "${run[@]}" > "$log_file" 2>&1 || rc=$?
+  if [[ " ${STEP_OK_CODES:-0} " != *" $rc "* ]]; then
+    tail -n 20 "$log_file" >&2; die "exit $rc: ${cmd[*]} (log: $log_file)"
+  fi
+  if [[ $log_file == "$tmp" ]]; then
     grep -qE 'Final estimate: PPL|Mean +KLD:' "$tmp" || die "no result in $tmp"
   else
-    "${run[@]}" > "$log_file" 2>&1 || { tail -n 20 "$log_file" >&2; die "failed: ${cmd[*]} (log: $log_file)"; }
     [[ -e $tmp ]] || die "${cmd[*]} did not write $tmp (log: $log_file)"
   fi
   rm -rf "$out"; mv "$tmp" "$out"
@@ -183,14 +187,14 @@ add_ours() {
 }
 
 # Default mode: build edgeforge and run the three recipes (cached like the rest: stamped on the recipe, the
-# edgeforge binary and the model).
+# edgeforge binary and the model). A failed recipe gate (exit 1) still leaves the files, which are judged here.
 run_default_ours() {
   cargo build --release --locked -p edgeforge-cli >&2
   local edgeforge="$CARGO_TARGET_DIR/release/edgeforge" e name recipe
   mkdir -p "$work/ours"
   for e in "${default_ours[@]}"; do
     read -r name recipe <<< "$e"
-    step "$work/ours/$name" "$work/logs/ours-$name.log" "$recipe" "$edgeforge" "$model" -- \
+    STEP_OK_CODES="0 1" step "$work/ours/$name" "$work/logs/ours-$name.log" "$recipe" "$edgeforge" "$model" -- \
       "$edgeforge" run "$recipe" --out "$work/ours/$name" --threads "$threads"
     add_ours "$name" "$work/ours/$name" "edgeforge run $recipe --out DIR --threads $threads"
   done
@@ -201,7 +205,7 @@ collect_ours() {
     local pair
     for pair in $OURS_DIRS; do
       [[ $pair == *=* ]] || die "OURS_DIRS entries are name=dir, got '$pair'"
-      add_ours "${pair%%=*}" "${pair#*=}" "edgeforge run (see its report.json)"
+      add_ours "${pair%%=*}" "${pair#*=}" "edgeforge run (OURS_DIRS)"
     done
   elif [[ -z ${SKIP_OURS:-} ]]; then
     run_default_ours
@@ -317,6 +321,7 @@ for line in read(work / "manifest.tsv").splitlines():
     r["kld"] = kld(work / "scores" / f"{name}.kld.log")
     r["shakespeare"] = ppl(work / "scores" / f"{name}.shakespeare.log")
     r["score_seconds"] = {s: seconds(work / "scores" / f"{name}.{s}.log") for s in ("wiki", "kld", "shakespeare")}
+    r["score_commands"] = {s: stamp_command(work / "scores" / f"{name}.{s}.log") for s in ("wiki", "kld", "shakespeare")}
     r.update(speed(name))
     types = tensor_types(path)
     r["tensor_types"] = {t: sum(1 for v in types.values() if v == t) for t in sorted(set(types.values()))}
@@ -326,6 +331,8 @@ for line in read(work / "manifest.tsv").splitlines():
         r["recipe"] = (rep.get("recipe") or {}).get("path")
         r["recipe_sha256"] = (rep.get("recipe") or {}).get("sha256")
         r["edgeforge_git"] = (rep.get("environment") or {}).get("git_describe")
+        r["command"] = (f"edgeforge run {r['recipe']} --out {rundir} --threads "
+                        f"{(rep.get('environment') or {}).get('threads', '?')}")
         g = next((x for x in rep.get("passes", []) if x.get("name") == "gptq"), None)
         if g:
             r["gptq_pass_seconds"], r["gptq_pass_peak_rss_bytes"] = g.get("seconds"), g.get("peak_rss_bytes")
@@ -342,7 +349,7 @@ def fits(n):
     return next(c for c, lim in limits if lim is None or n <= lim)
 moved = []
 for r in rows:
-    r["loss"] = r["wiki"]["ppl"] - f16_ppl
+    r["loss"] = round(r["wiki"]["ppl"] - f16_ppl, 6)
     if r["kind"] == "peer":
         # The class the issue names, or a smaller one when the file fits it (llama.cpp's imatrix files are a few
         # bytes over the issue's figures: their metadata holds the imatrix path, so they stay in their class).
