@@ -7,9 +7,10 @@
 #      (scripts/fetch-model.sh): its F16 dequantization, an importance matrix from F16 on
 #      ../shared/data/wikitext-2-valid.tokens (512 x 128 chunks), and `llama-quantize --allow-requantize
 #      [--imatrix]` at Q4_0 (no imatrix), Q4_0, IQ4_NL, Q4_1, Q5_0, Q4_K_S, Q4_K_M, Q5_K_S and Q4_1 with a
-#      Q5_1 token embedding (the last is a hand-tuned peer for the 98 MB class).
+#      Q5_1 token embedding (a hand-tuned peer; at 89.5 MB it lands in the Q4_0 class).
 #   2. Ours: the GGUF of each edgeforge run directory in OURS_DIRS, or by default the runs of
-#      recipes/smollm2-gptq-q4_0.yaml, smollm2-q4-best.yaml and smollm2-q5-best.yaml made here.
+#      recipes/smollm2-gptq-q4_0.yaml, smollm2-q4-best.yaml and smollm2-q5-best.yaml made here
+#      (cargo build, then `edgeforge run RECIPE --out $BENCH_WORK/ours/NAME --threads $THREADS`).
 #   3. Scores for every file (input, F16, peers, ours) with llama-perplexity, ctx 512, batch 512, 25 chunks:
 #      perplexity on ../shared/data/wiki.test.raw, KL divergence against F16's logits on the same text (mean
 #      KLD, top-1 agreement), perplexity on ../shared/data/tinyshakespeare.txt (text nothing was tuned on).
@@ -21,9 +22,10 @@
 # NAME.stamp (llama.cpp version, each input's name, bytes and sha256, the command line) and NAME.seconds
 # (wall seconds it took); it is rebuilt only when its stamp changes. Speed is measured afresh every run.
 #
-# How long (2 shared cores): from nothing ~20 min for the imatrix, ~1 min for the quantizations, ~2 min per
-# score (3 per file, 14+ files: ~1.5 h), speed ~1 min per file per round; the default mode adds three GPTQ
-# recipe runs. With the cache filled, only new or changed files are scored.
+# How long (2 shared cores): from nothing ~20 min for the imatrix, ~1 min for the quantizations, 1-4 min per
+# score (3 per file, 13 llama.cpp-side files: ~1.5 h), speed ~25 s per file per round; the default mode adds
+# three GPTQ recipe runs. With the cache filled (as on the dev machine) the llama.cpp side takes ~10 s, each
+# new file of ours ~8 min to score, and speed ~12 min for 2 rounds.
 #
 # Usage: benches/quality-vs-llamacpp.sh
 #   OURS_DIRS="name=dir name=dir ..."  edgeforge run output directories (one .gguf and a report.json each);
@@ -31,7 +33,8 @@
 #                                      or q5-best is checked against that recipe's target
 #   SKIP_OURS=1                        score llama.cpp's files only (when OURS_DIRS is unset)
 #   SPEED=0                            skip llama-bench;  SPEED_ROUNDS=2  alternating rounds
-#   THREADS=2                          threads for every llama.cpp command and the default-mode runs
+#   THREADS=2                          threads for every llama.cpp command and the default-mode runs (part of
+#                                      every stamp: another value rebuilds the imatrix and rescores everything)
 #   BENCH_WORK=~/.cache/edgeforge/bench/quality   cache and work folder
 #   REPORT_DIR=reports/bench           where the .json and .md go
 #   CARGO_TARGET_DIR=~/.cache/edgeforge/target, EDGEFORGE_DATA=../shared/data   (default mode)
@@ -459,7 +462,7 @@ md = ["# Quality vs llama.cpp's own quantizations (SmolLM2-135M-Instruct), judge
       "(text nothing here was tuned on). KLD and top-1: `--kl-divergence` against the F16 file's logits on "
       "wiki.test.raw. Peers: `llama-quantize --allow-requantize` from the reference Q4_1 file, with an importance "
       "matrix from the F16 file on wikitext-2-valid (`-c 512 --chunks 128`) where named -imat. "
-      f"Loss = perplexity − F16's {f16_ppl:.4f}; ratio = our loss / llama.cpp's best loss in the class.",
+      f"Loss = perplexity − F16's {f16_ppl:.4f}; ratio = our loss / the best llama.cpp loss at or below the class's size.",
       ("Speed: llama-bench pp128 / tg32, 3 repeats, best of " + f"{len(list((work / 'speed').glob('input.*.json')))}"
        " alternating rounds (shared machine: compare within a run). Decode ratio: ours over the class's llama.cpp file "
        "nearest in bytes.") if speed_on else "Speed not measured (SPEED=0).", "",
