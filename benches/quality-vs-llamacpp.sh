@@ -33,6 +33,7 @@
 #                                      or q5-best is checked against that recipe's target
 #   SKIP_OURS=1                        score llama.cpp's files only (when OURS_DIRS is unset)
 #   SPEED=0                            skip llama-bench;  SPEED_ROUNDS=2  alternating rounds
+#   SPEED_FILES="input Q4_0-imat ..."  llama-bench only these rows (default: every file)
 #   THREADS=2                          threads for every llama.cpp command and the default-mode runs (part of
 #                                      every stamp: another value rebuilds the imatrix and rescores everything)
 #   BENCH_WORK=~/.cache/edgeforge/bench/quality   cache and work folder
@@ -45,6 +46,7 @@ cd "$(dirname "$0")/.."
 threads="${THREADS:-2}"
 speed="${SPEED:-1}"
 speed_rounds="${SPEED_ROUNDS:-2}"
+speed_files="${SPEED_FILES:-}"
 report_dir="${REPORT_DIR:-reports/bench}"
 data="$(cd .. && pwd)/shared/data"
 wiki="$data/wiki.test.raw"
@@ -242,6 +244,7 @@ measure_speed() {
   local round name kind file rest
   for round in $(seq "$speed_rounds"); do
     while IFS=$'\t' read -r name kind file rest; do
+      [[ -z $speed_files || " $speed_files " == *" $name "* ]] || continue
       log "llama-bench round $round: $name"
       "$llama_bin/llama-bench" -m "$file" -p 128 -n 32 -t "$threads" -r 3 -o json \
         > "$work/speed/$name.$round.json" 2> "$work/logs/bench-$name.$round.log" \
