@@ -129,6 +129,33 @@ fn good_recipe_on_a_tiny_model_runs_end_to_end() {
     assert!(stderr.contains("max_size_bytes"), "{stderr}");
 }
 
+/// The baseline cache is keyed by the build: the same binary reuses its "before" figures, a rebuilt one (same
+/// version string, different code) measures them again.
+#[test]
+fn baseline_cache_is_keyed_by_the_build_not_just_the_version() {
+    let dir = setup();
+    let home = dir.path().join("home");
+    std::fs::write(dir.path().join("r.yaml"), format!("{GOOD_HEAD}eval:\n  latency: {{ prompt_tokens: 4, gen_tokens: 2, repeats: 1 }}\n")).unwrap();
+    let cached = || std::fs::read_dir(home.join(".cache/edgeforge/baselines")).map_or(0, Iterator::count);
+    let run_with = |bin: &Path, out: &str| {
+        let res = Command::new(bin).args(["run", "r.yaml", "--out", out, "--threads", "1"]).env("HOME", &home).current_dir(dir.path()).output().unwrap();
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    };
+    run_with(Path::new(BIN), "a");
+    assert_eq!(cached(), 1);
+    run_with(Path::new(BIN), "b");
+    assert_eq!(cached(), 1, "the same build reuses its baseline");
+    // A different build of the same version: the binary with one more byte (ELF ignores trailing data).
+    let rebuilt = dir.path().join("edgeforge-rebuilt");
+    std::fs::copy(BIN, &rebuilt).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&rebuilt).and_then(|mut f| std::io::Write::write_all(&mut f, b"\0")).unwrap();
+    run_with(&rebuilt, "c");
+    assert_eq!(cached(), 2, "a rebuilt edgeforge reused the old build's baseline");
+    let entry = std::fs::read_dir(home.join(".cache/edgeforge/baselines")).unwrap().next().unwrap().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    assert_eq!(body["settings"]["build_sha256"].as_str().map(str::len), Some(64), "{}", body["settings"]);
+}
+
 fn report_with(dir: &Path, name: &str, ppl: f64, decode: f64, bytes: u64) -> String {
     let base: serde_json::Value = serde_json::json!({
         "schema_version": 1, "edgeforge_version": "0.1.0", "recipe": null,

@@ -199,9 +199,12 @@ fn evaluate_kld(rf: &RecipeFile, base_path: &Path, model: &Model, progress: &(dy
     }))
 }
 
-/// The input model's metrics, from the cache when the same model was evaluated with the same settings.
+/// The input model's metrics, from the cache when the same model was evaluated with the same settings by the
+/// same build: the key holds the running executable's sha256, so a rebuilt edgeforge (any code change, same
+/// version string) measures its "before" figures afresh. Without a build identity nothing is cached.
 fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions<'_>) -> Result<Metrics, RecipeError> {
     let r = &rf.recipe;
+    let build = edgeforge_core::process::executable_sha256();
     let settings = serde_json::json!({
         "model": model.source.sha256,
         "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()))),
@@ -209,9 +212,10 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
         "threads": rayon::current_num_threads(),
         "seed": seed,
         "version": env!("CARGO_PKG_VERSION"),
+        "build_sha256": build,
     });
     let key = edgeforge_core::hash::sha256_hex(&[settings.to_string().as_bytes()]);
-    let cached = opts.baseline_cache.as_ref().map(|d| d.join(format!("{key}.json")));
+    let cached = opts.baseline_cache.as_ref().filter(|_| build.is_some()).map(|d| d.join(format!("{key}.json")));
     if let Some(p) = &cached {
         if let Some(m) = std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<CachedMetrics>(&b).ok()) {
             return Ok(m.metrics);
