@@ -156,6 +156,26 @@ fn baseline_cache_is_keyed_by_the_build_not_just_the_version() {
     assert_eq!(body["settings"]["build_sha256"].as_str().map(str::len), Some(64), "{}", body["settings"]);
 }
 
+/// A disk that fills while the checkpoint is written: the run fails with the I/O error in one line and leaves
+/// no temporary file. The full disk is a file-size limit (RLIMIT_FSIZE via `ulimit -f`, SIGXFSZ ignored so
+/// writes past it fail with EFBIG, "File too large"), which needs no privileges, unlike a small tmpfs.
+#[test]
+fn a_checkpoint_that_cannot_be_written_leaves_no_temporary_file() {
+    let dir = setup();
+    let home = dir.path().join("home");
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: 32\n");
+    std::fs::write(dir.path().join("r.yaml"), recipe).unwrap();
+    // 16 blocks of 512 bytes (dash) or 1 KiB (bash): the tiny model's checkpoint is larger than either.
+    let script = format!("trap '' XFSZ; ulimit -f 16 && exec {BIN} run r.yaml --out out --threads 1");
+    let res = Command::new("sh").args(["-c", &script]).env("HOME", &home).current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("000-quantize-rtn.ckpt") && stderr.contains("File too large"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("out/checkpoints")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 fn report_with(dir: &Path, name: &str, ppl: f64, decode: f64, bytes: u64) -> String {
     let base: serde_json::Value = serde_json::json!({
         "schema_version": 1, "edgeforge_version": "0.1.0", "recipe": null,

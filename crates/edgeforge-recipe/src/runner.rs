@@ -75,10 +75,7 @@ pub fn model_stats(model: &Model) -> ModelStats {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
-    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    edgeforge_export::atomic::write_file(path, |w| w.write_all(bytes)).map_err(|source| RecipeError::Io { path: path.to_path_buf(), source })
 }
 
 /// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
