@@ -459,6 +459,36 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
     verify_catches_a_flipped_byte(dir.path(), "m-c/model_weights.c");
 }
 
+/// The fit after export counts the weight bytes the exporter wrote, not the artifact's bytes (the C bundle's
+/// source text is several times its weights): a device whose flash holds the weights but not the text keeps
+/// the "fits" the check before writing gave.
+#[test]
+fn the_fit_after_export_uses_the_exported_weight_bytes_not_the_artifact_size() {
+    let dir = setup();
+    let head = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n    ignore: []\ntargets:\n");
+    std::fs::write(dir.path().join("a.yaml"), format!("{head}  - {{ format: c-bundle, profile: stm32h7, context: 128 }}\n")).unwrap();
+    let (code, stdout, stderr) = run(&["run", "a.yaml", "--out", "a"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("a/report.json")).unwrap()).unwrap();
+    let artifact = report["targets"][0]["artifact_bytes"].as_u64().unwrap();
+    // Flash for the weights, not for the C text.
+    let profile = format!(
+        "name: tight\ndescription: flash between the weight bytes and the artifact's\nkind: mcu\nformats: [c-bundle]\nweight_bits: [4, 8]\nmemory:\n  flash_bytes: {}\n  sram_bytes: 1048576\n  psram_bytes: 0\n",
+        artifact - 1
+    );
+    std::fs::write(dir.path().join("tight.yaml"), profile).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("{head}  - {{ format: c-bundle, profile: tight.yaml, context: 128 }}\n")).unwrap();
+    let (code, stdout, stderr) = run(&["run", "b.yaml", "--out", "b"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("b/report.json")).unwrap()).unwrap();
+    let fit = &report["targets"][0];
+    assert_eq!(fit["fits"], true, "{fit}");
+    assert_eq!(fit["artifact_bytes"].as_u64(), Some(artifact), "{fit}");
+    assert!(dir.path().join("b/b-c/model_weights.c").is_file());
+    let weights = fit["weight_bytes"].as_u64().unwrap_or(0);
+    assert!(weights > 0 && weights < artifact / 2, "weights {weights}, artifact {artifact}");
+}
+
 /// `edgeforge verify` must fail on one flipped bit in `file` (a path under `out/`), naming it, and pass again
 /// once the byte is restored.
 fn verify_catches_a_flipped_byte(dir: &Path, file: &str) {

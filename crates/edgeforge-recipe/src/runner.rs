@@ -367,7 +367,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             continue;
         }
         let mut nir_summary = None;
-        let path = match t.format {
+        // Each exporter reports the weight data it wrote: the fit after export is checked against that.
+        let (path, weight_bytes) = match t.format {
             TargetFormat::Gguf => {
                 let p = opts.out_dir.join(format!("{stem}.gguf"));
                 let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: f16 };
@@ -375,13 +376,13 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(notes.fallbacks);
                 }
-                p
+                (p, notes.weight_bytes)
             }
             TargetFormat::Safetensors => {
                 let p = opts.out_dir.join(format!("{stem}-hf"));
                 let dtype = if t.float == Some(crate::schema::FloatFormat::F32) { edgeforge_export::hf::FloatType::F32 } else { edgeforge_export::hf::FloatType::F16 };
-                edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
-                p
+                let summary = edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
+                (p, summary.weight_bytes)
             }
             TargetFormat::CBundle => {
                 let p = opts.out_dir.join(format!("{stem}-c"));
@@ -389,7 +390,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(summary.float_fallbacks.iter().map(|t| format!("C bundle: {t} written as floats (no integer layout for its format)")));
                 }
-                p
+                (p, summary.weight_bytes)
             }
             TargetFormat::Nir => {
                 // `{stem}-nir`; with several NIR targets in one recipe each gets its profile's name too, so
@@ -411,8 +412,9 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                                 last.notes.extend(summary.notes.iter().cloned());
                             }
                         }
+                        let weight_bytes = summary.weight_bytes;
                         nir_summary = Some(summary);
-                        p
+                        (p, weight_bytes)
                     }
                     // The exporter's own, finer check (fan-in, the exact partition) refused: a refused
                     // target like any other, and the other targets still run.
@@ -439,15 +441,15 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(summary.notes.iter().map(|n| format!("ONNX: {n}")));
                 }
-                p
+                (p, summary.weight_bytes)
             }
         };
         (opts.progress)(Progress::Done);
         let (bytes, sha256) = artifact_digest(&path)?;
         if let (Some(f), Some(p)) = (fit.as_mut(), &profile) {
-            // The estimate again with the bytes actually written.
+            // The estimate again with the weight bytes actually written (not the artifact's bytes).
             let mut input = crate::targets::fit_input(&model, format, context, f16)?;
-            input.weight_bytes = bytes;
+            input.weight_bytes = weight_bytes;
             *f = crate::targets::fit_row(p, t, &input);
             f.artifact_bytes = Some(bytes);
             if let Some(summary) = &nir_summary {
