@@ -93,7 +93,7 @@ impl Bars {
 pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
     let rf = parse_recipe(&a.recipe)?;
     if a.dry_run {
-        for line in runner::plan(&rf)? {
+        for line in edgeforge_recipe::plan::plan(&rf, pool.current_num_threads())? {
             println!("{line}");
         }
         return Ok(());

@@ -176,6 +176,35 @@ fn a_checkpoint_that_cannot_be_written_leaves_no_temporary_file() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `--dry-run` estimates follow the run: twice the calibration tokens (samples or seq_len) is twice a
+/// calibrated pass's time, twice the threads half of it; the basis is stated.
+#[test]
+fn dry_run_estimates_scale_with_threads_samples_and_seq_len() {
+    let dir = setup();
+    std::fs::write(dir.path().join("cal.txt"), "the cat sat on the mat. ".repeat(200)).unwrap();
+    let seconds = |samples: u32, seq_len: u32, threads: &str| -> (f64, String) {
+        let recipe = format!(
+            "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: {samples}, seq_len: {seq_len} }}\npasses:\n  - pass: awq\n    bits: 4\n    group_size: 32\n"
+        );
+        std::fs::write(dir.path().join("d.yaml"), recipe).unwrap();
+        let (code, stdout, stderr) = run(&["run", "d.yaml", "--out", "out", "--dry-run", "--threads", threads], dir.path());
+        assert_eq!(code, Some(0), "{stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("pass 0: awq")).unwrap_or_else(|| panic!("{stdout}"));
+        let s = line.split('~').nth(1).and_then(|x| x.split(' ').next()).and_then(|x| x.parse::<f64>().ok());
+        (s.unwrap_or_else(|| panic!("{line}")), stdout)
+    };
+    let (base, stdout) = seconds(8, 64, "2");
+    assert!(base > 0.0, "{stdout}");
+    assert!(stdout.contains("estimates, not measurements: 2 threads, calibration 8 samples x 64 seq_len = 512 tokens"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("total: ~")), "{stdout}");
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 0.02;
+    let (more_samples, _) = seconds(16, 64, "2");
+    let (longer, _) = seconds(8, 128, "2");
+    let (fewer_threads, _) = seconds(8, 64, "1");
+    assert!(close(more_samples, 2.0 * base) && close(longer, 2.0 * base), "{base} {more_samples} {longer}");
+    assert!(close(fewer_threads, 2.0 * base), "{base} {fewer_threads}");
+}
+
 fn report_with(dir: &Path, name: &str, ppl: f64, decode: f64, bytes: u64) -> String {
     let base: serde_json::Value = serde_json::json!({
         "schema_version": 1, "edgeforge_version": "0.1.0", "recipe": null,

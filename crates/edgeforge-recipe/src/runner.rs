@@ -586,35 +586,3 @@ fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
     let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
     Ok((bytes, edgeforge_core::hash::sha256_hex(&parts)))
 }
-
-/// `--dry-run`: the plan with rough time and memory estimates.
-pub fn plan(rf: &RecipeFile) -> Result<Vec<String>, RecipeError> {
-    let v = validate(rf, false)?;
-    let r = &rf.recipe;
-    let mut lines = vec![format!("model: {} ({})", r.model.value, v.model_path.as_ref().map_or("not fetched yet".into(), |p| p.display().to_string()))];
-    let config = match &v.model_path {
-        Some(p) => Some(edgeforge_core::load_model(p)?),
-        None => None,
-    };
-    let n_params = config.as_ref().map_or(135_000_000, |m| summarize(m).total.params);
-    if let Some(p) = &r.eval.perplexity {
-        // ~480 tokens/s on 2 cores for a 135M model, scaled by size.
-        let chunks = p.chunks.map_or(80, |c| c.get());
-        let secs = (chunks * p.ctx.get()) as f64 / 480.0 * n_params as f64 / 135e6;
-        lines.push(format!("eval perplexity on {} (ctx {}, {} chunks): ~{:.0} s per model, twice (input cached)", p.dataset.value, p.ctx.get(), chunks, secs));
-    }
-    if let Some(l) = &r.eval.latency {
-        lines.push(format!("eval latency: {} prompt + {} generated tokens x {} repeats", l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get()));
-    }
-    for (i, pass) in v.passes.iter().enumerate() {
-        let est = config.as_ref().map(|m| pass.estimate(&m.config, n_params));
-        lines.push(match est {
-            Some(e) => format!("pass {i}: {} ~{:.0} s, peak ~{:.0} MiB", pass.name(), e.seconds, e.peak_bytes as f64 / 1048576.0),
-            None => format!("pass {i}: {}", pass.name()),
-        });
-    }
-    for t in &r.targets {
-        lines.push(format!("target: {:?} for {}", t.format, t.profile.as_deref().unwrap_or("generic")));
-    }
-    Ok(lines)
-}
