@@ -98,30 +98,32 @@ mod tests {
         v
     }
 
+    /// A fresh folder with `name` written in it as `first`.
+    fn folder_with(name: &str, first: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dest = tmp.path().join(name);
+        assert!(write_file(&dest, |w| w.write_all(first)).is_ok());
+        (tmp, dest)
+    }
+
     #[test]
     fn a_writer_that_fails_midway_leaves_no_file_and_the_old_one_intact() {
-        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tmp.path();
-        let dest = dir.join("000-pass.ckpt");
-        assert!(write_file(&dest, |w| w.write_all(b"old")).is_ok());
+        let (tmp, dest) = folder_with("000-pass.ckpt", b"old");
         let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
         let r = write_file(&dest, |w| {
             w.write_all(&[7u8; 1 << 16])?;
             Err(full)
         });
         assert_eq!(r.map_err(|e| e.kind()), Err(std::io::ErrorKind::StorageFull));
-        assert_eq!(entries(dir), ["000-pass.ckpt"], "the temporary file must be gone");
+        assert_eq!(entries(tmp.path()), ["000-pass.ckpt"], "the temporary file must be gone");
         assert_eq!(std::fs::read(&dest).ok().as_deref(), Some(&b"old"[..]));
     }
 
     #[test]
     fn a_finished_file_replaces_the_old_one_and_is_readable_by_others() {
-        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tmp.path();
-        let dest = dir.join("a.gguf");
-        assert!(write_file(&dest, |w| w.write_all(b"one")).is_ok());
+        let (tmp, dest) = folder_with("a.gguf", b"one");
         assert!(write_file(&dest, |w| w.write_all(b"two")).is_ok());
-        assert_eq!(entries(dir), ["a.gguf"]);
+        assert_eq!(entries(tmp.path()), ["a.gguf"]);
         assert_eq!(std::fs::read(&dest).ok().as_deref(), Some(&b"two"[..]));
         #[cfg(unix)]
         {
