@@ -42,6 +42,7 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("unknown-target-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: tflite }\n", "4:", &["unknown variant `tflite`"]),
     ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "1:1", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),
     ("gate-without-measurement", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "4:", &["needs eval.latency"]),
+    ("gate-without-decode-steps", "version: 1\nmodel: tiny.gguf\neval:\n  latency: { prompt_tokens: 8, gen_tokens: 1, repeats: 1 }\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "6:", &["gen_tokens = 1 times none", "hint: set eval.latency.gen_tokens to 2 or more"]),
     ("baseline-missing", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: reports/none.json\n", "4:13", &["neither `input` nor an existing report.json"]),
     ("wrong-version", "version: 2\nmodel: tiny.gguf\n", "1:1", &["version 2 is not supported"]),
     ("not-a-mapping", "- just\n- a list\n", "1:", &["expected"]),
