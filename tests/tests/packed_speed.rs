@@ -52,7 +52,7 @@ fn packed_vs_f32_model_speed() {
         for _ in 0..rounds {
             for (i, (_, rt)) in configs.iter().enumerate() {
                 let r = latency(rt, &opts).unwrap();
-                decode[i].push(r.decode_tok_s);
+                decode[i].push(r.decode_tok_s.expect("gen_tokens > 1 times decode steps"));
                 prefill[i].push(r.prefill_tok_s);
             }
         }

@@ -99,6 +99,32 @@ fn f16_tensors_stay_raw_until_dequantized() {
     assert_eq!(m.tensors["blk.0.ffn_norm.weight"].format_name(), "F32");
 }
 
+/// The HF model hash (reports, the baseline cache key) covers the tokenizer files, not only the weights and
+/// config.json: a changed special-tokens map or tokenizer_config.json is a different model.
+#[test]
+fn hf_model_hash_covers_the_tokenizer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec::default())).unwrap();
+    let out = dir.path().join("hf");
+    write_hf_dir(&gguf, &out, FloatType::F32, false).unwrap();
+    let base = load_model(&out).unwrap().source.sha256;
+    assert_eq!(load_model(&out).unwrap().source.sha256, base, "the hash is deterministic");
+    let mut seen = vec![base.clone()];
+    let special = out.join("special_tokens_map.json");
+    std::fs::write(&special, r#"{"bos_token": "<s>"}"#).unwrap();
+    seen.push(load_model(&out).unwrap().source.sha256);
+    let config = out.join("tokenizer_config.json");
+    let mut tc: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    tc["chat_template"] = "{{ messages }}".into();
+    std::fs::write(&config, tc.to_string()).unwrap();
+    seen.push(load_model(&out).unwrap().source.sha256);
+    let tok = out.join("tokenizer.json");
+    std::fs::write(&tok, format!("{} ", std::fs::read_to_string(&tok).unwrap())).unwrap();
+    seen.push(load_model(&out).unwrap().source.sha256);
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "a tokenizer file changed but the model hash did not: {seen:?}");
+}
+
 /// A sharded folder (model.safetensors.index.json + two shard files) loads to the same model.
 #[test]
 fn sharded_hf_folder_loads_like_a_single_file() {

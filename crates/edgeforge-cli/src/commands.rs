@@ -307,7 +307,7 @@ fn convert(a: ConvertArgs) -> Result<(), Failure> {
             let bar = progress::spinner("writing Hugging Face folder");
             let r = edgeforge_export::hf::write_hf_dir(&model, &a.out, dtype, a.force);
             bar.finish_and_clear();
-            r?
+            r?.dir
         }
     };
     println!("wrote {}", out.display());

@@ -93,7 +93,7 @@ impl Bars {
 pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
     let rf = parse_recipe(&a.recipe)?;
     if a.dry_run {
-        for line in runner::plan(&rf)? {
+        for line in edgeforge_recipe::plan::plan(&rf, pool.current_num_threads())? {
             println!("{line}");
         }
         return Ok(());
@@ -129,7 +129,8 @@ pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
         println!("perplexity {:.4} ± {:.4} -> {:.4} ± {:.4}", pb.perplexity, pb.ppl_stderr, pr.perplexity, pr.ppl_stderr);
     }
     if let (Some(lb), Some(lr)) = (&b.latency, &r.latency) {
-        println!("decode {:.1} -> {:.1} tok/s, prefill {:.1} -> {:.1} tok/s", lb.decode_tok_s, lr.decode_tok_s, lb.prefill_tok_s, lr.prefill_tok_s);
+        let rate = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |x| format!("{x:.1}"));
+        println!("decode {} -> {} tok/s, prefill {:.1} -> {:.1} tok/s", rate(lb.decode_tok_s), rate(lr.decode_tok_s), lb.prefill_tok_s, lr.prefill_tok_s);
     }
     println!(
         "size {} -> {} bytes, {:.3} -> {:.3} bits/weight",
@@ -234,10 +235,21 @@ pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Internal(e.into()))?);
     } else {
+        let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"));
         println!(
-            "prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms, per token p50 {:.2} ms p95 {:.2} ms, peak RSS {:.1} MiB, {} threads",
-            r.prefill_tok_s, r.decode_tok_s, r.ttft_ms, r.decode_p50_ms, r.decode_p95_ms, r.peak_rss_bytes as f64 / 1048576.0, r.threads
+            "prefill {:.1} tok/s, decode {} tok/s, TTFT {:.1} ms, per token p50 {} ms p95 {} ms, peak RSS {:.1} MiB ({:?}), {} threads",
+            r.prefill_tok_s,
+            show(r.decode_tok_s, 1),
+            r.ttft_ms,
+            show(r.decode_p50_ms, 2),
+            show(r.decode_p95_ms, 2),
+            r.peak_rss_bytes as f64 / 1048576.0,
+            r.peak_rss_scope,
+            r.threads
         );
+        for n in &r.notes {
+            println!("note: {n}");
+        }
     }
     Ok(())
 }

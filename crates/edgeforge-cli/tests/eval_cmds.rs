@@ -32,16 +32,44 @@ fn kld_is_zero_against_itself_and_positive_against_another_model() {
     assert_eq!(other["base_perplexity"], same["base_perplexity"]);
 }
 
+fn latency_json(model: &std::path::Path, gen_tokens: &str) -> (serde_json::Value, f64) {
+    let t = std::time::Instant::now();
+    let args = ["eval", "latency", "--model", model.to_str().unwrap(), "--prompt-tokens", "16", "--gen-tokens", gen_tokens, "--repeats", "2", "--threads", "1", "--json"];
+    let v = json(&args);
+    (v, t.elapsed().as_secs_f64())
+}
+
 #[test]
-fn latency_json_has_every_field() {
+fn latency_figures_agree_with_each_other_and_the_wall_clock() {
     let dir = tempfile::tempdir().unwrap();
     let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
-    let v = json(&["eval", "latency", "--model", a.to_str().unwrap(), "--prompt-tokens", "16", "--gen-tokens", "8", "--repeats", "2", "--threads", "1", "--json"]);
-    for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms", "decode_p50_ms", "decode_p95_ms", "peak_rss_bytes", "threads"] {
-        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
-    }
-    assert!(v["decode_p95_ms"].as_f64().unwrap() >= v["decode_p50_ms"].as_f64().unwrap());
+    let (v, wall_s) = latency_json(&a, "8");
+    let num = |key: &str| v[key].as_f64().filter(|x| x.is_finite() && *x > 0.0).unwrap_or_else(|| panic!("{key}: {v}"));
+    let (prefill, decode, ttft, p50, p95) = (num("prefill_tok_s"), num("decode_tok_s"), num("ttft_ms"), num("decode_p50_ms"), num("decode_p95_ms"));
+    // Both prefill figures come from the same median prefill time.
+    assert!((prefill * ttft / 1000.0 - 16.0).abs() < 1e-6, "{v}");
+    assert!(p95 >= p50, "{v}");
+    // 2 repeats x (prefill + 7 decode steps) took no longer than the whole command.
+    let measured_s = 2.0 * (ttft / 1000.0 + 7.0 / decode);
+    assert!(measured_s < wall_s, "{measured_s} s measured in a {wall_s} s run: {v}");
+    assert!(num("peak_rss_bytes") < 1e9, "{v}");
+    assert_eq!(v["peak_rss_scope"], "measurement", "{v}");
     assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn latency_with_one_generated_token_reports_decode_as_not_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let (v, _) = latency_json(&a, "1");
+    for key in ["decode_tok_s", "decode_p50_ms", "decode_p95_ms"] {
+        assert!(v[key].is_null(), "{key}: {v}");
+    }
+    assert!(v["notes"][0].as_str().is_some_and(|n| n.contains("gen_tokens = 1")), "{v}");
+    assert!(v["prefill_tok_s"].as_f64().is_some_and(f64::is_finite) && v["ttft_ms"].as_f64().is_some_and(f64::is_finite), "{v}");
+    let out = Command::new(BIN).args(["eval", "latency", "--model", a.to_str().unwrap(), "--prompt-tokens", "8", "--gen-tokens", "1", "--repeats", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("inf") && !text.contains("NaN"), "{text}");
 }
 
 #[test]

@@ -42,6 +42,7 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("unknown-target-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: tflite }\n", "4:", &["unknown variant `tflite`"]),
     ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "1:1", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),
     ("gate-without-measurement", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "4:", &["needs eval.latency"]),
+    ("gate-without-decode-steps", "version: 1\nmodel: tiny.gguf\neval:\n  latency: { prompt_tokens: 8, gen_tokens: 1, repeats: 1 }\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "6:", &["gen_tokens = 1 times none", "hint: set eval.latency.gen_tokens to 2 or more"]),
     ("baseline-missing", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: reports/none.json\n", "4:13", &["neither `input` nor an existing report.json"]),
     ("wrong-version", "version: 2\nmodel: tiny.gguf\n", "1:1", &["version 2 is not supported"]),
     ("not-a-mapping", "- just\n- a list\n", "1:", &["expected"]),
@@ -112,7 +113,10 @@ fn good_recipe_on_a_tiny_model_runs_end_to_end() {
     assert_eq!(report["schema_version"], 1);
     assert_eq!(report["passes"][0]["name"], "quantize-rtn");
     assert!(report["model_after"]["bytes"].as_u64().unwrap() < report["model_before"]["bytes"].as_u64().unwrap());
-    assert!(report["metrics_after"]["latency"]["decode_tok_s"].as_f64().unwrap() > 0.0);
+    let lat = &report["metrics_after"]["latency"];
+    let decode = lat["decode_tok_s"].as_f64().filter(|v| v.is_finite() && *v > 0.0);
+    assert!(decode.is_some() && lat["decode_p95_ms"].as_f64() >= lat["decode_p50_ms"].as_f64(), "{lat}");
+    assert!((lat["prefill_tok_s"].as_f64().unwrap() * lat["ttft_ms"].as_f64().unwrap() / 1000.0 - 8.0).abs() < 1e-6, "{lat}");
     assert_eq!(report["gates"]["passed"], true);
     assert!(dir.path().join("out/report.md").is_file());
     // The GGUF written loads back through our own reader with Q8_0 matrices.
@@ -124,6 +128,82 @@ fn good_recipe_on_a_tiny_model_runs_end_to_end() {
     let (code, _, stderr) = run(&["run", "strict.yaml", "--out", "out2"], dir.path());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("max_size_bytes"), "{stderr}");
+}
+
+/// The baseline cache is keyed by the build: the same binary reuses its "before" figures, a rebuilt one (same
+/// version string, different code) measures them again.
+#[test]
+fn baseline_cache_is_keyed_by_the_build_not_just_the_version() {
+    let dir = setup();
+    let home = dir.path().join("home");
+    std::fs::write(dir.path().join("r.yaml"), format!("{GOOD_HEAD}eval:\n  latency: {{ prompt_tokens: 4, gen_tokens: 2, repeats: 1 }}\n")).unwrap();
+    let cached = || std::fs::read_dir(home.join(".cache/edgeforge/baselines")).map_or(0, Iterator::count);
+    let run_with = |bin: &Path, out: &str| {
+        let res = Command::new(bin).args(["run", "r.yaml", "--out", out, "--threads", "1"]).env("HOME", &home).current_dir(dir.path()).output().unwrap();
+        assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    };
+    run_with(Path::new(BIN), "a");
+    assert_eq!(cached(), 1);
+    run_with(Path::new(BIN), "b");
+    assert_eq!(cached(), 1, "the same build reuses its baseline");
+    // A different build of the same version: the binary with one more byte (ELF ignores trailing data).
+    let rebuilt = dir.path().join("edgeforge-rebuilt");
+    std::fs::copy(BIN, &rebuilt).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&rebuilt).and_then(|mut f| std::io::Write::write_all(&mut f, b"\0")).unwrap();
+    run_with(&rebuilt, "c");
+    assert_eq!(cached(), 2, "a rebuilt edgeforge reused the old build's baseline");
+    let entry = std::fs::read_dir(home.join(".cache/edgeforge/baselines")).unwrap().next().unwrap().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    assert_eq!(body["settings"]["build_sha256"].as_str().map(str::len), Some(64), "{}", body["settings"]);
+}
+
+/// A disk that fills while the checkpoint is written: the run fails with the I/O error in one line and leaves
+/// no temporary file. The full disk is a file-size limit (RLIMIT_FSIZE via `ulimit -f`, SIGXFSZ ignored so
+/// writes past it fail with EFBIG, "File too large"), which needs no privileges, unlike a small tmpfs.
+#[test]
+fn a_checkpoint_that_cannot_be_written_leaves_no_temporary_file() {
+    let dir = setup();
+    let home = dir.path().join("home");
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: 32\n");
+    std::fs::write(dir.path().join("r.yaml"), recipe).unwrap();
+    // 16 blocks of 512 bytes (dash) or 1 KiB (bash): the tiny model's checkpoint is larger than either.
+    let script = format!("trap '' XFSZ; ulimit -f 16 && exec {BIN} run r.yaml --out out --threads 1");
+    let res = Command::new("sh").args(["-c", &script]).env("HOME", &home).current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("000-quantize-rtn.ckpt") && stderr.contains("File too large"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("out/checkpoints")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `--dry-run` estimates follow the run: twice the calibration tokens (samples or seq_len) is twice a
+/// calibrated pass's time, twice the threads half of it; the basis is stated.
+#[test]
+fn dry_run_estimates_scale_with_threads_samples_and_seq_len() {
+    let dir = setup();
+    std::fs::write(dir.path().join("cal.txt"), "the cat sat on the mat. ".repeat(200)).unwrap();
+    let seconds = |samples: u32, seq_len: u32, threads: &str| -> (f64, String) {
+        let recipe = format!(
+            "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: {samples}, seq_len: {seq_len} }}\npasses:\n  - pass: awq\n    bits: 4\n    group_size: 32\n"
+        );
+        std::fs::write(dir.path().join("d.yaml"), recipe).unwrap();
+        let (code, stdout, stderr) = run(&["run", "d.yaml", "--out", "out", "--dry-run", "--threads", threads], dir.path());
+        assert_eq!(code, Some(0), "{stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("pass 0: awq")).unwrap_or_else(|| panic!("{stdout}"));
+        let s = line.split('~').nth(1).and_then(|x| x.split(' ').next()).and_then(|x| x.parse::<f64>().ok());
+        (s.unwrap_or_else(|| panic!("{line}")), stdout)
+    };
+    let (base, stdout) = seconds(8, 64, "2");
+    assert!(base > 0.0, "{stdout}");
+    assert!(stdout.contains("estimates, not measurements: 2 threads, calibration 8 samples x 64 seq_len = 512 tokens"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("total: ~")), "{stdout}");
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 0.02;
+    let (more_samples, _) = seconds(16, 64, "2");
+    let (longer, _) = seconds(8, 128, "2");
+    let (fewer_threads, _) = seconds(8, 64, "1");
+    assert!(close(more_samples, 2.0 * base) && close(longer, 2.0 * base), "{base} {more_samples} {longer}");
+    assert!(close(fewer_threads, 2.0 * base), "{base} {fewer_threads}");
 }
 
 fn report_with(dir: &Path, name: &str, ppl: f64, decode: f64, bytes: u64) -> String {
@@ -407,6 +487,36 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("7 files match manifest.json"), "{out}");
     verify_catches_a_flipped_byte(dir.path(), "m-c/model_weights.c");
+}
+
+/// The fit after export counts the weight bytes the exporter wrote, not the artifact's bytes (the C bundle's
+/// source text is several times its weights): a device whose flash holds the weights but not the text keeps
+/// the "fits" the check before writing gave.
+#[test]
+fn the_fit_after_export_uses_the_exported_weight_bytes_not_the_artifact_size() {
+    let dir = setup();
+    let head = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n    ignore: []\ntargets:\n");
+    std::fs::write(dir.path().join("a.yaml"), format!("{head}  - {{ format: c-bundle, profile: stm32h7, context: 128 }}\n")).unwrap();
+    let (code, stdout, stderr) = run(&["run", "a.yaml", "--out", "a"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("a/report.json")).unwrap()).unwrap();
+    let artifact = report["targets"][0]["artifact_bytes"].as_u64().unwrap();
+    // Flash for the weights, not for the C text.
+    let profile = format!(
+        "name: tight\ndescription: flash between the weight bytes and the artifact's\nkind: mcu\nformats: [c-bundle]\nweight_bits: [4, 8]\nmemory:\n  flash_bytes: {}\n  sram_bytes: 1048576\n  psram_bytes: 0\n",
+        artifact - 1
+    );
+    std::fs::write(dir.path().join("tight.yaml"), profile).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("{head}  - {{ format: c-bundle, profile: tight.yaml, context: 128 }}\n")).unwrap();
+    let (code, stdout, stderr) = run(&["run", "b.yaml", "--out", "b"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("b/report.json")).unwrap()).unwrap();
+    let fit = &report["targets"][0];
+    assert_eq!(fit["fits"], true, "{fit}");
+    assert_eq!(fit["artifact_bytes"].as_u64(), Some(artifact), "{fit}");
+    assert!(dir.path().join("b/b-c/model_weights.c").is_file());
+    let weights = fit["weight_bytes"].as_u64().unwrap_or(0);
+    assert!(weights > 0 && weights < artifact / 2, "weights {weights}, artifact {artifact}");
 }
 
 /// `edgeforge verify` must fail on one flipped bit in `file` (a path under `out/`), naming it, and pass again

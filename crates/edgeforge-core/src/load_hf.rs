@@ -32,8 +32,10 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         read_shard(shard, &bytes, &config, &mut tensors)?;
         hashed.push(bytes);
     }
+    let tokenizer_files = tokenizer_files(dir)?;
     let mut parts: Vec<&[u8]> = vec![&config_bytes];
     parts.extend(hashed.iter().map(Vec::as_slice));
+    parts.extend(tokenizer_files.iter().map(Vec::as_slice));
     let source = ModelSource {
         path: dir.to_path_buf(),
         format: SourceFormat::HfSafetensors,
@@ -43,6 +45,39 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     let model = Model { config, tensors, tokenizer, source, block_origin: Vec::new() };
     crate::load::check_tensors(&model)?;
     Ok(model)
+}
+
+/// Files besides the weights that change what the model does with text. Each one present is hashed into the
+/// model's sha256 as its name, a NUL, its length (8 bytes LE) and its bytes, so a changed tokenizer or chat
+/// template is a different model for reports and the baseline cache.
+const TOKENIZER_FILES: [&str; 8] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+];
+
+fn tokenizer_files(dir: &Path) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for name in TOKENIZER_FILES {
+        let path = dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut part = Vec::with_capacity(name.len() + 9 + bytes.len());
+        part.extend_from_slice(name.as_bytes());
+        part.push(0);
+        part.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        part.extend_from_slice(&bytes);
+        out.push(part);
+    }
+    Ok(out)
 }
 
 fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {

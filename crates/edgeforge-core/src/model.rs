@@ -150,7 +150,9 @@ impl Tensor {
 pub struct ModelSource {
     pub path: PathBuf,
     pub format: SourceFormat,
-    /// sha256 of the model file (GGUF), or of config.json then each safetensors file in name order (HF).
+    /// sha256 of the model file (GGUF), or of config.json, each safetensors file in name order, then each
+    /// tokenizer file present (tokenizer.json, tokenizer_config.json, special_tokens_map.json, ...: see
+    /// `load_hf::TOKENIZER_FILES`) (HF).
     pub sha256: String,
     pub file_bytes: u64,
 }

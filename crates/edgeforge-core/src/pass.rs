@@ -36,6 +36,14 @@ pub struct OptionIssue {
     pub message: String,
 }
 
+/// Threads a pass's [`Estimate`] is stated for; `--dry-run` scales it to the run's threads.
+pub const ESTIMATE_BASIS_THREADS: usize = 2;
+/// Calibration tokens (128 samples × 512) a calibrated pass's [`Estimate`] is stated for; `--dry-run` scales
+/// it to the recipe's samples × seq_len.
+pub const ESTIMATE_BASIS_CALIBRATION_TOKENS: u64 = 128 * 512;
+
+/// A pass's cost on `ESTIMATE_BASIS_THREADS` threads and, for passes that read calibration text,
+/// `ESTIMATE_BASIS_CALIBRATION_TOKENS` tokens.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Estimate {
     pub seconds: f64,
@@ -112,7 +120,14 @@ pub trait Pass: Send + Sync {
     fn options_json(&self) -> serde_json::Value;
     /// Checks that need the model's shapes (e.g. a group size dividing every row).
     fn check(&self, config: &crate::ModelConfig) -> Vec<OptionIssue>;
+    /// Cost on `ESTIMATE_BASIS_THREADS` threads (and `ESTIMATE_BASIS_CALIBRATION_TOKENS` calibration
+    /// tokens when `estimate_scales_with_calibration`); `--dry-run` scales it to the run.
     fn estimate(&self, config: &crate::ModelConfig, n_params: u64) -> Estimate;
+    /// Does `estimate` assume the basis calibration tokens (so the recipe's samples × seq_len scale it)?
+    /// False for passes whose cost follows options of their own (distillation's steps and batches).
+    fn estimate_scales_with_calibration(&self) -> bool {
+        self.needs().calibration
+    }
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError>;
     /// The MLP activation the model has after this pass, when the pass sets it (`activation-swap`): lets
     /// `edgeforge validate` refuse targets that cannot express it before anything runs.

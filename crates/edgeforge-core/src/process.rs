@@ -19,3 +19,11 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", b"5").is_ok()
 }
+
+/// sha256 of the running executable's file: an identity of the code that computes a result, finer than the
+/// version string (two builds of one version differ here). Hashed once per process (streamed, ~0.3 s for a
+/// 100 MB binary); `None` where the executable cannot be read.
+pub fn executable_sha256() -> Option<String> {
+    static HASH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| crate::hash::sha256_file_hex(&std::env::current_exe().ok()?).ok()).clone()
+}

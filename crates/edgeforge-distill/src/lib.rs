@@ -103,6 +103,10 @@ impl Pass for Distill {
         issues
     }
 
+    fn estimate_scales_with_calibration(&self) -> bool {
+        false // steps x batch x seq_len of its own options
+    }
+
     fn estimate(&self, config: &ModelConfig, n_params: u64) -> Estimate {
         // Training ≈ 6 flops per parameter per token, the teacher 2 more; ~15 GFLOP/s on a small CPU.
         let seq = self.options.seq_len.unwrap_or(512) as u64;

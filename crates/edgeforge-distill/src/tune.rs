@@ -406,6 +406,10 @@ impl Pass for TuneScales {
         issues
     }
 
+    fn estimate_scales_with_calibration(&self) -> bool {
+        false // steps x batch x seq_len of its own options
+    }
+
     fn estimate(&self, config: &ModelConfig, n_params: u64) -> Estimate {
         // Like `distill`: ~8 flops per parameter per token (student forward + backward, teacher forward).
         let seq = self.options.seq_len.unwrap_or(512) as u64;

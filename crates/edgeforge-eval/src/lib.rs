@@ -9,5 +9,5 @@ pub mod sensitivity;
 
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, KldResult};
-pub use latency::{latency, LatencyOptions, LatencyResult};
+pub use latency::{latency, LatencyOptions, LatencyResult, PeakRssScope};
 pub use perplexity::{perplexity, ChunkProgress, PerplexityOptions, PerplexityResult};

@@ -2,7 +2,6 @@
 //! offsets the running sum of padded sizes in info order (what llama.cpp's reader demands).
 //! Written under a temporary name and renamed, so a reader never sees half a file.
 
-use std::io::Write;
 use std::path::Path;
 
 use edgeforge_core::gguf::{MetaArray, MetaValue};
@@ -81,21 +80,7 @@ impl GgufWriter {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ExportError::io(dir, e))?;
-        tmp.write_all(&self.to_bytes()).map_err(|e| ExportError::io(path, e))?;
-        tmp.as_file().sync_all().map_err(|e| ExportError::io(path, e))?;
-        // Temp files are created owner-only; an artifact is meant to be shared like any output file.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(|e| ExportError::io(path, e))?;
-        }
-        tmp.persist(path).map_err(|e| ExportError::io(path, e.error))?;
-        Ok(())
+        crate::atomic::write_file(path, |w| w.write_all(&self.to_bytes())).map_err(|e| ExportError::io(path, e))
     }
 }
 

@@ -12,10 +12,13 @@ use edgeforge_core::{GgmlType, Model, TensorData};
 use crate::error::{ExportError, Result};
 use crate::gguf::{GgufTensor, GgufWriter};
 
-/// What the export did with each tensor whose format had no exact GGUF equivalent.
+/// What the export did with each tensor whose format had no exact GGUF equivalent, and what it wrote.
 #[derive(Debug, Default)]
 pub struct GgufExportNotes {
     pub fallbacks: Vec<String>,
+    /// Bytes of tensor data written (blocks and floats, without alignment padding, metadata or vocabulary):
+    /// what a device holds as weights, for the fit check after export.
+    pub weight_bytes: u64,
 }
 
 fn q8_0(q: &QuantTensor) -> Vec<u8> {
@@ -144,6 +147,7 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
         if t.shape.len() == 2 {
             *counts.entry(dtype).or_default() += 1;
         }
+        notes.weight_bytes += bytes.len() as u64;
         w.tensor(GgufTensor { name: tname.clone(), shape: t.shape.clone(), dtype, bytes });
     }
     // general.file_type: llama.cpp's LlamaFileType of the most common matrix type.

@@ -48,7 +48,15 @@ impl FloatType {
 }
 
 /// Write `model` as an HF folder at `dest` (atomically: a staging folder renamed at the end).
-pub fn write_hf_dir(model: &Model, dest: &Path, dtype: FloatType, replace: bool) -> Result<PathBuf> {
+/// What `write_hf_dir` wrote.
+#[derive(Debug, Clone)]
+pub struct HfSummary {
+    pub dir: PathBuf,
+    /// Bytes of tensor data in model.safetensors (without its JSON header, config or tokenizer files).
+    pub weight_bytes: u64,
+}
+
+pub fn write_hf_dir(model: &Model, dest: &Path, dtype: FloatType, replace: bool) -> Result<HfSummary> {
     let staged = StagedDir::new(dest, replace)?;
     let cfg = &model.config;
 
@@ -67,6 +75,7 @@ pub fn write_hf_dir(model: &Model, dest: &Path, dtype: FloatType, replace: bool)
         }
         encoded.insert(hf_name, (tensor.shape.clone(), dtype.encode(&values)));
     }
+    let weight_bytes = encoded.values().map(|(_, b)| b.len() as u64).sum();
     let st_path = staged.path().join("model.safetensors");
     let views = encoded
         .iter()
@@ -109,5 +118,5 @@ pub fn write_hf_dir(model: &Model, dest: &Path, dtype: FloatType, replace: bool)
         .tokenizer
         .write_hf_files(staged.path())
         .map_err(|source| ExportError::Tokenizer { path: staged.path().to_path_buf(), source })?;
-    staged.commit()
+    Ok(HfSummary { dir: staged.commit()?, weight_bytes })
 }

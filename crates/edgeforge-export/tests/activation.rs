@@ -30,7 +30,7 @@ fn hf_folder_records_relu_and_loads_back_as_relu() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = load_model(&write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec::default())).unwrap();
     model.config.activation = Activation::Relu;
-    let hf = write_hf_dir(&model, &dir.path().join("relu-hf"), FloatType::F32, false).unwrap();
+    let hf = write_hf_dir(&model, &dir.path().join("relu-hf"), FloatType::F32, false).unwrap().dir;
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["hidden_act"], "relu");
     assert_eq!(load_model(&hf).unwrap().config.activation, Activation::Relu);

@@ -150,8 +150,9 @@ impl Pass for Prune {
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
-        // One forward sweep over ~32k calibration tokens at ~15 GFLOP/s, then the copies.
-        let seconds = if self.options.needs_calibration() { 2.0 * n_params as f64 * 32_768.0 / 15e9 } else { 2.0 };
+        // One forward sweep over the basis calibration tokens at ~15 GFLOP/s, then the copies.
+        let tokens = edgeforge_core::pass::ESTIMATE_BASIS_CALIBRATION_TOKENS as f64;
+        let seconds = if self.options.needs_calibration() { 2.0 * n_params as f64 * tokens / 15e9 } else { 2.0 };
         Estimate { seconds, peak_bytes: n_params * 8 }
     }
 

@@ -3,7 +3,6 @@
 //! the previous checkpoint or the new one, never half of one. The key hashes the input model and every
 //! pass's options up to this one: a checkpoint is reused only for exactly the same prefix of work.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -80,17 +79,15 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
     }
     let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone() };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    let io = |e: std::io::Error| err(path, e.to_string());
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(MAGIC).map_err(io)?;
-    f.write_all(&VERSION.to_le_bytes()).map_err(io)?;
-    f.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
-    f.write_all(&header).map_err(io)?;
-    f.write_all(&data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
+    edgeforge_export::atomic::write_file(path, |f| {
+        f.write_all(MAGIC)?;
+        f.write_all(&VERSION.to_le_bytes())?;
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+        f.write_all(&data)
+    })
+    .map_err(|e| err(path, e.to_string()))
 }
 
 /// Load the checkpoint at `path` into `model` (whose tokenizer and source come from the input) if its key

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod diagnostic;
 pub mod models;
 pub mod parse;
+pub mod plan;
 pub mod registry;
 pub mod runner;
 pub mod schema;

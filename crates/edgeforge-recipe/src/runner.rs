@@ -75,10 +75,7 @@ pub fn model_stats(model: &Model) -> ModelStats {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
-    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    edgeforge_export::atomic::write_file(path, |w| w.write_all(bytes)).map_err(|source| RecipeError::Io { path: path.to_path_buf(), source })
 }
 
 /// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
@@ -199,9 +196,12 @@ fn evaluate_kld(rf: &RecipeFile, base_path: &Path, model: &Model, progress: &(dy
     }))
 }
 
-/// The input model's metrics, from the cache when the same model was evaluated with the same settings.
+/// The input model's metrics, from the cache when the same model was evaluated with the same settings by the
+/// same build: the key holds the running executable's sha256, so a rebuilt edgeforge (any code change, same
+/// version string) measures its "before" figures afresh. Without a build identity nothing is cached.
 fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions<'_>) -> Result<Metrics, RecipeError> {
     let r = &rf.recipe;
+    let build = edgeforge_core::process::executable_sha256();
     let settings = serde_json::json!({
         "model": model.source.sha256,
         "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()))),
@@ -209,9 +209,10 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
         "threads": rayon::current_num_threads(),
         "seed": seed,
         "version": env!("CARGO_PKG_VERSION"),
+        "build_sha256": build,
     });
     let key = edgeforge_core::hash::sha256_hex(&[settings.to_string().as_bytes()]);
-    let cached = opts.baseline_cache.as_ref().map(|d| d.join(format!("{key}.json")));
+    let cached = opts.baseline_cache.as_ref().filter(|_| build.is_some()).map(|d| d.join(format!("{key}.json")));
     if let Some(p) = &cached {
         if let Some(m) = std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<CachedMetrics>(&b).ok()) {
             return Ok(m.metrics);
@@ -366,7 +367,8 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             continue;
         }
         let mut nir_summary = None;
-        let path = match t.format {
+        // Each exporter reports the weight data it wrote: the fit after export is checked against that.
+        let (path, weight_bytes) = match t.format {
             TargetFormat::Gguf => {
                 let p = opts.out_dir.join(format!("{stem}.gguf"));
                 let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: f16 };
@@ -374,13 +376,13 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(notes.fallbacks);
                 }
-                p
+                (p, notes.weight_bytes)
             }
             TargetFormat::Safetensors => {
                 let p = opts.out_dir.join(format!("{stem}-hf"));
                 let dtype = if t.float == Some(crate::schema::FloatFormat::F32) { edgeforge_export::hf::FloatType::F32 } else { edgeforge_export::hf::FloatType::F16 };
-                edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
-                p
+                let summary = edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
+                (p, summary.weight_bytes)
             }
             TargetFormat::CBundle => {
                 let p = opts.out_dir.join(format!("{stem}-c"));
@@ -388,7 +390,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(summary.float_fallbacks.iter().map(|t| format!("C bundle: {t} written as floats (no integer layout for its format)")));
                 }
-                p
+                (p, summary.weight_bytes)
             }
             TargetFormat::Nir => {
                 // `{stem}-nir`; with several NIR targets in one recipe each gets its profile's name too, so
@@ -410,8 +412,9 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                                 last.notes.extend(summary.notes.iter().cloned());
                             }
                         }
+                        let weight_bytes = summary.weight_bytes;
                         nir_summary = Some(summary);
-                        p
+                        (p, weight_bytes)
                     }
                     // The exporter's own, finer check (fan-in, the exact partition) refused: a refused
                     // target like any other, and the other targets still run.
@@ -438,15 +441,15 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(summary.notes.iter().map(|n| format!("ONNX: {n}")));
                 }
-                p
+                (p, summary.weight_bytes)
             }
         };
         (opts.progress)(Progress::Done);
         let (bytes, sha256) = artifact_digest(&path)?;
         if let (Some(f), Some(p)) = (fit.as_mut(), &profile) {
-            // The estimate again with the bytes actually written.
+            // The estimate again with the weight bytes actually written (not the artifact's bytes).
             let mut input = crate::targets::fit_input(&model, format, context, f16)?;
-            input.weight_bytes = bytes;
+            input.weight_bytes = weight_bytes;
             *f = crate::targets::fit_row(p, t, &input);
             f.artifact_bytes = Some(bytes);
             if let Some(summary) = &nir_summary {
@@ -582,36 +585,4 @@ fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
     let bytes = files.values().map(|b| b.len() as u64).sum();
     let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
     Ok((bytes, edgeforge_core::hash::sha256_hex(&parts)))
-}
-
-/// `--dry-run`: the plan with rough time and memory estimates.
-pub fn plan(rf: &RecipeFile) -> Result<Vec<String>, RecipeError> {
-    let v = validate(rf, false)?;
-    let r = &rf.recipe;
-    let mut lines = vec![format!("model: {} ({})", r.model.value, v.model_path.as_ref().map_or("not fetched yet".into(), |p| p.display().to_string()))];
-    let config = match &v.model_path {
-        Some(p) => Some(edgeforge_core::load_model(p)?),
-        None => None,
-    };
-    let n_params = config.as_ref().map_or(135_000_000, |m| summarize(m).total.params);
-    if let Some(p) = &r.eval.perplexity {
-        // ~480 tokens/s on 2 cores for a 135M model, scaled by size.
-        let chunks = p.chunks.map_or(80, |c| c.get());
-        let secs = (chunks * p.ctx.get()) as f64 / 480.0 * n_params as f64 / 135e6;
-        lines.push(format!("eval perplexity on {} (ctx {}, {} chunks): ~{:.0} s per model, twice (input cached)", p.dataset.value, p.ctx.get(), chunks, secs));
-    }
-    if let Some(l) = &r.eval.latency {
-        lines.push(format!("eval latency: {} prompt + {} generated tokens x {} repeats", l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get()));
-    }
-    for (i, pass) in v.passes.iter().enumerate() {
-        let est = config.as_ref().map(|m| pass.estimate(&m.config, n_params));
-        lines.push(match est {
-            Some(e) => format!("pass {i}: {} ~{:.0} s, peak ~{:.0} MiB", pass.name(), e.seconds, e.peak_bytes as f64 / 1048576.0),
-            None => format!("pass {i}: {}", pass.name()),
-        });
-    }
-    for t in &r.targets {
-        lines.push(format!("target: {:?} for {}", t.format, t.profile.as_deref().unwrap_or("generic")));
-    }
-    Ok(lines)
 }

@@ -91,6 +91,7 @@ pub fn fit_row(profile: &Profile, t: &Target, input: &FitInput) -> TargetFit {
         shortfalls: fit.shortfalls,
         suggestions: fit.suggestions,
         artifact_bytes: None,
+        weight_bytes: input.weight_bytes,
         peak_memory_bytes: fit.peak_memory_bytes,
         context_tokens: input.context_tokens,
         decode_tok_s_estimate: fit.decode_tok_s_estimate,

@@ -197,4 +197,8 @@ fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
     if g.min_decode_speedup.is_some() && r.eval.latency.is_none() {
         diags.push(rf.diagnostic(at, "gates.min_decode_speedup needs eval.latency to measure", Some("add an eval.latency section".into())));
     }
+    if g.min_decode_speedup.is_some() && r.eval.latency.as_ref().is_some_and(|l| l.gen_tokens.get() < 2) {
+        let hint = Some("set eval.latency.gen_tokens to 2 or more".into());
+        diags.push(rf.diagnostic(at, "gates.min_decode_speedup needs decode steps, but eval.latency.gen_tokens = 1 times none (the only token comes from the prefill)", hint));
+    }
 }

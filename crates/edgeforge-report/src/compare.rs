@@ -50,7 +50,7 @@ impl Side {
             label: label.to_owned(),
             perplexity: metrics.perplexity.as_ref().map(|p| p.perplexity),
             ppl_stderr: metrics.perplexity.as_ref().map(|p| p.ppl_stderr),
-            decode_tok_s: metrics.latency.as_ref().map(|l| l.decode_tok_s),
+            decode_tok_s: metrics.latency.as_ref().and_then(|l| l.decode_tok_s),
             prefill_tok_s: metrics.latency.as_ref().map(|l| l.prefill_tok_s),
             size_bytes,
             bits_per_weight,

@@ -9,6 +9,13 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |x| format!("{x:.digits$}"))
 }
 
+fn peak_scope(s: edgeforge_eval::PeakRssScope) -> &'static str {
+    match s {
+        edgeforge_eval::PeakRssScope::Measurement => "of the measurement",
+        edgeforge_eval::PeakRssScope::Process => "process lifetime",
+    }
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -70,8 +77,19 @@ fn metrics_rows(o: &mut String, label: &str, m: &Metrics) {
     if let Some(l) = &m.latency {
         let _ = writeln!(
             o,
-            "| {label} | latency ({} prompt + {} generated, {} threads, {} repeats) | prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms, per token p50 {:.2} ms / p95 {:.2} ms, peak RSS {} |",
-            l.prompt_tokens, l.gen_tokens, l.threads, l.repeats, l.prefill_tok_s, l.decode_tok_s, l.ttft_ms, l.decode_p50_ms, l.decode_p95_ms, mib(l.peak_rss_bytes)
+            "| {label} | latency ({} prompt + {} generated, {} threads, {} repeats) | prefill {:.1} tok/s, decode {} tok/s, TTFT {:.1} ms, per token p50 {} ms / p95 {} ms, peak RSS {} ({}){} |",
+            l.prompt_tokens,
+            l.gen_tokens,
+            l.threads,
+            l.repeats,
+            l.prefill_tok_s,
+            opt(l.decode_tok_s, 1),
+            l.ttft_ms,
+            opt(l.decode_p50_ms, 2),
+            opt(l.decode_p95_ms, 2),
+            mib(l.peak_rss_bytes),
+            peak_scope(l.peak_rss_scope),
+            l.notes.iter().map(|n| format!("; {n}")).collect::<String>()
         );
     }
 }

@@ -128,6 +128,11 @@ pub struct TargetFit {
     pub suggestions: Vec<String>,
     /// Written artifact's size (none when refused).
     pub artifact_bytes: Option<u64>,
+    /// The weight bytes the fit was checked with: the model's estimate before writing, then the weight data
+    /// the exporter reports having written (never the artifact's size, which counts C source text,
+    /// READMEs, partition.json or float32 HDF5 that the device does not hold as weights).
+    #[serde(default)]
+    pub weight_bytes: u64,
     /// Weights + KV cache at the target's context + buffers (an estimate).
     pub peak_memory_bytes: u64,
     pub context_tokens: u64,

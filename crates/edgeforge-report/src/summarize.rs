@@ -72,7 +72,7 @@ pub fn summarize(dir: &Path) -> Result<Summary, SummaryError> {
     let stderr: Vec<Option<f64>> = reports.iter().map(|(_, r)| r.metrics_after.perplexity.as_ref().map(|p| p.ppl_stderr)).collect();
     let size: Vec<u64> = reports.iter().map(|(_, r)| r.model_after.bytes).collect();
     let bpw: Vec<f64> = reports.iter().map(|(_, r)| r.model_after.bits_per_weight).collect();
-    let decode: Vec<Option<f64>> = reports.iter().map(|(_, r)| r.metrics_after.latency.as_ref().map(|l| l.decode_tok_s)).collect();
+    let decode: Vec<Option<f64>> = reports.iter().map(|(_, r)| r.metrics_after.latency.as_ref().and_then(|l| l.decode_tok_s)).collect();
     let points: Vec<(f64, f64)> = size.iter().zip(&ppl).map(|(&s, p)| (s as f64, p.unwrap_or(f64::INFINITY))).collect();
     let front = pareto(&points);
 

@@ -52,6 +52,9 @@ impl Default for NirOptions {
 pub struct NirSummary {
     pub dir: PathBuf,
     pub nir_bytes: u64,
+    /// The chip's synaptic weight memory: every exported synapse at `weight_bits` (the file stores the same
+    /// codes as float32, so `nir_bytes` is no measure of it); host-side tensors are not counted.
+    pub weight_bytes: u64,
     pub nodes: usize,
     pub edges: usize,
     pub blocks_exported: usize,
@@ -239,6 +242,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
     Ok(NirSummary {
         dir,
         nir_bytes,
+        weight_bytes: (synapses * u64::from(bits)).div_ceil(8),
         nodes: graph.nodes.len(),
         edges: graph.edges.len(),
         blocks_exported: n_blocks,

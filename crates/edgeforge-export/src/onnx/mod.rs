@@ -58,6 +58,8 @@ pub struct OnnxSummary {
     pub dir: PathBuf,
     /// Bytes of `model.onnx` plus `model.onnx.data`.
     pub bytes: u64,
+    /// Bytes of initializer data (weights, scales, zero points, RoPE tables): `bytes` without the graph.
+    pub weight_bytes: u64,
     pub external_data: bool,
     /// Linear weights written as `com.microsoft.MatMulNBits`, with bits and block size.
     pub matmul_nbits: Vec<String>,
@@ -186,5 +188,5 @@ pub fn write_onnx(model: &Model, dir: &Path, options: &OnnxOptions) -> Result<On
     if genai.is_none() {
         notes.push("genai_config.json not written: blocks have different head counts (onnxruntime-genai needs one); run the graph with a plain InferenceSession loop".to_owned());
     }
-    Ok(OnnxSummary { dir, bytes, external_data: external, matmul_nbits: report.nbits, gather_nbits: report.gather_nbits, float: report.float, notes, genai_config: genai.is_some() })
+    Ok(OnnxSummary { dir, bytes, weight_bytes, external_data: external, matmul_nbits: report.nbits, gather_nbits: report.gather_nbits, float: report.float, notes, genai_config: genai.is_some() })
 }
