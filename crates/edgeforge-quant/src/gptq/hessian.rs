@@ -12,19 +12,22 @@ const TILE_COLS: usize = 256;
 pub struct Hessian {
     pub width: usize,
     /// Row-major `width × width`, summed in f64: activations with large outlier channels make the running
-    /// totals too wide for f32.
-    pub sum: Vec<f64>,
+    /// totals too wide for f32. Only the tiles on or above the diagonal are summed (`tile` wide); the rest
+    /// is mirrored by `matrix`.
+    upper: Vec<f64>,
+    tile: usize,
     pub tokens: usize,
     scratch: Vec<f32>,
 }
 
 impl Hessian {
     pub fn new(width: usize) -> Self {
-        Self { width, sum: vec![0.0; width * width], tokens: 0, scratch: Vec::new() }
+        let tile = if width == 0 { 1 } else { width.div_ceil(width.div_ceil(TILE_COLS)) };
+        Self { width, upper: vec![0.0; width * width], tile, tokens: 0, scratch: Vec::new() }
     }
 
     /// Adds xᵀx of `x` (`n × width`, row-major). H is symmetric, so only tiles on or above the diagonal are
-    /// multiplied (f32 GEMMs, the bulk of GPTQ's arithmetic) and the rest is mirrored while summing.
+    /// multiplied (f32 GEMMs, the bulk of GPTQ's arithmetic) and summed; `matrix` mirrors the rest.
     pub fn add(&mut self, x: &[f32]) {
         let d = self.width;
         if d == 0 || x.is_empty() {
@@ -32,9 +35,10 @@ impl Hessian {
         }
         let n = x.len() / d;
         self.tokens += n;
-        let tiles = d.div_ceil(TILE_COLS);
-        let tile = d.div_ceil(tiles);
-        self.scratch.clear();
+        let tile = self.tile;
+        let tiles = d.div_ceil(tile);
+        // Every element the sum below reads is written by a tile product first, so the scratch is never
+        // cleared (a 9 MB memset per sequence for a 1536-wide input).
         self.scratch.resize(d * d, 0.0);
         for ti in 0..tiles {
             let i0 = ti * tile;
@@ -49,12 +53,25 @@ impl Hessian {
             }
         }
         let s = &self.scratch;
-        self.sum.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
-            for (j, h) in row.iter_mut().enumerate() {
-                let v = if i / tile <= j / tile { s[i * d + j] } else { s[j * d + i] };
+        self.upper.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
+            // Row i's tiles on or above the diagonal start at its tile's first column.
+            let j0 = i / tile * tile;
+            for (h, &v) in row[j0..].iter_mut().zip(&s[i * d + j0..(i + 1) * d]) {
                 *h += f64::from(v);
             }
         });
+    }
+
+    /// The whole symmetric `width × width` matrix, row-major.
+    pub fn matrix(&self) -> Vec<f64> {
+        let (d, tile) = (self.width, self.tile);
+        let mut m = self.upper.clone();
+        for i in 0..d {
+            for j in 0..i / tile * tile {
+                m[i * d + j] = self.upper[j * d + i];
+            }
+        }
+        m
     }
 }
 
@@ -70,6 +87,7 @@ mod tests {
             let mut h = Hessian::new(d);
             h.add(&x);
             h.add(&x[..d * 3]);
+            let m = h.matrix();
             for i in 0..d {
                 for j in 0..d {
                     let mut want = 0f64;
@@ -79,7 +97,7 @@ mod tests {
                     for t in 0..3 {
                         want += f64::from(x[t * d + i]) * f64::from(x[t * d + j]);
                     }
-                    let got = h.sum[i * d + j];
+                    let got = m[i * d + j];
                     assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "d={d} ({i},{j}): {got} vs {want}");
                 }
             }

@@ -202,7 +202,7 @@ impl Gptq {
                 return Err(PassError::Tensor { tensor: name, message: format!("rows of {cols} but inputs of width {}", hessian.width) });
             }
             let values = tensor.to_f32(&name)?;
-            let mut h = hessian.sum.clone();
+            let mut h = hessian.matrix();
             let (data, note) = solve_target(&values, rows, cols, &mut h, target, self.solve_options())
                 .map_err(|message| PassError::Tensor { tensor: name.clone(), message })?;
             if let Some(n) = note {

@@ -335,7 +335,7 @@ mod tests {
             for act_order in [false, true] {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
-                let (q, note) = gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(act_order, 16)).unwrap();
+                let (q, note) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(act_order, 16)).unwrap();
                 assert!(note.is_none());
                 assert!(q.is_consistent(rows * cols));
                 let gptq = output_error(&w, &q.dequantize(rows * cols), &x, rows, cols);
@@ -365,10 +365,11 @@ mod tests {
         for s in Scheme::ALL {
             let mut h = Hessian::new(cols);
             h.add(&x);
-            let importance: Vec<f32> = (0..cols).map(|i| h.sum[i * cols + i] as f32).collect();
+            let hm = h.matrix();
+            let importance: Vec<f32> = (0..cols).map(|i| hm[i * cols + i] as f32).collect();
             let rtn = output_error(&w, &decode(s, &s.quantize_rows(&w, cols, Some(&importance))), &x, rows, cols);
             for act_order in [false, true] {
-                let mut h2 = h.sum.clone();
+                let mut h2 = h.matrix();
                 let (bytes, note) = gptq_scheme(&w, rows, cols, &mut h2, s, opts(act_order, 32)).unwrap();
                 assert!(note.is_none());
                 assert_eq!(bytes.len(), s.bytes_for(rows * cols));
@@ -395,7 +396,7 @@ mod tests {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
                 let o = SolveOptions { refit_scales, ..opts(true, 32) };
-                let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, format, o).unwrap();
+                let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, o).unwrap();
                 assert!(q.is_consistent(rows * cols));
                 output_error(&w, &q.dequantize(rows * cols), &x, rows, cols)
             };
@@ -417,7 +418,7 @@ mod tests {
             let run = |block| {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
-                gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(act_order, block)).unwrap().0.dequantize(rows * cols)
+                gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(act_order, block)).unwrap().0.dequantize(rows * cols)
             };
             let (a, b) = (run(1), run(128));
             let max_diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
@@ -437,7 +438,7 @@ mod tests {
         for act_order in [false, true] {
             let mut h = Hessian::new(cols);
             h.add(&x);
-            let mut hm = h.sum.clone();
+            let mut hm = h.matrix();
             let p = prepare(&mut hm, cols, opts(act_order, 32)).unwrap();
             let originals: Vec<Vec<f32>> = (0..rows).map(|r| p.original_row(&w, r)).collect();
             let round = |_k: usize, i: usize, _c: usize, w: &[f32]| {
@@ -461,7 +462,7 @@ mod tests {
         let format = QuantFormat { bits: 4, group_size: 32, symmetric: true };
         let mut h = Hessian::new(cols);
         h.add(&x);
-        let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(true, 16)).unwrap();
+        let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(true, 16)).unwrap();
         let rtn = quantize(&w, cols, format, false);
         assert_eq!(q.scales, rtn.scales, "static groups: scales are those of the original weights");
     }
@@ -476,7 +477,7 @@ mod tests {
             let mut h = Hessian::new(cols);
             h.add(&x);
             let o = SolveOptions { damp_frac: 1e-9, ..opts(act_order, 128) };
-            let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, QuantFormat { bits: 4, group_size: 32, symmetric: true }, o).unwrap();
+            let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), QuantFormat { bits: 4, group_size: 32, symmetric: true }, o).unwrap();
             let deq = q.dequantize(rows * cols);
             assert!(deq.iter().all(|v| v.is_finite()));
             assert!((0..rows).all(|r| deq[r * cols + 3] == 0.0), "dead input channels are zeroed");
