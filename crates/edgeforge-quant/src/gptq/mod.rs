@@ -19,6 +19,7 @@
 //! weights are ever held as floats.
 
 mod hessian;
+mod lazy;
 mod refit;
 mod solve;
 

@@ -115,9 +115,9 @@ impl Prepared {
     /// column order.
     ///
     /// Every row's arithmetic is exactly the one-row loop's (same operations on the same values in the same
-    /// order); the rows only share the lazy update's pass over U, so each row of U is read once per group
-    /// of rows instead of once per row (U is 9 MB for a 1536-wide input: streaming it once per weight row
-    /// made this loop memory-bound).
+    /// order); the rows only share the lazy update's pass over U (`lazy::lazy_update`), so U is read once
+    /// per group of rows instead of once per row (U is 9 MB for a 1536-wide input: streaming it once per
+    /// weight row made this loop memory-bound).
     fn solve_rows(&self, originals: &[Vec<f32>], block: usize, mut round: impl FnMut(usize, usize, usize, &[f32]) -> (u8, f32)) -> Vec<Vec<u8>> {
         let (order, u) = (&self.order, &self.u);
         let cols = order.len();
@@ -140,15 +140,7 @@ impl Prepared {
                 }
             }
             // The lazy part: the block's errors reach the remaining columns once.
-            for i in b0..b1 {
-                let urow = &u[i * cols + b1..(i + 1) * cols];
-                for (w, err) in ws.iter_mut().zip(&errs) {
-                    let e = err[i - b0];
-                    for (wj, &uj) in w[b1..].iter_mut().zip(urow) {
-                        *wj -= e * uj;
-                    }
-                }
-            }
+            super::lazy::lazy_update(&mut ws, &errs, u, cols, b0, b1);
         }
         codes
     }
@@ -156,7 +148,7 @@ impl Prepared {
 
 /// Rows solved together by `solve_rows` (they share each pass over U; more rows, fewer passes, but more
 /// working memory per task and coarser parallelism).
-const ROWS_PER_TASK: usize = 8;
+const ROWS_PER_TASK: usize = super::lazy::ROWS;
 
 /// Row ranges of `ROWS_PER_TASK`, in parallel, in order.
 fn chunks_of_rows(rows: usize) -> impl IndexedParallelIterator<Item = std::ops::Range<usize>> {
@@ -434,7 +426,6 @@ mod tests {
         let mut rng = Rng(13);
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.next()).collect();
         let x: Vec<f32> = (0..150 * cols).map(|i| rng.next() * (1.0 + (i % cols % 7) as f32)).collect();
-        let format = QuantFormat { bits: 4, group_size: 32, symmetric: true };
         for act_order in [false, true] {
             let mut h = Hessian::new(cols);
             h.add(&x);
