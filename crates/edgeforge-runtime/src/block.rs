@@ -317,3 +317,54 @@ pub(crate) fn validate_layer(l: &LayerWeights, d: BlockDims, i: usize) -> Result
     l.w_down.check(name("ffn_down"), e, ff)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One head the way it was computed before query blocks: all `past + n` keys for every row, the future
+    /// masked to zero by the softmax, the whole P·V product.
+    fn full_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Vec<f32> {
+        let (hd, n, total) = (x.head_dim, x.n, x.past + x.n);
+        let mut scores = vec![0f32; n * total];
+        let qh = MatRef { data: x.q, offset: h * hd, rows: n, cols: hd, row_stride: x.q_width, col_stride: 1 };
+        let kt = MatRef { data: x.k, offset: kvh * hd, rows: hd, cols: total, row_stride: 1, col_stride: x.cache_width };
+        assert!(matmul(&mut scores, 0, total, qh, kt, false, Threads::Single));
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (r, row) in scores.chunks_exact_mut(total).enumerate() {
+            row.iter_mut().for_each(|s| *s *= scale);
+            ops::softmax_prefix(row, x.past + r + 1);
+        }
+        let mut out = vec![0f32; n * hd];
+        let vh = MatRef { data: x.v, offset: kvh * hd, rows: total, cols: hd, row_stride: x.cache_width, col_stride: 1 };
+        assert!(matmul(&mut out, 0, hd, MatRef::row_major(&scores, n, total), vh, false, Threads::Single));
+        out
+    }
+
+    #[test]
+    fn causal_query_blocks_give_the_full_products_bits() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        };
+        let (hd, heads, kv_heads) = (64, 3, 1);
+        let (qd, cw) = (heads * hd, kv_heads * hd);
+        // Single blocks, a tail merged into the last block, exact multiples, past keys, and beyond 512 keys.
+        for &(n, past) in &[(5, 0), (64, 0), (71, 0), (72, 0), (130, 0), (200, 17), (512, 0), (300, 250)] {
+            let total = past + n;
+            let q: Vec<f32> = (0..n * qd).map(|_| next()).collect();
+            let k: Vec<f32> = (0..total * cw).map(|_| next()).collect();
+            let v: Vec<f32> = (0..total * cw).map(|_| next()).collect();
+            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd };
+            for h in 0..heads {
+                let got: Vec<u32> = attend_head(&x, h, 0).unwrap().iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = full_head(&x, h, 0).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "n={n} past={past} head {h}");
+            }
+        }
+        assert_eq!(query_blocks(190, 0), vec![(0, 64), (64, 128), (128, 190)]);
+        assert_eq!(query_blocks(200, 0), vec![(0, 64), (64, 128), (128, 192), (192, 200)]);
+        assert_eq!(query_blocks(600, 0), vec![(0, 600)]);
+    }
+}

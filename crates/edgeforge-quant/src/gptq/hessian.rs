@@ -189,4 +189,42 @@ mod tests {
             assert_eq!(h.tokens, n + 3);
         }
     }
+
+    #[test]
+    fn parallel_sums_in_sequence_order_equal_one_add_after_another_bit_for_bit() {
+        let d = 300;
+        let xs: Vec<Vec<f32>> = (0..5).map(|s| (0..(7 + s) * d).map(|i| (((i * 37 + s * 11) % 101) as f32 - 50.0) / 7.0).collect()).collect();
+        let mut one_by_one = Hessian::new(d);
+        xs.iter().for_each(|x| one_by_one.add(x));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut each = Hessian::new(d);
+        pool.install(|| each.add_each(xs.len(), |i| Ok::<_, ()>(xs[i].clone()))).unwrap();
+        let mut all = Hessian::new(d);
+        pool.install(|| all.add_all(&xs));
+        let bits = |h: &Hessian| h.matrix().iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
+        assert_eq!(bits(&each), bits(&one_by_one));
+        assert_eq!(bits(&all), bits(&one_by_one));
+        assert_eq!(each.tokens, one_by_one.tokens);
+    }
+
+    #[test]
+    fn widened_sums_equal_the_scalar_loop_bit_for_bit() {
+        let arch = Arch::new();
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            assert!(!matches!(arch, Arch::Scalar), "this CPU has AVX2+FMA but pulp dispatches to scalar code");
+        } else {
+            eprintln!("add_widened: no AVX2 on this CPU, the test compares pulp's scalar path with the reference");
+        }
+        for len in [1usize, 7, 16, 33, 1000] {
+            let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.731).sin() * 1e3).collect();
+            let mut fast: Vec<f64> = (0..len).map(|i| (i as f64).cos() * 1e7).collect();
+            let mut slow = fast.clone();
+            add_widened(&mut fast, &x);
+            for (h, &v) in slow.iter_mut().zip(&x) {
+                *h += f64::from(v);
+            }
+            assert_eq!(fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "len {len}");
+        }
+    }
 }
