@@ -3,6 +3,7 @@
 //! Hessian, so the layer's outputs on calibration activations move as little as possible.
 
 use faer::linalg::solvers::DenseSolveCore;
+use faer::traits::pulp::{Arch, Simd, WithSimd};
 use faer::{Mat, Side};
 use half::f16;
 use rayon::prelude::*;
@@ -124,25 +125,52 @@ impl Prepared {
         let mut ws: Vec<Vec<f32>> = originals.iter().map(|o| order.iter().map(|&c| o[c]).collect()).collect();
         let mut codes = vec![vec![0u8; cols]; originals.len()];
         let mut errs = vec![vec![0f32; block]; originals.len()];
+        let arch = Arch::new();
         for b0 in (0..cols).step_by(block) {
             let b1 = (b0 + block).min(cols);
-            for (k, ((w, codes), err)) in ws.iter_mut().zip(&mut codes).zip(&mut errs).enumerate() {
-                for i in b0..b1 {
-                    let c = order[i];
-                    let (code, value) = round(k, i, c, w);
-                    codes[c] = code;
-                    let e = (w[i] - value) / u[i * cols + i];
-                    err[i - b0] = e;
-                    let urow = &u[i * cols..(i + 1) * cols];
-                    for j in i + 1..b1 {
-                        w[j] -= e * urow[j];
-                    }
-                }
-            }
+            arch.dispatch(WithinBlock { ws: &mut ws, codes: &mut codes, errs: &mut errs, round: &mut round, order, u, b0, b1 });
             // The lazy part: the block's errors reach the remaining columns once.
             super::lazy::lazy_update(&mut ws, &errs, u, cols, b0, b1);
         }
         codes
+    }
+}
+
+/// The columns `b0..b1` of a block for each row: round, then spread the error over the block's later
+/// columns. Compiled for the widest vector unit (pulp's dispatch: the build targets baseline x86-64) with the
+/// rows interleaved column by column, so their independent updates overlap; each row sees the same
+/// operations in the same order as the one-row loop.
+struct WithinBlock<'a, R> {
+    ws: &'a mut [Vec<f32>],
+    codes: &'a mut [Vec<u8>],
+    errs: &'a mut [Vec<f32>],
+    round: &'a mut R,
+    order: &'a [usize],
+    u: &'a [f32],
+    b0: usize,
+    b1: usize,
+}
+
+impl<R: FnMut(usize, usize, usize, &[f32]) -> (u8, f32)> WithSimd for WithinBlock<'_, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let WithinBlock { ws, codes, errs, round, order, u, b0, b1 } = self;
+        let cols = order.len();
+        for i in b0..b1 {
+            let c = order[i];
+            let urow = &u[i * cols + i + 1..i * cols + b1];
+            for (k, ((w, codes), err)) in ws.iter_mut().zip(codes.iter_mut()).zip(errs.iter_mut()).enumerate() {
+                let (code, value) = round(k, i, c, w);
+                codes[c] = code;
+                let e = (w[i] - value) / u[i * cols + i];
+                err[i - b0] = e;
+                for (wj, &uj) in w[i + 1..b1].iter_mut().zip(urow) {
+                    *wj -= e * uj;
+                }
+            }
+        }
     }
 }
 
