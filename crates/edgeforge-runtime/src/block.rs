@@ -10,6 +10,7 @@ use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::ops;
 use edgeforge_core::Activation;
 use crate::rope::RopeTable;
+use std::sync::{Arc, Mutex};
 use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
 /// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight, f32 (gemm) or packed (qmatmul).
@@ -198,12 +199,15 @@ pub struct Block {
     layer: LayerWeights,
     dims: BlockDims,
     threads: Threads,
+    /// RoPE's cos/sin for positions 0.. of the longest sequence so far (each position's values do not
+    /// depend on the length, so a prefix serves shorter sequences): computed once, not per call.
+    rope: Mutex<Option<Arc<RopeTable>>>,
 }
 
 impl Block {
     pub fn new(layer: LayerWeights, dims: BlockDims) -> Result<Self, RuntimeError> {
         validate_layer(&layer, dims, 0)?;
-        Ok(Self { layer, dims, threads: Threads::Pool })
+        Ok(Self { layer, dims, threads: Threads::Pool, rope: Mutex::new(None) })
     }
 
     /// The same block computing each call on the calling thread (f32 products and attention heads), for
@@ -219,6 +223,19 @@ impl Block {
 
     pub fn dims(&self) -> BlockDims {
         self.dims
+    }
+
+    /// A RoPE table covering positions `0..n` (at least).
+    fn rope_for(&self, n: usize) -> Arc<RopeTable> {
+        let mut cached = self.rope.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some(t) if t.positions() >= n => Arc::clone(t),
+            _ => {
+                let t = Arc::new(RopeTable::new(self.dims.head_dim, self.dims.rope_base, 0, n));
+                *cached = Some(Arc::clone(&t));
+                t
+            }
+        }
     }
 
     /// Swap in new weights (e.g. after quantizing some of them), checked like the originals.
@@ -249,7 +266,7 @@ impl Block {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
         let kvd = self.layer.n_kv_heads * self.dims.head_dim;
         let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
-        let rope = RopeTable::new(self.dims.head_dim, self.dims.rope_base, 0, n);
+        let rope = self.rope_for(n);
         attention_heads(&self.layer, self.dims, xn, n, LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 }, &rope, self.threads)
     }
 
