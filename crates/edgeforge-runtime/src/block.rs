@@ -129,6 +129,14 @@ fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, Run
 /// `Threads::Single` everything runs on the calling thread (for callers that parallelize over sequences).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
+    let mut heads_out = Vec::new();
+    attention_heads_into(l, d, xn, n, cache, rope, threads, &mut heads_out)?;
+    Ok(heads_out)
+}
+
+/// `attention_heads` into `heads_out` (resized; its allocation reused).
+#[allow(clippy::too_many_arguments)]
+fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, heads_out: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let (e, hd) = (d.n_embd, d.head_dim);
     let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
     let LayerCache { k: kc, v: vc, width: cw, past } = cache;
@@ -150,14 +158,15 @@ pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usi
         Threads::Pool => (0..l.n_heads).into_par_iter().map(|h| attend_head(&inputs, h, h / group)).collect(),
         Threads::Single => (0..l.n_heads).map(|h| attend_head(&inputs, h, h / group)).collect(),
     };
-    let mut heads_out = vec![0f32; n * qd];
+    heads_out.clear();
+    heads_out.resize(n * qd, 0.0);
     for (h, out) in per_head.into_iter().enumerate() {
         let out = out?;
         for r in 0..n {
             heads_out[r * qd + h * hd..][..hd].copy_from_slice(&out[r * hd..(r + 1) * hd]);
         }
     }
-    Ok(heads_out)
+    Ok(())
 }
 
 /// `x += heads · W_oᵀ` (the attention residual).
@@ -171,16 +180,24 @@ pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32]
 
 /// `act(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)` (act = the layer's activation): the input of down_proj, `[n, n_ff]`.
 pub(crate) fn ffn_hidden(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
+    let mut gate = Vec::new();
+    ffn_hidden_into(l, d, xn, n, threads, &mut gate)?;
+    Ok(gate)
+}
+
+/// `ffn_hidden` into `gate` (resized; its allocation reused).
+fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let ff = l.n_ff;
-    let mut gate = vec![0f32; n * ff];
+    gate.clear();
+    gate.resize(n * ff, 0.0);
     let mut up = vec![0f32; n * ff];
-    linear_on(xn, n, &l.w_gate, ff, d.n_embd, &mut gate, "ffn_gate", threads)?;
+    linear_on(xn, n, &l.w_gate, ff, d.n_embd, gate, "ffn_gate", threads)?;
     linear_on(xn, n, &l.w_up, ff, d.n_embd, &mut up, "ffn_up", threads)?;
     match l.activation {
-        Activation::Silu => ops::silu_mul(&mut gate, &up),
-        Activation::Relu => ops::relu_mul(&mut gate, &up),
+        Activation::Silu => ops::silu_mul(gate, &up),
+        Activation::Relu => ops::relu_mul(gate, &up),
     }
-    Ok(gate)
+    Ok(())
 }
 
 /// `x += hidden · W_downᵀ` (the feed-forward residual).
@@ -263,11 +280,20 @@ impl Block {
 
     /// The attention heads' outputs (the input of o_proj) for the normed input `xn`.
     pub fn attention_heads(&self, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = Vec::new();
+        self.attention_heads_into(xn, n, &mut out)?;
+        Ok(out)
+    }
+
+    /// `attention_heads` into `out`, reusing its allocation (calibration passes keep one buffer per
+    /// sequence across layers instead of faulting in fresh pages for every layer).
+    pub fn attention_heads_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
         let kvd = self.layer.n_kv_heads * self.dims.head_dim;
         let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let rope = self.rope_for(n);
-        attention_heads(&self.layer, self.dims, xn, n, LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 }, &rope, self.threads)
+        let cache = LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 };
+        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, out)
     }
 
     pub fn add_attention_output(&self, heads: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {
@@ -286,8 +312,15 @@ impl Block {
 
     /// The SwiGLU hidden state (the input of down_proj) for the normed input `xn`.
     pub fn ffn_hidden(&self, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = Vec::new();
+        self.ffn_hidden_into(xn, n, &mut out)?;
+        Ok(out)
+    }
+
+    /// `ffn_hidden` into `out`, reusing its allocation.
+    pub fn ffn_hidden_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
-        ffn_hidden(&self.layer, self.dims, xn, n, self.threads)
+        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, out)
     }
 
     pub fn add_ffn_output(&self, hidden: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {

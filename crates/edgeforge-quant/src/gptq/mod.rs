@@ -486,6 +486,9 @@ impl Pass for Gptq {
         let reload = |model: &Model, block: &mut Block, li: usize| -> Result<(), PassError> {
             block.set_weights(layer_from_model(model, li)?).map_err(runtime_error)
         };
+        // One buffer per sequence for the heads' outputs, then the SwiGLU states, of every layer: kept, not
+        // freed and faulted in again per layer (403 MB of states for 128 x 512 tokens).
+        let mut per_sequence: Vec<Vec<f32>> = vec![Vec::new(); hidden.len()];
         for li in 0..c.n_layers {
             // Sequences run side by side, each block step on one thread: no synchronisation inside the
             // products, and the serial parts (softmax, norms) run in parallel too. Same bits as the pool.
@@ -500,20 +503,21 @@ impl Pass for Gptq {
             step(1);
 
             cx.check_cancel()?;
-            let heads: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
-                hidden.par_iter().map(|(n, x)| block.attn_norm(x, *n).and_then(|xn| block.attention_heads(&xn, *n))).collect::<Result<_, _>>()
+            let heads = &mut per_sequence;
+            Stopwatch::time(&mut clock.forward_s, || {
+                heads.par_iter_mut().zip(&hidden).try_for_each(|(out, (n, x))| block.attention_heads_into(&block.attn_norm(x, *n)?, *n, out))
             })
             .map_err(runtime_error)?;
             let width = block.weights().n_heads * c.head_dim;
             let mut h = Hessian::new(if plan.solves(self, model, li, &["attn_output"]) { width } else { 0 });
-            Stopwatch::time(&mut clock.hessian_s, || h.add_all(&heads));
+            Stopwatch::time(&mut clock.hessian_s, || h.add_all(heads));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(2);
 
             cx.check_cancel()?;
             Stopwatch::time(&mut clock.forward_s, || {
-                hidden.par_iter_mut().zip(heads).try_for_each(|((n, x), heads)| block.add_attention_output(&heads, *n, x))
+                hidden.par_iter_mut().zip(&*heads).try_for_each(|((n, x), heads)| block.add_attention_output(heads, *n, x))
             })
             .map_err(runtime_error)?;
             let gate_up = ["ffn_gate", "ffn_up"];
@@ -523,16 +527,17 @@ impl Pass for Gptq {
             step(3);
 
             cx.check_cancel()?;
-            let states: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
-                hidden.par_iter().map(|(n, x)| block.ffn_norm(x, *n).and_then(|xn| block.ffn_hidden(&xn, *n))).collect::<Result<_, _>>()
+            let states = &mut per_sequence;
+            Stopwatch::time(&mut clock.forward_s, || {
+                states.par_iter_mut().zip(&hidden).try_for_each(|(out, (n, x))| block.ffn_hidden_into(&block.ffn_norm(x, *n)?, *n, out))
             })
             .map_err(runtime_error)?;
             let mut h = Hessian::new(if plan.solves(self, model, li, &["ffn_down"]) { block.weights().n_ff } else { 0 });
-            Stopwatch::time(&mut clock.hessian_s, || h.add_all(&states));
+            Stopwatch::time(&mut clock.hessian_s, || h.add_all(states));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             Stopwatch::time(&mut clock.forward_s, || {
-                hidden.par_iter_mut().zip(states).try_for_each(|((n, x), state)| block.add_ffn_output(&state, *n, x))
+                hidden.par_iter_mut().zip(&*states).try_for_each(|((n, x), state)| block.add_ffn_output(state, *n, x))
             })
             .map_err(runtime_error)?;
             step(4);
