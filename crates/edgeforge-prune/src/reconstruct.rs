@@ -66,7 +66,7 @@ impl Normal {
     /// much larger ridge leaves the system singular.
     fn solve(&self, ridge_frac: f64) -> Option<Vec<f32>> {
         let (w, o) = (self.gram.width, self.out);
-        let g = &self.gram.sum;
+        let g = &self.gram.matrix();
         let mean_diag = (0..w).map(|i| g[i * w + i]).sum::<f64>() / w.max(1) as f64;
         let rhs = Mat::<f64>::from_fn(w, o, |i, j| self.cross[i * o + j]);
         let mut lambda = ridge_frac * mean_diag.max(1e-12);

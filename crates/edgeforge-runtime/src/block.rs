@@ -10,11 +10,18 @@ use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::ops;
 use edgeforge_core::Activation;
 use crate::rope::RopeTable;
+use std::sync::{Arc, Mutex};
 use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
 /// `y[n × out] = x[n × in] · W^T` for a row-major `[out, in]` weight, f32 (gemm) or packed (qmatmul).
 pub(crate) fn linear(x: &[f32], n: usize, w: &Linear, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
     w.forward(x, n, out_dim, in_dim, y, what)
+}
+
+/// `linear` with the f32 product on `threads`.
+#[allow(clippy::too_many_arguments)]
+fn linear_on(x: &[f32], n: usize, w: &Linear, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str, threads: Threads) -> Result<(), RuntimeError> {
+    w.forward_on(x, n, out_dim, in_dim, y, what, threads)
 }
 
 /// Model-wide sizes a block needs.
@@ -48,90 +55,156 @@ pub(crate) fn ffn_norm(l: &LayerWeights, d: BlockDims, x: &[f32], out: &mut [f32
     ops::rms_norm(x, &l.ffn_norm, d.rms_eps, out);
 }
 
+/// Query rows per block of causal attention: a block multiplies only the keys its rows can see.
+const QUERY_BLOCK: usize = 64;
+
+/// gemm (gemm-common 0.19: `kernel_params` and its small-matrix path both take kc >= 512) sums a depth of
+/// up to 512 in one pass, so leaving the keys a block cannot see out of its P·V product only drops terms
+/// that were zero, and the result keeps its bits. Past this depth gemm splits the sum at places that depend
+/// on the depth, so longer contexts keep the full product.
+const ONE_PASS_DEPTH: usize = 512;
+
+/// Row ranges of the query blocks of `n` new rows after `past` cached ones: one block when the keys exceed
+/// `ONE_PASS_DEPTH` or the rows are few, else blocks of `QUERY_BLOCK` rows with the last one 8 to 71 rows
+/// (so no block is small enough for gemm's vector or dot-product paths, which round differently).
+fn query_blocks(n: usize, past: usize) -> Vec<(usize, usize)> {
+    if past + n > ONE_PASS_DEPTH {
+        return vec![(0, n)];
+    }
+    let mut blocks = Vec::with_capacity(n / QUERY_BLOCK + 1);
+    let mut r0 = 0;
+    while r0 < n {
+        let r1 = if n - r0 < QUERY_BLOCK + 8 { n } else { r0 + QUERY_BLOCK };
+        blocks.push((r0, r1));
+        r0 = r1;
+    }
+    blocks
+}
+
+/// What one head's attention reads: the roped queries `[n, q_width]`, the cached keys and values
+/// `[past + n, cache_width]`.
+struct HeadInputs<'a> {
+    q: &'a [f32],
+    q_width: usize,
+    k: &'a [f32],
+    v: &'a [f32],
+    cache_width: usize,
+    n: usize,
+    past: usize,
+    head_dim: usize,
+}
+
+/// Head `h` (reading kv head `kvh`): softmax(q·kᵀ / √head_dim) · v over the visible keys, `[n, head_dim]`.
+fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, RuntimeError> {
+    let (hd, n, past) = (x.head_dim, x.n, x.past);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; n * hd];
+    let mut scores = Vec::new();
+    for (r0, r1) in query_blocks(n, past) {
+        let (rows, keys) = (r1 - r0, past + r1);
+        scores.clear();
+        scores.resize(rows * keys, 0.0);
+        let qh = MatRef { data: x.q, offset: r0 * x.q_width + h * hd, rows, cols: hd, row_stride: x.q_width, col_stride: 1 };
+        let kt = MatRef { data: x.k, offset: kvh * hd, rows: hd, cols: keys, row_stride: 1, col_stride: x.cache_width };
+        if !matmul(&mut scores, 0, keys, qh, kt, false, Threads::Single) {
+            return Err(RuntimeError::Kernel { what: "attention scores" });
+        }
+        for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+            for sv in row.iter_mut() {
+                *sv *= scale;
+            }
+            ops::softmax_prefix(row, past + r0 + r + 1);
+        }
+        let p = MatRef::row_major(&scores, rows, keys);
+        let vh = MatRef { data: x.v, offset: kvh * hd, rows: keys, cols: hd, row_stride: x.cache_width, col_stride: 1 };
+        if !matmul(&mut out, r0 * hd, hd, p, vh, false, Threads::Single) {
+            return Err(RuntimeError::Kernel { what: "attention values" });
+        }
+    }
+    Ok(out)
+}
+
 /// Q/K/V of the normed input `xn` (`[n, n_embd]`) at positions `cache.past..`, appended to the cache,
-/// attended causally: the heads' outputs `[n, n_heads·head_dim]` (the input of o_proj).
-pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable) -> Result<Vec<f32>, RuntimeError> {
+/// attended causally: the heads' outputs `[n, n_heads·head_dim]` (the input of o_proj). With
+/// `Threads::Single` everything runs on the calling thread (for callers that parallelize over sequences).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
+    let mut heads_out = Vec::new();
+    attention_heads_into(l, d, xn, n, cache, rope, threads, &mut heads_out)?;
+    Ok(heads_out)
+}
+
+/// `attention_heads` into `heads_out` (resized; its allocation reused).
+#[allow(clippy::too_many_arguments)]
+fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, heads_out: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let (e, hd) = (d.n_embd, d.head_dim);
     let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
     let LayerCache { k: kc, v: vc, width: cw, past } = cache;
-    let total = past + n;
     let mut q = vec![0f32; n * qd];
     let mut k = vec![0f32; n * kvd];
     let mut v = vec![0f32; n * kvd];
-    linear(xn, n, &l.wq, qd, e, &mut q, "attn_q")?;
-    linear(xn, n, &l.wk, kvd, e, &mut k, "attn_k")?;
-    linear(xn, n, &l.wv, kvd, e, &mut v, "attn_v")?;
+    linear_on(xn, n, &l.wq, qd, e, &mut q, "attn_q", threads)?;
+    linear_on(xn, n, &l.wk, kvd, e, &mut k, "attn_k", threads)?;
+    linear_on(xn, n, &l.wv, kvd, e, &mut v, "attn_v", threads)?;
     rope.apply(&mut q, qd);
     rope.apply(&mut k, kvd);
     for r in 0..n {
         kc[(past + r) * cw..][..kvd].copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
         vc[(past + r) * cw..][..kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
     }
-    let (kc, vc) = (&*kc, &*vc);
-
+    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd };
     let group = l.n_heads / l.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let per_head: Vec<Result<Vec<f32>, RuntimeError>> = (0..l.n_heads)
-        .into_par_iter()
-        .map(|h| {
-            let kvh = h / group;
-            let mut scores = vec![0f32; n * total];
-            let qh = MatRef { data: &q, offset: h * hd, rows: n, cols: hd, row_stride: qd, col_stride: 1 };
-            let kt = MatRef { data: kc, offset: kvh * hd, rows: hd, cols: total, row_stride: 1, col_stride: cw };
-            if !matmul(&mut scores, 0, total, qh, kt, false, Threads::Single) {
-                return Err(RuntimeError::Kernel { what: "attention scores" });
-            }
-            for (r, row) in scores.chunks_exact_mut(total).enumerate() {
-                for sv in row.iter_mut() {
-                    *sv *= scale;
-                }
-                ops::softmax_prefix(row, past + r + 1);
-            }
-            let mut out = vec![0f32; n * hd];
-            let p = MatRef::row_major(&scores, n, total);
-            let vh = MatRef { data: vc, offset: kvh * hd, rows: total, cols: hd, row_stride: cw, col_stride: 1 };
-            if !matmul(&mut out, 0, hd, p, vh, false, Threads::Single) {
-                return Err(RuntimeError::Kernel { what: "attention values" });
-            }
-            Ok(out)
-        })
-        .collect();
-    let mut heads_out = vec![0f32; n * qd];
+    let per_head: Vec<Result<Vec<f32>, RuntimeError>> = match threads {
+        Threads::Pool => (0..l.n_heads).into_par_iter().map(|h| attend_head(&inputs, h, h / group)).collect(),
+        Threads::Single => (0..l.n_heads).map(|h| attend_head(&inputs, h, h / group)).collect(),
+    };
+    heads_out.clear();
+    heads_out.resize(n * qd, 0.0);
     for (h, out) in per_head.into_iter().enumerate() {
         let out = out?;
         for r in 0..n {
             heads_out[r * qd + h * hd..][..hd].copy_from_slice(&out[r * hd..(r + 1) * hd]);
         }
     }
-    Ok(heads_out)
+    Ok(())
 }
 
 /// `x += heads · W_oᵀ` (the attention residual).
-pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>) -> Result<(), RuntimeError> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>, threads: Threads) -> Result<(), RuntimeError> {
     scratch.resize(n * d.n_embd, 0.0);
-    linear(heads, n, &l.wo, d.n_embd, l.n_heads * d.head_dim, scratch, "attn_output")?;
+    linear_on(heads, n, &l.wo, d.n_embd, l.n_heads * d.head_dim, scratch, "attn_output", threads)?;
     ops::add_in_place(x, scratch);
     Ok(())
 }
 
 /// `act(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)` (act = the layer's activation): the input of down_proj, `[n, n_ff]`.
-pub(crate) fn ffn_hidden(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
-    let ff = l.n_ff;
-    let mut gate = vec![0f32; n * ff];
-    let mut up = vec![0f32; n * ff];
-    linear(xn, n, &l.w_gate, ff, d.n_embd, &mut gate, "ffn_gate")?;
-    linear(xn, n, &l.w_up, ff, d.n_embd, &mut up, "ffn_up")?;
-    match l.activation {
-        Activation::Silu => ops::silu_mul(&mut gate, &up),
-        Activation::Relu => ops::relu_mul(&mut gate, &up),
-    }
+pub(crate) fn ffn_hidden(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
+    let mut gate = Vec::new();
+    ffn_hidden_into(l, d, xn, n, threads, &mut gate)?;
     Ok(gate)
 }
 
+/// `ffn_hidden` into `gate` (resized; its allocation reused).
+fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
+    let ff = l.n_ff;
+    gate.clear();
+    gate.resize(n * ff, 0.0);
+    let mut up = vec![0f32; n * ff];
+    linear_on(xn, n, &l.w_gate, ff, d.n_embd, gate, "ffn_gate", threads)?;
+    linear_on(xn, n, &l.w_up, ff, d.n_embd, &mut up, "ffn_up", threads)?;
+    match l.activation {
+        Activation::Silu => ops::silu_mul(gate, &up),
+        Activation::Relu => ops::relu_mul(gate, &up),
+    }
+    Ok(())
+}
+
 /// `x += hidden · W_downᵀ` (the feed-forward residual).
-pub(crate) fn add_ffn_output(l: &LayerWeights, d: BlockDims, hidden: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>) -> Result<(), RuntimeError> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_ffn_output(l: &LayerWeights, d: BlockDims, hidden: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>, threads: Threads) -> Result<(), RuntimeError> {
     scratch.resize(n * d.n_embd, 0.0);
-    linear(hidden, n, &l.w_down, d.n_embd, l.n_ff, scratch, "ffn_down")?;
+    linear_on(hidden, n, &l.w_down, d.n_embd, l.n_ff, scratch, "ffn_down", threads)?;
     ops::add_in_place(x, scratch);
     Ok(())
 }
@@ -142,12 +215,23 @@ pub(crate) fn add_ffn_output(l: &LayerWeights, d: BlockDims, hidden: &[f32], n: 
 pub struct Block {
     layer: LayerWeights,
     dims: BlockDims,
+    threads: Threads,
+    /// RoPE's cos/sin for positions 0.. of the longest sequence so far (each position's values do not
+    /// depend on the length, so a prefix serves shorter sequences): computed once, not per call.
+    rope: Mutex<Option<Arc<RopeTable>>>,
 }
 
 impl Block {
     pub fn new(layer: LayerWeights, dims: BlockDims) -> Result<Self, RuntimeError> {
         validate_layer(&layer, dims, 0)?;
-        Ok(Self { layer, dims })
+        Ok(Self { layer, dims, threads: Threads::Pool, rope: Mutex::new(None) })
+    }
+
+    /// The same block computing each call on the calling thread (f32 products and attention heads), for
+    /// callers that run several sequences at once; the results are the same bits either way.
+    pub fn single_threaded(mut self) -> Self {
+        self.threads = Threads::Single;
+        self
     }
 
     pub fn weights(&self) -> &LayerWeights {
@@ -156,6 +240,19 @@ impl Block {
 
     pub fn dims(&self) -> BlockDims {
         self.dims
+    }
+
+    /// A RoPE table covering positions `0..n` (at least).
+    fn rope_for(&self, n: usize) -> Arc<RopeTable> {
+        let mut cached = self.rope.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some(t) if t.positions() >= n => Arc::clone(t),
+            _ => {
+                let t = Arc::new(RopeTable::new(self.dims.head_dim, self.dims.rope_base, 0, n));
+                *cached = Some(Arc::clone(&t));
+                t
+            }
+        }
     }
 
     /// Swap in new weights (e.g. after quantizing some of them), checked like the originals.
@@ -183,17 +280,26 @@ impl Block {
 
     /// The attention heads' outputs (the input of o_proj) for the normed input `xn`.
     pub fn attention_heads(&self, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = Vec::new();
+        self.attention_heads_into(xn, n, &mut out)?;
+        Ok(out)
+    }
+
+    /// `attention_heads` into `out`, reusing its allocation (calibration passes keep one buffer per
+    /// sequence across layers instead of faulting in fresh pages for every layer).
+    pub fn attention_heads_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
         let kvd = self.layer.n_kv_heads * self.dims.head_dim;
         let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
-        let rope = RopeTable::new(self.dims.head_dim, self.dims.rope_base, 0, n);
-        attention_heads(&self.layer, self.dims, xn, n, LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 }, &rope)
+        let rope = self.rope_for(n);
+        let cache = LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 };
+        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, out)
     }
 
     pub fn add_attention_output(&self, heads: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {
         self.check_len("attention heads", heads.len(), n * self.layer.n_heads * self.dims.head_dim)?;
         self.check_len("hidden states", x.len(), n * self.dims.n_embd)?;
-        add_attention_output(&self.layer, self.dims, heads, n, x, &mut Vec::new())
+        add_attention_output(&self.layer, self.dims, heads, n, x, &mut Vec::new(), self.threads)
     }
 
     /// The normed input of gate/up.
@@ -206,14 +312,21 @@ impl Block {
 
     /// The SwiGLU hidden state (the input of down_proj) for the normed input `xn`.
     pub fn ffn_hidden(&self, xn: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = Vec::new();
+        self.ffn_hidden_into(xn, n, &mut out)?;
+        Ok(out)
+    }
+
+    /// `ffn_hidden` into `out`, reusing its allocation.
+    pub fn ffn_hidden_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
-        ffn_hidden(&self.layer, self.dims, xn, n)
+        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, out)
     }
 
     pub fn add_ffn_output(&self, hidden: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {
         self.check_len("feed-forward hidden", hidden.len(), n * self.layer.n_ff)?;
         self.check_len("hidden states", x.len(), n * self.dims.n_embd)?;
-        add_ffn_output(&self.layer, self.dims, hidden, n, x, &mut Vec::new())
+        add_ffn_output(&self.layer, self.dims, hidden, n, x, &mut Vec::new(), self.threads)
     }
 
     /// The whole block, in place.
@@ -253,4 +366,55 @@ pub(crate) fn validate_layer(l: &LayerWeights, d: BlockDims, i: usize) -> Result
     l.w_up.check(name("ffn_up"), ff, e)?;
     l.w_down.check(name("ffn_down"), e, ff)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One head the way it was computed before query blocks: all `past + n` keys for every row, the future
+    /// masked to zero by the softmax, the whole P·V product.
+    fn full_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Vec<f32> {
+        let (hd, n, total) = (x.head_dim, x.n, x.past + x.n);
+        let mut scores = vec![0f32; n * total];
+        let qh = MatRef { data: x.q, offset: h * hd, rows: n, cols: hd, row_stride: x.q_width, col_stride: 1 };
+        let kt = MatRef { data: x.k, offset: kvh * hd, rows: hd, cols: total, row_stride: 1, col_stride: x.cache_width };
+        assert!(matmul(&mut scores, 0, total, qh, kt, false, Threads::Single));
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (r, row) in scores.chunks_exact_mut(total).enumerate() {
+            row.iter_mut().for_each(|s| *s *= scale);
+            ops::softmax_prefix(row, x.past + r + 1);
+        }
+        let mut out = vec![0f32; n * hd];
+        let vh = MatRef { data: x.v, offset: kvh * hd, rows: total, cols: hd, row_stride: x.cache_width, col_stride: 1 };
+        assert!(matmul(&mut out, 0, hd, MatRef::row_major(&scores, n, total), vh, false, Threads::Single));
+        out
+    }
+
+    #[test]
+    fn causal_query_blocks_give_the_full_products_bits() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        };
+        let (hd, heads, kv_heads) = (64, 3, 1);
+        let (qd, cw) = (heads * hd, kv_heads * hd);
+        // Single blocks, a tail merged into the last block, exact multiples, past keys, and beyond 512 keys.
+        for &(n, past) in &[(5, 0), (64, 0), (71, 0), (72, 0), (130, 0), (200, 17), (512, 0), (300, 250)] {
+            let total = past + n;
+            let q: Vec<f32> = (0..n * qd).map(|_| next()).collect();
+            let k: Vec<f32> = (0..total * cw).map(|_| next()).collect();
+            let v: Vec<f32> = (0..total * cw).map(|_| next()).collect();
+            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd };
+            for h in 0..heads {
+                let got: Vec<u32> = attend_head(&x, h, 0).unwrap().iter().map(|v| v.to_bits()).collect();
+                let want: Vec<u32> = full_head(&x, h, 0).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "n={n} past={past} head {h}");
+            }
+        }
+        assert_eq!(query_blocks(190, 0), vec![(0, 64), (64, 128), (128, 190)]);
+        assert_eq!(query_blocks(200, 0), vec![(0, 64), (64, 128), (128, 192), (192, 200)]);
+        assert_eq!(query_blocks(600, 0), vec![(0, 600)]);
+    }
 }

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::block::{self, linear, BlockDims, LayerCache};
 use crate::error::RuntimeError;
+use crate::kernels::matmul::Threads;
 use crate::kv_cache::KvCache;
 use crate::ops;
 use crate::rope::RopeTable;
@@ -176,16 +177,16 @@ impl LlamaRuntime {
         block::attn_norm(l, d, x, xn);
         capture(CaptureSite::Attention, xn);
         let layer_cache = LayerCache { k: &mut cache.k[li], v: &mut cache.v[li], width: cache.width, past: cache.len };
-        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope)?;
+        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope, Threads::Pool)?;
         capture(CaptureSite::AttentionOutput, &heads);
-        block::add_attention_output(l, d, &heads, n, x, &mut s.bufs[1])?;
+        block::add_attention_output(l, d, &heads, n, x, &mut s.bufs[1], Threads::Pool)?;
 
         let xn = s.buf(0, n * e);
         block::ffn_norm(l, d, x, xn);
         capture(CaptureSite::FeedForward, xn);
-        let hidden = block::ffn_hidden(l, d, xn, n)?;
+        let hidden = block::ffn_hidden(l, d, xn, n, Threads::Pool)?;
         capture(CaptureSite::FeedForwardDown, &hidden);
-        block::add_ffn_output(l, d, &hidden, n, x, &mut s.bufs[1])
+        block::add_ffn_output(l, d, &hidden, n, x, &mut s.bufs[1], Threads::Pool)
     }
 }
 

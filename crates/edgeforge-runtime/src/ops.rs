@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::exp::exp_in_place;
+
 /// `out[r] = x[r] / rms(x[r]) * weight`, rows of `weight.len()`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
@@ -16,12 +18,22 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// SwiGLU gate: `gate ← silu(gate) * up`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| {
-        for (g, &u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| {
+        // exp(-g) for the whole chunk at once (the vector kernel gives f32::exp's bits).
+        let mut e = [0f32; CHUNK];
+        let e = &mut e[..g.len()];
+        for (e, &g) in e.iter_mut().zip(g.iter()) {
+            *e = -g;
+        }
+        exp_in_place(e);
+        for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
+            *g = *g / (1.0 + e) * u;
         }
     });
 }
+
+/// Elements per parallel task of the element-wise ops.
+const CHUNK: usize = 4096;
 
 /// ReGLU gate: `gate ← relu(gate) * up` (the MLP after the `activation-swap` pass).
 pub fn relu_mul(gate: &mut [f32], up: &[f32]) {
@@ -45,11 +57,12 @@ pub fn softmax_prefix(row: &mut [f32], valid: usize) {
     let (live, masked) = row.split_at_mut(valid);
     masked.fill(0.0);
     let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
     for v in live.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+        *v -= max;
     }
+    exp_in_place(live);
+    // Summed in order, as one loop doing both would.
+    let sum = live.iter().fold(0f32, |s, &v| s + v);
     let inv = 1.0 / sum;
     for v in live.iter_mut() {
         *v *= inv;

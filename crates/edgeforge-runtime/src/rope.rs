@@ -23,6 +23,11 @@ impl RopeTable {
         Self { head_dim, cos_sin }
     }
 
+    /// Positions the table covers.
+    pub fn positions(&self) -> usize {
+        self.cos_sin.len() / (self.head_dim / 2).max(1)
+    }
+
     /// Rotate `x` (`n` rows of `width` = heads × head_dim) in place; row r is position start + r.
     pub fn apply(&self, x: &mut [f32], width: usize) {
         let half = self.head_dim / 2;

@@ -51,8 +51,15 @@ impl Linear {
 
     /// `y[n × out] = x[n × in] · Wᵀ`. Shapes were validated; a mismatch is an internal error.
     pub(crate) fn forward(&self, x: &[f32], n: usize, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str) -> Result<(), RuntimeError> {
+        self.forward_on(x, n, out_dim, in_dim, y, what, Threads::Pool)
+    }
+
+    /// `forward` with the f32 product on `threads` (the packed kernels always use the pool). Every output
+    /// element is computed the same way either way.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_on(&self, x: &[f32], n: usize, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str, threads: Threads) -> Result<(), RuntimeError> {
         let ok = match self {
-            Linear::F32(w) => matmul(y, 0, out_dim, MatRef::row_major(x, n, in_dim), MatRef::transposed(w, out_dim, in_dim), false, Threads::Pool),
+            Linear::F32(w) => matmul(y, 0, out_dim, MatRef::row_major(x, n, in_dim), MatRef::transposed(w, out_dim, in_dim), false, threads),
             Linear::Packed(p) => p.out_dim() == out_dim && p.in_dim() == in_dim && qmatmul(p, x, n, y),
         };
         ok.then_some(()).ok_or(RuntimeError::Kernel { what })

@@ -92,7 +92,7 @@ fn input_statistics(width: usize, xs: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
         tokens += x.len() / width.max(1);
     }
     let n = tokens.max(1) as f64;
-    (h.sum.iter().map(|&v| v as f32).collect(), mean_abs.iter().map(|&m| (m / n) as f32).collect())
+    (h.matrix().iter().map(|&v| v as f32).collect(), mean_abs.iter().map(|&m| (m / n) as f32).collect())
 }
 
 /// D⁻¹ H D⁻¹: the Hessian of the inputs once they are divided by `scales`.

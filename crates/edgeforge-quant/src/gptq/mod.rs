@@ -19,9 +19,11 @@
 //! weights are ever held as floats.
 
 mod hessian;
+mod lazy;
 mod refit;
 mod solve;
 
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +36,7 @@ use crate::budget::{Budget, Calibrated, MeasureOptions};
 use edgeforge_core::{Model, ModelConfig, TensorData};
 use edgeforge_runtime::{layer_from_model, Block, BlockDims, RuntimeError};
 
-pub use hessian::Hessian;
+pub use hessian::{Hessian, WorkSeconds};
 pub use solve::{gptq_matrix, gptq_scheme, SolveOptions};
 
 use crate::options::{default_ignore, Bits, FormatOverride, FormatPlan, GroupSize, SchemeName, Target, TensorGlob};
@@ -202,7 +204,7 @@ impl Gptq {
                 return Err(PassError::Tensor { tensor: name, message: format!("rows of {cols} but inputs of width {}", hessian.width) });
             }
             let values = tensor.to_f32(&name)?;
-            let mut h = hessian.sum.clone();
+            let mut h = hessian.matrix();
             let (data, note) = solve_target(&values, rows, cols, &mut h, target, self.solve_options())
                 .map_err(|message| PassError::Tensor { tensor: name.clone(), message })?;
             if let Some(n) = note {
@@ -321,11 +323,13 @@ impl Gptq {
         let c = &model.config;
         let norm = model.tensor_f32("output_norm.weight", &[c.n_embd])?;
         let mut h = Hessian::new(c.n_embd);
-        for (n, x) in hidden {
+        let normed = |i: usize| -> Result<Vec<f32>, PassError> {
+            let (n, x) = &hidden[i];
             let mut normed = vec![0f32; n * c.n_embd];
             edgeforge_runtime::rms_norm(x, &norm, c.rms_eps, &mut normed);
-            h.add(&normed);
-        }
+            Ok(normed)
+        };
+        h.add_each(hidden.len(), normed)?;
         self.quantize_tensor(model, head, &h, plan, outcome)?;
         if !tied && !plan.ignore.iter().any(|p| p.matches("token_embd.weight")) {
             let name = "token_embd.weight";
@@ -395,18 +399,30 @@ impl Stopwatch {
     }
 }
 
-/// Σ xᵀx of `f(sequence)` over every calibration sequence.
+impl Stopwatch {
+    /// `wall` seconds of work that produced inputs and multiplied them, shared out in the ratio of the
+    /// tasks' own seconds (which run side by side, so their sum exceeds the wall time).
+    fn split(&mut self, wall: f64, work: WorkSeconds) {
+        let total = work.input + work.product;
+        if total > 0.0 {
+            self.forward_s += wall * work.input / total;
+            self.hessian_s += wall * work.product / total;
+        }
+    }
+}
+
+/// Σ xᵀx of `f(sequence)` over every calibration sequence; the sequences run a few at a time in parallel
+/// (`f` should run on its calling thread, e.g. a `Block::single_threaded`), summed in their order.
 fn hessian_of(
     width: usize,
     hidden: &[(usize, Vec<f32>)],
     clock: &mut Stopwatch,
-    mut f: impl FnMut(&[f32], usize) -> Result<Vec<f32>, RuntimeError>,
+    f: impl Fn(&[f32], usize) -> Result<Vec<f32>, RuntimeError> + Sync,
 ) -> Result<Hessian, PassError> {
     let mut h = Hessian::new(width);
-    for (n, x) in hidden {
-        let input = Stopwatch::time(&mut clock.forward_s, || f(x, *n)).map_err(runtime_error)?;
-        Stopwatch::time(&mut clock.hessian_s, || h.add(&input));
-    }
+    let t = std::time::Instant::now();
+    let work = h.add_each(hidden.len(), |i| f(&hidden[i].1, hidden[i].0)).map_err(runtime_error)?;
+    clock.split(t.elapsed().as_secs_f64(), work);
     Ok(h)
 }
 
@@ -448,7 +464,8 @@ impl Pass for Gptq {
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
-        Estimate { seconds: n_params as f64 / 135e6 * 250.0, peak_bytes: n_params + (700 << 20) }
+        // 72 s for SmolLM2-135M with 128 x 512 calibration tokens on 2 cores (reports/bench/gptq.md).
+        Estimate { seconds: n_params as f64 / 135e6 * 75.0, peak_bytes: n_params + (700 << 20) }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {
@@ -470,8 +487,13 @@ impl Pass for Gptq {
         let reload = |model: &Model, block: &mut Block, li: usize| -> Result<(), PassError> {
             block.set_weights(layer_from_model(model, li)?).map_err(runtime_error)
         };
+        // One buffer per sequence for the heads' outputs, then the SwiGLU states, of every layer: kept, not
+        // freed and faulted in again per layer (403 MB of states for 128 x 512 tokens).
+        let mut per_sequence: Vec<Vec<f32>> = vec![Vec::new(); hidden.len()];
         for li in 0..c.n_layers {
-            let mut block = Block::new(layer_from_model(model, li)?, dims).map_err(runtime_error)?;
+            // Sequences run side by side, each block step on one thread: no synchronisation inside the
+            // products, and the serial parts (softmax, norms) run in parallel too. Same bits as the pool.
+            let mut block = Block::new(layer_from_model(model, li)?, dims).map_err(runtime_error)?.single_threaded();
             let step = |k: u64| (cx.progress)(li as u64 * STEPS + k, total);
 
             cx.check_cancel()?;
@@ -482,20 +504,21 @@ impl Pass for Gptq {
             step(1);
 
             cx.check_cancel()?;
-            let heads: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
-                hidden.iter().map(|(n, x)| block.attn_norm(x, *n).and_then(|xn| block.attention_heads(&xn, *n))).collect::<Result<_, _>>()
+            let heads = &mut per_sequence;
+            Stopwatch::time(&mut clock.forward_s, || {
+                heads.par_iter_mut().zip(&hidden).try_for_each(|(out, (n, x))| block.attention_heads_into(&block.attn_norm(x, *n)?, *n, out))
             })
             .map_err(runtime_error)?;
             let width = block.weights().n_heads * c.head_dim;
             let mut h = Hessian::new(if plan.solves(self, model, li, &["attn_output"]) { width } else { 0 });
-            Stopwatch::time(&mut clock.hessian_s, || heads.iter().for_each(|x| h.add(x)));
+            Stopwatch::time(&mut clock.hessian_s, || h.add_all(heads));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["attn_output"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             step(2);
 
             cx.check_cancel()?;
             Stopwatch::time(&mut clock.forward_s, || {
-                hidden.iter_mut().zip(heads).try_for_each(|((n, x), heads)| block.add_attention_output(&heads, *n, x))
+                hidden.par_iter_mut().zip(&*heads).try_for_each(|((n, x), heads)| block.add_attention_output(heads, *n, x))
             })
             .map_err(runtime_error)?;
             let gate_up = ["ffn_gate", "ffn_up"];
@@ -505,16 +528,17 @@ impl Pass for Gptq {
             step(3);
 
             cx.check_cancel()?;
-            let states: Vec<Vec<f32>> = Stopwatch::time(&mut clock.forward_s, || {
-                hidden.iter().map(|(n, x)| block.ffn_norm(x, *n).and_then(|xn| block.ffn_hidden(&xn, *n))).collect::<Result<_, _>>()
+            let states = &mut per_sequence;
+            Stopwatch::time(&mut clock.forward_s, || {
+                states.par_iter_mut().zip(&hidden).try_for_each(|(out, (n, x))| block.ffn_hidden_into(&block.ffn_norm(x, *n)?, *n, out))
             })
             .map_err(runtime_error)?;
             let mut h = Hessian::new(if plan.solves(self, model, li, &["ffn_down"]) { block.weights().n_ff } else { 0 });
-            Stopwatch::time(&mut clock.hessian_s, || states.iter().for_each(|x| h.add(x)));
+            Stopwatch::time(&mut clock.hessian_s, || h.add_all(states));
             Stopwatch::time(&mut clock.solve_s, || self.quantize_projections(model, li, &["ffn_down"], &h, &plan, &mut outcome))?;
             reload(model, &mut block, li)?;
             Stopwatch::time(&mut clock.forward_s, || {
-                hidden.iter_mut().zip(states).try_for_each(|((n, x), state)| block.add_ffn_output(&state, *n, x))
+                hidden.par_iter_mut().zip(&*states).try_for_each(|((n, x), state)| block.add_ffn_output(state, *n, x))
             })
             .map_err(runtime_error)?;
             step(4);

@@ -3,6 +3,7 @@
 //! Hessian, so the layer's outputs on calibration activations move as little as possible.
 
 use faer::linalg::solvers::DenseSolveCore;
+use faer::traits::pulp::{Arch, Simd, WithSimd};
 use faer::{Mat, Side};
 use half::f16;
 use rayon::prelude::*;
@@ -108,40 +109,78 @@ impl Prepared {
         weights[r * cols..(r + 1) * cols].iter().zip(&self.dead).map(|(&v, &d)| if d { 0.0 } else { v }).collect()
     }
 
-    /// The column loop of one row: columns in `order`, each rounded by `round(i, col, w)` (position in the
-    /// order, original column, the permuted row as updated so far) to a code and its dequantized value, and
-    /// its error spread over the columns not yet quantized through H⁻¹'s factor, with lazy batch updates
-    /// of `block` columns. Returns the codes in original column order.
-    fn solve_row(&self, original: &[f32], block: usize, mut round: impl FnMut(usize, usize, &[f32]) -> (u8, f32)) -> Vec<u8> {
+    /// The column loop of a few rows at once: columns in `order`, each rounded by `round(k, i, col, w)`
+    /// (row `k` of `originals`, position in the order, original column, the permuted row as updated so far)
+    /// to a code and its dequantized value, and its error spread over the columns not yet quantized through
+    /// H⁻¹'s factor, with lazy batch updates of `block` columns. Returns each row's codes in original
+    /// column order.
+    ///
+    /// Every row's arithmetic is exactly the one-row loop's (same operations on the same values in the same
+    /// order); the rows only share the lazy update's pass over U (`lazy::lazy_update`), so U is read once
+    /// per group of rows instead of once per row (U is 9 MB for a 1536-wide input: streaming it once per
+    /// weight row made this loop memory-bound).
+    fn solve_rows(&self, originals: &[Vec<f32>], block: usize, mut round: impl FnMut(usize, usize, usize, &[f32]) -> (u8, f32)) -> Vec<Vec<u8>> {
         let (order, u) = (&self.order, &self.u);
         let cols = order.len();
-        let mut w: Vec<f32> = order.iter().map(|&c| original[c]).collect();
-        let mut codes = vec![0u8; cols];
-        let mut err = vec![0f32; block];
+        let mut ws: Vec<Vec<f32>> = originals.iter().map(|o| order.iter().map(|&c| o[c]).collect()).collect();
+        let mut codes = vec![vec![0u8; cols]; originals.len()];
+        let mut errs = vec![vec![0f32; block]; originals.len()];
+        let arch = Arch::new();
         for b0 in (0..cols).step_by(block) {
             let b1 = (b0 + block).min(cols);
-            for i in b0..b1 {
-                let c = order[i];
-                let (code, value) = round(i, c, &w);
+            arch.dispatch(WithinBlock { ws: &mut ws, codes: &mut codes, errs: &mut errs, round: &mut round, order, u, b0, b1 });
+            // The lazy part: the block's errors reach the remaining columns once.
+            super::lazy::lazy_update(&mut ws, &errs, u, cols, b0, b1);
+        }
+        codes
+    }
+}
+
+/// The columns `b0..b1` of a block for each row: round, then spread the error over the block's later
+/// columns. Compiled for the widest vector unit (pulp's dispatch: the build targets baseline x86-64) with the
+/// rows interleaved column by column, so their independent updates overlap; each row sees the same
+/// operations in the same order as the one-row loop.
+struct WithinBlock<'a, R> {
+    ws: &'a mut [Vec<f32>],
+    codes: &'a mut [Vec<u8>],
+    errs: &'a mut [Vec<f32>],
+    round: &'a mut R,
+    order: &'a [usize],
+    u: &'a [f32],
+    b0: usize,
+    b1: usize,
+}
+
+impl<R: FnMut(usize, usize, usize, &[f32]) -> (u8, f32)> WithSimd for WithinBlock<'_, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let WithinBlock { ws, codes, errs, round, order, u, b0, b1 } = self;
+        let cols = order.len();
+        for i in b0..b1 {
+            let c = order[i];
+            let urow = &u[i * cols + i + 1..i * cols + b1];
+            for (k, ((w, codes), err)) in ws.iter_mut().zip(codes.iter_mut()).zip(errs.iter_mut()).enumerate() {
+                let (code, value) = round(k, i, c, w);
                 codes[c] = code;
                 let e = (w[i] - value) / u[i * cols + i];
                 err[i - b0] = e;
-                let urow = &u[i * cols..(i + 1) * cols];
-                for j in i + 1..b1 {
-                    w[j] -= e * urow[j];
-                }
-            }
-            // The lazy part: the block's errors reach the remaining columns once.
-            for i in b0..b1 {
-                let e = err[i - b0];
-                let urow = &u[i * cols + b1..(i + 1) * cols];
-                for (wj, &uj) in w[b1..].iter_mut().zip(urow) {
+                for (wj, &uj) in w[i + 1..b1].iter_mut().zip(urow) {
                     *wj -= e * uj;
                 }
             }
         }
-        codes
     }
+}
+
+/// Rows solved together by `solve_rows` (they share each pass over U; more rows, fewer passes, but more
+/// working memory per task and coarser parallelism).
+const ROWS_PER_TASK: usize = super::lazy::ROWS;
+
+/// Row ranges of `ROWS_PER_TASK`, in parallel, in order.
+fn chunks_of_rows(rows: usize) -> impl IndexedParallelIterator<Item = std::ops::Range<usize>> {
+    (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().map(move |t| t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(rows))
 }
 
 /// GPTQ on one weight matrix (`rows × cols`, row-major) with the Hessian of its inputs (`cols × cols`,
@@ -162,22 +201,27 @@ pub fn gptq_matrix(
     let n_groups = format.groups_per_row(cols);
     let importance = &p.importance;
 
-    let per_row: Vec<RowResult> = (0..rows)
-        .into_par_iter()
-        .map(|r| {
-            let original = p.original_row(weights, r);
+    let per_row: Vec<RowResult> = chunks_of_rows(rows)
+        .flat_map_iter(|range| {
+            let originals: Vec<Vec<f32>> = range.map(|r| p.original_row(weights, r)).collect();
             // Static groups: every scale from the original weights, before any error is spread.
-            let mut params: Vec<(f16, u8)> = if opts.act_order {
-                (0..n_groups)
-                    .map(|k| {
-                        let range = k * g..((k + 1) * g).min(cols);
-                        group_params_weighted(&original[range.clone()], Some(&importance[range]), format, opts.clip_search)
-                    })
-                    .collect()
-            } else {
-                Vec::with_capacity(n_groups)
-            };
-            let codes = p.solve_row(&original, block, |i, c, w| {
+            let mut params: Vec<Vec<(f16, u8)>> = originals
+                .iter()
+                .map(|original| {
+                    if opts.act_order {
+                        (0..n_groups)
+                            .map(|k| {
+                                let range = k * g..((k + 1) * g).min(cols);
+                                group_params_weighted(&original[range.clone()], Some(&importance[range]), format, opts.clip_search)
+                            })
+                            .collect()
+                    } else {
+                        Vec::with_capacity(n_groups)
+                    }
+                })
+                .collect();
+            let codes = p.solve_rows(&originals, block, |k, i, c, w| {
+                let params = &mut params[k];
                 // In natural order, a group's scale comes from its weights as updated so far.
                 if !opts.act_order && i % g == 0 {
                     params.push(group_params(&w[i..(i + g).min(cols)], format, opts.clip_search));
@@ -187,7 +231,7 @@ pub fn gptq_matrix(
                 let q = if s != 0.0 { ((w[i] / s).round() + z).clamp(0.0, levels - 1.0) } else { z };
                 (q as u8, s * (q - z))
             });
-            (codes, params)
+            codes.into_iter().zip(params)
         })
         .collect();
 
@@ -230,15 +274,19 @@ pub fn gptq_scheme(
     }
     let p = prepare(hessian, cols, opts)?;
     let block = opts.block_size.max(1);
-    let bytes: Vec<u8> = (0..rows)
-        .into_par_iter()
-        .flat_map_iter(|r| {
-            let original = p.original_row(weights, r);
-            let fits: Vec<BlockFit> = original.chunks(b).zip(p.importance.chunks(b)).map(|(x, w)| scheme.fit_block_range(x, w)).collect();
-            let codes = p.solve_row(&original, block, |i, c, w| scheme.round(&fits[c / b], c % b, w[i]));
-            let mut out = Vec::with_capacity(scheme.bytes_for(cols));
-            for (k, fit) in fits.iter().enumerate() {
-                scheme.encode(fit, &codes[k * b..(k + 1) * b], &mut out);
+    let bytes: Vec<u8> = chunks_of_rows(rows)
+        .flat_map_iter(|range| {
+            let originals: Vec<Vec<f32>> = range.map(|r| p.original_row(weights, r)).collect();
+            let fits: Vec<Vec<BlockFit>> = originals
+                .iter()
+                .map(|original| original.chunks(b).zip(p.importance.chunks(b)).map(|(x, w)| scheme.fit_block_range(x, w)).collect())
+                .collect();
+            let codes = p.solve_rows(&originals, block, |k, i, c, w| scheme.round(&fits[k][c / b], c % b, w[i]));
+            let mut out = Vec::with_capacity(scheme.bytes_for(cols) * codes.len());
+            for (fits, codes) in fits.iter().zip(&codes) {
+                for (k, fit) in fits.iter().enumerate() {
+                    scheme.encode(fit, &codes[k * b..(k + 1) * b], &mut out);
+                }
             }
             out
         })
@@ -307,7 +355,7 @@ mod tests {
             for act_order in [false, true] {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
-                let (q, note) = gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(act_order, 16)).unwrap();
+                let (q, note) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(act_order, 16)).unwrap();
                 assert!(note.is_none());
                 assert!(q.is_consistent(rows * cols));
                 let gptq = output_error(&w, &q.dequantize(rows * cols), &x, rows, cols);
@@ -337,10 +385,11 @@ mod tests {
         for s in Scheme::ALL {
             let mut h = Hessian::new(cols);
             h.add(&x);
-            let importance: Vec<f32> = (0..cols).map(|i| h.sum[i * cols + i] as f32).collect();
+            let hm = h.matrix();
+            let importance: Vec<f32> = (0..cols).map(|i| hm[i * cols + i] as f32).collect();
             let rtn = output_error(&w, &decode(s, &s.quantize_rows(&w, cols, Some(&importance))), &x, rows, cols);
             for act_order in [false, true] {
-                let mut h2 = h.sum.clone();
+                let mut h2 = h.matrix();
                 let (bytes, note) = gptq_scheme(&w, rows, cols, &mut h2, s, opts(act_order, 32)).unwrap();
                 assert!(note.is_none());
                 assert_eq!(bytes.len(), s.bytes_for(rows * cols));
@@ -367,7 +416,7 @@ mod tests {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
                 let o = SolveOptions { refit_scales, ..opts(true, 32) };
-                let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, format, o).unwrap();
+                let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, o).unwrap();
                 assert!(q.is_consistent(rows * cols));
                 output_error(&w, &q.dequantize(rows * cols), &x, rows, cols)
             };
@@ -389,13 +438,37 @@ mod tests {
             let run = |block| {
                 let mut h = Hessian::new(cols);
                 h.add(&x);
-                gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(act_order, block)).unwrap().0.dequantize(rows * cols)
+                gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(act_order, block)).unwrap().0.dequantize(rows * cols)
             };
             let (a, b) = (run(1), run(128));
             let max_diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             // Same arithmetic up to f32 summation order: codes may flip only where a value sits on a rounding edge.
             let flipped = a.iter().zip(&b).filter(|(p, q)| p != q).count();
             assert!(flipped * 50 < a.len(), "act_order={act_order}: {flipped} codes differ (max diff {max_diff})");
+        }
+    }
+
+    #[test]
+    fn rows_solved_together_get_the_codes_they_get_alone() {
+        let (rows, cols) = (11, 96);
+        let mut rng = Rng(13);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.next()).collect();
+        let x: Vec<f32> = (0..150 * cols).map(|i| rng.next() * (1.0 + (i % cols % 7) as f32)).collect();
+        for act_order in [false, true] {
+            let mut h = Hessian::new(cols);
+            h.add(&x);
+            let mut hm = h.matrix();
+            let p = prepare(&mut hm, cols, opts(act_order, 32)).unwrap();
+            let originals: Vec<Vec<f32>> = (0..rows).map(|r| p.original_row(&w, r)).collect();
+            let round = |_k: usize, i: usize, _c: usize, w: &[f32]| {
+                let q = (w[i] / 0.25).round().clamp(-8.0, 7.0);
+                ((q + 8.0) as u8, q * 0.25)
+            };
+            let together = p.solve_rows(&originals, 32, round);
+            for (r, original) in originals.iter().enumerate() {
+                let alone = p.solve_rows(std::slice::from_ref(original), 32, round);
+                assert_eq!(alone[0], together[r], "act_order={act_order}, row {r}");
+            }
         }
     }
 
@@ -408,7 +481,7 @@ mod tests {
         let format = QuantFormat { bits: 4, group_size: 32, symmetric: true };
         let mut h = Hessian::new(cols);
         h.add(&x);
-        let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, format, opts(true, 16)).unwrap();
+        let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), format, opts(true, 16)).unwrap();
         let rtn = quantize(&w, cols, format, false);
         assert_eq!(q.scales, rtn.scales, "static groups: scales are those of the original weights");
     }
@@ -423,7 +496,7 @@ mod tests {
             let mut h = Hessian::new(cols);
             h.add(&x);
             let o = SolveOptions { damp_frac: 1e-9, ..opts(act_order, 128) };
-            let (q, _) = gptq_matrix(&w, rows, cols, &mut h.sum, QuantFormat { bits: 4, group_size: 32, symmetric: true }, o).unwrap();
+            let (q, _) = gptq_matrix(&w, rows, cols, &mut h.matrix(), QuantFormat { bits: 4, group_size: 32, symmetric: true }, o).unwrap();
             let deq = q.dequantize(rows * cols);
             assert!(deq.iter().all(|v| v.is_finite()));
             assert!((0..rows).all(|r| deq[r * cols + 3] == 0.0), "dead input channels are zeroed");
