@@ -12,8 +12,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
 cargo build --release --locked -p edgeforge-cli >&2
 edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-grep -v -e '^  kld:' -e '^targets:' -e 'format: gguf' -e '^gates:' -e 'baseline: input' -e 'max_ppl_increase_pct' \
-  recipes/smollm2-gptq-q4_0.yaml | sed 's/chunks: 25/chunks: 10/' > "$work/gptq.yaml"
+# The recipe's gptq pass alone: later passes (tune-scales), the KL evaluation, targets and gates are dropped.
+awk '/^  - pass: / { keep = ($3 == "gptq") } /^[a-z]/ { keep = 1 } /^passes:/ { print; keep = 0; next } keep' \
+  recipes/smollm2-gptq-q4_0.yaml | grep -v -e '^  kld:' -e '^targets:' -e 'format: gguf' -e '^gates:' \
+  -e 'baseline: input' -e 'max_ppl_increase_pct' | sed 's/chunks: 25/chunks: 10/' > "$work/gptq.yaml"
+grep -q 'pass: tune-scales' "$work/gptq.yaml" && { echo "bench: could not strip the recipe to its gptq pass" >&2; exit 1; }
 grep -q 'samples: 128, seq_len: 512' "$work/gptq.yaml" || { echo "bench: the recipe no longer uses 128 x 512 tokens" >&2; exit 1; }
 cat > "$work/rtn.yaml" <<'YAML'
 version: 1
