@@ -90,6 +90,23 @@ impl Bars {
     }
 }
 
+/// Two runs into one --out would interleave checkpoints and artifacts: the first takes an exclusive lock on
+/// `OUT/.edgeforge.lock` (released by the OS when the process ends, however it ends) and a second is refused.
+fn lock_out_dir(out: &std::path::Path) -> Result<std::fs::File, Failure> {
+    let path = out.join(".edgeforge.lock");
+    let io = |e: std::io::Error| Failure::Internal(anyhow!("{}: {e}", path.display()));
+    std::fs::create_dir_all(out).map_err(io)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::BadInput(anyhow!(
+            "{}: another edgeforge run is writing into this folder (it holds .edgeforge.lock); wait for it to end or choose another --out",
+            out.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
     let rf = parse_recipe(&a.recipe)?;
     if a.dry_run {
@@ -98,9 +115,10 @@ pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
         }
         return Ok(());
     }
+    let _lock = lock_out_dir(&a.out)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
-    // The first Ctrl-C asks for a stop at the next safe point (after the current tensor or chunk); a second
+    // The first Ctrl-C (or SIGTERM, SIGHUP: ctrlc's `termination` feature) asks for a stop at the next safe point (after the current tensor or chunk); a second
     // one exits at once. Either way no final file is half-written: every write goes to a temporary name first.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::Relaxed) {

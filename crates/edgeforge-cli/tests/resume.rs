@@ -68,8 +68,9 @@ fn kill_9_then_resume_gives_the_same_metrics_and_bytes() {
     }
 }
 
-#[test]
-fn ctrl_c_stops_cleanly_and_resume_finishes() {
+/// Send `signal` once the first pass has checkpointed: the run stops at the next safe point with exit 130,
+/// writes no artifact, and `--resume` finishes it.
+fn signal_stops_cleanly_and_resume_finishes(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path());
     let out = dir.path().join("c");
@@ -83,7 +84,7 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
     while !ckpt.exists() && t0.elapsed() < Duration::from_secs(300) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let res = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -94,4 +95,33 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
     let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--resume"]).output().unwrap();
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     assert!(out.join("report.json").is_file() && out.join("int4.gguf").is_file());
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_resume_finishes() {
+    signal_stops_cleanly_and_resume_finishes("-INT");
+}
+
+#[test]
+fn sigterm_behaves_like_ctrl_c() {
+    signal_stops_cleanly_and_resume_finishes("-TERM");
+}
+
+#[test]
+fn a_second_run_into_the_same_out_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path());
+    let out = dir.path().join("busy");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process plays the first run: it holds the lock while the binary tries to start.
+    let held = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(out.join(".edgeforge.lock")).unwrap();
+    held.lock().unwrap();
+    let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("another edgeforge run is writing into this folder"), "{stderr}");
+    assert!(!out.join("checkpoints").exists(), "the refused run must not write anything");
+    held.unlock().unwrap();
+    let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).output().unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
 }
