@@ -113,8 +113,21 @@ pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
     })
 }
 
+/// Largest text read into memory: wikitext-103's training split is about half of it. The size is checked
+/// before reading, so a huge (or sparse) file is refused instead of filling memory.
+const MAX_TEXT_BYTES: u64 = 1 << 30;
+
 fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
+    use std::io::Read;
+    let io = |source| EvalError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > MAX_TEXT_BYTES {
+        return Err(EvalError::TextTooLarge { path: path.to_path_buf(), bytes: len, max_bytes: MAX_TEXT_BYTES });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // `take` bounds the read even if the file grows after the size check.
+    file.take(MAX_TEXT_BYTES).read_to_end(&mut bytes).map_err(io)?;
     if bytes.is_empty() {
         return Err(EvalError::EmptyText { path: path.to_path_buf() });
     }
@@ -123,6 +136,9 @@ fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),
     })?;
+    if let Some(offset) = text.bytes().position(|b| b == 0) {
+        return Err(EvalError::NulByte { path: path.to_path_buf(), offset });
+    }
     Ok(ResolvedText { path: path.to_path_buf(), dataset, sha256, text })
 }
 
