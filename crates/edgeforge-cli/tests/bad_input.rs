@@ -416,6 +416,13 @@ fn perplexity_on(dir: &Path, name: &str, bytes: &[u8]) -> Vec<String> {
     ["eval", "perplexity", "--model", &s(model), "--text", &put(dir, name, bytes), "--ctx", "8"].map(String::from).to_vec()
 }
 
+/// A 2 GB file of zeros that takes no disk space.
+fn sparse_2gb(dir: &Path, name: &str) -> String {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(2 << 30).unwrap();
+    s(p)
+}
+
 fn st_header(dtype: &str, shape: &str, offsets: &str) -> String {
     format!(r#"{{"model.norm.weight":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#)
 }
@@ -535,6 +542,12 @@ const CASES: &[Case] = &[
     Case { name: "manifest-wrong-shape", build: |d| verify_with(d, |b| *b = b"[1, 2]".to_vec()), needles: &["manifest.json"] },
     Case { name: "manifest-path-escape", build: |d| verify_with(d, |b| manifest_edited(b, |v| { if let Some(f) = v["files"].as_array_mut().and_then(|a| a.first_mut()) { f["path"] = "../../../etc/passwd".into(); } })), needles: &["manifest.json", "file path `../../../etc/passwd` leaves the folder"] },
     Case { name: "manifest-absolute-path", build: |d| verify_with(d, |b| manifest_edited(b, |v| { if let Some(f) = v["files"].as_array_mut().and_then(|a| a.first_mut()) { f["path"] = "/etc/passwd".into(); } })), needles: &["manifest.json", "file path `/etc/passwd` leaves the folder"] },
+    // ---- any file read whole: a 2 GB sparse file is refused by its size, not read
+    Case { name: "big-recipe", build: |d| { let p = sparse_2gb(d, "big.yaml"); write_tiny_gguf(d, "tiny.gguf", &TinySpec::default()); vec!["validate".into(), p] }, needles: &["big.yaml:1:1", "2147483648 bytes is more than a recipe may hold"] },
+    Case { name: "big-report", build: |d| { let mut a = compare_with(d, "x.json", b"{}"); a[2] = sparse_2gb(d, "big-report.json"); a }, needles: &["big-report.json", "2147483648 bytes is more than a report may hold"] },
+    Case { name: "big-manifest", build: |d| { let mut a = verify_with(d, |_| {}); std::fs::File::create(d.join("out/manifest.json")).unwrap().set_len(2 << 30).unwrap(); a.truncate(2); a }, needles: &["manifest.json", "2147483648 bytes is more than a manifest may hold"] },
+    Case { name: "big-config-json", build: |d| { let a = hf_with_file(d, "config.json", b""); std::fs::File::create(Path::new(&a[1]).join("config.json")).unwrap().set_len(2 << 30).unwrap(); a }, needles: &["config.json", "2147483648 bytes is more than a config.json may hold"] },
+    Case { name: "big-checkpoint", build: |d| { let a = resume_with(d, |_| {}); std::fs::File::create(d.join(CKPT)).unwrap().set_len(2 << 30).unwrap(); a }, needles: &["000-quantize-rtn.ckpt", "not an edgeforge checkpoint"] },
     // ---- text files
     Case { name: "text-invalid-utf8", build: |d| perplexity_on(d, "latin1.txt", b"caf\xe9 au lait, the cat sat on the mat"), needles: &["latin1.txt", "not UTF-8", "offset 3"] },
     Case { name: "text-nul-bytes", build: |d| perplexity_on(d, "nul.txt", b"the cat\0sat on the mat the cat sat on the mat"), needles: &["nul.txt", "a NUL byte at offset 7"] },

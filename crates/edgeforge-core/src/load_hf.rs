@@ -17,7 +17,8 @@ use crate::model::{Model, ModelConfig, ModelSource, SourceFormat, Tensor, Tensor
 
 pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     let config_path = dir.join("config.json");
-    let config_bytes = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config_bytes = crate::read_limit::read_at_most(&config_path, crate::read_limit::MAX_DOCUMENT_BYTES, "config.json")
+        .map_err(|e| Error::io(&config_path, e))?;
     // Malformed JSON is reported as config.json's problem before the tokenizer (which also looks at it) runs.
     if let Err(e) = serde_json::from_slice::<Value>(&config_bytes) {
         return Err(Error::Config { path: config_path, problem: ConfigProblem::Json(e.to_string()) });

@@ -118,16 +118,12 @@ pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
 const MAX_TEXT_BYTES: u64 = 1 << 30;
 
 fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
-    use std::io::Read;
-    let io = |source| EvalError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    if len > MAX_TEXT_BYTES {
-        return Err(EvalError::TextTooLarge { path: path.to_path_buf(), bytes: len, max_bytes: MAX_TEXT_BYTES });
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    // `take` bounds the read even if the file grows after the size check.
-    file.take(MAX_TEXT_BYTES).read_to_end(&mut bytes).map_err(io)?;
+    let bytes = edgeforge_core::read_limit::read_at_most(path, MAX_TEXT_BYTES, "text").map_err(|source| {
+        match source.get_ref().and_then(|e| e.downcast_ref::<edgeforge_core::read_limit::TooLarge>()) {
+            Some(t) => EvalError::TextTooLarge { path: path.to_path_buf(), bytes: t.bytes, max_bytes: t.max_bytes },
+            None => EvalError::Io { path: path.to_path_buf(), source },
+        }
+    })?;
     if bytes.is_empty() {
         return Err(EvalError::EmptyText { path: path.to_path_buf() });
     }

@@ -101,9 +101,17 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
 /// Load the checkpoint at `path` into `model` (whose tokenizer and source come from the input) if its key
 /// matches; returns the pass reports recorded so far.
 pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec<PassReport>>, RecipeError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
-    if bytes.len() < 16 || &bytes[..4] != MAGIC {
+    // The fixed header first: a file that is not a checkpoint (or a sparse 2 GB one) is refused unread.
+    let mut prefix = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut prefix))
+        .map_err(|e| err(path, e.to_string()))?;
+    if prefix.len() < 16 || &prefix[..4] != MAGIC {
         return Err(corrupt(path, "not an edgeforge checkpoint"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    if bytes.len() < 16 || bytes[..16] != prefix[..] {
+        return Err(corrupt(path, "changed while being read"));
     }
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if version != VERSION {

@@ -104,7 +104,8 @@ pub struct Verification {
 /// with a public key the signature.
 pub fn verify(dir: &Path, public_key: Option<&VerifyingKey>) -> Result<Verification> {
     let path = dir.join(MANIFEST);
-    let json = std::fs::read(&path).map_err(|e| TargetError::io(&path, e))?;
+    let json = edgeforge_core::read_limit::read_at_most(&path, edgeforge_core::read_limit::MAX_DOCUMENT_BYTES, "manifest")
+        .map_err(|e| TargetError::io(&path, e))?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| TargetError::Manifest { path: path.clone(), message: format!("not a valid manifest: {e}") })?;
     let mut v = Verification::default();
     for f in &manifest.files {
