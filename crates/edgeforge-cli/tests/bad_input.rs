@@ -473,6 +473,7 @@ const CASES: &[Case] = &[
     Case { name: "gguf-row-not-whole-blocks", build: |d| inspect_raw(d, "q4-33.gguf", &raw_gguf(&[], &[tinfo(b"t", &[33], 2, 0)], 128)), needles: &["q4-33.gguf", "row length 33 is not a multiple of the Q4_0 block size 32"] },
     Case { name: "gguf-tensor-name-2-pow-60", build: |d| { let mut t = (1u64 << 60).to_le_bytes().to_vec(); t.extend_from_slice(&[0; 64]); inspect_raw(d, "tname-len.gguf", &raw_gguf(&[], &[t], 0)) }, needles: &["tname-len.gguf", "tensor name of 1152921504606846976 bytes"] },
     // ---- GGUF: model-level keys on an otherwise valid file
+    Case { name: "gguf-16m-blocks", build: |d| tiny_with(d, "blocks16m.gguf", "llama.block_count", MetaValue::U32(16_000_000)), needles: &["blocks16m.gguf", "16000000 layers (block_count)", "holds 20"] },
     Case { name: "gguf-head-count-0", build: |d| tiny_with(d, "heads0.gguf", "llama.attention.head_count", MetaValue::U32(0)), needles: &["heads0.gguf", "num_attention_heads", "must be positive"] },
     Case { name: "gguf-embedding-length-u64-max", build: |d| tiny_with(d, "embd-max.gguf", "llama.embedding_length", MetaValue::U64(u64::MAX)), needles: &["embd-max.gguf", "hidden_size", "implausibly large"] },
     Case { name: "gguf-kv-heads-not-dividing", build: |d| tiny_with(d, "kv3.gguf", "llama.attention.head_count_kv", MetaValue::U32(3)), needles: &["kv3.gguf", "num_key_value_heads", "must divide num_attention_heads"] },
