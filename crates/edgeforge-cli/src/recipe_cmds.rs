@@ -19,7 +19,11 @@ use crate::exit::Failure;
 impl From<RecipeError> for Failure {
     fn from(e: RecipeError) -> Self {
         match e {
-            RecipeError::Invalid(_) | RecipeError::Model(_) | RecipeError::Fetch { .. } | RecipeError::Eval(_) => {
+            RecipeError::Invalid(_)
+            | RecipeError::Model(_)
+            | RecipeError::Fetch { .. }
+            | RecipeError::Eval(_)
+            | RecipeError::CheckpointCorrupt { .. } => {
                 Failure::BadInput(e.into())
             }
             RecipeError::Interrupted => Failure::Interrupted(e.into()),

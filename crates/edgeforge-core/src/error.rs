@@ -72,7 +72,7 @@ pub enum GgufError {
     DuplicateKey { key: String },
     #[error("duplicate tensor name `{name}`")]
     DuplicateTensor { name: String },
-    #[error("tensor `{tensor}` has {n_dims} dimensions (at most 4)")]
+    #[error("tensor `{tensor}` has {n_dims} dimensions (1 to 4)")]
     TooManyDims { tensor: String, n_dims: u32 },
     #[error("tensor `{tensor}` has an invalid shape {ne:?} (zero or overflowing element count)")]
     BadShape { tensor: String, ne: Vec<u64> },

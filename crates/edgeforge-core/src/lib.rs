@@ -16,6 +16,7 @@ pub mod model;
 pub mod pass;
 pub mod process;
 pub mod quantized;
+pub mod read_limit;
 pub mod scheme;
 mod scheme_fit;
 pub mod summary;

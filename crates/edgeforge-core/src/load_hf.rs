@@ -17,7 +17,12 @@ use crate::model::{Model, ModelConfig, ModelSource, SourceFormat, Tensor, Tensor
 
 pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     let config_path = dir.join("config.json");
-    let config_bytes = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config_bytes = crate::read_limit::read_at_most(&config_path, crate::read_limit::MAX_DOCUMENT_BYTES, "config.json")
+        .map_err(|e| Error::io(&config_path, e))?;
+    // Malformed JSON is reported as config.json's problem before the tokenizer (which also looks at it) runs.
+    if let Err(e) = serde_json::from_slice::<Value>(&config_bytes) {
+        return Err(Error::Config { path: config_path, problem: ConfigProblem::Json(e.to_string()) });
+    }
     let tokenizer =
         Tokenizer::from_hf_dir(dir).map_err(|source| Error::Tokenizer { path: dir.to_path_buf(), source })?;
     let config = parse_config(&config_path, &config_bytes, tokenizer.vocab_size())?;
@@ -220,7 +225,17 @@ fn parse_config(path: &Path, bytes: &[u8], tokenizer_vocab: usize) -> Result<Mod
         n_layers: required("num_hidden_layers")?,
         n_heads,
         n_kv_heads: uint("num_key_value_heads")?.unwrap_or(n_heads),
-        head_dim: uint("head_dim")?.unwrap_or_else(|| n_embd.checked_div(n_heads).unwrap_or(0)),
+        head_dim: match uint("head_dim")? {
+            Some(d) => d,
+            None if n_heads > 0 && !n_embd.is_multiple_of(n_heads) => {
+                return Err(err(ConfigProblem::Invalid {
+                    field: "num_attention_heads",
+                    value: n_heads.to_string(),
+                    why: "does not divide hidden_size (and config.json gives no head_dim)",
+                }))
+            }
+            None => n_embd.checked_div(n_heads).unwrap_or(0),
+        },
         n_ff: required("intermediate_size")?,
         rope_base: float("rope_theta")?.unwrap_or(10_000.0) as f32,
         rms_eps: float("rms_norm_eps")?.ok_or_else(|| err(ConfigProblem::MissingField { field: "rms_norm_eps" }))? as f32,

@@ -113,8 +113,17 @@ pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
     })
 }
 
+/// Largest text read into memory: wikitext-103's training split is about half of it. The size is checked
+/// before reading, so a huge (or sparse) file is refused instead of filling memory.
+const MAX_TEXT_BYTES: u64 = 1 << 30;
+
 fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
+    let bytes = edgeforge_core::read_limit::read_at_most(path, MAX_TEXT_BYTES, "text").map_err(|source| {
+        match source.get_ref().and_then(|e| e.downcast_ref::<edgeforge_core::read_limit::TooLarge>()) {
+            Some(t) => EvalError::TextTooLarge { path: path.to_path_buf(), bytes: t.bytes, max_bytes: t.max_bytes },
+            None => EvalError::Io { path: path.to_path_buf(), source },
+        }
+    })?;
     if bytes.is_empty() {
         return Err(EvalError::EmptyText { path: path.to_path_buf() });
     }
@@ -123,6 +132,9 @@ fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),
     })?;
+    if let Some(offset) = text.bytes().position(|b| b == 0) {
+        return Err(EvalError::NulByte { path: path.to_path_buf(), offset });
+    }
     Ok(ResolvedText { path: path.to_path_buf(), dataset, sha256, text })
 }
 

@@ -14,6 +14,10 @@ pub enum EvalError {
     EmptyText { path: PathBuf },
     #[error("{}: not UTF-8 text (first bad byte at offset {offset})", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    #[error("{}: a NUL byte at offset {offset}; this looks like a binary file, not text", path.display())]
+    NulByte { path: PathBuf, offset: usize },
+    #[error("{}: {bytes} bytes is more text than edgeforge reads ({max_bytes} at most); pass a shorter text", path.display())]
+    TextTooLarge { path: PathBuf, bytes: u64, max_bytes: u64 },
     #[error("`{spec}` is neither an existing file nor a known dataset (known: {})", known.join(", "))]
     UnknownText { spec: String, known: Vec<String> },
     #[error("dataset `{name}`: {file} not found (looked in {}); to get it: {how_to_get} ({source_url})",

@@ -26,6 +26,10 @@ struct Header {
     /// `Model::block_origin` (absent in checkpoints written before depth pruning existed).
     #[serde(default)]
     block_origin: Vec<usize>,
+    /// sha256 of the tensor bytes after the header (absent in checkpoints written before it existed): a
+    /// flipped bit in the data is refused instead of resumed from.
+    #[serde(default)]
+    data_sha256: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +58,10 @@ fn err(path: &Path, why: impl Into<String>) -> RecipeError {
     RecipeError::Checkpoint { path: path.to_path_buf(), why: why.into() }
 }
 
+fn corrupt(path: &Path, why: impl Into<String>) -> RecipeError {
+    RecipeError::CheckpointCorrupt { path: path.to_path_buf(), why: why.into() }
+}
+
 pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: &[PassReport]) -> Result<(), RecipeError> {
     let mut data: Vec<u8> = Vec::new();
     let mut entries = Vec::with_capacity(model.tensors.len());
@@ -77,7 +85,7 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         };
         entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
     }
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone() };
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])) };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
     edgeforge_export::atomic::write_file(path, |f| {
@@ -93,32 +101,54 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
 /// Load the checkpoint at `path` into `model` (whose tokenizer and source come from the input) if its key
 /// matches; returns the pass reports recorded so far.
 pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec<PassReport>>, RecipeError> {
+    // The fixed header first: a file that is not a checkpoint (or a sparse 2 GB one) is refused unread.
+    let mut prefix = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut prefix))
+        .map_err(|e| err(path, e.to_string()))?;
+    if prefix.len() < 16 || &prefix[..4] != MAGIC {
+        return Err(corrupt(path, "not an edgeforge checkpoint"));
+    }
     let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
-    if bytes.len() < 16 || &bytes[..4] != MAGIC {
-        return Err(err(path, "not an edgeforge checkpoint"));
+    if bytes.len() < 16 || bytes[..16] != prefix[..] {
+        return Err(corrupt(path, "changed while being read"));
     }
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if version != VERSION {
-        return Err(err(path, format!("checkpoint version {version}, expected {VERSION}")));
+        return Err(corrupt(path, format!("checkpoint version {version}, expected {VERSION}")));
     }
-    let hlen = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| err(path, "short header"))?);
-    let hend = 16u64.checked_add(hlen).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| err(path, "header runs past the end"))? as usize;
-    let header: Header = serde_json::from_slice(&bytes[16..hend]).map_err(|e| err(path, e.to_string()))?;
+    let hlen = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| corrupt(path, "short header"))?);
+    let hend = 16u64.checked_add(hlen).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| corrupt(path, "header runs past the end"))? as usize;
+    let header: Header = serde_json::from_slice(&bytes[16..hend]).map_err(|e| corrupt(path, format!("header is not valid: {e}")))?;
     if header.key != key {
         return Ok(None);
     }
     let data = &bytes[hend..];
+    if let Some(want) = &header.data_sha256 {
+        if edgeforge_core::hash::sha256_hex(&[data]) != *want {
+            return Err(corrupt(path, "tensor data does not match its sha256 (truncated or corrupted)"));
+        }
+    }
     let mut tensors = std::collections::BTreeMap::new();
     for e in header.tensors {
-        let end = e.offset.checked_add(e.len).filter(|&x| x <= data.len() as u64).ok_or_else(|| err(path, format!("tensor {} runs past the end", e.name)))?;
+        let end = e.offset.checked_add(e.len).filter(|&x| x <= data.len() as u64).ok_or_else(|| corrupt(path, format!("tensor {} runs past the end", e.name)))?;
         let raw = &data[e.offset as usize..end as usize];
-        let n: usize = e.shape.iter().product();
+        let n = e
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n.checked_mul(4).is_some())
+            .ok_or_else(|| corrupt(path, format!("tensor {} has an overflowing shape {:?}", e.name, e.shape)))?;
         let tensor_data = match (e.kind.as_str(), e.quant) {
+            ("F32", _) if raw.len() != n * 4 => {
+                return Err(corrupt(path, format!("tensor {} holds {} bytes, its shape needs {}", e.name, raw.len(), n * 4)))
+            }
             ("F32", _) => TensorData::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
             ("quantized", Some(format)) => {
-                let (s_len, z_len) = (e.scales as usize * 2, e.zeros as usize);
-                if raw.len() < s_len + z_len {
-                    return Err(err(path, format!("tensor {} is truncated", e.name)));
+                let s_len = usize::try_from(e.scales).ok().and_then(|s| s.checked_mul(2)).unwrap_or(usize::MAX);
+                let z_len = usize::try_from(e.zeros).unwrap_or(usize::MAX);
+                if s_len.checked_add(z_len).is_none_or(|sz| raw.len() < sz) {
+                    return Err(corrupt(path, format!("tensor {} is truncated", e.name)));
                 }
                 let q = QuantTensor {
                     format,
@@ -128,14 +158,14 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
                     codes: raw[s_len + z_len..].to_vec(),
                 };
                 if !q.is_consistent(n) {
-                    return Err(err(path, format!("tensor {} has inconsistent quantized data", e.name)));
+                    return Err(corrupt(path, format!("tensor {} has inconsistent quantized data", e.name)));
                 }
                 TensorData::Quantized(q)
             }
             (name, _) => {
-                let dtype = GgmlType::SUPPORTED.into_iter().find(|t| t.name() == name).ok_or_else(|| err(path, format!("unknown tensor kind {name}")))?;
+                let dtype = GgmlType::SUPPORTED.into_iter().find(|t| t.name() == name).ok_or_else(|| corrupt(path, format!("unknown tensor kind {name}")))?;
                 if dtype.bytes_for(n as u64) != Some(raw.len() as u64) {
-                    return Err(err(path, format!("tensor {} has the wrong length", e.name)));
+                    return Err(corrupt(path, format!("tensor {} has the wrong length", e.name)));
                 }
                 TensorData::Blocks { dtype, bytes: raw.to_vec() }
             }

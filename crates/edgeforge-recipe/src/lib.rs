@@ -50,6 +50,10 @@ pub enum RecipeError {
     },
     #[error("checkpoint {}: {why}", path.display())]
     Checkpoint { path: PathBuf, why: String },
+    /// A checkpoint on disk that cannot be what we wrote (truncated, bit-flipped, another version): bad
+    /// input, unlike a checkpoint that cannot be written.
+    #[error("checkpoint {}: {why}; delete it (or run without --resume) to redo that pass", path.display())]
+    CheckpointCorrupt { path: PathBuf, why: String },
     #[error("interrupted; rerun with --resume to continue from the last checkpoint")]
     Interrupted,
     #[error("target: {0}")]

@@ -34,7 +34,18 @@ impl RecipeFile {
 }
 
 pub fn parse_recipe(path: &Path) -> Result<RecipeFile, RecipeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: path.to_path_buf(), source })?;
+    let text = edgeforge_core::read_limit::read_text_at_most(path, edgeforge_core::read_limit::MAX_DOCUMENT_BYTES, "recipe")
+        .map_err(|source| match source.kind() {
+            // Too large or not UTF-8: the recipe's fault, reported like any other recipe error.
+            std::io::ErrorKind::InvalidData => RecipeError::Invalid(vec![Diagnostic {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: source.to_string(),
+                hint: None,
+            }]),
+            _ => RecipeError::Io { path: path.to_path_buf(), source },
+        })?;
     parse_recipe_text(path, text)
 }
 

@@ -187,8 +187,14 @@ fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
     let r = &rf.recipe;
     let at = g.baseline.as_ref().map_or(Place::START, |b| b.referenced.into());
     if let Some(b) = &g.baseline {
-        if b.value != "input" && !resolve_path(rf, &b.value).is_file() {
+        let path = resolve_path(rf, &b.value);
+        if b.value != "input" && !path.is_file() {
             diags.push(rf.diagnostic(b.referenced, format!("gates.baseline `{}` is neither `input` nor an existing report.json", b.value), None));
+        } else if b.value != "input" {
+            // Read now, not after the passes have run: a corrupt baseline is the recipe's problem, at its line.
+            if let Err(e) = edgeforge_report::Report::read(&path) {
+                diags.push(rf.diagnostic(b.referenced, format!("gates.baseline: {e}"), None));
+            }
         }
     }
     if g.max_ppl_increase_pct.is_some() && r.eval.perplexity.is_none() {

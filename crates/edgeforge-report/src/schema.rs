@@ -168,7 +168,8 @@ pub enum ReportError {
 
 impl Report {
     pub fn read(path: &Path) -> Result<Report, ReportError> {
-        let bytes = std::fs::read(path).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
+        let bytes = edgeforge_core::read_limit::read_at_most(path, edgeforge_core::read_limit::MAX_DOCUMENT_BYTES, "report")
+            .map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ReportError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
         match v.get("schema_version").and_then(serde_json::Value::as_u64) {

@@ -104,15 +104,16 @@ pub struct Verification {
 /// with a public key the signature.
 pub fn verify(dir: &Path, public_key: Option<&VerifyingKey>) -> Result<Verification> {
     let path = dir.join(MANIFEST);
-    let json = std::fs::read(&path).map_err(|e| TargetError::io(&path, e))?;
+    let json = edgeforge_core::read_limit::read_at_most(&path, edgeforge_core::read_limit::MAX_DOCUMENT_BYTES, "manifest")
+        .map_err(|e| TargetError::io(&path, e))?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| TargetError::Manifest { path: path.clone(), message: format!("not a valid manifest: {e}") })?;
     let mut v = Verification::default();
     for f in &manifest.files {
-        let p = dir.join(&f.path);
-        if f.path.split('/').any(|c| c == ".." || c.is_empty()) {
-            v.problems.push(format!("{}: path leaves the folder", f.path));
-            continue;
+        // Checked before the path is joined: "/etc/passwd" joined to the folder is /etc/passwd.
+        if f.path.split(['/', '\\']).any(|c| c == ".." || c.is_empty()) {
+            return Err(TargetError::Manifest { path, message: format!("file path `{}` leaves the folder", f.path) });
         }
+        let p = dir.join(&f.path);
         match sha256_file(&p) {
             Err(_) => v.problems.push(format!("{}: listed but missing", f.path)),
             Ok((bytes, _)) if bytes != f.bytes => v.problems.push(format!("{}: {bytes} bytes, manifest says {}", f.path, f.bytes)),

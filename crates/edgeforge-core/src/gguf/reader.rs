@@ -221,7 +221,7 @@ fn parse_header(c: &mut Cursor<'_>) -> std::result::Result<Header, GgufError> {
     for _ in 0..n_tensors {
         let name = c.string("tensor name")?;
         let n_dims = c.u32("tensor dimension count")?;
-        if n_dims > MAX_DIMS {
+        if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(GgufError::TooManyDims { tensor: name, n_dims });
         }
         let mut ne = Vec::with_capacity(n_dims as usize);
