@@ -97,7 +97,7 @@ impl Bars {
 /// Two runs into one --out would interleave checkpoints and artifacts: the first takes an exclusive lock on
 /// `OUT/.edgeforge.lock` (released by the OS when the process ends, however it ends) and a second is refused.
 fn lock_out_dir(out: &std::path::Path) -> Result<std::fs::File, Failure> {
-    let path = out.join(".edgeforge.lock");
+    let path = out.join(edgeforge_targets::manifest::RUN_LOCK);
     let io = |e: std::io::Error| Failure::Internal(anyhow!("{}: {e}", path.display()));
     std::fs::create_dir_all(out).map_err(io)?;
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;

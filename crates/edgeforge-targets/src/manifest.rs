@@ -13,6 +13,8 @@ use crate::error::{Result, TargetError};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.sig";
+/// The lock a run holds on its output folder (edgeforge-cli); bookkeeping, like checkpoints/ and report.*.
+pub const RUN_LOCK: &str = ".edgeforge.lock";
 const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,7 +126,7 @@ pub fn verify(dir: &Path, public_key: Option<&VerifyingKey>) -> Result<Verificat
     }
     for p in files_under(dir)? {
         let rel = relative(dir, &p);
-        if !manifest.files.iter().any(|f| f.path == rel) && !rel.starts_with("checkpoints/") && !rel.starts_with("report.") {
+        if !manifest.files.iter().any(|f| f.path == rel) && !rel.starts_with("checkpoints/") && !rel.starts_with("report.") && rel != RUN_LOCK {
             v.problems.push(format!("{rel}: present but not in the manifest"));
         }
     }
