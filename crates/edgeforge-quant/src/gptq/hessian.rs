@@ -209,13 +209,7 @@ mod tests {
 
     #[test]
     fn widened_sums_equal_the_scalar_loop_bit_for_bit() {
-        let arch = Arch::new();
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            assert!(!matches!(arch, Arch::Scalar), "this CPU has AVX2+FMA but pulp dispatches to scalar code");
-        } else {
-            eprintln!("add_widened: no AVX2 on this CPU, the test compares pulp's scalar path with the reference");
-        }
+        crate::gptq::lazy::tests::assert_wide_path_runs("add_widened");
         for len in [1usize, 7, 16, 33, 1000] {
             let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.731).sin() * 1e3).collect();
             let mut fast: Vec<f64> = (0..len).map(|i| (i as f64).cos() * 1e7).collect();

@@ -101,19 +101,25 @@ fn one_row(w: &mut [f32], err: &[f32], u: &[f32], cols: usize, b0: usize, b1: us
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// The wide path must really run where the CPU has it (a test of a SIMD kernel against its scalar
+    /// reference proves nothing otherwise); where the CPU lacks it, say so by the kernel's name.
+    pub(in crate::gptq) fn assert_wide_path_runs(kernel: &str) -> Arch {
+        let arch = Arch::new();
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            assert!(!matches!(arch, Arch::Scalar), "{kernel}: this CPU has AVX2+FMA but pulp dispatches to scalar code");
+        } else {
+            eprintln!("{kernel}: no AVX2 on this CPU, the test compares pulp's scalar path with the reference");
+        }
+        arch
+    }
 
     #[test]
     fn simd_lazy_update_equals_the_scalar_loop_bit_for_bit() {
-        let arch = Arch::new();
-        // The wide path must really run where the CPU has it; say so where it does not.
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            assert!(!matches!(arch, Arch::Scalar), "this CPU has AVX2+FMA but pulp dispatches to scalar code");
-        } else {
-            eprintln!("lazy_update: no AVX2 on this CPU, the test compares pulp's scalar path with the reference");
-        }
+        let arch = assert_wide_path_runs("lazy_update");
         eprintln!("lazy_update dispatches to {arch:?}");
         let mut seed = 1u64;
         let mut next = move || {
