@@ -6,8 +6,8 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum TokenizerError {
     #[error(
-        "tokenizer model `{model}` is not supported: only `gpt2` (byte-level bpe) vocabularies are; \
-         load the model from a hugging face folder with its tokenizer.json instead"
+        "tokenizer.ggml.model `{model}` is not supported (supported: `gpt2`, byte-level bpe; `llama`, \
+         sentencepiece-style); re-convert the model with one of these"
     )]
     UnsupportedModel { model: String },
 
@@ -29,6 +29,15 @@ pub enum TokenizerError {
 
     #[error("tokenizer.ggml.token_type has {types} entries for {tokens} tokens; re-convert the model")]
     TokenTypeCount { types: usize, tokens: usize },
+
+    #[error("tokenizer.ggml.scores has {scores} entries for {tokens} tokens; re-convert the model")]
+    ScoreCount { scores: usize, tokens: usize },
+
+    #[error(
+        "the text has a character that is no token, and the vocabulary has no byte token `<0x{byte:02X}>` \
+         to spell it with; re-convert the model with its byte-fallback tokens"
+    )]
+    MissingByteToken { byte: u8 },
 
     #[error("merge {index} `{merge}` is not two tokens separated by a space; re-convert the model")]
     BadMerge { index: usize, merge: String },
@@ -72,6 +81,13 @@ pub enum TokenizerError {
         #[source]
         source: serde_json::Error,
     },
+
+    #[error(
+        "{}: {what} is not supported in a sentencepiece-style (byte-fallback bpe) tokenizer.json; llama.cpp \
+         tokenizes these files with spaces as `▁` only, re-export the tokenizer without it",
+        path.display()
+    )]
+    UnsupportedHfTokenizer { path: PathBuf, what: String },
 
     #[error("cannot build the tokenizer: {reason}")]
     Build { reason: String },

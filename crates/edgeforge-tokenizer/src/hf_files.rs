@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokenizers::Tokenizer as HfTokenizer;
 
 use crate::error::TokenizerError;
-use crate::Tokenizer;
+use crate::{spm_hf, Engine, Tokenizer};
 
 /// The file's bytes, or `None` if it does not exist.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, TokenizerError> {
@@ -66,34 +66,41 @@ pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let bytes =
         read_optional(&tok_path)?.ok_or_else(|| TokenizerError::MissingTokenizerJson { dir: dir.to_path_buf() })?;
     let tok_json: Value = parse(&tok_path, &bytes)?;
-    let mut inner: HfTokenizer = parse(&tok_path, &bytes)?;
-    // Special-token text in the input stays plain text (llama.cpp's parse_special = false); non-special
-    // added tokens are still cut out, as llama.cpp does with user-defined tokens.
-    inner.set_encode_special_tokens(true);
+    let mut t = if spm_hf::is_spm(&tok_json) {
+        let spm = spm_hf::read(&tok_json)
+            .map_err(|what| TokenizerError::UnsupportedHfTokenizer { path: tok_path.clone(), what })?;
+        Tokenizer::assemble_spm(spm, None, None, false, false, None)
+    } else {
+        let mut inner: HfTokenizer = parse(&tok_path, &bytes)?;
+        // llama.cpp never normalizes byte-level text; Qwen2's NFC normalizer would change the ids of
+        // decomposed accents.
+        if tok_json["normalizer"]["type"] == "NFC" {
+            inner.with_normalizer(None::<tokenizers::NormalizerWrapper>);
+        }
+        // Special-token text in the input stays plain text (llama.cpp's parse_special = false); non-special
+        // added tokens are still cut out, as llama.cpp does with user-defined tokens.
+        inner.set_encode_special_tokens(true);
+        Tokenizer::assemble(inner, None, None, false, false, None)
+    };
 
     let tc = read_optional_json(&dir.join("tokenizer_config.json"))?;
     let cfg = read_optional_json(&dir.join("config.json"))?;
     // Token names in tokenizer_config.json win over ids in config.json, as in llama.cpp's converter.
     let id_of = |name: Option<String>, cfg_key: &str| -> Option<u32> {
-        name.and_then(|n| inner.token_to_id(&n))
+        name.and_then(|n| t.token_id(&n))
             .or_else(|| cfg.get(cfg_key).and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok()))
     };
     let bos_id = id_of(token_name(tc.get("bos_token")), "bos_token_id");
     let eos_id = id_of(token_name(tc.get("eos_token")), "eos_token_id");
-    let bos_text = bos_id.and_then(|id| inner.id_to_token(id));
+    let bos_text = bos_id.and_then(|id| t.token_text(id));
     let add_bos = match tc.get("add_bos_token").and_then(Value::as_bool) {
         Some(b) => b,
         None => bos_text.is_some_and(|b| post_processor_adds(&tok_json, &b)),
     };
     let add_eos = tc.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
-    // A flag without its token would silently add nothing; say so instead.
-    if add_bos && bos_id.is_none() {
-        return Err(TokenizerError::MissingSpecialId { role: "bos" });
-    }
-    if add_eos && eos_id.is_none() {
-        return Err(TokenizerError::MissingSpecialId { role: "eos" });
-    }
-    Ok(Tokenizer::assemble(inner, bos_id, eos_id, add_bos, add_eos, None))
+    crate::vocab::check_flags(add_bos, bos_id, add_eos, eos_id)?;
+    (t.bos_id, t.eos_id, t.add_bos, t.add_eos) = (bos_id, eos_id, add_bos, add_eos);
+    Ok(t)
 }
 
 /// Write `bytes` to a temp file beside `path`, then rename it over `path`: a reader never sees half a file.
@@ -123,13 +130,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TokenizerError> {
 }
 
 pub(crate) fn write(t: &Tokenizer, dir: &Path) -> Result<(), TokenizerError> {
-    let text = t
-        .inner
-        .to_string(false)
-        .map_err(|e| TokenizerError::Build { reason: format!("cannot serialize tokenizer.json: {e}") })?;
+    let text = match &t.engine {
+        Engine::Hf { inner, .. } => inner.to_string(false),
+        Engine::Spm(spm) => serde_json::to_string(&spm_hf::to_json(spm)).map_err(|e| e.to_string().into()),
+    }
+    .map_err(|e| TokenizerError::Build { reason: format!("cannot serialize tokenizer.json: {e}") })?;
     write_atomic(&dir.join("tokenizer.json"), text.as_bytes())?;
 
-    let name = |id: Option<u32>| id.and_then(|i| t.inner.id_to_token(i));
+    let name = |id: Option<u32>| id.and_then(|i| t.token_text(i));
     let gguf = t.gguf_vocab.as_ref();
     let config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -7,14 +7,15 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::Tokenizer as HfTokenizer;
 
 use crate::error::TokenizerError;
-use crate::{missing_bytes, pretokenize, token_kinds, Tokenizer};
+use crate::{missing_bytes, pretokenize, spm, token_kinds, Tokenizer};
 
 /// Tokenizer description as stored in GGUF metadata (`tokenizer.ggml.*`), filled by the GGUF reader.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Equality compares scores bit for bit.
+#[derive(Debug, Clone, Default)]
 pub struct GgufVocab {
-    /// `tokenizer.ggml.model`, e.g. "gpt2".
+    /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style).
     pub model: String,
-    /// `tokenizer.ggml.pre`, e.g. "smollm".
+    /// `tokenizer.ggml.pre`, e.g. "smollm"; byte-level BPE only (llama.cpp ignores it for "llama").
     pub pre: Option<String>,
     /// `tokenizer.ggml.tokens`: token texts, index = id.
     pub tokens: Vec<String>,
@@ -30,13 +31,41 @@ pub struct GgufVocab {
     pub add_bos: Option<bool>,
     /// `tokenizer.ggml.add_eos_token`.
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.scores` (f32, or i32 read as f32): SentencePiece piece scores, index = id; the merge
+    /// priority of "llama" vocabularies (absent: all 0, as in llama.cpp).
+    pub scores: Option<Vec<f32>>,
+    /// `tokenizer.ggml.add_space_prefix`: "llama" vocabularies put a space before the text (absent: on, as
+    /// in llama.cpp; Gemma files say off).
+    pub add_space_prefix: Option<bool>,
 }
 
-pub(crate) fn build(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
-    if v.model != "gpt2" {
-        return Err(TokenizerError::UnsupportedModel { model: v.model.clone() });
+impl PartialEq for GgufVocab {
+    fn eq(&self, o: &Self) -> bool {
+        let bits = |s: &Option<Vec<f32>>| s.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        self.model == o.model
+            && self.pre == o.pre
+            && self.tokens == o.tokens
+            && self.token_types == o.token_types
+            && self.merges == o.merges
+            && (self.bos_id, self.eos_id, self.unk_id, self.pad_id) == (o.bos_id, o.eos_id, o.unk_id, o.pad_id)
+            && (self.add_bos, self.add_eos, self.add_space_prefix) == (o.add_bos, o.add_eos, o.add_space_prefix)
+            && bits(&self.scores) == bits(&o.scores)
     }
-    let pre = pretokenize::lookup(v.pre.as_deref())?;
+}
+
+impl Eq for GgufVocab {}
+
+
+pub(crate) fn build(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
+    match v.model.as_str() {
+        "gpt2" => build_bpe(v),
+        "llama" => build_spm(v),
+        _ => Err(TokenizerError::UnsupportedModel { model: v.model.clone() }),
+    }
+}
+
+/// Token texts, checked type count.
+fn texts_and_types(v: &GgufVocab) -> Result<Vec<String>, TokenizerError> {
     let texts = token_texts(&v.tokens)?;
     let n = texts.len();
     if let Some(types) = &v.token_types {
@@ -45,6 +74,53 @@ pub(crate) fn build(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
             return Err(TokenizerError::TokenTypeCount { types: types.len(), tokens: n });
         }
     }
+    Ok(texts)
+}
+
+/// SentencePiece-style vocabulary, with llama.cpp's defaults for "llama" files: BOS 1, EOS 2 (when the file
+/// names none and the vocabulary is that large), add_bos on, add_space_prefix on.
+fn build_spm(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
+    let texts = texts_and_types(v)?;
+    let n = texts.len();
+    let scores = match &v.scores {
+        Some(s) if s.len() < n => return Err(TokenizerError::ScoreCount { scores: s.len(), tokens: n }),
+        Some(s) => s[..n].to_vec(),
+        None => vec![0.0; n],
+    };
+    let types: Vec<i32> = match &v.token_types {
+        Some(t) => t[..n].to_vec(),
+        None => vec![1; n],
+    };
+    let kinds = token_kinds::kinds(&texts, v.token_types.as_deref());
+    let default_id = |id: u32| ((id as usize) < n).then_some(id);
+    let bos_id = checked_id("bos", v.bos_id, n)?.or_else(|| default_id(1));
+    let eos_id = checked_id("eos", v.eos_id, n)?.or_else(|| default_id(2));
+    let (add_bos, add_eos) = (v.add_bos.unwrap_or(true), v.add_eos.unwrap_or(false));
+    check_flags(add_bos, bos_id, add_eos, eos_id)?;
+    let spm = spm::Spm::new(texts, scores, kinds, types, v.add_space_prefix.unwrap_or(true));
+    Ok(Tokenizer::assemble_spm(spm, bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
+}
+
+/// A flag without its token would silently add nothing; say so instead.
+pub(crate) fn check_flags(
+    add_bos: bool,
+    bos_id: Option<u32>,
+    add_eos: bool,
+    eos_id: Option<u32>,
+) -> Result<(), TokenizerError> {
+    if add_bos && bos_id.is_none() {
+        return Err(TokenizerError::MissingSpecialId { role: "bos" });
+    }
+    if add_eos && eos_id.is_none() {
+        return Err(TokenizerError::MissingSpecialId { role: "eos" });
+    }
+    Ok(())
+}
+
+fn build_bpe(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
+    let pre = pretokenize::lookup(v.pre.as_deref())?;
+    let texts = texts_and_types(v)?;
+    let n = texts.len();
 
     let vocab: Vocab = texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges = parse_merges(&v.merges, &vocab)?;
@@ -63,12 +139,7 @@ pub(crate) fn build(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
     let eos_id = checked_id("eos", v.eos_id, n)?;
     let add_bos = v.add_bos.unwrap_or(pre.add_bos);
     let add_eos = v.add_eos.unwrap_or(false);
-    if add_bos && bos_id.is_none() {
-        return Err(TokenizerError::MissingSpecialId { role: "bos" });
-    }
-    if add_eos && eos_id.is_none() {
-        return Err(TokenizerError::MissingSpecialId { role: "eos" });
-    }
+    check_flags(add_bos, bos_id, add_eos, eos_id)?;
     Ok(Tokenizer::assemble(inner, bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
 }
 

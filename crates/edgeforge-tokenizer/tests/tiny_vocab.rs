@@ -239,8 +239,9 @@ fn gguf_errors_name_the_problem() {
     assert!(matches!(&e, TokenizerError::UnknownPreTokenizer { pre, .. } if pre == "klingon"), "{e}");
     assert!(e.to_string().contains("smollm") && e.to_string().contains("llama-bpe"), "{e}");
 
-    let e = Tokenizer::from_gguf_vocab(&GgufVocab { model: "llama".into(), ..vocab() }).unwrap_err();
-    assert!(matches!(&e, TokenizerError::UnsupportedModel { model } if model == "llama"), "{e}");
+    let e = Tokenizer::from_gguf_vocab(&GgufVocab { model: "bert".into(), ..vocab() }).unwrap_err();
+    assert!(matches!(&e, TokenizerError::UnsupportedModel { model } if model == "bert"), "{e}");
+    assert!(e.to_string().contains("`gpt2`") && e.to_string().contains("`llama`"), "{e}");
 
     let mut v = vocab();
     v.merges.push("zz".into());
@@ -313,7 +314,7 @@ fn hf_dir_errors_name_the_file() {
 fn error_messages_are_one_lowercase_line() {
     let errors = [
         Tokenizer::from_gguf_vocab(&GgufVocab { pre: Some("klingon".into()), ..vocab() }).unwrap_err(),
-        Tokenizer::from_gguf_vocab(&GgufVocab { model: "llama".into(), ..vocab() }).unwrap_err(),
+        Tokenizer::from_gguf_vocab(&GgufVocab { model: "bert".into(), ..vocab() }).unwrap_err(),
         Tokenizer::from_hf_dir(std::path::Path::new("/nonexistent-edgeforge-dir")).unwrap_err(),
     ];
     for e in errors {
