@@ -162,6 +162,15 @@ fn gguf_vocab(file: &GgufFile) -> Result<GgufVocab> {
         None => Vec::new(),
         Some(_) => strings("tokenizer.ggml.merges")?,
     };
+    // SentencePiece scores: f32, or i32 as llama.cpp also accepts.
+    let scores = match file.get("tokenizer.ggml.scores") {
+        None => None,
+        Some(MetaValue::Array(MetaArray::F32(v))) => Some(v.clone()),
+        Some(MetaValue::Array(MetaArray::I32(v))) => Some(v.iter().map(|&x| x as f32).collect()),
+        Some(v) => {
+            return Err(file.key_error(GgufError::KeyType { key: "tokenizer.ggml.scores".into(), expected: "array of f32", got: v.type_name() }))
+        }
+    };
     Ok(GgufVocab {
         model,
         pre: file.optional_str("tokenizer.ggml.pre")?.map(str::to_owned),
@@ -174,5 +183,7 @@ fn gguf_vocab(file: &GgufFile) -> Result<GgufVocab> {
         pad_id: id("tokenizer.ggml.padding_token_id")?,
         add_bos: file.optional_bool("tokenizer.ggml.add_bos_token")?,
         add_eos: file.optional_bool("tokenizer.ggml.add_eos_token")?,
+        scores,
+        add_space_prefix: file.optional_bool("tokenizer.ggml.add_space_prefix")?,
     })
 }

@@ -100,6 +100,9 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
     if let Some(t) = &vocab.token_types {
         w.meta("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(t.clone())));
     }
+    if let Some(s) = &vocab.scores {
+        w.meta("tokenizer.ggml.scores", MetaValue::Array(MetaArray::F32(s.clone())));
+    }
     for (key, id) in [
         ("tokenizer.ggml.bos_token_id", vocab.bos_id),
         ("tokenizer.ggml.eos_token_id", vocab.eos_id),
@@ -110,7 +113,11 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
             w.meta(key, MetaValue::U32(id));
         }
     }
-    for (key, flag) in [("tokenizer.ggml.add_bos_token", vocab.add_bos), ("tokenizer.ggml.add_eos_token", vocab.add_eos)] {
+    for (key, flag) in [
+        ("tokenizer.ggml.add_bos_token", vocab.add_bos),
+        ("tokenizer.ggml.add_eos_token", vocab.add_eos),
+        ("tokenizer.ggml.add_space_prefix", vocab.add_space_prefix),
+    ] {
         if let Some(b) = flag {
             w.meta(key, MetaValue::Bool(b));
         }

@@ -75,7 +75,8 @@ pub fn gguf_overhead(model: &edgeforge_core::Model, budgeted: &[String]) -> u64 
     let string = |s: &str| 8 + s.len() as u64;
     let vocab = model.tokenizer.gguf_vocab();
     let tokens: u64 = vocab.map_or(0, |v| v.tokens.iter().map(|t| string(t)).sum::<u64>() + v.merges.iter().map(|m| string(m)).sum::<u64>());
-    let types: u64 = vocab.and_then(|v| v.token_types.as_ref()).map_or(0, |t| 4 * t.len() as u64);
+    let types: u64 = vocab.and_then(|v| v.token_types.as_ref()).map_or(0, |t| 4 * t.len() as u64)
+        + vocab.and_then(|v| v.scores.as_ref()).map_or(0, |s| 4 * s.len() as u64);
     let infos: u64 = model.tensors.iter().map(|(name, t)| string(name) + 4 + 8 * t.shape.len() as u64 + 4 + 8 + 32).sum();
     let others: u64 = model
         .tensors
