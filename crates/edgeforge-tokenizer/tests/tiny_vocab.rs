@@ -242,6 +242,9 @@ fn gguf_errors_name_the_problem() {
     let e = Tokenizer::from_gguf_vocab(&GgufVocab { model: "bert".into(), ..vocab() }).unwrap_err();
     assert!(matches!(&e, TokenizerError::UnsupportedModel { model } if model == "bert"), "{e}");
     assert!(e.to_string().contains("`gpt2`") && e.to_string().contains("`llama`"), "{e}");
+    // Gemma 4's vocabulary kind is llama.cpp's newest; not ours yet.
+    let e = Tokenizer::from_gguf_vocab(&GgufVocab { model: "gemma4".into(), ..vocab() }).unwrap_err();
+    assert!(matches!(&e, TokenizerError::UnsupportedModel { model } if model == "gemma4"), "{e}");
 
     let mut v = vocab();
     v.merges.push("zz".into());
