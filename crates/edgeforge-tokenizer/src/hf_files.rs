@@ -69,7 +69,7 @@ pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let mut t = if spm_hf::is_spm(&tok_json) {
         let spm = spm_hf::read(&tok_json)
             .map_err(|what| TokenizerError::UnsupportedHfTokenizer { path: tok_path.clone(), what })?;
-        Tokenizer::assemble_spm(spm, None, None, false, false, None)
+        Tokenizer::assemble(Engine::Spm(spm), None, None, false, false, None)
     } else {
         let mut inner: HfTokenizer = parse(&tok_path, &bytes)?;
         // llama.cpp never normalizes byte-level text; Qwen2's NFC normalizer would change the ids of
@@ -80,7 +80,7 @@ pub(crate) fn read(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         // Special-token text in the input stays plain text (llama.cpp's parse_special = false); non-special
         // added tokens are still cut out, as llama.cpp does with user-defined tokens.
         inner.set_encode_special_tokens(true);
-        Tokenizer::assemble(inner, None, None, false, false, None)
+        Tokenizer::assemble(Engine::hf(inner), None, None, false, false, None)
     };
 
     let tc = read_optional_json(&dir.join("tokenizer_config.json"))?;

@@ -36,10 +36,11 @@ pub struct Tokenizer {
 }
 
 /// The tokenizing algorithm behind a `Tokenizer`.
-enum Engine {
+pub(crate) enum Engine {
     /// Byte-level BPE through the `tokenizers` crate.
     Hf {
-        inner: HfTokenizer,
+        /// Boxed: it is large, and the other variant is not.
+        inner: Box<HfTokenizer>,
         /// Added (control, user-defined) tokens by id. Their text is raw text, not byte-level symbols, so
         /// decode must not send it through the byte-level decoder (which would turn a raw `é` into the lone
         /// byte 0xE9).
@@ -47,6 +48,13 @@ enum Engine {
     },
     /// llama.cpp's SentencePiece-style merging.
     Spm(spm::Spm),
+}
+
+impl Engine {
+    fn hf(inner: HfTokenizer) -> Self {
+        let added = inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
+        Engine::Hf { inner: Box::new(inner), added }
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -73,28 +81,18 @@ impl Tokenizer {
     }
 
     fn assemble(
-        inner: HfTokenizer,
+        engine: Engine,
         bos_id: Option<u32>,
         eos_id: Option<u32>,
         add_bos: bool,
         add_eos: bool,
         gguf_vocab: Option<GgufVocab>,
     ) -> Self {
-        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
-        let added = inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect();
-        Self { engine: Engine::Hf { inner, added }, bos_id, eos_id, add_bos, add_eos, vocab_size, gguf_vocab }
-    }
-
-    fn assemble_spm(
-        spm: spm::Spm,
-        bos_id: Option<u32>,
-        eos_id: Option<u32>,
-        add_bos: bool,
-        add_eos: bool,
-        gguf_vocab: Option<GgufVocab>,
-    ) -> Self {
-        let vocab_size = spm.texts().len();
-        Self { engine: Engine::Spm(spm), bos_id, eos_id, add_bos, add_eos, vocab_size, gguf_vocab }
+        let vocab_size = match &engine {
+            Engine::Hf { inner, .. } => inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1),
+            Engine::Spm(spm) => spm.texts().len(),
+        };
+        Self { engine, bos_id, eos_id, add_bos, add_eos, vocab_size, gguf_vocab }
     }
 
     /// Text → ids as llama.cpp's `llama_tokenize(add_special, parse_special = false)`: control-token text in

@@ -7,7 +7,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::Tokenizer as HfTokenizer;
 
 use crate::error::TokenizerError;
-use crate::{missing_bytes, pretokenize, spm, token_kinds, Tokenizer};
+use crate::{missing_bytes, pretokenize, spm, token_kinds, Engine, Tokenizer};
 
 /// Tokenizer description as stored in GGUF metadata (`tokenizer.ggml.*`), filled by the GGUF reader.
 /// Equality compares scores bit for bit.
@@ -98,7 +98,7 @@ fn build_spm(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
     let (add_bos, add_eos) = (v.add_bos.unwrap_or(true), v.add_eos.unwrap_or(false));
     check_flags(add_bos, bos_id, add_eos, eos_id)?;
     let spm = spm::Spm::new(texts, scores, kinds, types, v.add_space_prefix.unwrap_or(true));
-    Ok(Tokenizer::assemble_spm(spm, bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
+    Ok(Tokenizer::assemble(Engine::Spm(spm), bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
 }
 
 /// A flag without its token would silently add nothing; say so instead.
@@ -140,7 +140,7 @@ fn build_bpe(v: &GgufVocab) -> Result<Tokenizer, TokenizerError> {
     let add_bos = v.add_bos.unwrap_or(pre.add_bos);
     let add_eos = v.add_eos.unwrap_or(false);
     check_flags(add_bos, bos_id, add_eos, eos_id)?;
-    Ok(Tokenizer::assemble(inner, bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
+    Ok(Tokenizer::assemble(Engine::hf(inner), bos_id, eos_id, add_bos, add_eos, Some(v.clone())))
 }
 
 /// Token texts as llama.cpp keys them: an empty text becomes `[EMPTY_<id>]`, a repeated text is an error
