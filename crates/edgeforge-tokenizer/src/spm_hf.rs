@@ -74,7 +74,7 @@ pub(crate) fn read(tj: &Value) -> Result<Spm, String> {
 /// Does the file put a space before the text? Refuses anything but llama.cpp's own `▁` handling.
 fn space_handling(tj: &Value) -> Result<bool, String> {
     let bad = |what: String| what;
-    let mut prefix = false;
+    let (mut prefix, mut replaced) = (false, false);
     let norms: Vec<&Value> = match &tj["normalizer"] {
         Value::Null => Vec::new(),
         n if n["type"] == "Sequence" => n["normalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
@@ -83,12 +83,14 @@ fn space_handling(tj: &Value) -> Result<bool, String> {
     for n in norms {
         match n["type"].as_str() {
             Some("Prepend") if n["prepend"] == SPACE.to_string() => prefix = true,
-            Some("Replace") if n["pattern"]["String"] == " " && n["content"] == SPACE.to_string() => {}
+            Some("Replace") if n["pattern"]["String"] == " " && n["content"] == SPACE.to_string() => replaced = true,
             other => return Err(bad(format!("normalizer {}", other.unwrap_or("?")))),
         }
     }
     match &tj["pre_tokenizer"] {
         Value::Null => {}
+        // Gemma's files split at spaces after the normalizer has replaced them all: nothing is left to split.
+        p if replaced && p["type"] == "Split" && p["pattern"]["String"] == " " => {}
         p if p["type"] == "Metaspace" && p["replacement"] == SPACE.to_string() && p["split"] != true => {
             prefix |= matches!(p["prepend_scheme"].as_str(), Some("first" | "always")) || p["add_prefix_space"] == true;
         }

@@ -95,6 +95,15 @@ fn hf_files_in_llama2_and_mistral_form() {
     let back = Tokenizer::from_hf_dir(dir.path()).unwrap();
     assert_eq!(back.encode(text, true).unwrap(), t.encode(text, true).unwrap());
 
+    // Gemma: `▁` by a normalizer without the prefix, then a split at spaces (none are left by then).
+    let t = Tokenizer::from_gguf_vocab(&GgufVocab { add_space_prefix: Some(false), ..spm_vocab(PIECES) }).unwrap();
+    tj["normalizer"] = json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"});
+    tj["pre_tokenizer"] = json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false});
+    std::fs::write(&path, serde_json::to_vec(&tj).unwrap()).unwrap();
+    let back = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert_eq!(back.encode(text, false).unwrap(), t.encode(text, false).unwrap());
+    assert_ne!(back.encode(text, false).unwrap(), Tokenizer::from_gguf_vocab(&spm_vocab(PIECES)).unwrap().encode(text, false).unwrap());
+
     // Anything llama.cpp would not do is refused, naming the file and the step.
     tj["normalizer"] = json!({"type": "NFKC"});
     std::fs::write(&path, serde_json::to_vec(&tj).unwrap()).unwrap();
