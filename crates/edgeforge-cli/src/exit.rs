@@ -50,7 +50,8 @@ impl From<edgeforge_core::Error> for Failure {
 impl From<edgeforge_eval::EvalError> for Failure {
     fn from(e: edgeforge_eval::EvalError) -> Self {
         match e {
-            edgeforge_eval::EvalError::Runtime(_) => Failure::Internal(e.into()),
+            // The network's or the server's fault, not the user's input.
+            edgeforge_eval::EvalError::Runtime(_) | edgeforge_eval::EvalError::Download { .. } => Failure::Internal(e.into()),
             _ => Failure::BadInput(e.into()),
         }
     }

@@ -13,6 +13,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    progress::install_download_bar();
     match commands::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {

@@ -26,3 +26,34 @@ pub fn items_bar(total: usize, what: &str) -> ProgressBar {
     bar.set_style(style);
     bar
 }
+
+/// A byte bar for dataset downloads, drawn as `edgeforge_eval::datasets` reports them.
+pub fn install_download_bar() {
+    use edgeforge_eval::download::DownloadEvent;
+    let bar = std::sync::Mutex::new(None::<ProgressBar>);
+    edgeforge_eval::datasets::set_download_progress(Box::new(move |e| {
+        let Ok(mut slot) = bar.lock() else { return };
+        match e {
+            DownloadEvent::Start { name, url, done, total } => {
+                let b = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+                let style = ProgressStyle::with_template("{spinner} downloading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} (ETA {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                b.set_style(style);
+                b.set_message(format!("{name} from {url}"));
+                b.set_position(done);
+                *slot = Some(b);
+            }
+            DownloadEvent::Advance { done } => {
+                if let Some(b) = slot.as_ref() {
+                    b.set_position(done);
+                }
+            }
+            DownloadEvent::Done => {
+                if let Some(b) = slot.take() {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    }));
+}

@@ -19,6 +19,7 @@ use crate::exit::Failure;
 impl From<RecipeError> for Failure {
     fn from(e: RecipeError) -> Self {
         match e {
+            RecipeError::Eval(edgeforge_eval::EvalError::Download { .. }) => Failure::Internal(e.into()),
             RecipeError::Invalid(_)
             | RecipeError::Model(_)
             | RecipeError::Fetch { .. }

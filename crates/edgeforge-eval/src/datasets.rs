@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::download::{DownloadEvent, DownloadSpec};
 use crate::error::{EvalError, Result};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +19,10 @@ pub struct DatasetManifest {
     pub intended_use: String,
     pub source_url: String,
     pub how_to_get: String,
+    /// Where edgeforge downloads the file from on first use: the file itself, byte for byte (so `bytes` and
+    /// `sha256` check the download). Absent when no such address is known (the file must be fetched by hand).
+    #[serde(default)]
+    pub download_url: Option<String>,
 }
 
 const MANIFEST_SOURCES: [(&str, &str); 4] = [
@@ -48,7 +53,34 @@ pub struct ResolvedText {
     pub text: String,
 }
 
-/// Folders searched for a named dataset, in order.
+/// Where downloaded datasets are kept: `$EDGEFORGE_DATASET_CACHE`, else `~/.cache/edgeforge/datasets`.
+pub fn download_dir() -> Option<PathBuf> {
+    std::env::var_os("EDGEFORGE_DATASET_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/edgeforge/datasets")))
+}
+
+/// Is downloading allowed (`EDGEFORGE_OFFLINE` unset or `0`)?
+fn online() -> bool {
+    std::env::var_os("EDGEFORGE_OFFLINE").is_none_or(|v| v == "0")
+}
+
+/// Draws download progress (the CLI sets an indicatif bar; nothing is drawn otherwise).
+type ProgressHook = Box<dyn Fn(DownloadEvent<'_>) + Send + Sync>;
+static DOWNLOAD_PROGRESS: std::sync::OnceLock<ProgressHook> = std::sync::OnceLock::new();
+
+/// Set once, by the binary: called as a dataset downloads.
+pub fn set_download_progress(hook: ProgressHook) {
+    let _ = DOWNLOAD_PROGRESS.set(hook);
+}
+
+fn report_progress(e: DownloadEvent<'_>) {
+    if let Some(h) = DOWNLOAD_PROGRESS.get() {
+        h(e);
+    }
+}
+
+/// Folders searched for a named dataset, in order (the download folder last).
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("EDGEFORGE_DATA") {
@@ -66,17 +98,24 @@ pub fn search_dirs() -> Vec<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".cache/edgeforge/data"));
     }
+    dirs.extend(download_dir());
     dirs
 }
 
 /// `spec` is a path to an existing file, a dataset name (`wikitext-2-test`) or a manifest's file name
-/// (`wiki.test.raw`).
+/// (`wiki.test.raw`). A named dataset found in none of the [`search_dirs`] is downloaded into
+/// [`download_dir`] when its manifest has a `download_url` (unless `EDGEFORGE_OFFLINE` is set).
 pub fn resolve_text(spec: &str) -> Result<ResolvedText> {
-    resolve_text_in(spec, &search_dirs())
+    let download = download_dir().filter(|_| online());
+    resolve_text_with(spec, &search_dirs(), download.as_deref())
 }
 
-/// `resolve_text` with an explicit list of folders to search for named datasets.
+/// `resolve_text` with an explicit list of folders to search for named datasets, never downloading.
 pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
+    resolve_text_with(spec, dirs, None)
+}
+
+fn resolve_text_with(spec: &str, dirs: &[PathBuf], download: Option<&Path>) -> Result<ResolvedText> {
     let as_path = Path::new(spec);
     if as_path.is_file() {
         return read_text(as_path, None);
@@ -88,6 +127,21 @@ pub fn resolve_text_in(spec: &str, dirs: &[PathBuf]) -> Result<ResolvedText> {
             known: all.iter().map(|m| format!("{} ({})", m.name, m.file)).collect(),
         });
     };
+    find_or_download(m, dirs, download)
+}
+
+/// The manifest's file from the first of `dirs` that has it (no network then); else, when `download` is
+/// given and the manifest has a `download_url`, downloaded into that folder.
+pub fn find_or_download(m: &DatasetManifest, dirs: &[PathBuf], download: Option<&Path>) -> Result<ResolvedText> {
+    let found = find_in(m, dirs);
+    let (Err(EvalError::MissingText { .. }), Some(dir), Some(url)) = (&found, download, m.download_url.as_deref()) else { return found };
+    let dest = dir.join(&m.file);
+    let spec = DownloadSpec { name: &m.name, url, dest: &dest, bytes: m.bytes, sha256: &m.sha256 };
+    crate::download::download(&spec, &report_progress).map_err(|source| EvalError::Download { name: m.name.clone(), url: url.to_owned(), source })?;
+    find_in(m, &[dir.to_path_buf()])
+}
+
+fn find_in(m: &DatasetManifest, dirs: &[PathBuf]) -> Result<ResolvedText> {
     for dir in dirs {
         let candidate = dir.join(&m.file);
         if candidate.is_file() {

@@ -25,6 +25,15 @@ pub enum EvalError {
     MissingText { name: String, file: String, searched: Vec<PathBuf>, how_to_get: String, source_url: String },
     #[error("{}: sha256 {got} does not match dataset `{name}` ({expected}); the file is corrupt or a different version: {how_to_get}", path.display())]
     CorruptText { path: PathBuf, name: String, expected: String, got: String, how_to_get: String },
+    /// A dataset that was not on disk could not be downloaded (network, server, or a file that is not the
+    /// manifest's).
+    #[error("dataset `{name}`: download from {url} failed: {source}; or copy the file into $EDGEFORGE_DATA by hand (set EDGEFORGE_OFFLINE=1 to never download)")]
+    Download {
+        name: String,
+        url: String,
+        #[source]
+        source: crate::download::DownloadError,
+    },
     #[error("dataset manifest {file}: {reason}")]
     Manifest { file: String, reason: String },
     #[error("the text has {tokens} tokens, fewer than one context of {ctx}: use a longer text or a smaller --ctx")]

@@ -1,6 +1,7 @@
 //! edgeforge-eval: scoring a model. Perplexity with llama.cpp's protocol and the lookup of evaluation texts.
 
 pub mod datasets;
+pub mod download;
 pub mod error;
 pub mod kld;
 pub mod latency;

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod c_bundle;
 pub mod error;
+pub mod exporter;
 pub mod gguf;
 pub mod gguf_model;
 pub mod hf;

@@ -3,12 +3,11 @@
 //! report.md. `resume` continues after the last checkpoint whose key matches; every file is written under
 //! a temporary name and renamed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use edgeforge_core::pass::PassContext;
+use edgeforge_core::pass::{Pass, PassContext};
 use edgeforge_core::summary::summarize;
 use edgeforge_core::Model;
 use edgeforge_eval::datasets::resolve_text;
@@ -22,7 +21,7 @@ use edgeforge_report::{
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
 
 use crate::parse::RecipeFile;
-use crate::schema::{Recipe, TargetFormat};
+use crate::schema::Recipe;
 use crate::validate::{resolve_path, validate};
 use crate::{checkpoint, RecipeError};
 
@@ -243,6 +242,12 @@ fn cancelled(opts: &RunOptions<'_>) -> Result<(), RecipeError> {
     }
 }
 
+/// The passes' state: the model as the last pass left it and each pass's report.
+struct PassesDone {
+    model: Model,
+    reports: Vec<PassReport>,
+}
+
 pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError> {
     let t_total = Instant::now();
     let r: &Recipe = &rf.recipe;
@@ -253,92 +258,13 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     std::fs::create_dir_all(&ckpt_dir).map_err(|source| RecipeError::Io { path: ckpt_dir.clone(), source })?;
 
     (opts.progress)(Progress::Stage { label: "loading model", total: 0 });
-    let mut model = edgeforge_core::load_model(&model_path)?;
+    let model = edgeforge_core::load_model(&model_path)?;
     (opts.progress)(Progress::Done);
     let model_before = model_stats(&model);
-    let input_sha = model.source.sha256.clone();
     let metrics_before = baseline_metrics(rf, &model, seed, opts)?;
     cancelled(opts)?;
 
-    // Checkpoint keys: the input and each pass's options so far.
-    let options: Vec<serde_json::Value> = validated.passes.iter().map(|p| serde_json::json!({ "pass": p.name(), "options": p.options_json() })).collect();
-    let keys: Vec<String> = (0..options.len()).map(|i| checkpoint::key(&input_sha, &options[..=i], seed)).collect();
-    let mut reports: Vec<PassReport> = Vec::new();
-    let mut start = 0;
-    if opts.resume {
-        for i in (0..validated.passes.len()).rev() {
-            let path = checkpoint::path_for(&ckpt_dir, i, validated.passes[i].name());
-            if path.is_file() {
-                if let Some(done) = checkpoint::read_into(&path, &keys[i], &mut model)? {
-                    reports = done;
-                    start = i + 1;
-                    break;
-                }
-            }
-        }
-    }
-
-    let calibration = if validated.passes.iter().skip(start).any(|p| p.needs().calibration) {
-        Some(calibration_data(rf, &model, seed)?)
-    } else {
-        None
-    };
-    // Passes that learn from the input model (distillation) get it as it was loaded.
-    let original = if validated.passes.iter().skip(start).any(|p| p.needs().original_model) {
-        Some(edgeforge_core::load_model(&model_path)?)
-    } else {
-        None
-    };
-    for (i, pass) in validated.passes.iter().enumerate().skip(start) {
-        cancelled(opts)?;
-        let before = summarize(&model);
-        let label = format!("pass {}/{}: {}", i + 1, validated.passes.len(), pass.name());
-        (opts.progress)(Progress::Stage { label: &label, total: 0 });
-        // The last (done, total), so a status line can be shown without moving the bar.
-        let last = std::sync::Mutex::new((0u64, 0u64));
-        let progress = |done: u64, total: u64| {
-            if let Ok(mut l) = last.lock() {
-                *l = (done, total);
-            }
-            (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
-        };
-        let status = |message: String| {
-            let (done, total) = last.lock().map(|l| *l).unwrap_or_default();
-            (opts.progress)(Progress::Advance { done, total: Some(total), message: Some(message) });
-        };
-        let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
-        let cx = PassContext {
-            seed,
-            calibration: calibration.as_ref(),
-            progress: &progress,
-            status: &status,
-            cancel: opts.cancel,
-            original: original.as_ref(),
-            work_dir: Some(&work_dir),
-        };
-        // Each pass's report shows its own peak, not the evaluation's before it.
-        let peak_is_own = edgeforge_core::process::reset_peak_rss();
-        let t = Instant::now();
-        let outcome = pass.run(&mut model, &cx).map_err(|source| match source {
-            edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,
-            source => RecipeError::Pass { index: i, name: pass.name().to_owned(), source },
-        })?;
-        (opts.progress)(Progress::Done);
-        let after = summarize(&model);
-        reports.push(PassReport {
-            name: pass.name().to_owned(),
-            options: pass.options_json(),
-            seconds: t.elapsed().as_secs_f64(),
-            peak_rss_bytes: peak_rss_bytes(),
-            params_before: before.total.params,
-            params_after: after.total.params,
-            bytes_before: before.total.bytes,
-            bytes_after: after.total.bytes,
-            changed: outcome.changed,
-            notes: if peak_is_own { outcome.notes } else { [outcome.notes, vec!["peak RSS is the process's lifetime peak (could not reset it)".into()]].concat() },
-        });
-        checkpoint::write(&checkpoint::path_for(&ckpt_dir, i, pass.name()), &keys[i], i, &model, &reports)?;
-    }
+    let PassesDone { model, mut reports } = run_passes(rf, &validated.passes, model, &model_path, &ckpt_dir, seed, opts)?;
     cancelled(opts)?;
 
     let mut metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result")? };
@@ -347,135 +273,9 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     }
     cancelled(opts)?;
 
-    let mut artifacts = Vec::new();
-    let mut fits = Vec::new();
-    let stem = rf.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    for t in &r.targets {
-        (opts.progress)(Progress::Stage { label: "writing targets", total: 0 });
-        let f16 = t.float == Some(crate::schema::FloatFormat::F16);
-        let format = crate::targets::artifact_format(t.format);
-        let context = t.context.map_or(crate::targets::DEFAULT_CONTEXT_TOKENS, |c| c.get() as u64);
-        // Fit first: a model that does not fit is refused, with the shortfall and the fix in the report.
-        let profile = crate::targets::profile_of(t, &rf.base_dir())?;
-        let mut fit = match &profile {
-            Some(p) => Some(crate::targets::fit_row(p, t, &crate::targets::fit_input(&model, format, context, f16)?)),
-            None => None,
-        };
-        if let Some(f) = fit.as_ref().filter(|f| !f.fits) {
-            (opts.progress)(Progress::Done);
-            fits.push(f.clone());
-            continue;
-        }
-        let mut nir_summary = None;
-        // Each exporter reports the weight data it wrote: the fit after export is checked against that.
-        let (path, weight_bytes) = match t.format {
-            TargetFormat::Gguf => {
-                let p = opts.out_dir.join(format!("{stem}.gguf"));
-                let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: f16 };
-                let notes = edgeforge_export::gguf_model::write_gguf_with(&model, &p, &stem, options)?;
-                if let Some(last) = reports.last_mut() {
-                    last.notes.extend(notes.fallbacks);
-                }
-                (p, notes.weight_bytes)
-            }
-            TargetFormat::Safetensors => {
-                let p = opts.out_dir.join(format!("{stem}-hf"));
-                let dtype = if t.float == Some(crate::schema::FloatFormat::F32) { edgeforge_export::hf::FloatType::F32 } else { edgeforge_export::hf::FloatType::F16 };
-                let summary = edgeforge_export::hf::write_hf_dir(&model, &p, dtype, true)?;
-                (p, summary.weight_bytes)
-            }
-            TargetFormat::CBundle => {
-                let p = opts.out_dir.join(format!("{stem}-c"));
-                let summary = edgeforge_export::c_bundle::write_c_bundle(&model, &p, context as usize)?;
-                if let Some(last) = reports.last_mut() {
-                    last.notes.extend(summary.float_fallbacks.iter().map(|t| format!("C bundle: {t} written as floats (no integer layout for its format)")));
-                }
-                (p, summary.weight_bytes)
-            }
-            TargetFormat::Nir => {
-                // `{stem}-nir`; with several NIR targets in one recipe each gets its profile's name too, so
-                // one does not overwrite another.
-                let nir_targets = r.targets.iter().filter(|x| matches!(x.format, TargetFormat::Nir)).count();
-                let p = match profile.as_ref().filter(|_| nir_targets > 1) {
-                    Some(pr) => {
-                        let tag: String = pr.name.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
-                        opts.out_dir.join(format!("{stem}-nir-{tag}"))
-                    }
-                    None => opts.out_dir.join(format!("{stem}-nir")),
-                };
-                let (limits, options) = crate::targets::nir_settings(profile.as_ref(), &model);
-                match edgeforge_export::nir::write_nir(&model, &p, &limits, &options) {
-                    Ok(summary) => {
-                        if profile.is_none() {
-                            // No fit row to carry them (generic target): the last pass's notes do.
-                            if let Some(last) = reports.last_mut() {
-                                last.notes.extend(summary.notes.iter().cloned());
-                            }
-                        }
-                        let weight_bytes = summary.weight_bytes;
-                        nir_summary = Some(summary);
-                        (p, weight_bytes)
-                    }
-                    // The exporter's own, finer check (fan-in, the exact partition) refused: a refused
-                    // target like any other, and the other targets still run.
-                    Err(edgeforge_export::ExportError::DoesNotFit { shortfalls, fixes, .. }) => {
-                        (opts.progress)(Progress::Done);
-                        if let Some(mut f) = fit.take() {
-                            f.fits = false;
-                            f.shortfalls.extend(shortfalls);
-                            f.suggestions.extend(fixes);
-                            fits.push(f);
-                        } else {
-                            return Err(RecipeError::Target(format!("NIR export refused: {}; fix: {}", shortfalls.join("; "), fixes.join("; or "))));
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            TargetFormat::Onnx => {
-                let p = opts.out_dir.join(format!("{stem}-onnx"));
-                // RoPE tables (and genai's max_length) cover the target's context.
-                let options = edgeforge_export::onnx::OnnxOptions { max_positions: Some(context as usize), ..Default::default() };
-                let summary = edgeforge_export::onnx::write_onnx(&model, &p, &options)?;
-                if let Some(last) = reports.last_mut() {
-                    last.notes.extend(summary.notes.iter().map(|n| format!("ONNX: {n}")));
-                }
-                (p, summary.weight_bytes)
-            }
-        };
-        (opts.progress)(Progress::Done);
-        let (bytes, sha256) = artifact_digest(&path)?;
-        if let (Some(f), Some(p)) = (fit.as_mut(), &profile) {
-            // The estimate again with the weight bytes actually written (not the artifact's bytes).
-            let mut input = crate::targets::fit_input(&model, format, context, f16)?;
-            input.weight_bytes = weight_bytes;
-            *f = crate::targets::fit_row(p, t, &input);
-            f.artifact_bytes = Some(bytes);
-            if let Some(summary) = &nir_summary {
-                f.energy_per_token_uj_estimate = summary.energy.energy_per_token_uj;
-                f.notes.extend(summary.notes.iter().cloned());
-            }
-            fits.push(f.clone());
-        }
-        artifacts.push(Artifact {
-            path: path.strip_prefix(&opts.out_dir).unwrap_or(&path).display().to_string(),
-            format: format.name().to_owned(),
-            profile: t.profile.clone(),
-            bytes,
-            sha256,
-        });
-    }
+    let (artifacts, fits) = crate::targets::write_targets(rf, &model, &opts.out_dir, &mut reports, opts.progress)?;
     if !artifacts.is_empty() {
-        let mut files = Vec::new();
-        for a in &artifacts {
-            files.extend(crate::targets::artifact_files(&opts.out_dir.join(&a.path))?);
-        }
-        let targets: Vec<serde_json::Value> = artifacts.iter().map(|a| serde_json::json!({ "path": a.path, "format": a.format, "profile": a.profile })).collect();
-        let metrics = serde_json::json!({ "before": metrics_before, "after": metrics_after });
-        let key = opts.signing_key.as_deref().map(edgeforge_targets::manifest::read_signing_key).transpose().map_err(|e| RecipeError::Target(e.to_string()))?;
-        let manifest = edgeforge_targets::manifest::build(&opts.out_dir, &files, Some(rf.sha256.clone()), targets, metrics).map_err(|e| RecipeError::Target(e.to_string()))?;
-        edgeforge_targets::manifest::write(&opts.out_dir, &manifest, key.as_ref()).map_err(|e| RecipeError::Target(e.to_string()))?;
+        write_manifest(rf, &artifacts, &metrics_before, &metrics_after, opts)?;
     }
 
     let mut model_after = model_stats(&model);
@@ -495,28 +295,156 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
         gates: None,
         seconds_total: t_total.elapsed().as_secs_f64(),
     };
-    if let Some(g) = &r.gates {
-        let spec = GateSpec {
-            max_ppl_increase_pct: g.max_ppl_increase_pct.map(|v| v.get()),
-            min_decode_speedup: g.min_decode_speedup.map(|v| v.get()),
-            max_size_bytes: g.max_size_bytes.map(|v| v.get() as u64),
-        };
-        let baseline = g.baseline.as_ref().map_or("input".to_owned(), |b| b.value.clone());
-        let base = if baseline == "input" {
-            Side::input("input", &report)
-        } else {
-            let p = resolve_path(rf, &baseline);
-            let base = Report::read(&p).map_err(|e| RecipeError::Checkpoint { path: p.clone(), why: e.to_string() })?;
-            Side::result("baseline", &base)
-        };
-        let c = compare(base, Side::result("result", &report), &spec)
-            .map_err(|e| RecipeError::Checkpoint { path: PathBuf::from(&baseline), why: e.to_string() })?;
-        report.gates = Some(GateOutcome { baseline, passed: c.passed, checks: c.checks });
-    }
+    report.gates = check_gates(rf, &report)?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| RecipeError::Checkpoint { path: opts.out_dir.clone(), why: e.to_string() })?;
     write_atomic(&opts.out_dir.join("report.json"), &json)?;
     write_atomic(&opts.out_dir.join("report.md"), edgeforge_report::markdown::report(&report).as_bytes())?;
     Ok(report)
+}
+
+/// The pass (index) to start from and the reports of those before it: after the last checkpoint whose key
+/// matches when resuming (its model state read into `model`), else 0.
+fn resume_point(passes: &[Box<dyn Pass>], keys: &[String], ckpt_dir: &Path, model: &mut Model, resume: bool) -> Result<(usize, Vec<PassReport>), RecipeError> {
+    if resume {
+        for i in (0..passes.len()).rev() {
+            let path = checkpoint::path_for(ckpt_dir, i, passes[i].name());
+            if path.is_file() {
+                if let Some(done) = checkpoint::read_into(&path, &keys[i], model)? {
+                    return Ok((i + 1, done));
+                }
+            }
+        }
+    }
+    Ok((0, Vec::new()))
+}
+
+/// Run the passes in order with a checkpoint after each (from the last matching one when resuming).
+fn run_passes(
+    rf: &RecipeFile,
+    passes: &[Box<dyn Pass>],
+    mut model: Model,
+    model_path: &Path,
+    ckpt_dir: &Path,
+    seed: u64,
+    opts: &RunOptions<'_>,
+) -> Result<PassesDone, RecipeError> {
+    // Checkpoint keys: the input and each pass's options so far.
+    let options: Vec<serde_json::Value> = passes.iter().map(|p| serde_json::json!({ "pass": p.name(), "options": p.options_json() })).collect();
+    let keys: Vec<String> = (0..options.len()).map(|i| checkpoint::key(&model.source.sha256, &options[..=i], seed)).collect();
+    let (start, mut reports) = resume_point(passes, &keys, ckpt_dir, &mut model, opts.resume)?;
+
+    let calibration = if passes.iter().skip(start).any(|p| p.needs().calibration) {
+        Some(calibration_data(rf, &model, seed)?)
+    } else {
+        None
+    };
+    // Passes that learn from the input model (distillation) get it as it was loaded.
+    let original = if passes.iter().skip(start).any(|p| p.needs().original_model) {
+        Some(edgeforge_core::load_model(model_path)?)
+    } else {
+        None
+    };
+    for (i, pass) in passes.iter().enumerate().skip(start) {
+        cancelled(opts)?;
+        let label = format!("pass {}/{}: {}", i + 1, passes.len(), pass.name());
+        let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
+        let services = PassServices { seed, calibration: calibration.as_ref(), original: original.as_ref(), work_dir: &work_dir };
+        reports.push(run_pass(i, pass.as_ref(), &mut model, &label, &services, opts)?);
+        checkpoint::write(&checkpoint::path_for(ckpt_dir, i, pass.name()), &keys[i], i, &model, &reports)?;
+    }
+    Ok(PassesDone { model, reports })
+}
+
+/// What the runner hands every pass besides the model.
+struct PassServices<'a> {
+    seed: u64,
+    calibration: Option<&'a edgeforge_core::pass::CalibrationData>,
+    original: Option<&'a Model>,
+    work_dir: &'a Path,
+}
+
+/// One pass with its progress bar, timed and measured (size, parameters, its own peak RSS).
+fn run_pass(i: usize, pass: &dyn Pass, model: &mut Model, label: &str, s: &PassServices<'_>, opts: &RunOptions<'_>) -> Result<PassReport, RecipeError> {
+    let before = summarize(model);
+    (opts.progress)(Progress::Stage { label, total: 0 });
+    // The last (done, total), so a status line can be shown without moving the bar.
+    let last = std::sync::Mutex::new((0u64, 0u64));
+    let progress = |done: u64, total: u64| {
+        if let Ok(mut l) = last.lock() {
+            *l = (done, total);
+        }
+        (opts.progress)(Progress::Advance { done, total: Some(total), message: None });
+    };
+    let status = |message: String| {
+        let (done, total) = last.lock().map(|l| *l).unwrap_or_default();
+        (opts.progress)(Progress::Advance { done, total: Some(total), message: Some(message) });
+    };
+    let cx = PassContext {
+        seed: s.seed,
+        calibration: s.calibration,
+        progress: &progress,
+        status: &status,
+        cancel: opts.cancel,
+        original: s.original,
+        work_dir: Some(s.work_dir),
+    };
+    // Each pass's report shows its own peak, not the evaluation's before it.
+    let peak_is_own = edgeforge_core::process::reset_peak_rss();
+    let t = Instant::now();
+    let outcome = pass.run(model, &cx).map_err(|source| match source {
+        edgeforge_core::pass::PassError::Cancelled => RecipeError::Interrupted,
+        source => RecipeError::Pass { index: i, name: pass.name().to_owned(), source },
+    })?;
+    (opts.progress)(Progress::Done);
+    let after = summarize(model);
+    Ok(PassReport {
+        name: pass.name().to_owned(),
+        options: pass.options_json(),
+        seconds: t.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+        params_before: before.total.params,
+        params_after: after.total.params,
+        bytes_before: before.total.bytes,
+        bytes_after: after.total.bytes,
+        changed: outcome.changed,
+        notes: if peak_is_own { outcome.notes } else { [outcome.notes, vec!["peak RSS is the process's lifetime peak (could not reset it)".into()]].concat() },
+    })
+}
+
+/// manifest.json over every artifact written, with the recipe's hash and the before/after metrics, signed
+/// when a key is given.
+fn write_manifest(rf: &RecipeFile, artifacts: &[Artifact], before: &Metrics, after: &Metrics, opts: &RunOptions<'_>) -> Result<(), RecipeError> {
+    let mut files = Vec::new();
+    for a in artifacts {
+        files.extend(crate::targets::artifact_files(&opts.out_dir.join(&a.path))?);
+    }
+    let targets: Vec<serde_json::Value> = artifacts.iter().map(|a| serde_json::json!({ "path": a.path, "format": a.format, "profile": a.profile })).collect();
+    let metrics = serde_json::json!({ "before": before, "after": after });
+    let key = opts.signing_key.as_deref().map(edgeforge_targets::manifest::read_signing_key).transpose().map_err(|e| RecipeError::Target(e.to_string()))?;
+    let manifest = edgeforge_targets::manifest::build(&opts.out_dir, &files, Some(rf.sha256.clone()), targets, metrics).map_err(|e| RecipeError::Target(e.to_string()))?;
+    edgeforge_targets::manifest::write(&opts.out_dir, &manifest, key.as_ref()).map_err(|e| RecipeError::Target(e.to_string()))?;
+    Ok(())
+}
+
+/// The recipe's gates against its baseline (`input`: this run's input model; else a report.json).
+fn check_gates(rf: &RecipeFile, report: &Report) -> Result<Option<GateOutcome>, RecipeError> {
+    let Some(g) = &rf.recipe.gates else { return Ok(None) };
+    let spec = GateSpec {
+        max_ppl_increase_pct: g.max_ppl_increase_pct.map(|v| v.get()),
+        min_decode_speedup: g.min_decode_speedup.map(|v| v.get()),
+        max_size_bytes: g.max_size_bytes.map(|v| v.get() as u64),
+    };
+    let baseline = g.baseline.as_ref().map_or("input".to_owned(), |b| b.value.clone());
+    let base_report;
+    let base = if baseline == "input" {
+        Side::input("input", report)
+    } else {
+        let p = resolve_path(rf, &baseline);
+        base_report = Report::read(&p).map_err(|e| RecipeError::Checkpoint { path: p.clone(), why: e.to_string() })?;
+        Side::result("baseline", &base_report)
+    };
+    let c = compare(base, Side::result("result", report), &spec).map_err(|e| RecipeError::Checkpoint { path: PathBuf::from(&baseline), why: e.to_string() })?;
+    Ok(Some(GateOutcome { baseline, passed: c.passed, checks: c.checks }))
 }
 
 /// sha256 over every tensor's name, shape, format and bytes: identifies a model state that has no file.
@@ -568,21 +496,4 @@ fn calibration_data(rf: &RecipeFile, model: &Model, seed: u64) -> Result<edgefor
         })
         .collect();
     Ok(edgeforge_core::pass::CalibrationData { sequences })
-}
-
-/// Size and sha256 of a file, or of a folder's files in name order.
-fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
-    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
-    let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
-    if path.is_dir() {
-        for e in std::fs::read_dir(path).map_err(io)? {
-            let p = e.map_err(io)?.path();
-            files.insert(p.clone(), std::fs::read(&p).map_err(io)?);
-        }
-    } else {
-        files.insert(path.to_path_buf(), std::fs::read(path).map_err(io)?);
-    }
-    let bytes = files.values().map(|b| b.len() as u64).sum();
-    let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
-    Ok((bytes, edgeforge_core::hash::sha256_hex(&parts)))
 }

@@ -182,8 +182,8 @@ pub enum TargetFormat {
     /// C99 sources for microcontrollers: const weight arrays (int8, int4 two per byte, or floats), a
     /// portable inference source with one static arena, a demo, a Makefile and a README.
     CBundle,
-    /// NIR graph of what a neuromorphic chip can run. The fit check runs; the exporter is not in this
-    /// release yet.
+    /// NIR graph (HDF5) of the part a neuromorphic chip runs (the block linears, IF neurons after the MLP
+    /// gate) with partition.json saying what stays on the host, the counts checked against the profile.
     Nir,
 }
 

@@ -2,14 +2,18 @@
 //! that does not fit is refused with the shortfall and the fix, and the other targets still run), then the
 //! artifact, then manifest.json over everything written.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use edgeforge_core::arch::block_shape;
-use edgeforge_core::{Model, TensorData};
-use edgeforge_report::TargetFit;
+use edgeforge_core::Model;
+use edgeforge_export::exporter::{exporter, FloatChoice, TargetRequest, Written};
+use edgeforge_export::ExportError;
+use edgeforge_report::{Artifact, PassReport, TargetFit};
 use edgeforge_targets::{check_fit, ArtifactFormat, FitInput, Profile};
 
-use crate::schema::{Target, TargetFormat};
+use crate::parse::RecipeFile;
+use crate::runner::Progress;
+use crate::schema::{FloatFormat, Target, TargetFormat};
 use crate::validate::GENERIC_PROFILE;
 use crate::RecipeError;
 
@@ -26,50 +30,11 @@ pub fn artifact_format(f: TargetFormat) -> ArtifactFormat {
     }
 }
 
-/// The model as a target would receive it: its weight bytes, bit widths and shapes.
-pub fn fit_input(model: &Model, format: ArtifactFormat, context_tokens: u64, f16_floats: bool) -> Result<FitInput, RecipeError> {
-    let c = &model.config;
-    let mut bits: Vec<u32> = Vec::new();
-    let mut weight_bytes = 0u64;
-    for (name, t) in &model.tensors {
-        let b = match &t.data {
-            TensorData::F32(_) if f16_floats && t.shape.len() == 2 => 16,
-            TensorData::F32(_) => 32,
-            TensorData::Blocks { dtype, .. } => dtype.code_bits(),
-            TensorData::Quantized(q) => u32::from(q.format.bits),
-        };
-        weight_bytes += if b == 16 && matches!(t.data, TensorData::F32(_)) { t.n_elems() as u64 * 2 } else { t.storage_bytes() as u64 };
-        // A spiking chip holds only the block linears (embedding and head stay on the host by default), so
-        // only their widths are checked against it.
-        let on_device = format != ArtifactFormat::Nir || name.starts_with("blk.");
-        if t.shape.len() == 2 && on_device && !bits.contains(&b) {
-            bits.push(b);
-        }
-    }
-    bits.sort_unstable();
-    let (mut kv, mut linear_params, mut linear_outputs, mut n_ff) = (0u64, 0u64, 0u64, 0u64);
-    for l in 0..c.n_layers {
-        let s = block_shape(model, l)?;
-        let (e, q, kvd, ff) = (c.n_embd as u64, (s.n_heads * c.head_dim) as u64, (s.n_kv_heads * c.head_dim) as u64, s.n_ff as u64);
-        kv += 2 * kvd;
-        linear_params += e * (q + 2 * kvd) + q * e + 3 * e * ff;
-        linear_outputs += q + 2 * kvd + e + 2 * ff + e;
-        n_ff = n_ff.max(ff);
-    }
-    Ok(FitInput {
-        format,
-        weight_bytes,
-        weight_bits: bits,
-        params: model.tensors.values().map(|t| t.n_elems() as u64).sum(),
-        embedding_params: model.tensors.get("token_embd.weight").map_or(0, |t| t.n_elems() as u64),
-        n_layers: c.n_layers as u64,
-        kv_floats_per_token: kv,
-        n_embd: c.n_embd as u64,
-        n_ff,
-        vocab: c.vocab_size as u64,
-        context_tokens,
-        block_linear_params: linear_params,
-        block_linear_outputs: linear_outputs,
+/// The target's `float:` as the exporters take it.
+pub fn float_choice(t: &Target) -> Option<FloatChoice> {
+    t.float.map(|f| match f {
+        FloatFormat::F16 => FloatChoice::F16,
+        FloatFormat::F32 => FloatChoice::F32,
     })
 }
 
@@ -121,31 +86,104 @@ pub fn artifact_files(path: &Path) -> Result<Vec<PathBuf>, RecipeError> {
     Ok(out)
 }
 
-/// The NIR exporter's limits (from the profile's neuromorphic section; unlimited without one) and options:
-/// weights on the chip's widest grid, or on the model's own narrower one when every block linear is
-/// already quantized (so its codes go over exactly).
-pub fn nir_settings(profile: Option<&Profile>, model: &Model) -> (edgeforge_export::nir::NirLimits, edgeforge_export::nir::NirOptions) {
-    let n = profile.and_then(|p| p.neuromorphic.as_ref());
-    let limits = edgeforge_export::nir::NirLimits {
-        profile: profile.map_or_else(|| GENERIC_PROFILE.to_owned(), |p| p.name.clone()),
-        neurons: n.map_or(u64::MAX, |n| n.chips * n.neurons_per_chip),
-        synapses: n.map_or(u64::MAX, |n| n.chips * n.synapses_per_chip),
-        weight_bits_max: n.map_or(8, |n| n.weight_bits_max),
-        max_fan_in: n.and_then(|n| n.max_fan_in),
-        synop_energy_pj: n.and_then(|n| n.synop_energy_pj),
-        synop_energy_source: n.and_then(|n| n.synop_energy_source.clone()),
+/// Each target in turn: the fit check first (a model that does not fit is refused, with the shortfall and
+/// the fix in its report row, and the other targets still run), then the exporter, then the fit again with
+/// the weight bytes the exporter really wrote. Exporter notes go to the last pass's report (or the target's
+/// fit row).
+pub fn write_targets(
+    rf: &RecipeFile,
+    model: &Model,
+    out_dir: &Path,
+    reports: &mut [PassReport],
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(Vec<Artifact>, Vec<TargetFit>), RecipeError> {
+    let mut artifacts = Vec::new();
+    let mut fits = Vec::new();
+    let stem = rf.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    for t in &rf.recipe.targets {
+        progress(Progress::Stage { label: "writing targets", total: 0 });
+        let profile = profile_of(t, &rf.base_dir())?;
+        let req = TargetRequest {
+            out_dir,
+            stem: &stem,
+            float: float_choice(t),
+            context_tokens: t.context.map_or(DEFAULT_CONTEXT_TOKENS, |c| c.get() as u64),
+            profile: profile.as_ref(),
+            same_format_targets: rf.recipe.targets.iter().filter(|x| x.format == t.format).count(),
+        };
+        let written = write_target(t, model, &req, &mut fits)?;
+        progress(Progress::Done);
+        let Some(w) = written else { continue };
+        let (bytes, sha256) = artifact_digest(&w.path)?;
+        let last = reports.last_mut();
+        if let Some(p) = &profile {
+            if let Some(last) = last {
+                last.notes.extend(w.pass_notes);
+            }
+            // The estimate again with the weight bytes actually written (not the artifact's bytes).
+            let mut input = exporter(artifact_format(t.format)).fit_input(model, &req)?;
+            input.weight_bytes = w.weight_bytes;
+            let mut f = fit_row(p, t, &input);
+            f.artifact_bytes = Some(bytes);
+            f.energy_per_token_uj_estimate = w.energy_per_token_uj_estimate;
+            f.notes.extend(w.target_notes);
+            fits.push(f);
+        } else if let Some(last) = last {
+            // No fit row to carry the target's notes (generic target): the last pass's notes do.
+            last.notes.extend(w.pass_notes.into_iter().chain(w.target_notes));
+        }
+        artifacts.push(Artifact {
+            path: w.path.strip_prefix(out_dir).unwrap_or(&w.path).display().to_string(),
+            format: artifact_format(t.format).name().to_owned(),
+            profile: t.profile.clone(),
+            bytes,
+            sha256,
+        });
+    }
+    Ok((artifacts, fits))
+}
+
+/// One target's fit check and export; `None` (with the refused fit row pushed) when the device cannot hold
+/// it, by the fit check before writing or by the exporter's own finer check.
+fn write_target(t: &Target, model: &Model, req: &TargetRequest<'_>, fits: &mut Vec<TargetFit>) -> Result<Option<Written>, RecipeError> {
+    let exporter = exporter(artifact_format(t.format));
+    let fit = match req.profile {
+        Some(p) => Some(fit_row(p, t, &exporter.fit_input(model, req)?)),
+        None => None,
     };
-    let chip_max = limits.weight_bits_max.clamp(2, 8);
-    let block_bits: Vec<Option<u32>> = model
-        .tensors
-        .iter()
-        .filter(|(name, t)| name.starts_with("blk.") && t.shape.len() == 2)
-        .map(|(_, t)| match &t.data {
-            TensorData::Quantized(q) => Some(u32::from(q.format.bits)),
-            _ => None,
-        })
-        .collect();
-    let model_bits = if block_bits.iter().all(Option::is_some) { block_bits.iter().flatten().copied().max() } else { None };
-    let weight_bits = model_bits.filter(|b| (2..chip_max).contains(b)).unwrap_or(chip_max);
-    (limits, edgeforge_export::nir::NirOptions { weight_bits, ..Default::default() })
+    if let Some(f) = fit.as_ref().filter(|f| !f.fits) {
+        fits.push(f.clone());
+        return Ok(None);
+    }
+    match exporter.write(model, req) {
+        Ok(w) => Ok(Some(w)),
+        Err(ExportError::DoesNotFit { shortfalls, fixes, .. }) => match fit {
+            Some(mut f) => {
+                f.fits = false;
+                f.shortfalls.extend(shortfalls);
+                f.suggestions.extend(fixes);
+                fits.push(f);
+                Ok(None)
+            }
+            None => Err(RecipeError::Target(format!("{} export refused: {}; fix: {}", artifact_format(t.format).name(), shortfalls.join("; "), fixes.join("; or ")))),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Size and sha256 of a file, or of a folder's files in name order.
+fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
+    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
+    let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io)? {
+            let p = e.map_err(io)?.path();
+            files.insert(p.clone(), std::fs::read(&p).map_err(io)?);
+        }
+    } else {
+        files.insert(path.to_path_buf(), std::fs::read(path).map_err(io)?);
+    }
+    let bytes = files.values().map(|b| b.len() as u64).sum();
+    let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
+    Ok((bytes, edgeforge_core::hash::sha256_hex(&parts)))
 }

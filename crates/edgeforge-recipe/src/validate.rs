@@ -14,8 +14,7 @@ use crate::parse::RecipeFile;
 use crate::schema::Gates;
 use crate::RecipeError;
 
-/// `generic`: a target without a device, so no fit check.
-pub const GENERIC_PROFILE: &str = "generic";
+pub use edgeforge_targets::GENERIC_PROFILE;
 
 pub struct Validated {
     /// The model file or folder; `None` for a known model that is not fetched yet.
@@ -125,17 +124,10 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
         }
     }
 
-    // Targets. A pass that sets the MLP activation to something other than SiLU rules out GGUF, whose llama
-    // architecture always applies SiLU (see `edgeforge_export::ExportError::GgufActivation`).
-    let activation = passes.iter().rev().find_map(|p| p.activation_after());
-    if let Some(act) = activation.filter(|a| *a != edgeforge_core::Activation::Silu) {
-        if r.targets.iter().any(|t| t.format == crate::schema::TargetFormat::Gguf) {
-            diags.push(rf.diagnostic(
-                top,
-                format!("targets: a gguf target cannot hold this model: after activation-swap its MLP gate is {act}, and llama.cpp's llama architecture always applies SiLU"),
-                Some("drop the gguf target (onnx, c-bundle, safetensors and nir express ReLU), or remove activation-swap".into()),
-            ));
-        }
+    // Targets. A pass that sets the MLP activation rules out the formats that cannot express it (GGUF's llama
+    // architecture always applies SiLU, see `edgeforge_export::ExportError::GgufActivation`).
+    if let Some(act) = passes.iter().rev().find_map(|p| p.activation_after()) {
+        check_target_activation(rf, act, top, &mut diags);
     }
     for t in &r.targets {
         if let Some(profile) = t.profile.as_deref().filter(|p| *p != GENERIC_PROFILE) {
@@ -206,5 +198,26 @@ fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
     if g.min_decode_speedup.is_some() && r.eval.latency.as_ref().is_some_and(|l| l.gen_tokens.get() < 2) {
         let hint = Some("set eval.latency.gen_tokens to 2 or more".into());
         diags.push(rf.diagnostic(at, "gates.min_decode_speedup needs decode steps, but eval.latency.gen_tokens = 1 times none (the only token comes from the prefill)", hint));
+    }
+}
+
+/// One diagnostic per target format that cannot hold a model whose MLP gate is `act`, naming the formats
+/// that can.
+fn check_target_activation(rf: &RecipeFile, act: edgeforge_core::Activation, at: Place, diags: &mut Vec<Diagnostic>) {
+    use edgeforge_export::exporter::{exporter, EXPORTERS};
+    let formats: Vec<_> = rf.recipe.targets.iter().map(|t| crate::targets::artifact_format(t.format)).collect();
+    let able: Vec<&str> = EXPORTERS.iter().filter(|e| e.refusal(act).is_none()).map(|e| e.format().name()).collect();
+    let able = match able.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => able.join(""),
+    };
+    for (i, f) in formats.iter().enumerate() {
+        let Some(why) = exporter(*f).refusal(act).filter(|_| !formats[..i].contains(f)) else { continue };
+        let name = f.name();
+        diags.push(rf.diagnostic(
+            at,
+            format!("targets: a {name} target cannot hold this model: after activation-swap its MLP gate is {act}, and {why}"),
+            Some(format!("drop the {name} target ({able} express {act}), or remove activation-swap")),
+        ));
     }
 }

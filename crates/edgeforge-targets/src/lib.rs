@@ -9,4 +9,4 @@ pub mod profile;
 
 pub use error::{Result, TargetError};
 pub use fit::{check_fit, Fit, FitInput};
-pub use profile::{load_profile, ArtifactFormat, DeviceKind, Profile};
+pub use profile::{load_profile, ArtifactFormat, DeviceKind, Profile, GENERIC_PROFILE};

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TargetError};
 
+/// The profile name a target gives for no device (no fit check).
+pub const GENERIC_PROFILE: &str = "generic";
+
 /// The artifact formats a profile can accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
