@@ -367,16 +367,35 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             continue;
         }
         let mut nir_summary = None;
+        let mut cluster_notes = Vec::new();
         // Each exporter reports the weight data it wrote: the fit after export is checked against that.
         let (path, weight_bytes) = match t.format {
             TargetFormat::Gguf => {
-                let p = opts.out_dir.join(format!("{stem}.gguf"));
+                // A cluster profile gets a folder: the GGUF and the llama.cpp RPC plan beside it.
+                let cluster = profile.as_ref().filter(|p| p.cluster.is_some());
+                let dir = if cluster.is_some() { opts.out_dir.join(format!("{stem}-cluster")) } else { opts.out_dir.clone() };
+                std::fs::create_dir_all(&dir).map_err(|source| RecipeError::Io { path: dir.clone(), source })?;
+                let p = dir.join(format!("{stem}.gguf"));
                 let options = edgeforge_export::gguf_model::GgufOptions { f16_matrices: f16 };
                 let notes = edgeforge_export::gguf_model::write_gguf_with(&model, &p, &stem, options)?;
                 if let Some(last) = reports.last_mut() {
                     last.notes.extend(notes.fallbacks);
                 }
-                (p, notes.weight_bytes)
+                match (cluster, fit.as_mut()) {
+                    (Some(pr), Some(f)) => {
+                        let plan = crate::targets::write_cluster_plan(pr, &dir, &p, context)?;
+                        cluster_notes.push(format!("cluster plan: --tensor-split {:?} over {} nodes; decode about {:.1} tok/s ({})", plan.tensor_split, plan.nodes.len(), plan.decode_tok_s_estimate, plan.estimate_note));
+                        if !plan.fits {
+                            f.fits = false;
+                            f.shortfalls.extend(plan.shortfalls);
+                            fits.push(f.clone());
+                            (opts.progress)(Progress::Done);
+                            continue;
+                        }
+                        (dir, notes.weight_bytes)
+                    }
+                    _ => (p, notes.weight_bytes),
+                }
             }
             TargetFormat::Safetensors => {
                 let p = opts.out_dir.join(format!("{stem}-hf"));
@@ -452,6 +471,7 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
             input.weight_bytes = weight_bytes;
             *f = crate::targets::fit_row(p, t, &input);
             f.artifact_bytes = Some(bytes);
+            f.notes.append(&mut cluster_notes);
             if let Some(summary) = &nir_summary {
                 f.energy_per_token_uj_estimate = summary.energy.energy_per_token_uj;
                 f.notes.extend(summary.notes.iter().cloned());

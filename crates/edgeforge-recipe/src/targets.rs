@@ -149,3 +149,24 @@ pub fn nir_settings(profile: Option<&Profile>, model: &Model) -> (edgeforge_expo
     let weight_bits = model_bits.filter(|b| (2..chip_max).contains(b)).unwrap_or(chip_max);
     (limits, edgeforge_export::nir::NirOptions { weight_bits, ..Default::default() })
 }
+
+/// A GGUF for a `kind: cluster` profile: the file goes into `DIR` with the llama.cpp RPC plan beside it
+/// (cluster-plan.md with the commands, cluster-plan.json). Returns the plan; when a node cannot hold its
+/// share the folder is removed and the plan (with `fits: false` and the shortfall) is returned for the report.
+pub fn write_cluster_plan(profile: &Profile, dir: &Path, gguf: &Path, context: u64) -> Result<edgeforge_targets::cluster::ClusterPlan, RecipeError> {
+    let cluster = profile.cluster.as_ref().ok_or_else(|| RecipeError::Target(format!("profile {} lists no cluster nodes", profile.name)))?;
+    let input = edgeforge_targets::cluster::ClusterInput::from_gguf(gguf, context).map_err(|e| RecipeError::Target(e.to_string()))?;
+    let plan = edgeforge_targets::cluster::plan(profile, cluster, &input);
+    if !plan.fits {
+        let _ = std::fs::remove_dir_all(dir);
+        return Ok(plan);
+    }
+    let name = gguf.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let io = |path: PathBuf| move |source| RecipeError::Io { path, source };
+    let md = dir.join("cluster-plan.md");
+    edgeforge_export::atomic::write_file(&md, |w| w.write_all(plan.markdown(&name).as_bytes())).map_err(io(md.clone()))?;
+    let json = dir.join("cluster-plan.json");
+    let text = serde_json::to_string_pretty(&plan).map_err(|e| RecipeError::Target(e.to_string()))?;
+    edgeforge_export::atomic::write_file(&json, |w| w.write_all(text.as_bytes())).map_err(io(json.clone()))?;
+    Ok(plan)
+}

@@ -75,8 +75,11 @@ pub fn check(c: &Cluster) -> std::result::Result<(), String> {
 pub struct ClusterInput {
     /// Bytes of each block's tensors (`blk.N.*`), in block order.
     pub block_bytes: Vec<u64>,
-    /// Every other tensor (token embedding, output head, final norm).
+    /// Tensors that stay with the client on the head: token embedding lookup, final norm.
     pub other_bytes: u64,
+    /// The output head (`output.weight`, or the token embedding again when tied): llama.cpp offloads it to
+    /// the last node with blocks.
+    pub output_bytes: u64,
     /// KV cache bytes per block at the planned context (f16, as llama.cpp keeps it).
     pub kv_bytes_per_block: u64,
     /// Width of the activations sent between nodes (n_embd).
@@ -99,6 +102,8 @@ impl ClusterInput {
         }
         let mut block_bytes = vec![0u64; n_layers as usize];
         let mut other_bytes = 0u64;
+        let size = |name: &str| f.tensors.iter().find(|t| t.name == name).map(|t| t.data_len);
+        let output_bytes = size("output.weight").or_else(|| size("token_embd.weight")).unwrap_or(0);
         for t in &f.tensors {
             let block = t.name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
             match block.and_then(|b| block_bytes.get_mut(b)) {
@@ -107,7 +112,8 @@ impl ClusterInput {
             }
         }
         let head_dim = n_embd / heads;
-        Ok(ClusterInput { block_bytes, other_bytes, kv_bytes_per_block: 2 * kv_heads * head_dim * context * 2, n_embd })
+        other_bytes -= size("output.weight").unwrap_or(0);
+        Ok(ClusterInput { block_bytes, other_bytes, output_bytes, kv_bytes_per_block: 2 * kv_heads * head_dim * context * 2, n_embd })
     }
 }
 
@@ -118,7 +124,7 @@ pub struct NodeShare {
     /// Blocks `first..first + count`.
     pub first_block: usize,
     pub blocks: usize,
-    /// Weights + KV cache on this node (the head also holds the embedding and output head).
+    /// Weights + KV cache on this node (the head also holds the embedding, the last node the output head).
     pub memory_bytes: u64,
     pub budget_bytes: u64,
 }
@@ -149,7 +155,8 @@ fn split(nodes: &[ClusterNode], input: &ClusterInput) -> (Vec<usize>, Vec<u64>) 
         .iter()
         .enumerate()
         .map(|(i, nd)| {
-            let fixed = if i == 0 { input.other_bytes } else { 0 };
+            let last = i + 1 == nodes.len();
+            let fixed = if i == 0 { input.other_bytes } else { 0 } + if last { input.output_bytes } else { 0 };
             (nd.budget().saturating_sub(fixed) / per_block.max(1)) as usize
         })
         .collect();
@@ -165,6 +172,7 @@ fn split(nodes: &[ClusterNode], input: &ClusterInput) -> (Vec<usize>, Vec<u64>) 
         let Some(&i) = order.iter().find(|&&i| counts[i] < caps[i]) else { break };
         counts[i] += 1;
     }
+    let last_used = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
     let mut first = 0;
     let memory = counts
         .iter()
@@ -172,7 +180,7 @@ fn split(nodes: &[ClusterNode], input: &ClusterInput) -> (Vec<usize>, Vec<u64>) 
         .map(|(i, &c)| {
             let w: u64 = input.block_bytes[first.min(n)..(first + c).min(n)].iter().sum();
             first += c;
-            w + c as u64 * input.kv_bytes_per_block + if i == 0 { input.other_bytes } else { 0 }
+            w + c as u64 * input.kv_bytes_per_block + if i == 0 { input.other_bytes } else { 0 } + if i == last_used { input.output_bytes } else { 0 }
         })
         .collect();
     (counts, memory)
@@ -184,7 +192,7 @@ pub fn plan(profile: &Profile, cluster: &Cluster, input: &ClusterInput) -> Clust
     let mut shortfalls = Vec::new();
     let placed: usize = counts.iter().sum();
     if placed < n {
-        let need: u64 = input.block_bytes.iter().sum::<u64>() + n as u64 * input.kv_bytes_per_block + input.other_bytes;
+        let need: u64 = input.block_bytes.iter().sum::<u64>() + n as u64 * input.kv_bytes_per_block + input.other_bytes + input.output_bytes;
         let have: u64 = cluster.nodes.iter().map(ClusterNode::budget).sum();
         shortfalls.push(format!(
             "{} of {n} blocks have no node with room: the model needs about {} (weights, KV cache, embedding and head), the {} nodes of {} allow {}",
@@ -219,21 +227,22 @@ pub fn plan(profile: &Profile, cluster: &Cluster, input: &ClusterInput) -> Clust
     }
 }
 
-/// Seconds per token: each node reads its weights once at its bandwidth (roofline), the head also reads
-/// the output head; every remote node that holds blocks costs two activation transfers (head → node,
+/// Seconds per token: each node reads its weights once at its bandwidth (roofline), the last node with
+/// blocks also the output head; every remote node that holds blocks costs two activation transfers (head → node,
 /// node → head, as the RPC client relays tensors between servers) and two link latencies.
 fn estimate(nodes: &[ClusterNode], shares: &[NodeShare], input: &ClusterInput) -> (f64, String) {
     let mut seconds = 0.0;
     for (i, (nd, s)) in nodes.iter().zip(shares).enumerate() {
         let weights: u64 = input.block_bytes[s.first_block.min(input.block_bytes.len())..(s.first_block + s.blocks).min(input.block_bytes.len())].iter().sum();
-        let head_part = if i == 0 { input.other_bytes / 2 } else { 0 };
-        seconds += (weights + head_part) as f64 / (nd.bandwidth_gb_s * 1e9);
+        let last = shares.iter().rposition(|x| x.blocks > 0) == Some(i);
+        let output = if last { input.output_bytes } else { 0 };
+        seconds += (weights + output) as f64 / (nd.bandwidth_gb_s * 1e9);
         if i > 0 && s.blocks > 0 {
             let act = (input.n_embd * 4) as f64;
             seconds += 2.0 * act / (nd.link_gb_s.unwrap_or(0.1) * 1e9) + 2.0 * nd.link_latency_ms.unwrap_or(0.5) / 1e3;
         }
     }
-    let note = "estimate, not a measurement: each node's weight bytes read once per token at its peak bandwidth (roofline), the output head on the head node, plus two activation transfers and two link latencies per remote node; llama.cpp's RPC round trips and compute time are not modelled".to_owned();
+    let note = "estimate, not a measurement: each node's weight bytes read once per token at its peak bandwidth (roofline), the output head on the last node, plus two activation transfers and two link latencies per remote node; llama.cpp's RPC round trips and compute time are not modelled".to_owned();
     (1.0 / seconds.max(1e-9), note)
 }
 
@@ -281,7 +290,7 @@ mod tests {
     }
 
     fn input(blocks: usize, block_mb: u64) -> ClusterInput {
-        ClusterInput { block_bytes: vec![block_mb * 1_000_000; blocks], other_bytes: 30_000_000, kv_bytes_per_block: 1_000_000, n_embd: 576 }
+        ClusterInput { block_bytes: vec![block_mb * 1_000_000; blocks], other_bytes: 30_000_000, output_bytes: 30_000_000, kv_bytes_per_block: 1_000_000, n_embd: 576 }
     }
 
     #[test]
@@ -294,7 +303,7 @@ mod tests {
         assert_eq!((p.nodes[1].first_block, p.nodes[1].blocks), (20, 10));
         assert_eq!(p.client_args().join(" "), "--rpc 127.0.0.1:1,127.0.0.1:2 -ngl 31 --tensor-split 20,10");
         // A small node takes what it can hold; the rest moves to the other.
-        let small = Cluster { nodes: vec![node("a", 1, 8, 10.0, None), ClusterNode { budget_bytes: Some(5_000_000), ..node("b", 2, 1, 30.0, Some(0.117)) }] };
+        let small = Cluster { nodes: vec![node("a", 1, 8, 10.0, None), ClusterNode { budget_bytes: Some(35_000_000), ..node("b", 2, 1, 30.0, Some(0.117)) }] };
         let p = plan(&profile(), &small, &input(30, 2));
         assert_eq!(p.tensor_split, [29, 1]);
         // Too big for the cluster: refused with numbers.
