@@ -11,6 +11,8 @@ python3 -m pip install --quiet --disable-pip-version-check "gguf==0.19.0" >&2
 python3 -m pip install --quiet --disable-pip-version-check "nir==1.0.8" >&2
 # onnx (checker) and onnxruntime (CPU) run our ONNX exports; onnx 1.23.2 is the newest, and works with ORT 1.32.
 python3 -m pip install --quiet --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" >&2
+# Ray (head node + Jobs REST API) runs the sweep test's variants as Ray jobs: crates/edgeforge-cli/tests/sweep.rs.
+python3 -m pip install --quiet --disable-pip-version-check "ray[default]==2.60.0" >&2
 EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"
 export EDGEFORGE_TEST_MODEL
 if [[ ! -d ../shared/data ]]; then

@@ -33,6 +33,9 @@ pub enum Command {
     /// Rank tensors, blocks or projection kinds by the KL divergence that quantizing each alone causes, and
     /// suggest recipe overrides that keep the most sensitive at 8 bits.
     Sensitivity(SensitivityArgs),
+    /// Run many variants of one recipe (a grid and/or points from SWEEP.yaml) locally or on a Ray cluster,
+    /// rank them by the sweep's objective and print the chosen one.
+    Sweep(SweepArgs),
     /// Aggregate every report.json under a folder: summary.md, summary.csv, summary.svg (size vs perplexity).
     Summarize(SummarizeArgs),
     /// Check an export folder against its manifest.json (sizes, sha256, no extra files) and, with
@@ -84,6 +87,30 @@ pub struct SensitivityArgs {
     pub threads: ThreadsArg,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The sweep file (base recipe, axes, objective).
+    pub sweep: PathBuf,
+    /// Output folder: variants/NAME/ (recipe.yaml, run.log, report, artifacts) and sweep-summary.md/.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where variants run: `local` (child processes here) or `ray` (jobs on a Ray cluster).
+    #[arg(long, default_value = "local")]
+    pub executor: String,
+    /// The Ray head's dashboard address, for --executor ray (e.g. http://127.0.0.1:8265).
+    #[arg(long)]
+    pub ray_address: Option<String>,
+    /// Variants running at once (default: the cores here).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Threads of each variant's run (default: the cores divided by --max-parallel).
+    #[arg(long)]
+    pub threads_per_variant: Option<usize>,
+    /// Seed for every variant (default: each recipe's calibration seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schema => crate::recipe_cmds::schema(),
         Command::Compare(a) => crate::recipe_cmds::compare_reports(a),
         Command::Summarize(a) => crate::recipe_cmds::summarize(a),
+        Command::Sweep(a) => crate::sweep_cmd::sweep(a),
         Command::Verify(a) => crate::verify_cmd::verify(a),
         Command::Keygen(a) => crate::verify_cmd::keygen(a),
         Command::Sensitivity(a) => {

@@ -7,6 +7,7 @@ mod exit;
 mod progress;
 mod recipe_cmds;
 mod sensitivity_cmd;
+mod sweep_cmd;
 mod verify_cmd;
 
 use clap::Parser;

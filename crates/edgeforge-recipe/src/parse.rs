@@ -70,7 +70,7 @@ pub fn parse_recipe_text(path: &Path, text: String) -> Result<RecipeFile, Recipe
 
 /// serde-saphyr's Display is "error: line L column C: MESSAGE" followed by a source snippet; we keep MESSAGE
 /// and report the place in our own `file:line:col` form.
-fn first_line_without_location(display: &str) -> String {
+pub fn first_line_without_location(display: &str) -> String {
     let first = display.lines().next().unwrap_or(display).trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let rest = match first.strip_prefix("line ") {

@@ -151,8 +151,10 @@ pub fn check_fit(profile: &Profile, input: &FitInput) -> Fit {
                 notes.push("softmax attention, RMSNorm and the embedding lookup run on the host; the chip holds the block linears".into());
             }
         }
-        DeviceKind::Board | DeviceKind::Phone | DeviceKind::Host => {
-            let budget = profile.memory.budget_bytes.or(profile.memory.ram_bytes).unwrap_or(u64::MAX);
+        DeviceKind::Board | DeviceKind::Phone | DeviceKind::Host | DeviceKind::Cluster => {
+            // A cluster's whole budget here; the per-node check is the cluster plan's (cluster.rs).
+            let nodes = profile.cluster.as_ref().map(|c| c.nodes.iter().map(crate::cluster::ClusterNode::budget).sum::<u64>());
+            let budget = nodes.or(profile.memory.budget_bytes).or(profile.memory.ram_bytes).unwrap_or(u64::MAX);
             if peak > budget {
                 shortfalls.push(format!("needs about {} (weights {} + KV cache and buffers {}), {name} allows {}", mb(peak), mb(input.weight_bytes), mb(working), mb(budget)));
                 if max_bits > 4 {

@@ -2,6 +2,7 @@
 //! the fit check every export runs first (refusing with the shortfall and the fix), roofline estimates,
 //! and manifest.json with optional ed25519 signatures, checked by `edgeforge verify`.
 
+pub mod cluster;
 mod error;
 pub mod fit;
 pub mod manifest;

@@ -42,6 +42,8 @@ pub enum DeviceKind {
     Mcu,
     Neuromorphic,
     Host,
+    /// Several devices running one GGUF with llama.cpp's RPC backend (`cluster:` lists them).
+    Cluster,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,18 +97,22 @@ pub struct Profile {
     pub bandwidth_gb_s: Option<f64>,
     #[serde(default)]
     pub neuromorphic: Option<Neuromorphic>,
+    /// `kind: cluster`: the nodes, the head first.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::Cluster>,
     #[serde(default)]
     pub sources: Vec<String>,
 }
 
 /// The profiles compiled into the binary, as (name, YAML text).
-pub const SHIPPED: [(&str, &str); 6] = [
+pub const SHIPPED: [(&str, &str); 7] = [
     ("raspberry-pi-5", include_str!("../profiles/raspberry-pi-5.yaml")),
     ("android-phone", include_str!("../profiles/android-phone.yaml")),
     ("esp32-s3", include_str!("../profiles/esp32-s3.yaml")),
     ("stm32h7", include_str!("../profiles/stm32h7.yaml")),
     ("loihi2", include_str!("../profiles/loihi2.yaml")),
     ("akida", include_str!("../profiles/akida.yaml")),
+    ("pi5-cluster-2", include_str!("../profiles/pi5-cluster-2.yaml")),
 ];
 
 pub fn shipped_names() -> Vec<String> {
@@ -121,6 +127,16 @@ fn parse(origin: &str, text: &str) -> Result<Profile> {
     }
     if p.weight_bits.is_empty() || p.weight_bits.iter().any(|b| !(1..=32).contains(b)) {
         return bad(format!("`weight_bits` {:?} must list widths between 1 and 32", p.weight_bits));
+    }
+    match (&p.kind, &p.cluster) {
+        (DeviceKind::Cluster, None) => return bad("`kind: cluster` needs `cluster: { nodes: [...] }` (the head first)".into()),
+        (DeviceKind::Cluster, Some(c)) => {
+            if let Err(message) = crate::cluster::check(c) {
+                return bad(message);
+            }
+        }
+        (_, Some(_)) => return bad("`cluster:` is only for `kind: cluster`".into()),
+        _ => {}
     }
     if p.bandwidth_gb_s.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
         return bad("`bandwidth_gb_s` must be a positive number".into());
