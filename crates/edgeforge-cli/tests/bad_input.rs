@@ -548,6 +548,7 @@ const CASES: &[Case] = &[
     Case { name: "big-report", build: |d| { let mut a = compare_with(d, "x.json", b"{}"); a[2] = sparse_2gb(d, "big-report.json"); a }, needles: &["big-report.json", "2147483648 bytes is more than a report may hold"] },
     Case { name: "big-manifest", build: |d| { let mut a = verify_with(d, |_| {}); std::fs::File::create(d.join("out/manifest.json")).unwrap().set_len(2 << 30).unwrap(); a.truncate(2); a }, needles: &["manifest.json", "2147483648 bytes is more than a manifest may hold"] },
     Case { name: "big-config-json", build: |d| { let a = hf_with_file(d, "config.json", b""); std::fs::File::create(Path::new(&a[1]).join("config.json")).unwrap().set_len(2 << 30).unwrap(); a }, needles: &["config.json", "2147483648 bytes is more than a config.json may hold"] },
+    Case { name: "big-tokenizer-json", build: |d| { let a = hf_with_file(d, "tokenizer.json", b""); std::fs::File::create(Path::new(&a[1]).join("tokenizer.json")).unwrap().set_len(2 << 30).unwrap(); a }, needles: &["tokenizer.json", "2147483648 bytes is more than a tokenizer file may hold"] },
     Case { name: "big-checkpoint", build: |d| { let a = resume_with(d, |_| {}); std::fs::File::create(d.join(CKPT)).unwrap().set_len(2 << 30).unwrap(); a }, needles: &["000-quantize-rtn.ckpt", "not an edgeforge checkpoint"] },
     // ---- text files
     Case { name: "text-invalid-utf8", build: |d| perplexity_on(d, "latin1.txt", b"caf\xe9 au lait, the cat sat on the mat"), needles: &["latin1.txt", "not UTF-8", "offset 3"] },

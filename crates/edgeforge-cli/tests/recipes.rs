@@ -607,6 +607,18 @@ fn activation_swap_then_distill_then_nir_on_a_tiny_model() {
     let partition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/s-nir/partition.json")).unwrap()).unwrap();
     assert_eq!(partition["model_activation"], "relu");
     assert!(partition["activation_assumption"].as_str().unwrap().contains("own activation"));
+    // What was exported is what was simulated: the IF neurons' threshold and reset, calibrated on the
+    // model's real MLP inputs from the calibration text, and the energy estimate's spike rate measured there.
+    let sim = &partition["simulation"];
+    assert!(sim["inputs"].as_str().unwrap().contains("real activations: cal.txt"), "{sim}");
+    let gate = &partition["blocks"][0]["chip"][4]["activation"];
+    assert_eq!(gate["v_threshold"], sim["threshold"]);
+    assert_eq!(gate["v_reset"], 0.0);
+    assert_eq!(gate["input_scale"], sim["input_scale"]);
+    let energy = &partition["energy_estimate"];
+    let rate = energy["input_spike_rate"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate < 1.0 && (rate - 0.1).abs() > 1e-9, "{energy}");
+    assert!(energy["input_spike_rate_source"].as_str().unwrap().starts_with("measured") && energy["label"].as_str().unwrap().contains("cal.txt"), "{energy}");
     let hf = edgeforge_core::load_model(&dir.path().join("out/s-hf")).unwrap();
     assert_eq!(hf.config.activation, edgeforge_core::Activation::Relu);
 

@@ -4,6 +4,7 @@
 // RecipeError carries the typed errors of every crate below; it is returned on cold paths only.
 #![allow(clippy::result_large_err)]
 
+pub mod activations;
 pub mod checkpoint;
 pub mod diagnostic;
 pub mod models;

@@ -100,6 +100,10 @@ pub fn write_targets(
     let mut artifacts = Vec::new();
     let mut fits = Vec::new();
     let stem = rf.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let mut wanted: Vec<String> = rf.recipe.targets.iter().flat_map(|t| exporter(artifact_format(t.format)).wants_layer_inputs(model)).collect();
+    wanted.sort();
+    wanted.dedup();
+    let layer_inputs = if wanted.is_empty() { None } else { crate::activations::layer_inputs(rf, model, &wanted)? };
     for t in &rf.recipe.targets {
         progress(Progress::Stage { label: "writing targets", total: 0 });
         let profile = profile_of(t, &rf.base_dir())?;
@@ -110,6 +114,7 @@ pub fn write_targets(
             context_tokens: t.context.map_or(DEFAULT_CONTEXT_TOKENS, |c| c.get() as u64),
             profile: profile.as_ref(),
             same_format_targets: rf.recipe.targets.iter().filter(|x| x.format == t.format).count(),
+            layer_inputs: layer_inputs.as_ref(),
         };
         let written = write_target(t, model, &req, &mut fits)?;
         progress(Progress::Done);

@@ -66,19 +66,32 @@ impl FitInput {
     }
 }
 
-/// How the parameter count would have to shrink for `need` bytes to become `have`.
+/// A count as people read it: 134.5M, 28.3k, 912.
+fn count(n: f64) -> String {
+    match n {
+        n if n >= 1e6 => format!("{:.1}M", n / 1e6),
+        n if n >= 1e3 => format!("{:.1}k", n / 1e3),
+        n => format!("{n:.0}"),
+    }
+}
+
+/// How the parameter count would have to shrink for `need` bytes to become `have`; nothing when `need`
+/// already fits (the other suggestions, e.g. quantizing, are enough).
 fn shrink_advice(input: &FitInput, need: u64, have: u64, out: &mut Vec<String>) {
+    if need <= have {
+        return;
+    }
     let keep = have as f64 / need.max(1) as f64;
     out.push(format!(
-        "shrink the model to at most {:.0}% of its parameters ({:.1}M of {:.1}M): e.g. `prune` with `mlp: {{ ratio: … }}`, `heads` and `depth: {{ blocks: … }}`, then `distill` to recover",
+        "shrink the model to at most {:.0}% of its parameters ({} of {}): e.g. `prune` with `mlp: {{ ratio: … }}`, `heads` and `depth: {{ blocks: … }}`, then `distill` to recover",
         100.0 * keep,
-        input.params as f64 * keep / 1e6,
-        input.params as f64 / 1e6
+        count(input.params as f64 * keep),
+        count(input.params as f64)
     ));
     if input.embedding_params as f64 > input.params as f64 * keep * 0.5 {
         out.push(format!(
-            "the token embedding alone is {:.1}M parameters ({} tokens × {}): keep only the tokens your text uses (vocabulary pruning)",
-            input.embedding_params as f64 / 1e6,
+            "the token embedding alone is {} parameters ({} tokens × {}): keep only the tokens your text uses (vocabulary pruning)",
+            count(input.embedding_params as f64),
             input.vocab,
             input.embedding_params / input.vocab.max(1)
         ));
@@ -240,5 +253,24 @@ mod tests {
         let text = check_fit(&profile("akida"), &wide).shortfalls.join("; ");
         assert!(text.contains("block linears take up to 4096 inputs, akida dense layers at most 2048"), "{text}");
         assert!(check_fit(&profile("akida"), &smollm2(ArtifactFormat::Nir, 4)).fits);
+    }
+
+    /// A tiny model whose 8-bit weights overflow a small flash but whose 4-bit ones fit: quantizing is the
+    /// fix, not "shrink to 1018% of its parameters (0.3M of 0.0M)"; a real shrink names small counts in k.
+    #[test]
+    fn small_models_get_sensible_shrink_advice() {
+        let params = 30_000u64;
+        let tiny = FitInput { weight_bytes: params, params, embedding_params: 8_000, vocab: 250, context_tokens: 16, ..smollm2(ArtifactFormat::CBundle, 8) };
+        let mut flash = profile("esp32-s3");
+        flash.memory.flash_bytes = Some(20_000);
+        flash.memory.sram_bytes = Some(1 << 30);
+        let fit = check_fit(&flash, &tiny);
+        let fixes = fit.suggestions.join("; ");
+        assert!(!fit.fits && fixes.contains("quantize to 4 bits") && !fixes.contains("shrink the model"), "{fixes}");
+        flash.memory.flash_bytes = Some(5_000);
+        let fixes = check_fit(&flash, &tiny).suggestions.join("; ");
+        assert!(fixes.contains("shrink the model to at most 30% of its parameters (8.9k of 30.0k)"), "{fixes}");
+        assert!(fixes.contains("the token embedding alone is 8.0k parameters"), "{fixes}");
+        assert_eq!((count(912.0), count(28_300.0), count(134_515_008.0)), ("912".to_owned(), "28.3k".to_owned(), "134.5M".to_owned()));
     }
 }

@@ -9,9 +9,16 @@ use tokenizers::Tokenizer as HfTokenizer;
 use crate::error::TokenizerError;
 use crate::{spm_hf, Engine, Tokenizer};
 
-/// The file's bytes, or `None` if it does not exist.
+/// Largest tokenizer.json / tokenizer_config.json / config.json read (the largest real tokenizer.json files
+/// are tens of MB). Checked before reading, as `edgeforge_core::read_limit` does (which this crate, below
+/// core, cannot call).
+const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// The file's bytes (refused by its size first when over `MAX_JSON_BYTES`), or `None` if it does not exist.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, TokenizerError> {
-    match std::fs::read(path) {
+    let too_large = |bytes| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{bytes} bytes is more than a tokenizer file may hold ({MAX_JSON_BYTES} at most)"));
+    let read = std::fs::metadata(path).and_then(|m| if m.len() > MAX_JSON_BYTES { Err(too_large(m.len())) } else { std::fs::read(path) });
+    match read {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(TokenizerError::Io { action: "read", path: path.to_path_buf(), source }),

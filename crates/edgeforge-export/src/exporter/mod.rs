@@ -42,6 +42,17 @@ pub struct TargetRequest<'a> {
     /// How many targets of this format the recipe has: with more than one, a format whose artifact name
     /// does not depend on its options adds the profile's name so one does not overwrite another.
     pub same_format_targets: usize,
+    /// Real inputs of the layers the exporter asked for (`Exporter::wants_layer_inputs`), when the runner
+    /// could compute them.
+    pub layer_inputs: Option<&'a LayerInputs>,
+}
+
+/// Inputs of some of the model's linear layers on real text, keyed by tensor name (one `n_in`-long vector
+/// per token), and where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct LayerInputs {
+    pub source: String,
+    pub by_tensor: std::collections::BTreeMap<String, Vec<Vec<f32>>>,
 }
 
 /// What an exporter wrote.
@@ -66,6 +77,12 @@ pub trait Exporter: Send + Sync {
     fn refusal(&self, activation: Activation) -> Option<&'static str> {
         let _ = activation;
         None
+    }
+    /// Linear layers (tensor names) whose real inputs on calibration text this format uses (e.g. to
+    /// calibrate spiking thresholds); none by default.
+    fn wants_layer_inputs(&self, model: &Model) -> Vec<String> {
+        let _ = model;
+        Vec::new()
     }
     /// The model as a device would receive it in this format.
     fn fit_input(&self, model: &Model, req: &TargetRequest<'_>) -> Result<FitInput> {

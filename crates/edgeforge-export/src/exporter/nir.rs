@@ -7,13 +7,18 @@ use edgeforge_targets::{ArtifactFormat, FitInput, Profile, GENERIC_PROFILE};
 
 use super::{fit_input, Exporter, FloatChoice, TargetRequest, Written};
 use crate::error::Result;
-use crate::nir::{write_nir, NirLimits, NirOptions};
+use crate::nir::{write_nir_with, NirLimits, NirOptions};
 
 pub struct Nir;
 
 impl Exporter for Nir {
     fn format(&self) -> ArtifactFormat {
         ArtifactFormat::Nir
+    }
+
+    /// The MLP gate of every block: its IF neurons' thresholds are calibrated on real activations.
+    fn wants_layer_inputs(&self, model: &Model) -> Vec<String> {
+        (0..model.config.n_layers).map(|l| format!("blk.{l}.ffn_gate.weight")).filter(|n| model.tensors.contains_key(n)).collect()
     }
 
     fn fit_input(&self, model: &Model, req: &TargetRequest<'_>) -> Result<FitInput> {
@@ -29,7 +34,7 @@ impl Exporter for Nir {
             None => req.out_dir.join(format!("{}-nir", req.stem)),
         };
         let (limits, options) = nir_settings(req.profile, model);
-        let summary = write_nir(model, &path, &limits, &options)?;
+        let summary = write_nir_with(model, &path, &limits, &options, req.layer_inputs)?;
         Ok(Written {
             path,
             weight_bytes: summary.weight_bytes,

@@ -24,6 +24,7 @@ pub use partition::{BlockPartition, ChipLayer, LimitCheck, NirLimits, HOST_BLOCK
 pub use sim::{RateSimulation, SimRow, TIMESTEPS};
 
 use crate::atomic::StagedDir;
+pub use crate::exporter::LayerInputs;
 use crate::error::{ExportError, Result};
 
 /// How to export (the limits come from the target profile, see [`NirLimits`]).
@@ -37,13 +38,14 @@ pub struct NirOptions {
     pub max_blocks: Option<usize>,
     /// Timesteps a token is presented for, for the energy estimate.
     pub timesteps_per_token: u32,
-    /// Assumed input spikes per input per timestep, for the energy estimate.
-    pub input_spike_rate: f64,
+    /// Input spikes per input per timestep for the energy estimate; None (the default): the rate measured on
+    /// the simulated inputs.
+    pub input_spike_rate: Option<f64>,
 }
 
 impl Default for NirOptions {
     fn default() -> Self {
-        Self { weight_bits: 8, lm_head_on_chip: false, max_blocks: None, timesteps_per_token: 32, input_spike_rate: 0.1 }
+        Self { weight_bits: 8, lm_head_on_chip: false, max_blocks: None, timesteps_per_token: 32, input_spike_rate: None }
     }
 }
 
@@ -68,9 +70,11 @@ pub struct NirSummary {
     pub notes: Vec<String>,
 }
 
-/// Inputs per calibration/simulation run: enough for a stable threshold and error figure, few enough to
-/// keep the simulation of a 1536 × 576 layer around a second.
+/// Synthetic inputs when no real activations are given: enough for a stable threshold and error figure,
+/// few enough to keep the simulation of a 1536 × 576 layer around a second.
 const SIM_INPUT_VECTORS: usize = 4;
+/// Real input vectors the simulation runs on at most (thresholds use all given).
+const SIM_MAX_VECTORS: usize = 16;
 const SIM_SEED: u64 = 0x004E_4952; // "NIR"
 
 const SILU_ASSUMPTION: &str = "the model's MLP activation is SiLU; the chip's IF neurons compute a rate-coded ReLU, so the chip part assumes the SiLU→ReLU substitution (a swap plus distillation, not performed by this export)";
@@ -85,9 +89,42 @@ fn activation_statement(activation: edgeforge_core::Activation) -> (&'static str
     }
 }
 
+const SYNTHETIC_INPUTS: &str = "synthetic: deterministic inputs uniform in [-1, 1] (no calibration text given); recalibrate on real activations";
+
+/// One spiking layer's calibration: its inputs in [−1, 1], their source and scale, and the IF threshold.
+struct SpikingCalibration {
+    inputs: Vec<Vec<f32>>,
+    source: String,
+    input_scale: f32,
+    threshold: f32,
+}
+
+/// Thresholds from the layer's real inputs when `layer_inputs` has them (scaled into [−1, 1] by their
+/// largest magnitude, the scale the host divides by), else from synthetic inputs.
+fn calibrate(tensor: &str, w: &quant::ChipWeights, layer_inputs: Option<&LayerInputs>) -> SpikingCalibration {
+    let real = layer_inputs.and_then(|li| li.by_tensor.get(tensor).map(|v| (li, v))).filter(|(_, v)| !v.is_empty() && v.iter().all(|x| x.len() == w.n_in));
+    let (input_scale, inputs, source) = match real {
+        Some((li, raw)) => {
+            let (scale, inputs) = sim::scale_inputs(raw);
+            (scale, inputs, format!("{} vectors of real activations: {}", raw.len(), li.source))
+        }
+        None => (1.0, sim::test_inputs(SIM_INPUT_VECTORS, w.n_in, SIM_SEED), SYNTHETIC_INPUTS.to_owned()),
+    };
+    let threshold = sim::calibrate_threshold(w, &inputs);
+    SpikingCalibration { inputs, source, input_scale, threshold }
+}
+
 /// Write `dir` (replaced if it exists) holding model.nir and partition.json, or refuse with the shortfall
-/// and the fix when the chip part does not fit `limits`. Nothing is left behind on failure.
+/// and the fix when the chip part does not fit `limits`. Nothing is left behind on failure. Thresholds and
+/// the simulation use synthetic inputs: see [`write_nir_with`] for real activations.
 pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOptions) -> Result<NirSummary> {
+    write_nir_with(model, dir, limits, options, None)
+}
+
+/// [`write_nir`] with the real inputs of the spiking layers (`blk.N.ffn_gate.weight`) on calibration text:
+/// IF thresholds calibrated on them, the simulation run on them, and the energy estimate's spike rate
+/// measured from them.
+pub fn write_nir_with(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOptions, layer_inputs: Option<&LayerInputs>) -> Result<NirSummary> {
     let bits = options.weight_bits;
     if !(2..=8).contains(&bits) {
         return Err(ExportError::Unsupported { what: format!("NIR export: weight_bits {bits} (2 to 8 supported)") });
@@ -106,6 +143,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
     let mut graph = NirGraph::default();
     graph.metadata.push(("description".into(), MetaValue::Text(format!("edgeforge: chip part of a {}-block llama model", c.n_layers))));
     let mut simulation = None;
+    let mut input_rates = Vec::new();
     let mut layer_json = Vec::new();
     let mut seen_segments = std::collections::BTreeSet::new();
     for layer in &layers {
@@ -121,27 +159,25 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
         let mut last = layer.node.clone();
         let mut threshold = None;
         if layer.spiking_activation {
-            let inputs = sim::test_inputs(SIM_INPUT_VECTORS, layer.n_in, SIM_SEED);
-            let chip = w.dequantized();
-            let theta = inputs
-                .iter()
-                .flat_map(|x| sim::relu_reference(&chip, w.n_out, w.n_in, x))
-                .fold(0f32, f32::max)
-                .max(f32::MIN_POSITIVE);
-            threshold = Some(theta);
+            let cal = calibrate(&layer.tensor, &w, layer_inputs);
+            threshold = Some((cal.threshold, cal.input_scale));
+            input_rates.push(sim::mean_input_rate(&cal.inputs));
             if simulation.is_none() {
-                simulation = Some(sim::simulate(&layer.node, &w, &t.to_f32(&layer.tensor)?, &inputs, activation_note));
+                let n = cal.inputs.len().min(SIM_MAX_VECTORS);
+                let setup = sim::SimSetup { inputs: &cal.inputs[..n], source: &cal.source, input_scale: cal.input_scale, threshold: cal.threshold };
+                simulation = Some(sim::simulate(&layer.node, &w, &t.to_f32(&layer.tensor)?, &setup, activation_note));
             }
             let act = layer.node.replace("_proj", "_act");
             graph.add(
                 &act,
                 NirNode::IntegrateAndFire {
                     r: w.scales.clone(),
-                    v_threshold: vec![theta; w.n_out],
+                    v_threshold: vec![cal.threshold; w.n_out],
                     v_reset: vec![0.0; w.n_out],
                     metadata: vec![
                         ("substitutes".into(), MetaValue::Text(substitutes.into())),
-                        ("threshold_calibration".into(), MetaValue::Text(format!("largest ReLU output over {SIM_INPUT_VECTORS} deterministic inputs uniform in [-1, 1]; recalibrate on real activations")))
+                        ("input_scale".into(), MetaValue::Floats(vec![cal.input_scale])),
+                        ("threshold_calibration".into(), MetaValue::Text(format!("largest ReLU output over the inputs divided by input_scale ({})", cal.source))),
                     ],
                 },
             );
@@ -162,7 +198,10 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
             "neurons": layer.n_out,
             "synapses": layer.synapses(),
             "fan_in": layer.n_in,
-            "activation": if layer.spiking_activation { json!({"nir_type": "IF", "node": last.trim_end_matches(".output"), "v_threshold": threshold}) } else { json!(null) },
+            "activation": match threshold {
+                Some((v_threshold, input_scale)) => json!({"nir_type": "IF", "node": last.trim_end_matches(".output"), "v_threshold": v_threshold, "v_reset": 0.0, "input_scale": input_scale}),
+                None => json!(null),
+            },
         }));
         graph.add(
             &layer.node,
@@ -183,7 +222,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
     let neurons: u64 = layers.iter().map(|l| l.n_out as u64).sum();
     let synapses: u64 = layers.iter().map(|l| l.synapses()).sum();
     let max_fan_in = layers.iter().map(|l| l.n_in as u64).max().unwrap_or(0);
-    let energy = energy::estimate(synapses, options.timesteps_per_token, options.input_spike_rate, limits.synop_energy_pj, limits.synop_energy_source.clone());
+    let energy = energy::estimate(synapses, options.timesteps_per_token, spike_rate(options, &input_rates, simulation.as_ref()), limits.synop_energy_pj, limits.synop_energy_source.clone());
 
     let staged = StagedDir::new(dir, true)?;
     let nir_path = staged.path().join("model.nir");
@@ -237,7 +276,10 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
     ];
     if let Some(s) = &simulation {
         let table: Vec<String> = s.rows.iter().map(|r| format!("T={}: {:.2}%", r.timesteps, 100.0 * r.rel_error)).collect();
-        notes.push(format!("NIR rate-coding simulation of {} ({}×{}), relative error of rate×θ vs ReLU: {}; {}", s.layer, s.n_out, s.n_in, table.join(", "), activation_note));
+        notes.push(format!(
+            "NIR rate-coding simulation of {} ({}×{}) as exported (IF, reset to zero, θ {:.4}) on {}, relative error of rate×θ vs ReLU: {}; {}",
+            s.layer, s.n_out, s.n_in, s.threshold, s.inputs, table.join(", "), activation_note
+        ));
     }
     Ok(NirSummary {
         dir,
@@ -254,4 +296,18 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
         simulation,
         notes,
     })
+}
+
+/// The energy estimate's spike rate: the option when set, else the mean measured over the spiking layers'
+/// inputs (the simulation's own encoding), with its source.
+fn spike_rate(options: &NirOptions, input_rates: &[f64], simulation: Option<&RateSimulation>) -> energy::SpikeRate {
+    if let Some(rate) = options.input_spike_rate {
+        return energy::SpikeRate { rate, source: "set in the export options".into() };
+    }
+    if input_rates.is_empty() {
+        return energy::SpikeRate { rate: 0.0, source: "no spiking layer on the chip".into() };
+    }
+    let rate = input_rates.iter().sum::<f64>() / input_rates.len() as f64;
+    let inputs = simulation.map_or("", |s| s.inputs.as_str());
+    energy::SpikeRate { rate, source: format!("measured: mean input spikes per input per timestep of {} MLP gate layers' rate-coded inputs, {inputs}; applied to every chip layer", input_rates.len()) }
 }

@@ -1,14 +1,15 @@
 //! A rate-coded simulation of one exported Linear → IF pair, to say how close the chip's spike rates come
 //! to the float activation they stand for, as a function of the timesteps spent per token.
 //!
-//! Encoding: each input x_i in [−1, 1] drives a deterministic spike generator that accumulates |x_i| per
-//! timestep and sends a signed unit spike (sign of x_i) whenever the accumulator reaches 1 (graded/signed
-//! spikes, as Loihi 2 carries them). Neuron j integrates v_j += r_j · Σ_i W_ij s_i (W the chip's integers,
-//! r_j the row's scale, exactly the exported `r`), spikes when v_j ≥ θ and then either subtracts θ (reset
-//! by subtraction, which keeps the residual and makes rate × θ converge to max(0, W·x)) or resets to 0
-//! (NIR's `v_reset`, which drops the residual at each spike). The estimate of ReLU(W·x)_j is
-//! spikes_j / T × θ. θ is set from the data (the largest ReLU output over the inputs, the usual
-//! normalisation of ANN→SNN conversion) so no neuron must fire more than once per step.
+//! Encoding: each input x_i in [−1, 1] (the host divides the layer's real input by its calibrated
+//! `input_scale` first) drives a deterministic spike generator that accumulates |x_i| per timestep and sends
+//! a signed unit spike (sign of x_i) whenever the accumulator reaches 1 (graded/signed spikes, as Loihi 2
+//! carries them), so |x_i| is that input's spikes per timestep. Neuron j integrates
+//! v_j += r_j · Σ_i W_ij s_i (W the chip's integers, r_j the row's scale, exactly the exported `r`) and
+//! spikes when v_j ≥ θ. The exported IF neuron then resets to `v_reset` = 0, dropping the residual: that is
+//! the table's headline error. Reset by subtraction (which keeps the residual, so rate × θ converges to
+//! max(0, W·x)) is shown beside it for comparison only: it is not what the file holds. The estimate of
+//! ReLU(W·x)_j is spikes_j / T × θ, with θ the exported `v_threshold`.
 
 use serde::Serialize;
 
@@ -26,10 +27,10 @@ pub enum Reset {
 #[derive(Debug, Clone, Serialize)]
 pub struct SimRow {
     pub timesteps: u32,
-    /// ‖rate·θ − ReLU(W·x)‖₂ / ‖ReLU(W·x)‖₂ over all inputs, reset by subtraction.
+    /// ‖rate·θ − ReLU(W·x)‖₂ / ‖ReLU(W·x)‖₂ over all inputs, with the exported neuron (reset to zero).
     pub rel_error: f64,
-    /// The same with reset to zero (NIR's IF as written: `v_reset` = 0).
-    pub rel_error_reset_to_zero: f64,
+    /// The same with reset by subtraction: not what the file holds, for comparison.
+    pub rel_error_reset_by_subtraction: f64,
     /// Mean output spikes per neuron per timestep.
     pub mean_output_rate: f64,
 }
@@ -41,7 +42,12 @@ pub struct RateSimulation {
     pub n_in: usize,
     pub n_out: usize,
     pub input_vectors: usize,
+    /// Where the inputs came from (real activations on calibration text, or synthetic).
+    pub inputs: String,
+    /// The exported `v_threshold` of this layer's IF neurons.
     pub threshold: f32,
+    /// The host's divisor that brings this layer's real inputs into [−1, 1] (1 for synthetic inputs).
+    pub input_scale: f32,
     /// Mean |x|: input spikes per input per timestep.
     pub mean_input_rate: f64,
     /// The float reference's own distance from the unquantized weights: ‖ReLU(W_chip·x) − ReLU(W·x)‖ / ‖ReLU(W·x)‖.
@@ -118,32 +124,57 @@ fn rel_error(estimate: &[f32], reference: &[f32]) -> f64 {
     }
 }
 
-/// The error table for `layer`'s chip weights `w` (float weights `w_float` for the quantization figure).
-pub fn simulate(layer: &str, w: &ChipWeights, w_float: &[f32], inputs: &[Vec<f32>], assumption: &str) -> RateSimulation {
+/// Inputs of one layer brought into [−1, 1] by their largest magnitude: (that scale, the scaled vectors).
+pub fn scale_inputs(raw: &[Vec<f32>]) -> (f32, Vec<Vec<f32>>) {
+    let scale = raw.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    (scale, raw.iter().map(|x| x.iter().map(|v| v / scale).collect()).collect())
+}
+
+/// Mean spikes per input per timestep of rate-coded `inputs` (the mean of |x| clipped to 1).
+pub fn mean_input_rate(inputs: &[Vec<f32>]) -> f64 {
+    let n = inputs.iter().map(Vec::len).sum::<usize>().max(1);
+    inputs.iter().flatten().map(|v| f64::from(v.abs().min(1.0))).sum::<f64>() / n as f64
+}
+
+/// The IF threshold for chip weights `w` on `inputs`: the largest ReLU output (the usual normalisation of
+/// ANN→SNN conversion, so no neuron must fire more than once per step).
+pub fn calibrate_threshold(w: &ChipWeights, inputs: &[Vec<f32>]) -> f32 {
     let chip = w.dequantized();
-    let refs: Vec<Vec<f32>> = inputs.iter().map(|x| relu_reference(&chip, w.n_out, w.n_in, x)).collect();
+    inputs.iter().flat_map(|x| relu_reference(&chip, w.n_out, w.n_in, x)).fold(0f32, f32::max).max(f32::MIN_POSITIVE)
+}
+
+/// What a simulation is run on: the layer's inputs (already in [−1, 1]), where they came from, the scale
+/// the host divided them by, and the exported threshold.
+pub struct SimSetup<'a> {
+    pub inputs: &'a [Vec<f32>],
+    pub source: &'a str,
+    pub input_scale: f32,
+    pub threshold: f32,
+}
+
+/// The error table for `layer`'s chip weights `w` (float weights `w_float` for the quantization figure).
+pub fn simulate(layer: &str, w: &ChipWeights, w_float: &[f32], setup: &SimSetup<'_>, assumption: &str) -> RateSimulation {
+    let (inputs, threshold) = (setup.inputs, setup.threshold);
+    let chip = w.dequantized();
+    let flat_refs: Vec<f32> = inputs.iter().flat_map(|x| relu_reference(&chip, w.n_out, w.n_in, x)).collect();
     let float_refs: Vec<f32> = inputs.iter().flat_map(|x| relu_reference(w_float, w.n_out, w.n_in, x)).collect();
-    let flat_refs: Vec<f32> = refs.iter().flatten().copied().collect();
-    let threshold = flat_refs.iter().fold(0f32, |m, v| m.max(*v)).max(f32::MIN_POSITIVE);
-    let n_inputs = inputs.iter().map(Vec::len).sum::<usize>().max(1);
-    let mean_input_rate = inputs.iter().flatten().map(|v| f64::from(v.abs().min(1.0))).sum::<f64>() / n_inputs as f64;
     let rows = TIMESTEPS
         .iter()
         .map(|&t| {
             let mut est = Vec::with_capacity(flat_refs.len());
-            let mut est_zero = Vec::with_capacity(flat_refs.len());
+            let mut est_sub = Vec::with_capacity(flat_refs.len());
             let mut spikes = 0u64;
             for x in inputs {
-                let c = if_spike_counts(w, x, t, threshold, Reset::Subtract);
+                let c = if_spike_counts(w, x, t, threshold, Reset::ToZero);
                 spikes += c.iter().map(|&n| u64::from(n)).sum::<u64>();
                 est.extend(c.iter().map(|&n| n as f32 / t as f32 * threshold));
-                let z = if_spike_counts(w, x, t, threshold, Reset::ToZero);
-                est_zero.extend(z.iter().map(|&n| n as f32 / t as f32 * threshold));
+                let z = if_spike_counts(w, x, t, threshold, Reset::Subtract);
+                est_sub.extend(z.iter().map(|&n| n as f32 / t as f32 * threshold));
             }
             SimRow {
                 timesteps: t,
                 rel_error: rel_error(&est, &flat_refs),
-                rel_error_reset_to_zero: rel_error(&est_zero, &flat_refs),
+                rel_error_reset_by_subtraction: rel_error(&est_sub, &flat_refs),
                 mean_output_rate: spikes as f64 / (flat_refs.len().max(1) as f64 * f64::from(t)),
             }
         })
@@ -153,8 +184,10 @@ pub fn simulate(layer: &str, w: &ChipWeights, w_float: &[f32], inputs: &[Vec<f32
         n_in: w.n_in,
         n_out: w.n_out,
         input_vectors: inputs.len(),
+        inputs: setup.source.to_owned(),
         threshold,
-        mean_input_rate,
+        input_scale: setup.input_scale,
+        mean_input_rate: mean_input_rate(inputs),
         quantization_rel_error: rel_error(&flat_refs, &float_refs),
         assumption: assumption.to_owned(),
         rows,
@@ -177,14 +210,32 @@ mod tests {
         }
     }
 
+    /// x = 1 through weight 1 with θ = 1.5 (one input spike per step): the exported neuron (reset to zero)
+    /// fires every second step (rate × θ = 0.75, a quarter below the ReLU), reset by subtraction two steps in
+    /// three (1.0).
+    #[test]
+    fn the_headline_error_is_the_exported_reset_to_zero_neuron() {
+        let w = quantize_rows(&[1.0], 1, 1, 8);
+        let inputs = vec![vec![1.0f32]];
+        let setup = SimSetup { inputs: &inputs, source: "test", input_scale: 1.0, threshold: 1.5 };
+        let sim = simulate("test", &w, &[1.0], &setup, "ReLU");
+        let last = &sim.rows[5];
+        assert!((last.rel_error - 0.25).abs() < 0.01, "{last:?}");
+        assert!(last.rel_error_reset_by_subtraction < 0.01, "{last:?}");
+        assert!((sim.mean_input_rate - 1.0).abs() < 1e-6);
+    }
+
     #[test]
     fn error_falls_with_timesteps_on_a_random_layer() {
         let (n_out, n_in) = (24, 40);
         let w_float: Vec<f32> = test_inputs(1, n_out * n_in, 3).remove(0).iter().map(|v| v * 0.2).collect();
         let w = quantize_rows(&w_float, n_out, n_in, 8);
         let inputs = test_inputs(6, n_in, 11);
-        let sim = simulate("test", &w, &w_float, &inputs, "ReLU");
-        let errs: Vec<f64> = sim.rows.iter().map(|r| r.rel_error).collect();
+        let threshold = calibrate_threshold(&w, &inputs);
+        let setup = SimSetup { inputs: &inputs, source: "test", input_scale: 1.0, threshold };
+        let sim = simulate("test", &w, &w_float, &setup, "ReLU");
+        // Reset by subtraction keeps the residual, so its rate converges to the ReLU.
+        let errs: Vec<f64> = sim.rows.iter().map(|r| r.rel_error_reset_by_subtraction).collect();
         assert!(errs[5] < 0.05, "{errs:?}");
         assert!(errs[5] < errs[0] / 4.0, "{errs:?}");
         for pair in errs.windows(2) {
