@@ -196,6 +196,7 @@ fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads
     match l.activation {
         Activation::Silu => ops::silu_mul(gate, &up),
         Activation::Relu => ops::relu_mul(gate, &up),
+        Activation::GeluTanh => ops::gelu_mul(gate, &up),
     }
     Ok(())
 }

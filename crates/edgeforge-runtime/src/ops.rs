@@ -44,6 +44,15 @@ pub fn relu_mul(gate: &mut [f32], up: &[f32]) {
     });
 }
 
+/// GeGLU gate: `gate ← gelu_tanh(gate) * up` (Gemma).
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = edgeforge_core::model::gelu_tanh(*g) * u;
+        }
+    });
+}
+
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     acc.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, x)| {
         for (a, &x) in a.iter_mut().zip(x) {

@@ -139,6 +139,7 @@ fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
             let a: Vec<f64> = match l.activation {
                 Activation::Silu => g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect(),
                 Activation::Relu => g.iter().zip(&u).map(|(g, u)| g.max(0.0) * u).collect(),
+                Activation::GeluTanh => g.iter().zip(&u).map(|(g, u)| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh()) * u).collect(),
             };
             let d = matvec(dense(&l.w_down), &a, E);
             for (x, d) in xs[p].iter_mut().zip(d) {
