@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod c_bundle;
 pub mod error;
 pub mod gguf;
+mod gguf_family;
 pub mod gguf_model;
 pub mod hf;
 pub mod nir;

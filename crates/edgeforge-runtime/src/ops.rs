@@ -61,6 +61,22 @@ pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     });
 }
 
+/// `y[r] += bias` for every row of `bias.len()`.
+pub fn add_bias(y: &mut [f32], bias: &[f32]) {
+    y.par_chunks_mut(bias.len()).for_each(|row| {
+        for (a, &b) in row.iter_mut().zip(bias) {
+            *a += b;
+        }
+    });
+}
+
+/// Softmax of `row[lo..hi]` in place; entries outside (keys before a sliding window, future positions)
+/// become 0.
+pub fn softmax_range(row: &mut [f32], lo: usize, hi: usize) {
+    row[..lo].fill(0.0);
+    softmax_prefix(&mut row[lo..], hi - lo);
+}
+
 /// Softmax of `row[..valid]` in place; entries from `valid` on (masked future positions) become 0.
 pub fn softmax_prefix(row: &mut [f32], valid: usize) {
     let (live, masked) = row.split_at_mut(valid);
