@@ -205,3 +205,24 @@ fn each_family_feature_moves_the_figure_by_more_than_the_tolerance() {
         assert!(rel > 0.01, "{name}: without its {feature} the perplexity moves only {:.4}% ({base} -> {changed})", rel * 100.0);
     }
 }
+
+/// Decoding token by token through the KV cache (sliding windows masked in the cache) gives the logits
+/// of one batched prefill, for every family.
+#[test]
+fn each_family_decodes_through_the_kv_cache_as_it_prefills() {
+    let prompt = &tokens()[..48];
+    for (name, _) in FAMILIES {
+        let model = load_model(&gguf(name)).unwrap();
+        let rt = LlamaRuntime::new(weights_from_model(&model).unwrap()).unwrap();
+        let mut cache = rt.new_cache(prompt.len());
+        let whole = rt.forward(&mut cache, prompt, 0).unwrap();
+        let mut cache = rt.new_cache(prompt.len());
+        let mut stepped = rt.forward(&mut cache, &prompt[..5], 0).unwrap();
+        for &t in &prompt[5..] {
+            stepped.extend(rt.forward(&mut cache, &[t], 0).unwrap());
+        }
+        let worst = edgeforge_tests::max_abs_diff(&whole, &stepped);
+        let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(worst <= 1e-4 * scale, "{name}: prefill and decode differ by {worst} (logits up to {scale})");
+    }
+}
