@@ -287,6 +287,9 @@ pub struct ThreadsArg {
 pub enum ConvertTarget {
     /// A Hugging Face folder: config.json, model.safetensors, tokenizer.json.
     HfSafetensors,
+    /// A GGUF file llama.cpp loads (tensors as they are: float, ggml blocks, or our integer codes mapped onto
+    /// ggml blocks); --dtype does not apply.
+    Gguf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -302,7 +305,7 @@ pub struct ConvertArgs {
     pub input: PathBuf,
     #[arg(long)]
     pub to: ConvertTarget,
-    /// Output folder (written atomically).
+    /// Output folder (hf-safetensors, written atomically) or file (gguf).
     #[arg(long)]
     pub out: PathBuf,
     /// Float type of the written weights; f32 keeps dequantized GGUF weights exactly.

@@ -310,6 +310,19 @@ fn convert(a: ConvertArgs) -> Result<(), Failure> {
             bar.finish_and_clear();
             r?.dir
         }
+        ConvertTarget::Gguf => {
+            if a.out.exists() && !a.force {
+                return Err(Failure::BadInput(anyhow!("{} exists; pass --force to replace it", a.out.display())));
+            }
+            let stem = a.out.file_stem().map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
+            let bar = progress::spinner("writing GGUF");
+            let r = edgeforge_export::gguf_model::write_gguf(&model, &a.out, &stem);
+            bar.finish_and_clear();
+            for note in r?.fallbacks {
+                println!("note: {note}");
+            }
+            a.out.clone()
+        }
     };
     println!("wrote {}", out.display());
     Ok(())

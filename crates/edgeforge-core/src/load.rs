@@ -72,7 +72,7 @@ pub(crate) fn check_tensors(model: &Model) -> Result<()> {
             path: model.source.path.clone(),
             tensor: extra.clone(),
             dtype: model.tensors[extra].format_name(),
-            why: "the llama architecture has no such tensor",
+            why: "this architecture has no such tensor",
         });
     }
     Ok(())

@@ -6,27 +6,25 @@ use std::path::Path;
 
 use edgeforge_tokenizer::{GgufVocab, Tokenizer};
 
-use crate::arch::{self, SUPPORTED_ARCHITECTURES};
+use crate::arch;
+use crate::family::{Family, RopeScaling, SlidingWindow, ROPE_FREQS};
+use crate::layout;
 use crate::error::{ConfigProblem, Error, GgufError, Result};
 use crate::gguf::{GgufFile, MetaArray, MetaValue};
 use crate::hash::sha256_hex;
-use crate::model::{Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
+use crate::model::{BlockFeatures, Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
 use crate::dtype::GgmlType;
 
 pub fn load_gguf(path: &Path) -> Result<Model> {
     let file = GgufFile::open(path)?;
     let arch = file.optional_str("general.architecture")?.unwrap_or("").to_owned();
-    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
-        return Err(Error::UnsupportedArchitecture {
-            path: path.to_path_buf(),
-            arch,
-            supported: SUPPORTED_ARCHITECTURES.to_vec(),
-        });
-    }
+    let Some(family) = Family::from_gguf_arch(&arch) else {
+        return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), arch, supported: Family::gguf_arches() });
+    };
     let vocab = gguf_vocab(&file)?;
     let tokenizer =
         Tokenizer::from_gguf_vocab(&vocab).map_err(|source| Error::Tokenizer { path: path.to_path_buf(), source })?;
-    let config = gguf_config(&file, &arch, vocab.tokens.len())?;
+    let config = gguf_config(&file, family, vocab.tokens.len())?;
 
     let mut tensors = BTreeMap::new();
     for info in &file.tensors {
@@ -39,6 +37,10 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
         };
         tensors.insert(info.name.clone(), Tensor { shape: info.shape(), data });
     }
+    if family.traits().fused {
+        let c = &config;
+        layout::split_fused(&mut tensors, c.n_layers, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_ff);
+    }
     let source = ModelSource {
         path: path.to_path_buf(),
         format: SourceFormat::Gguf,
@@ -50,42 +52,42 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
     Ok(model)
 }
 
-fn gguf_config(file: &GgufFile, arch: &str, n_vocab: usize) -> Result<ModelConfig> {
+fn gguf_config(file: &GgufFile, family: Family, n_vocab: usize) -> Result<ModelConfig> {
+    let arch = family.traits().gguf_arch;
     let key = |k: &str| format!("{arch}.{k}");
     let req = |k: &str| -> Result<usize> { Ok(file.require_u64(&key(k))? as usize) };
+    let opt = |k: &str| -> Result<Option<usize>> {
+        match file.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| file.key_error(GgufError::KeyType { key: key(k), expected: "u32", got: v.type_name() })),
+        }
+    };
     let n_embd = req("embedding_length")?;
     let n_heads = scalar_or_uniform(file, &key("attention.head_count"))?;
     let n_kv_heads = match file.get(&key("attention.head_count_kv")) {
         None => n_heads,
         Some(_) => scalar_or_uniform(file, &key("attention.head_count_kv"))?,
     };
-    let head_dim = match file.get(&key("rope.dimension_count")) {
-        Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
-            file.key_error(GgufError::KeyType { key: key("rope.dimension_count"), expected: "u32", got: v.type_name() })
-        })?,
-        None => n_embd.checked_div(n_heads).unwrap_or(0),
-    };
+    // llama.cpp: the head width is attention.key_length (default n_embd / n_head); RoPE rotates
+    // rope.dimension_count of it (default all). Historically our llama files carried only the latter.
+    let default_hd = n_embd.checked_div(n_heads).unwrap_or(0);
+    let n_rot = opt("rope.dimension_count")?;
+    let head_dim = opt("attention.key_length")?.or(n_rot).unwrap_or(default_hd);
+    for (k, v) in [("rope.dimension_count", n_rot), ("attention.value_length", opt("attention.value_length")?)] {
+        if let Some(v) = v.filter(|&v| v != head_dim) {
+            return Err(invalid(file, k, v.to_string(), "differs from the head width (partial RoPE and unequal key/value widths are not supported)"));
+        }
+    }
     let rms_eps = file
         .optional_f64(&key("attention.layer_norm_rms_epsilon"))?
         .ok_or_else(|| file.key_error(GgufError::MissingKey { key: key("attention.layer_norm_rms_epsilon") }))?;
-    if let Some(scaling) = file.optional_str(&key("rope.scaling.type"))? {
-        if scaling != "none" {
-            return Err(Error::Config {
-                path: file.path.clone(),
-                problem: ConfigProblem::Invalid {
-                    field: "rope.scaling.type",
-                    value: scaling.to_owned(),
-                    why: "RoPE scaling is not supported yet",
-                },
-            });
-        }
-    }
+    let n_layers = req("block_count")?;
     let tied = !file.tensors.iter().any(|t| t.name == "output.weight");
-    let config = ModelConfig {
+    let mut config = ModelConfig {
         architecture: arch.to_owned(),
         vocab_size: n_vocab,
         n_embd,
-        n_layers: req("block_count")?,
+        n_layers,
         n_heads,
         n_kv_heads,
         head_dim,
@@ -94,14 +96,101 @@ fn gguf_config(file: &GgufFile, arch: &str, n_vocab: usize) -> Result<ModelConfi
         rms_eps: rms_eps as f32,
         context_length: file.require_u64(&key("context_length"))? as usize,
         tied_embeddings: tied,
-        // The llama architecture in GGUF has no activation key: llama.cpp always applies SiLU.
-        activation: crate::model::Activation::Silu,
+        // No GGUF architecture has an activation key: each family's graph fixes it (llama.cpp).
+        activation: match family {
+            Family::Gemma2 | Family::Gemma3 => crate::model::Activation::GeluTanh,
+            _ => crate::model::Activation::Silu,
+        },
+        features: gguf_features(file, family, n_layers)?,
     };
+    if family.traits().always_tied && !tied {
+        return Err(invalid(file, "output.weight", "present".into(), "llama.cpp's gemma2 always uses token_embd as the head; remove the tensor"));
+    }
+    // Gemma: llama.cpp scales queries by 1/√(n_embd / n_head) for the 27B models (recognized by depth),
+    // else 1/√head_dim.
+    let big_gemma = matches!((family, n_layers), (Family::Gemma2, 46) | (Family::Gemma3, 62));
+    if big_gemma && n_heads > 0 {
+        config.features.attn_scale = Some(1.0 / ((n_embd / n_heads) as f32).sqrt());
+    }
     arch::check_config(&config).map_err(|(field, value, why)| Error::Config {
         path: file.path.clone(),
         problem: ConfigProblem::Invalid { field, value, why },
     })?;
     Ok(config)
+}
+
+fn invalid(file: &GgufFile, field: &'static str, value: String, why: &'static str) -> Error {
+    Error::Config { path: file.path.clone(), problem: ConfigProblem::Invalid { field, value, why } }
+}
+
+/// The family's features from its keys and tensors, refusing what llama.cpp would compute and we do not
+/// (yarn/longrope scaling, per-layer window arrays, partial rotary, MoE).
+fn gguf_features(file: &GgufFile, family: Family, n_layers: usize) -> Result<BlockFeatures> {
+    let arch = family.traits().gguf_arch;
+    let key = |k: &str| format!("{arch}.{k}");
+    let f32_key = |k: &str| -> Result<Option<f32>> { Ok(file.optional_f64(&key(k))?.map(|v| v as f32)) };
+    let mut f = BlockFeatures::of_family(family);
+    let has = |name: &str| file.tensors.iter().any(|t| t.name == name);
+    if let Some(n) = file.get(&key("expert_count")).and_then(MetaValue::as_u64).filter(|&n| n > 0) {
+        return Err(invalid(file, "expert_count", n.to_string(), "mixture-of-experts models are not supported"));
+    }
+    f.rope_scaling = match file.optional_str(&key("rope.scaling.type"))? {
+        None | Some("none") | Some("linear") => match f32_key("rope.scaling.factor")?.or(f32_key("rope.scale_linear")?) {
+            Some(factor) if factor != 0.0 && factor != 1.0 => RopeScaling::Linear { factor },
+            _ => RopeScaling::None,
+        },
+        Some(other) => return Err(invalid(file, "rope.scaling.type", format!("\"{other}\""), "only none and linear RoPE scaling (and llama3 factors as rope_freqs.weight) are supported")),
+    };
+    if let Some(af) = f32_key("rope.scaling.attn_factor")?.filter(|&a| a != 1.0) {
+        return Err(invalid(file, "rope.scaling.attn_factor", af.to_string(), "RoPE attention factors (yarn/longrope) are not supported"));
+    }
+    if has("rope_factors_long.weight") || has("rope_factors_short.weight") {
+        return Err(invalid(file, "rope_factors_long.weight", "present".into(), "long-context RoPE factors (Phi-3 128k, longrope) are not supported"));
+    }
+    if has(ROPE_FREQS) {
+        if family != Family::Llama || f.rope_scaling != RopeScaling::None {
+            return Err(invalid(file, "rope_freqs.weight", "present".into(), "RoPE frequency factors are supported for the llama architecture without other scaling"));
+        }
+        f.rope_scaling = RopeScaling::Llama3 { params: None };
+    }
+    f.o_bias = (0..n_layers).any(|l| has(&format!("blk.{l}.attn_output.bias")));
+    if matches!(family, Family::Llama | Family::Phi3) {
+        f.qkv_bias = has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias");
+    }
+    if file.get(&key("attention.sliding_window_pattern")).is_some_and(|v| matches!(v, MetaValue::Array(_))) {
+        return Err(invalid(file, "attention.sliding_window_pattern", "an array".into(), "per-layer window patterns are not supported (only the family's period)"));
+    }
+    let window = file.get(&key("attention.sliding_window")).and_then(MetaValue::as_u64).map(|v| v as usize);
+    let period = match file.get(&key("attention.sliding_window_pattern")) {
+        Some(v) => v.as_u64().map(|p| p as u32).ok_or_else(|| file.key_error(GgufError::KeyType { key: key("attention.sliding_window_pattern"), expected: "u32", got: v.type_name() }))?,
+        None => family.traits().swa_period,
+    };
+    match family {
+        Family::Gemma2 => {
+            f.sliding_window = Some(SlidingWindow { size: window.unwrap_or(4096), period });
+            f.attn_softcap = Some(f32_key("attn_logit_softcapping")?.unwrap_or(50.0));
+            f.final_softcap = Some(f32_key("final_logit_softcapping")?.unwrap_or(30.0));
+            f.rope_base_swa = f32_key("rope.freq_base_swa")?;
+            if f.rope_base_swa.is_some() && f.rope_scaling != RopeScaling::None {
+                return Err(invalid(file, "rope.freq_base_swa", "present".into(), "a separate local RoPE base with RoPE scaling is not supported for gemma2"));
+            }
+        }
+        Family::Gemma3 => {
+            if let Some(size) = window.filter(|&w| w > 0) {
+                f.sliding_window = Some(SlidingWindow { size, period });
+                f.rope_base_swa = Some(f32_key("rope.freq_base_swa")?.unwrap_or(10_000.0));
+            }
+            f.final_softcap = f32_key("final_logit_softcapping")?.filter(|&c| c != 0.0);
+        }
+        // llama.cpp reads phi3's window and then disables it (its note links PR 13676); so do we.
+        Family::Phi3 => {}
+        _ => {
+            if let Some(w) = window {
+                return Err(invalid(file, "attention.sliding_window", w.to_string(), "llama.cpp does not apply a sliding window to this architecture; remove the key"));
+            }
+        }
+    }
+    Ok(f)
 }
 
 /// Head counts and FFN widths may be per-layer arrays; the llama architecture needs them uniform.
@@ -116,7 +205,7 @@ fn scalar_or_uniform(file: &GgufFile, key: &str) -> Result<usize> {
                     problem: ConfigProblem::Invalid {
                         field: "per-layer hyper-parameter array",
                         value: key.to_owned(),
-                        why: "per-layer sizes differ, which the llama architecture does not support",
+                        why: "per-layer sizes differ, which is not supported",
                     },
                 }),
             }

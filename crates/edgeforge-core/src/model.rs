@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::blocks;
+use crate::family::{Family, RopeKind, RopeScaling, SlidingWindow};
 use crate::dtype::GgmlType;
 use crate::error::{Error, Result};
 
@@ -33,6 +34,88 @@ pub struct ModelConfig {
     /// SiLU models, hence the default.
     #[serde(default)]
     pub activation: Activation,
+    /// Everything that differs between families (all off: a llama block). Absent in checkpoints written
+    /// before the field existed, which were all llama models.
+    #[serde(default)]
+    pub features: BlockFeatures,
+}
+
+/// The family and the block features it uses (see `family.rs` for where each fact comes from).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct BlockFeatures {
+    pub family: Family,
+    pub rope_kind: RopeKind,
+    pub rope_scaling: RopeScaling,
+    /// RoPE base of the sliding-window layers, which then also skip the scaling (Gemma 3's local layers);
+    /// `None`: sliding layers rope like the others.
+    pub rope_base_swa: Option<f32>,
+    pub sliding_window: Option<SlidingWindow>,
+    /// The attention softmax scale; `None` is 1/√head_dim.
+    pub attn_scale: Option<f32>,
+    /// `c · tanh(s / c)` on the attention scores (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// `c · tanh(z / c)` on the logits (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// Embedding rows multiplied by √n_embd (Gemma).
+    pub scale_embeddings: bool,
+    /// `attn_{q,k,v}.bias` (Qwen 2).
+    pub qkv_bias: bool,
+    /// `attn_output.bias`.
+    pub o_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (`attn_q_norm`, `attn_k_norm`: Qwen 3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm of the attention and MLP outputs before their residual adds (`post_attention_norm`,
+    /// `post_ffw_norm`: Gemma).
+    pub post_norms: bool,
+}
+
+impl BlockFeatures {
+    /// The features a family always has (the per-model ones, scaling, window, caps, are set by loaders).
+    pub fn of_family(family: Family) -> Self {
+        let t = family.traits();
+        Self {
+            family,
+            rope_kind: t.rope_kind,
+            qkv_bias: t.qkv_bias,
+            qk_norm: t.qk_norm,
+            post_norms: t.post_norms,
+            scale_embeddings: t.scale_embeddings,
+            ..Self::default()
+        }
+    }
+}
+
+/// How one layer attends: its window (if it slides), and RoPE base and linear position scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerAttention {
+    pub window: Option<usize>,
+    pub rope_base: f32,
+    /// Positions are multiplied by this (1 / the linear scaling factor).
+    pub rope_freq_scale: f32,
+    /// Whether `rope_freqs.weight` (Llama 3 factors) divides this layer's frequencies.
+    pub rope_freq_factors: bool,
+}
+
+impl ModelConfig {
+    /// Layer `l`'s attention parameters from the model-wide description.
+    pub fn layer_attention(&self, l: usize) -> LayerAttention {
+        let f = &self.features;
+        let sliding = f.sliding_window.filter(|w| w.applies_to(l));
+        let global_scale = match f.rope_scaling {
+            RopeScaling::Linear { factor } => 1.0 / factor,
+            _ => 1.0,
+        };
+        let factors = matches!(f.rope_scaling, RopeScaling::Llama3 { .. });
+        match (sliding, f.rope_base_swa) {
+            (Some(_), Some(base)) => LayerAttention { window: sliding.map(|w| w.size), rope_base: base, rope_freq_scale: 1.0, rope_freq_factors: false },
+            _ => LayerAttention { window: sliding.map(|w| w.size), rope_base: self.rope_base, rope_freq_scale: global_scale, rope_freq_factors: factors },
+        }
+    }
+
+    /// The attention softmax scale.
+    pub fn attn_scale(&self) -> f32 {
+        self.features.attn_scale.unwrap_or_else(|| 1.0 / (self.head_dim as f32).sqrt())
+    }
 }
 
 /// The nonlinearity applied to the MLP gate projection before it multiplies the up projection:
@@ -44,6 +127,9 @@ pub enum Activation {
     #[default]
     Silu,
     Relu,
+    /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`, ggml's `ggml_gelu`).
+    #[serde(rename = "gelu_tanh")]
+    GeluTanh,
 }
 
 impl Activation {
@@ -52,6 +138,7 @@ impl Activation {
         match self {
             Activation::Silu => "silu",
             Activation::Relu => "relu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
         }
     }
 
@@ -60,6 +147,7 @@ impl Activation {
         match name {
             "silu" | "swish" => Some(Activation::Silu),
             "relu" => Some(Activation::Relu),
+            "gelu_pytorch_tanh" | "gelu_tanh" => Some(Activation::GeluTanh),
             _ => None,
         }
     }
@@ -69,8 +157,15 @@ impl Activation {
         match self {
             Activation::Silu => x / (1.0 + (-x).exp()),
             Activation::Relu => x.max(0.0),
+            Activation::GeluTanh => gelu_tanh(x),
         }
     }
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
 }
 
 impl std::fmt::Display for Activation {
@@ -128,6 +223,52 @@ impl Tensor {
 
     pub fn row_len(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Rows `first .. first + rows` as a tensor of the same storage (float or ggml blocks; `None` for our
+    /// integer codes, or a range past the end).
+    pub fn row_range(&self, first: usize, rows: usize) -> Option<Tensor> {
+        let n_rows = *self.shape.first()?;
+        if first.checked_add(rows)? > n_rows {
+            return None;
+        }
+        let per_row = self.n_elems() / n_rows.max(1);
+        let mut shape = self.shape.clone();
+        shape[0] = rows;
+        let data = match &self.data {
+            TensorData::F32(v) => TensorData::F32(v[first * per_row..(first + rows) * per_row].to_vec()),
+            TensorData::Blocks { dtype, bytes } => {
+                let row_bytes = bytes.len() / n_rows.max(1);
+                TensorData::Blocks { dtype: *dtype, bytes: bytes[first * row_bytes..(first + rows) * row_bytes].to_vec() }
+            }
+            TensorData::Quantized(_) => return None,
+        };
+        Some(Tensor { shape, data })
+    }
+
+    /// The rows of `parts` one after the other (same row shape and storage type; `None` otherwise).
+    pub fn concat_rows(parts: &[&Tensor]) -> Option<Tensor> {
+        let first = parts.first()?;
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|t| t.shape.first().copied()).sum::<Option<usize>>()?;
+        if parts.iter().any(|t| t.shape[1..] != first.shape[1..]) {
+            return None;
+        }
+        let data = match &first.data {
+            TensorData::F32(_) => TensorData::F32(
+                parts.iter().map(|t| match &t.data { TensorData::F32(v) => Some(v.as_slice()), _ => None }).collect::<Option<Vec<_>>>()?.concat(),
+            ),
+            TensorData::Blocks { dtype, .. } => TensorData::Blocks {
+                dtype: *dtype,
+                bytes: parts
+                    .iter()
+                    .map(|t| match &t.data { TensorData::Blocks { dtype: d, bytes } if d == dtype => Some(bytes.as_slice()), _ => None })
+                    .collect::<Option<Vec<_>>>()?
+                    .concat(),
+            },
+            TensorData::Quantized(_) => return None,
+        };
+        Some(Tensor { shape, data })
     }
 
     /// Float values in row-major order (dequantized, rows in parallel).
@@ -241,6 +382,7 @@ mod tests {
             context_length: 16,
             tied_embeddings: true,
             activation: Activation::Relu,
+            features: BlockFeatures::default(),
         };
         let json = serde_json::to_value(&cfg).expect("serializes");
         assert_eq!(json["activation"], "relu");

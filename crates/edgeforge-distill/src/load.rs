@@ -94,6 +94,10 @@ impl Loader<'_> {
 /// when the device has autodiff).
 pub fn llama_from_model(model: &Model, device: &Device, trainable: Trainable) -> Result<Llama> {
     let c = &model.config;
+    let f = &c.features;
+    if *f != (edgeforge_core::BlockFeatures { family: f.family, ..Default::default() }) || f.family != edgeforge_core::Family::Llama {
+        return Err(DistillError::Family { family: f.family });
+    }
     if c.head_dim == 0 || c.head_dim % 2 != 0 {
         return Err(DistillError::Shape { tensor: "(config)".into(), message: format!("head_dim {} must be positive and even", c.head_dim) });
     }

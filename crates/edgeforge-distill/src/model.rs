@@ -213,6 +213,11 @@ impl Block {
         let gate = match self.activation {
             Activation::Silu => silu(gate),
             Activation::Relu => relu(gate),
+            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); `llama_from_model` refuses gemma models today.
+            Activation::GeluTanh => {
+                let inner = (gate.clone() + gate.clone().powf_scalar(3.0).mul_scalar(0.044_715)).mul_scalar(0.797_884_6);
+                gate.mul_scalar(0.5) * (inner.tanh() + 1.0)
+            }
         };
         let hidden = gate * self.ffn_up.forward(xn);
         x + self.ffn_down.forward(hidden)

@@ -33,6 +33,10 @@ pub enum ExportError {
     /// model with another gate activation would load and silently compute the wrong function.
     #[error("cannot write GGUF: the model's MLP gate activation is {activation}, but llama.cpp's llama architecture always applies SiLU (GGUF has no key to say otherwise); fix: export this model as onnx, c-bundle, safetensors or nir, or drop the activation-swap pass")]
     GgufActivation { activation: edgeforge_core::Activation },
+    /// The ONNX, C and NIR writers compute a llama block; other families' features (biases, q/k norms,
+    /// post norms, GELU, sliding windows, soft-caps, NEOX RoPE) are not in them yet.
+    #[error("cannot write {format}: this writer implements llama-family blocks only, and the model is {family}; fix: export it as gguf or safetensors (both carry every family)")]
+    FamilyUnsupported { format: &'static str, family: edgeforge_core::Family },
 }
 
 impl ExportError {

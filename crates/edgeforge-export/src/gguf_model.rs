@@ -69,28 +69,28 @@ pub fn write_gguf(model: &Model, path: &Path, name: &str) -> Result<GgufExportNo
 
 pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOptions) -> Result<GgufExportNotes> {
     // Checked before anything is written, so a refused export leaves no partial file.
-    if model.config.activation != edgeforge_core::Activation::Silu {
-        return Err(ExportError::GgufActivation { activation: model.config.activation });
-    }
+    crate::gguf_family::check(&model.config)?;
     let vocab = model.tokenizer.gguf_vocab().ok_or_else(|| ExportError::Unsupported {
         what: "GGUF export of a model whose tokenizer came from tokenizer.json (not yet supported)".into(),
     })?;
     let c = &model.config;
     let uniform = crate::uniform::uniform_shapes(model)?;
     let u32v = |x: usize| MetaValue::U32(x as u32);
+    let arch = c.features.family.traits().gguf_arch;
+    let k = |key: &str| format!("{arch}.{key}");
     let mut w = GgufWriter::new();
-    w.meta("general.architecture", MetaValue::Str("llama".into()))
+    w.meta("general.architecture", MetaValue::Str(arch.into()))
         .meta("general.name", MetaValue::Str(name.to_owned()))
-        .meta("llama.context_length", u32v(c.context_length))
-        .meta("llama.embedding_length", u32v(c.n_embd))
-        .meta("llama.block_count", u32v(c.n_layers))
-        .meta("llama.feed_forward_length", u32v(uniform.shape.n_ff))
-        .meta("llama.attention.head_count", u32v(uniform.shape.n_heads))
-        .meta("llama.attention.head_count_kv", u32v(uniform.shape.n_kv_heads))
-        .meta("llama.rope.freq_base", MetaValue::F32(c.rope_base))
-        .meta("llama.rope.dimension_count", u32v(c.head_dim))
-        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(c.rms_eps))
-        .meta("llama.vocab_size", u32v(c.vocab_size))
+        .meta(&k("context_length"), u32v(c.context_length))
+        .meta(&k("embedding_length"), u32v(c.n_embd))
+        .meta(&k("block_count"), u32v(c.n_layers))
+        .meta(&k("feed_forward_length"), u32v(uniform.shape.n_ff))
+        .meta(&k("attention.head_count"), u32v(uniform.shape.n_heads))
+        .meta(&k("attention.head_count_kv"), u32v(uniform.shape.n_kv_heads))
+        .meta(&k("rope.freq_base"), MetaValue::F32(c.rope_base))
+        .meta(&k("rope.dimension_count"), u32v(c.head_dim))
+        .meta(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(c.rms_eps))
+        .meta(&k("vocab_size"), u32v(c.vocab_size))
         .meta("tokenizer.ggml.model", MetaValue::Str(vocab.model.clone()))
         .meta("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::Str(vocab.tokens.clone())))
         .meta("tokenizer.ggml.merges", MetaValue::Array(MetaArray::Str(vocab.merges.clone())));
@@ -123,7 +123,14 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
         }
     }
 
+    for (key, value) in crate::gguf_family::extra_metadata(c) {
+        w.meta(&key, value);
+    }
     let mut notes = GgufExportNotes::default();
+    let f = &c.features;
+    if !uniform.padded.is_empty() && (f.qkv_bias || f.o_bias) {
+        return Err(ExportError::Unsupported { what: "GGUF export: blocks of different widths with attention biases cannot be padded yet".into() });
+    }
     if !uniform.padded.is_empty() {
         notes.fallbacks.push(format!(
             "blocks differ in width; {} tensors were zero-padded to n_ff {}, {} heads / {} KV heads (exact, written as floats) because llama.cpp's llama architecture needs one size for every block",
@@ -134,6 +141,7 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
         ));
     }
     let mut counts: std::collections::BTreeMap<GgmlType, usize> = std::collections::BTreeMap::new();
+    let mut tensors = Vec::with_capacity(model.tensors.len());
     for (tname, t) in &model.tensors {
         let t = uniform.padded.get(tname).unwrap_or(t);
         let n = t.n_elems();
@@ -155,7 +163,10 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
             *counts.entry(dtype).or_default() += 1;
         }
         notes.weight_bytes += bytes.len() as u64;
-        w.tensor(GgufTensor { name: tname.clone(), shape: t.shape.clone(), dtype, bytes });
+        tensors.push(GgufTensor { name: tname.clone(), shape: t.shape.clone(), dtype, bytes });
+    }
+    for t in crate::gguf_family::fuse(c, tensors)? {
+        w.tensor(t);
     }
     // general.file_type: llama.cpp's LlamaFileType of the most common matrix type.
     let main = counts.iter().max_by_key(|(_, n)| **n).map(|(t, _)| *t);

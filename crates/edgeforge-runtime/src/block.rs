@@ -9,7 +9,7 @@ use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::ops;
 use edgeforge_core::Activation;
-use crate::rope::RopeTable;
+use crate::rope::{RopeParams, RopeTable};
 use std::sync::{Arc, Mutex};
 use crate::weights::{LayerWeights, Linear, LlamaWeights};
 
@@ -24,7 +24,8 @@ fn linear_on(x: &[f32], n: usize, w: &Linear, out_dim: usize, in_dim: usize, y: 
     w.forward_on(x, n, out_dim, in_dim, y, what, threads)
 }
 
-/// Model-wide sizes a block needs.
+/// Model-wide sizes a block needs (`rope_base` is the model's; a layer may carry its own RoPE parameters
+/// in `LayerFeatures::rope`).
 #[derive(Debug, Clone, Copy)]
 pub struct BlockDims {
     pub n_embd: usize,
@@ -92,12 +93,17 @@ struct HeadInputs<'a> {
     n: usize,
     past: usize,
     head_dim: usize,
+    /// Softmax scale, soft-cap and window of this layer (see `LayerFeatures`).
+    scale: f32,
+    softcap: Option<f32>,
+    window: Option<usize>,
 }
 
-/// Head `h` (reading kv head `kvh`): softmax(q·kᵀ / √head_dim) · v over the visible keys, `[n, head_dim]`.
+/// Head `h` (reading kv head `kvh`): softmax(cap(q·kᵀ · scale)) · v over the visible keys (causal, and
+/// inside the window if the layer has one), `[n, head_dim]`.
 fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, RuntimeError> {
     let (hd, n, past) = (x.head_dim, x.n, x.past);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = x.scale;
     let mut out = vec![0f32; n * hd];
     let mut scores = Vec::new();
     for (r0, r1) in query_blocks(n, past) {
@@ -113,7 +119,17 @@ fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, Run
             for sv in row.iter_mut() {
                 *sv *= scale;
             }
-            ops::softmax_prefix(row, past + r0 + r + 1);
+            if let Some(c) = x.softcap {
+                // ggml's order: scale by 1/c, tanh, scale by c.
+                let inv = 1.0 / c;
+                row.iter_mut().for_each(|sv| *sv = c * (*sv * inv).tanh());
+            }
+            let visible = past + r0 + r + 1;
+            match x.window {
+                // llama.cpp masks key p0 for query p1 when p1 - p0 >= window.
+                Some(w) if visible > w => ops::softmax_range(row, visible - w, visible),
+                _ => ops::softmax_prefix(row, visible),
+            }
         }
         let p = MatRef::row_major(&scores, rows, keys);
         let vh = MatRef { data: x.v, offset: kvh * hd, rows: keys, cols: hd, row_stride: x.cache_width, col_stride: 1 };
@@ -143,16 +159,30 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
     let mut q = vec![0f32; n * qd];
     let mut k = vec![0f32; n * kvd];
     let mut v = vec![0f32; n * kvd];
+    let f = &l.features;
     linear_on(xn, n, &l.wq, qd, e, &mut q, "attn_q", threads)?;
     linear_on(xn, n, &l.wk, kvd, e, &mut k, "attn_k", threads)?;
     linear_on(xn, n, &l.wv, kvd, e, &mut v, "attn_v", threads)?;
+    for (y, b) in [(&mut q, &f.q_bias), (&mut k, &f.k_bias), (&mut v, &f.v_bias)] {
+        if let Some(b) = b {
+            ops::add_bias(y, b);
+        }
+    }
+    for (y, w) in [(&mut q, &f.q_norm), (&mut k, &f.k_norm)] {
+        if let Some(w) = w {
+            // Per head: rows of head_dim.
+            let src = y.clone();
+            ops::rms_norm(&src, w, d.rms_eps, y);
+        }
+    }
     rope.apply(&mut q, qd);
     rope.apply(&mut k, kvd);
     for r in 0..n {
         kc[(past + r) * cw..][..kvd].copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
         vc[(past + r) * cw..][..kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
     }
-    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd };
+    let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
+    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window };
     let group = l.n_heads / l.n_kv_heads;
     let per_head: Vec<Result<Vec<f32>, RuntimeError>> = match threads {
         Threads::Pool => (0..l.n_heads).into_par_iter().map(|h| attend_head(&inputs, h, h / group)).collect(),
@@ -174,6 +204,10 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
 pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>, threads: Threads) -> Result<(), RuntimeError> {
     scratch.resize(n * d.n_embd, 0.0);
     linear_on(heads, n, &l.wo, d.n_embd, l.n_heads * d.head_dim, scratch, "attn_output", threads)?;
+    if let Some(b) = &l.features.o_bias {
+        ops::add_bias(scratch, b);
+    }
+    post_norm(scratch, l.features.post_attn_norm.as_deref(), d.rms_eps);
     ops::add_in_place(x, scratch);
     Ok(())
 }
@@ -196,6 +230,7 @@ fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads
     match l.activation {
         Activation::Silu => ops::silu_mul(gate, &up),
         Activation::Relu => ops::relu_mul(gate, &up),
+        Activation::GeluTanh => ops::gelu_mul(gate, &up),
     }
     Ok(())
 }
@@ -205,8 +240,22 @@ fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads
 pub(crate) fn add_ffn_output(l: &LayerWeights, d: BlockDims, hidden: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>, threads: Threads) -> Result<(), RuntimeError> {
     scratch.resize(n * d.n_embd, 0.0);
     linear_on(hidden, n, &l.w_down, d.n_embd, l.n_ff, scratch, "ffn_down", threads)?;
+    post_norm(scratch, l.features.post_ffn_norm.as_deref(), d.rms_eps);
     ops::add_in_place(x, scratch);
     Ok(())
+}
+
+/// RMSNorm of a sublayer's output before its residual add (Gemma), in place.
+fn post_norm(y: &mut [f32], weight: Option<&[f32]>, eps: f32) {
+    if let Some(w) = weight {
+        let src = y.to_vec();
+        ops::rms_norm(&src, w, eps, y);
+    }
+}
+
+/// The RoPE parameters of layer `l`: its own, or llama RoPE with the model's base.
+pub(crate) fn rope_params(l: &LayerWeights, d: BlockDims) -> RopeParams {
+    l.features.rope.clone().unwrap_or_else(|| RopeParams::norm(d.rope_base))
 }
 
 /// One block on its own, run on whole sequences (positions 0..n, no cache kept between calls), step by
@@ -248,7 +297,7 @@ impl Block {
         match &*cached {
             Some(t) if t.positions() >= n => Arc::clone(t),
             _ => {
-                let t = Arc::new(RopeTable::new(self.dims.head_dim, self.dims.rope_base, 0, n));
+                let t = Arc::new(RopeTable::new(self.dims.head_dim, &rope_params(&self.layer, self.dims), 0, n));
                 *cached = Some(Arc::clone(&t));
                 t
             }
@@ -365,6 +414,14 @@ pub(crate) fn validate_layer(l: &LayerWeights, d: BlockDims, i: usize) -> Result
     l.w_gate.check(name("ffn_gate"), ff, e)?;
     l.w_up.check(name("ffn_up"), ff, e)?;
     l.w_down.check(name("ffn_down"), e, ff)?;
+    for (t, v, len) in l.features.tensors(q, kv, e, hd) {
+        if let Some(v) = v {
+            check(|| format!("blk.{i}.{t}"), v.len(), len)?;
+        }
+    }
+    if l.features.window == Some(0) {
+        return Err(RuntimeError::BadShape { what: "sliding window", value: 0, why: "must be at least 1" });
+    }
     Ok(())
 }
 
@@ -406,7 +463,7 @@ mod tests {
             let q: Vec<f32> = (0..n * qd).map(|_| next()).collect();
             let k: Vec<f32> = (0..total * cw).map(|_| next()).collect();
             let v: Vec<f32> = (0..total * cw).map(|_| next()).collect();
-            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd };
+            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), softcap: None, window: None };
             for h in 0..heads {
                 let got: Vec<u32> = attend_head(&x, h, 0).unwrap().iter().map(|v| v.to_bits()).collect();
                 let want: Vec<u32> = full_head(&x, h, 0).iter().map(|v| v.to_bits()).collect();

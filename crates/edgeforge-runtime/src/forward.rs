@@ -9,7 +9,7 @@ use crate::error::RuntimeError;
 use crate::kernels::matmul::Threads;
 use crate::kv_cache::KvCache;
 use crate::ops;
-use crate::rope::RopeTable;
+use crate::rope::{RopeTable, RopeTables};
 use crate::weights::{LayerWeights, LlamaWeights};
 
 /// Where a layer's linear inputs are shown to `run_layer`'s capture: the normed input of q/k/v, the
@@ -78,14 +78,24 @@ impl LlamaRuntime {
 
         let mut x = vec![0f32; n * e];
         x.par_chunks_mut(e).zip(tokens.par_iter()).try_for_each(|(row, &t)| w.token_embd.row_into(t as usize, row, "token_embd"))?;
-        let rope = RopeTable::new(w.head_dim, w.rope_base, cache.len, n);
+        self.scale_embeddings(&mut x);
+        let mut ropes = RopeTables::default();
+        let d = BlockDims::of(w);
         let mut scratch = Scratch::default();
         for (li, layer) in w.layers.iter().enumerate() {
+            let rope = ropes.get(w.head_dim, &block::rope_params(layer, d), cache.len, n);
             self.layer(li, layer, &mut x, n, cache, &rope, &mut scratch, &mut |_, _| {})?;
         }
         cache.len += n;
 
         self.head_logits(&x[logits_from * e..], n - logits_from)
+    }
+
+    /// Embedding rows times the model's embedding scale (Gemma's √n_embd), if it has one.
+    fn scale_embeddings(&self, x: &mut [f32]) {
+        if let Some(s) = self.w.head.embd_scale {
+            x.par_iter_mut().for_each(|v| *v *= s);
+        }
     }
 
     /// The output norm of hidden states `x` (`[n, n_embd]`): what the output head reads.
@@ -102,6 +112,11 @@ impl LlamaRuntime {
         let head = w.output.as_ref().unwrap_or(&w.token_embd);
         let mut logits = vec![0f32; n * w.vocab_size];
         linear(&normed, n, head, w.vocab_size, w.n_embd, &mut logits, "output")?;
+        if let Some(c) = w.head.final_softcap {
+            // ggml's order: scale by 1/c, tanh, scale by c.
+            let inv = 1.0 / c;
+            logits.par_iter_mut().for_each(|z| *z = c * (*z * inv).tanh());
+        }
         Ok(logits)
     }
 
@@ -131,6 +146,7 @@ impl LlamaRuntime {
             }
             self.w.token_embd.row_into(t as usize, row, "token_embd")?;
         }
+        self.scale_embeddings(&mut x);
         Ok(x)
     }
 
@@ -143,7 +159,7 @@ impl LlamaRuntime {
             return Err(RuntimeError::WeightLength { tensor: "hidden states".into(), expected: n * self.w.n_embd, got: x.len() });
         }
         let mut cache = KvCache::new(self.w.layers.len(), self.kv_width, n);
-        let rope = RopeTable::new(self.w.head_dim, self.w.rope_base, 0, n);
+        let rope = RopeTable::new(self.w.head_dim, &block::rope_params(l, BlockDims::of(&self.w)), 0, n);
         self.layer(li, l, x, n, &mut cache, &rope, &mut Scratch::default(), capture)
     }
 

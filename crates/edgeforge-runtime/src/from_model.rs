@@ -5,7 +5,9 @@
 use edgeforge_core::{Error, Model, Result, TensorData};
 
 use crate::kernels::qmatmul::PackedLinear;
-use crate::{LayerWeights, Linear, LlamaWeights};
+use std::sync::Arc;
+
+use crate::{HeadFeatures, LayerFeatures, LayerWeights, Linear, LlamaWeights, RopeParams};
 
 /// Whether quantized linears keep their codes or are expanded to floats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,42 @@ pub fn layer_from_model_as(model: &Model, l: usize, storage: WeightStorage) -> R
         w_up: w("ffn_up", ff, e)?,
         w_down: w("ffn_down", e, ff)?,
         activation: c.activation,
+        features: layer_features(model, l, q, kv)?,
+    })
+}
+
+/// Layer `l`'s features from the model description: RoPE parameters, window, softmax scale and cap, and
+/// the family's extra tensors (`q`, `kv`: this block's query and key/value widths).
+fn layer_features(model: &Model, l: usize, q: usize, kv: usize) -> Result<LayerFeatures> {
+    let c = &model.config;
+    let f = &c.features;
+    let a = c.layer_attention(l);
+    let factors = if a.rope_freq_factors {
+        Some(Arc::from(model.tensor_f32(edgeforge_core::family::ROPE_FREQS, &[c.head_dim / 2])?))
+    } else {
+        None
+    };
+    let (e, hd) = (c.n_embd, c.head_dim);
+    let opt = |on: bool, suffix: &str, len: usize| -> Result<Option<Vec<f32>>> {
+        if on {
+            model.tensor_f32(&format!("blk.{l}.{suffix}"), &[len]).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(LayerFeatures {
+        rope: Some(RopeParams { kind: f.rope_kind, base: a.rope_base, freq_scale: a.rope_freq_scale, factors }),
+        window: a.window,
+        attn_scale: f.attn_scale,
+        attn_softcap: f.attn_softcap,
+        q_bias: opt(f.qkv_bias, "attn_q.bias", q)?,
+        k_bias: opt(f.qkv_bias, "attn_k.bias", kv)?,
+        v_bias: opt(f.qkv_bias, "attn_v.bias", kv)?,
+        o_bias: opt(f.o_bias, "attn_output.bias", e)?,
+        q_norm: opt(f.qk_norm, "attn_q_norm.weight", hd)?,
+        k_norm: opt(f.qk_norm, "attn_k_norm.weight", hd)?,
+        post_attn_norm: opt(f.post_norms, "post_attention_norm.weight", e)?,
+        post_ffn_norm: opt(f.post_norms, "post_ffw_norm.weight", e)?,
     })
 }
 
@@ -96,5 +134,9 @@ pub fn weights_from_model_as(model: &Model, storage: WeightStorage) -> Result<Ll
         layers,
         output_norm: model.tensor_f32("output_norm.weight", &[e])?,
         output,
+        head: HeadFeatures {
+            embd_scale: c.features.scale_embeddings.then(|| (e as f32).sqrt()),
+            final_softcap: c.features.final_softcap,
+        },
     })
 }

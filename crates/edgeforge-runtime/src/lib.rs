@@ -4,6 +4,7 @@
 
 mod block;
 mod error;
+mod features;
 mod forward;
 mod from_model;
 pub mod kernels;
@@ -14,7 +15,9 @@ mod weights;
 
 pub use block::{Block, BlockDims};
 pub use error::RuntimeError;
+pub use features::{HeadFeatures, LayerFeatures};
 pub use forward::{CaptureSite, LlamaRuntime};
+pub use rope::RopeParams;
 pub use from_model::{layer_from_model, layer_from_model_as, weights_from_model, weights_from_model_as, WeightStorage};
 pub use kv_cache::KvCache;
 pub use ops::rms_norm;

@@ -44,12 +44,37 @@ pub fn relu_mul(gate: &mut [f32], up: &[f32]) {
     });
 }
 
+/// GeGLU gate: `gate ← gelu_tanh(gate) * up` (Gemma).
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = edgeforge_core::model::gelu_tanh(*g) * u;
+        }
+    });
+}
+
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     acc.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, x)| {
         for (a, &x) in a.iter_mut().zip(x) {
             *a += x;
         }
     });
+}
+
+/// `y[r] += bias` for every row of `bias.len()`.
+pub fn add_bias(y: &mut [f32], bias: &[f32]) {
+    y.par_chunks_mut(bias.len()).for_each(|row| {
+        for (a, &b) in row.iter_mut().zip(bias) {
+            *a += b;
+        }
+    });
+}
+
+/// Softmax of `row[lo..hi]` in place; entries outside (keys before a sliding window, future positions)
+/// become 0.
+pub fn softmax_range(row: &mut [f32], lo: usize, hi: usize) {
+    row[..lo].fill(0.0);
+    softmax_prefix(&mut row[lo..], hi - lo);
 }
 
 /// Softmax of `row[..valid]` in place; entries from `valid` on (masked future positions) become 0.

@@ -98,6 +98,8 @@ pub struct LayerWeights {
     /// The gate's nonlinearity (the model's `ModelConfig::activation`), kept per layer so code that runs one
     /// block on its own (GPTQ, AWQ, reconstruction) computes the same MLP as the whole-model forward.
     pub activation: edgeforge_core::Activation,
+    /// Biases, q/k norms, post norms, RoPE variant, window, softmax scale and soft-cap (llama: defaults).
+    pub features: crate::features::LayerFeatures,
 }
 
 pub struct LlamaWeights {
@@ -112,6 +114,8 @@ pub struct LlamaWeights {
     pub output_norm: Vec<f32>,
     /// `[vocab, n_embd]`; `None` when tied to `token_embd`.
     pub output: Option<Linear>,
+    /// Embedding scale and final logit soft-cap (llama: none).
+    pub head: crate::features::HeadFeatures,
 }
 
 fn check(tensor: impl Fn() -> String, got: usize, expected: usize) -> Result<(), RuntimeError> {
@@ -132,7 +136,7 @@ impl LayerWeights {
 impl LlamaWeights {
     /// Bytes of all weights held in memory (norms, embeddings, linears), f32 or packed.
     pub fn resident_bytes(&self) -> usize {
-        let norms = |l: &LayerWeights| (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+        let norms = |l: &LayerWeights| (l.attn_norm.len() + l.ffn_norm.len() + l.features.n_floats()) * 4;
         self.token_embd.resident_bytes()
             + self.output.as_ref().map_or(0, Linear::resident_bytes)
             + self.output_norm.len() * 4

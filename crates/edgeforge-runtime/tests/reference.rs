@@ -47,6 +47,7 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
             w_up: r.vec(ff * E, 0.25).into(),
             w_down: r.vec(E * ff, 0.25).into(),
             activation: Activation::Silu,
+            features: Default::default(),
         })
         .collect();
     LlamaWeights {
@@ -58,6 +59,7 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
         token_embd: r.vec(VOCAB * E, 1.0).into(),
         layers,
         output_norm: r.norm(E),
+        head: Default::default(),
         output: if tied { None } else { Some(r.vec(VOCAB * E, 0.5).into()) },
     }
 }
@@ -139,6 +141,7 @@ fn reference(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f64>> {
             let a: Vec<f64> = match l.activation {
                 Activation::Silu => g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect(),
                 Activation::Relu => g.iter().zip(&u).map(|(g, u)| g.max(0.0) * u).collect(),
+                Activation::GeluTanh => g.iter().zip(&u).map(|(g, u)| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh()) * u).collect(),
             };
             let d = matvec(dense(&l.w_down), &a, E);
             for (x, d) in xs[p].iter_mut().zip(d) {
@@ -334,6 +337,7 @@ fn quantized_pair(w: &LlamaWeights, format: QuantFormat) -> (LlamaWeights, Llama
             w_up: pick(&w_up).clone(),
             w_down: pick(&w_down).clone(),
             activation: l.activation,
+            features: l.features.clone(),
         };
         packed_layers.push(layer(|p| &p.0));
         float_layers.push(layer(|p| &p.1));
@@ -350,6 +354,7 @@ fn quantized_pair(w: &LlamaWeights, format: QuantFormat) -> (LlamaWeights, Llama
         layers,
         output_norm: w.output_norm.clone(),
         output,
+        head: w.head.clone(),
     };
     (
         model(packed_layers, embd.0, output.as_ref().map(|o| o.0.clone())),

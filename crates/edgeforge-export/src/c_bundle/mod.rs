@@ -127,6 +127,7 @@ const MAKEFILE: &str = "CC ?= gcc\nCFLAGS ?= -std=c99 -Wall -Werror -O2\n\nedgef
 
 /// Write the bundle into `dir` (replaced if it exists) for a KV cache of `context` tokens.
 pub fn write_c_bundle(model: &Model, dir: &Path, context: usize) -> Result<CBundleSummary> {
+    crate::llama_blocks_only(model, "the C bundle")?;
     let c = &model.config;
     let mut summary = CBundleSummary { dir: dir.to_path_buf(), ..Default::default() };
     let shapes = (0..c.n_layers).map(|l| block_shape(model, l)).collect::<edgeforge_core::Result<Vec<_>>>()?;

@@ -86,6 +86,8 @@ fn activation_statement(activation: edgeforge_core::Activation) -> (&'static str
     match activation {
         edgeforge_core::Activation::Silu => (SILU_ASSUMPTION, "SiLU (as rate-coded ReLU)"),
         edgeforge_core::Activation::Relu => (RELU_EXACT, "none: the model's own ReLU (rate-coded)"),
+        // Refused before this point (`llama_blocks_only`): only gemma models use it.
+        edgeforge_core::Activation::GeluTanh => ("the model's MLP activation is GELU", "GELU"),
     }
 }
 
@@ -125,6 +127,7 @@ pub fn write_nir(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOpt
 /// IF thresholds calibrated on them, the simulation run on them, and the energy estimate's spike rate
 /// measured from them.
 pub fn write_nir_with(model: &Model, dir: &Path, limits: &NirLimits, options: &NirOptions, layer_inputs: Option<&LayerInputs>) -> Result<NirSummary> {
+    crate::llama_blocks_only(model, "NIR")?;
     let bits = options.weight_bits;
     if !(2..=8).contains(&bits) {
         return Err(ExportError::Unsupported { what: format!("NIR export: weight_bits {bits} (2 to 8 supported)") });

@@ -248,6 +248,9 @@ impl Ctx<'_> {
                 self.g.op("Mul", &[&gate, &sig], vec![], "gate_silu")
             }
             edgeforge_core::Activation::Relu => self.g.op("Relu", &[&gate], vec![], "gate_relu"),
+            edgeforge_core::Activation::GeluTanh => {
+                return Err(ExportError::FamilyUnsupported { format: "ONNX", family: self.model.config.features.family })
+            }
         };
         let hidden = self.g.op("Mul", &[&act, &up], vec![], "ffn_hidden");
         let down = self.linear(&hidden, &name("ffn_down"))?;

@@ -145,6 +145,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Write `model` as an ONNX decoder folder at `dir` (replaced if it exists; written to a staging folder
 /// and renamed, so a failed export leaves nothing half-written).
 pub fn write_onnx(model: &Model, dir: &Path, options: &OnnxOptions) -> Result<OnnxSummary> {
+    crate::llama_blocks_only(model, "ONNX")?;
     // The context length comes from the model file: bound it before sizing the RoPE tables by it.
     let mut clamp_note = None;
     let max_positions = match options.max_positions {
