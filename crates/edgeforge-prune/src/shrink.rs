@@ -57,7 +57,22 @@ pub fn keep_heads(model: &mut Model, l: usize, q_heads: &[usize], kv_heads: &[us
     keep_rows(model, &format!("blk.{l}.attn_q.weight"), &q)?;
     keep_rows(model, &format!("blk.{l}.attn_k.weight"), &kv)?;
     keep_rows(model, &format!("blk.{l}.attn_v.weight"), &kv)?;
+    // Biases (Qwen 2) lose the same rows. The q/k norms (Qwen 3, Gemma 3) are per head_dim, shared by
+    // every head: they survive head pruning unchanged.
+    for (bias, keep) in [("attn_q.bias", &q), ("attn_k.bias", &kv), ("attn_v.bias", &kv)] {
+        keep_entries(model, &format!("blk.{l}.{bias}"), keep)?;
+    }
     keep_cols(model, &format!("blk.{l}.attn_output.weight"), &q)
+}
+
+/// Keep entries `keep` (ascending) of vector `name`, if the model has it.
+fn keep_entries(model: &mut Model, name: &str, keep: &[usize]) -> Result<(), PassError> {
+    let Some(t) = model.tensors.get(name) else { return Ok(()) };
+    let v = t.to_f32(name)?;
+    check_indices(name, keep, v.len())?;
+    let out: Vec<f32> = keep.iter().map(|&i| v[i]).collect();
+    model.tensors.insert(name.to_owned(), Tensor { shape: vec![keep.len()], data: TensorData::F32(out) });
+    Ok(())
 }
 
 /// Remove the blocks in `remove`, renumber the rest in order, and record each survivor's origin.

@@ -317,6 +317,11 @@ impl Pass for Awq {
                 best.1
             };
             scale_tensor(model, &format!("blk.{li}.attn_v.weight"), None, Some(&s2_kv))?;
+            // A value bias (Qwen 2) is part of v's output: it is divided with its rows, and stays float.
+            let v_bias = format!("blk.{li}.attn_v.bias");
+            if model.tensors.contains_key(&v_bias) {
+                scale_norm(model, &v_bias, &s2_kv)?;
+            }
             let s2 = expand(&s2_kv);
             scale_tensor(model, &name_o, Some(&s2), None)?;
             rescale_hessian(&mut h_o, &s2);

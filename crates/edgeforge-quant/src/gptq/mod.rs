@@ -377,6 +377,12 @@ pub fn embed(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<(usize, Vec<f3
                 })?;
                 x.extend_from_slice(row);
             }
+            // The family's embedding scale (Gemma's √n_embd), as the runtime's forward applies it: the
+            // calibration activations are the real model's.
+            if c.features.scale_embeddings {
+                let scale = (e as f32).sqrt();
+                x.iter_mut().for_each(|v| *v *= scale);
+            }
             Ok((s.len(), x))
         })
         .collect()
