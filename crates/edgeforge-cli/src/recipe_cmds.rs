@@ -251,7 +251,10 @@ pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {
 
 pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
     let model = edgeforge_core::load_model(&a.model)?;
-    let runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model)?).map_err(|e| Failure::BadInput(e.into()))?;
+    let mut runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model)?).map_err(|e| Failure::BadInput(e.into()))?;
+    // The runtime holds its own copy of the weights: the loaded model is not part of what is measured.
+    drop(model);
+    runtime.set_rounding(a.rounding.runtime());
     let opts = edgeforge_eval::LatencyOptions { prompt_tokens: a.prompt_tokens, gen_tokens: a.gen_tokens, repeats: a.repeats, seed: a.seed };
     let r = edgeforge_eval::latency(&runtime, &opts)?;
     if a.json {

@@ -1,16 +1,19 @@
 //! Model IR → runtime weights. Linear weights (the seven projections of each layer, the token embedding
 //! and the output head) that a quantization pass left as `TensorData::Quantized` stay packed and run on the
-//! packed kernels; every other tensor (float, GGUF blocks, norms) is dequantized to f32 as before.
+//! packed kernels; GGUF blocks with a native kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) keep the file's
+//! bytes and run on the block kernels; every other tensor (float, K-quants, norms) is dequantized to f32.
 
 use edgeforge_core::{Error, Model, Result, TensorData};
 
+use crate::kernels::blocks::{BlockFormat, BlockLinear};
 use crate::kernels::qmatmul::PackedLinear;
 use crate::{LayerWeights, Linear, LlamaWeights};
 
 /// Whether quantized linears keep their codes or are expanded to floats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightStorage {
-    /// `TensorData::Quantized` linears stay packed (the default: what evaluation runs on).
+    /// `TensorData::Quantized` linears stay packed and natively supported GGUF blocks stay blocks (the
+    /// default: what evaluation runs on).
     Packed,
     /// Everything dequantized to f32 (the float path, for comparisons).
     F32,
@@ -23,12 +26,7 @@ fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: Wei
         // The packed kernels cover 4 and 8 bits; other widths (3-bit) run on their dequantized values.
         (TensorData::Quantized(q), WeightStorage::Packed) if matches!(q.format.bits, 4 | 8) => {
             if t.shape != [out_dim, in_dim] {
-                return Err(Error::TensorShape {
-                    path: model.source.path.clone(),
-                    tensor: name.to_owned(),
-                    expected: vec![out_dim, in_dim],
-                    got: t.shape.clone(),
-                });
+                return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
             }
             let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| Error::TensorType {
                 path: model.source.path.clone(),
@@ -41,8 +39,27 @@ fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: Wei
             })?;
             Ok(Linear::Packed(packed))
         }
+        (TensorData::Blocks { dtype, bytes }, WeightStorage::Packed) if BlockFormat::of(*dtype).is_some() => {
+            if t.shape != [out_dim, in_dim] {
+                return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
+            }
+            let blocks = BlockLinear::new(name, *dtype, bytes.clone(), out_dim, in_dim).map_err(|e| Error::TensorType {
+                path: model.source.path.clone(),
+                tensor: name.to_owned(),
+                dtype: t.format_name(),
+                why: match e {
+                    crate::RuntimeError::PackedWeight { why, .. } => why,
+                    _ => "inconsistent block data",
+                },
+            })?;
+            Ok(Linear::Blocks(blocks))
+        }
         _ => Ok(Linear::F32(model.tensor_f32(name, &[out_dim, in_dim])?)),
     }
+}
+
+fn shape_error(model: &Model, name: &str, out_dim: usize, in_dim: usize, got: &[usize]) -> Error {
+    Error::TensorShape { path: model.source.path.clone(), tensor: name.to_owned(), expected: vec![out_dim, in_dim], got: got.to_vec() }
 }
 
 /// One layer's weights: quantized linears packed, the rest as floats.
