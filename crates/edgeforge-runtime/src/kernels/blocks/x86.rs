@@ -163,7 +163,68 @@ macro_rules! row_kernel {
 
 row_kernel!(row_avx2, "avx2,fma,f16c", dot_avx2);
 row_kernel!(row_avxvnni, "avx2,fma,f16c,avxvnni", dot_avxvnni);
-row_kernel!(row_avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", dot_avx512vnni);
+row_kernel!(row_avx512vnni_256, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", dot_avx512vnni);
+
+/// The AVX-512 VNNI kernel: two blocks per step in 512-bit registers (one `vpdpbusd` for 64 products), the
+/// last odd block through the 256-bit kernel.
+///
+/// # Safety
+/// See the module comment.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>, out: &mut [f32; NT]) {
+    let format = FORMATS[F as usize];
+    let (bb, nb) = (format.block_bytes(), x.nb);
+    let signed = matches!(format.offset(), Offset::None);
+    let sums = if matches!(format.offset(), Offset::Min) { x.s16 } else { x.s };
+    let (wp, xq, xd) = (row.as_ptr(), x.qs.as_ptr(), x.d.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); NT];
+    let mut off = [0f32; NT];
+    let pairs = nb / 2;
+    for pb in 0..pairs {
+        let b = 2 * pb;
+        // SAFETY: blocks `b` and `b + 1 < nb` lie inside `row` (nb whole blocks).
+        let (w, dw0, dw1, ow0, ow1) = unsafe {
+            let (p0, p1) = (wp.add(b * bb), wp.add((b + 1) * bb));
+            let (dw0, dw1) = (half(p0), half(p1));
+            let (ow0, ow1) = match format.offset() {
+                Offset::None => (0.0, 0.0),
+                Offset::Const(k) => (-k * dw0, -k * dw1),
+                Offset::Min => (half(p0.add(2)), half(p1.add(2))),
+            };
+            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights::<F>(p0)), weights::<F>(p1)), dw0, dw1, ow0, ow1)
+        };
+        let u = if signed { _mm512_abs_epi8(w) } else { w };
+        let negative = _mm512_movepi8_mask(w);
+        for t in 0..NT {
+            let k = t * nb + b;
+            // SAFETY: token `t < NT` has `nb` blocks in `x`: blocks `k`, `k + 1` (64 codes, two scales) are inside.
+            let (xv, dx0, dx1) = unsafe { (_mm512_loadu_si512(xq.add(k * BLOCK).cast()), *xd.add(k), *xd.add(k + 1)) };
+            let sv = if signed { _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv) } else { xv };
+            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, sv);
+            let scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dw0 * dx0), _mm512_set1_ps(dw1 * dx1));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[t]);
+            if !signed {
+                off[t] += ow0 * sums[k] + ow1 * sums[k + 1];
+            }
+        }
+    }
+    let mut tail = [0f32; NT];
+    if nb % 2 == 1 {
+        let last = 2 * pairs;
+        // The odd last block of every token: the 256-bit kernel on a view of that block alone.
+        for t in 0..NT {
+            let k = t * nb + last;
+            let one = Q8View { tokens: 1, qs: &x.qs[k * BLOCK..(k + 1) * BLOCK], d: &x.d[k..=k], s: &x.s[k..=k], s16: &x.s16[k..=k], nb: 1 };
+            let mut o = [0f32; 1];
+            // SAFETY: the last block of `row` (bb bytes) and one block of one token, as the kernel requires.
+            unsafe { row_avx512vnni_256::<F, 1>(&row[last * bb..], one, &mut o) };
+            tail[t] = o[0];
+        }
+    }
+    for t in 0..NT {
+        out[t] = _mm512_reduce_add_ps(acc[t]) + off[t] + tail[t];
+    }
+}
 
 /// `out[t] = row · token t` on `isa` (an x86 kernel).
 ///
