@@ -223,9 +223,10 @@ pub struct LatencyArgs {
     pub repeats: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Activation rounding of block-quantized weights: `llamacpp` (8-bit activation blocks and integer dot
-    /// products, the arithmetic llama-bench times) or `exact` (f32 activations).
-    #[arg(long, value_enum, default_value_t = RoundingArg::Llamacpp)]
+    /// Activation rounding of block-quantized weights: `fast` (llama.cpp's 8-bit activation blocks and
+    /// integer dot products for decode steps, f32 for the prompt batch), `llamacpp` (8-bit for every
+    /// product) or `exact` (f32 activations everywhere).
+    #[arg(long, value_enum, default_value_t = RoundingArg::Fast)]
     pub rounding: RoundingArg,
     #[command(flatten)]
     pub threads: ThreadsArg,
@@ -268,6 +269,8 @@ pub enum RoundingArg {
     Exact,
     /// Activations rounded to 8-bit blocks and integer dot products, as llama.cpp computes.
     Llamacpp,
+    /// `llamacpp` for decode steps (up to 8 tokens), `exact` for larger batches: the fastest of both.
+    Fast,
 }
 
 impl RoundingArg {
@@ -275,6 +278,7 @@ impl RoundingArg {
         match self {
             RoundingArg::Exact => edgeforge_runtime::Rounding::Exact,
             RoundingArg::Llamacpp => edgeforge_runtime::Rounding::Q8,
+            RoundingArg::Fast => edgeforge_runtime::Rounding::Q8Decode,
         }
     }
 }

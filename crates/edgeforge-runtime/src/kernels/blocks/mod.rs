@@ -5,6 +5,8 @@
 //! - `Rounding::Exact` (the default): activations stay f32. Rows are dequantized a tile at a time into a
 //!   small per-worker buffer (by `edgeforge_core::blocks`, the same values the float path gets) and
 //!   multiplied with gemm. This is what perplexity runs on, so its figures do not change.
+//! - `Rounding::Q8Decode` (what `eval latency` times by default): `Q8` for decode steps, `Exact` for
+//!   batches.
 //! - `Rounding::Q8` (llama.cpp's arithmetic): the activations are quantized once per product to blocks of
 //!   32 signed bytes with one scale (`Q8Rows`, llama.cpp's `q8_0`/`q8_1`), and each weight block is dotted
 //!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, a scalar loop
@@ -47,7 +49,13 @@ pub enum Rounding {
     Exact,
     /// Activations rounded to 8-bit blocks once per product, integer dot products (llama.cpp's arithmetic).
     Q8,
+    /// `Q8` for products of up to `Q8_DECODE_MAX_TOKENS` tokens (decode steps, where it is fastest), `Exact`
+    /// for larger batches (prefill, where gemm on dequantized tiles is faster than our integer kernels).
+    Q8Decode,
 }
+
+/// Largest token count `Rounding::Q8Decode` computes in Q8.
+pub const Q8_DECODE_MAX_TOKENS: usize = 8;
 
 /// Instruction sets of the integer dot-product kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +188,9 @@ const TILE_FLOATS: usize = 32 * 1024;
 #[must_use]
 pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
     match w.rounding {
-        Rounding::Exact => exact_matmul(w, x, n, y),
         Rounding::Q8 => q8_matmul_with(DotIsa::best(), w, x, n, y),
+        Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => q8_matmul_with(DotIsa::best(), w, x, n, y),
+        Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
     }
 }
 
