@@ -22,6 +22,8 @@ pub enum BlockFormat {
     Q5_1,
     Q8_0,
     IQ4_NL,
+    /// IEEE halves, one per element (multiplied in f32 by `f16`, not by the integer kernels).
+    F16,
 }
 
 /// What the per-block term added beside the integer dot product is.
@@ -36,7 +38,16 @@ pub(crate) enum Offset {
 }
 
 impl BlockFormat {
+    /// The formats of the integer kernels (every one but F16).
     pub const ALL: [BlockFormat; 6] = [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q8_0, Self::IQ4_NL];
+
+    /// Elements per block: 32, or 1 for F16.
+    pub const fn block_elems(self) -> usize {
+        match self {
+            Self::F16 => 1,
+            _ => BLOCK,
+        }
+    }
 
     pub fn of(ty: GgmlType) -> Option<Self> {
         Some(match ty {
@@ -46,6 +57,7 @@ impl BlockFormat {
             GgmlType::Q5_1 => Self::Q5_1,
             GgmlType::Q8_0 => Self::Q8_0,
             GgmlType::IQ4_NL => Self::IQ4_NL,
+            GgmlType::F16 => Self::F16,
             _ => return None,
         })
     }
@@ -58,6 +70,7 @@ impl BlockFormat {
             Self::Q5_1 => GgmlType::Q5_1,
             Self::Q8_0 => GgmlType::Q8_0,
             Self::IQ4_NL => GgmlType::IQ4_NL,
+            Self::F16 => GgmlType::F16,
         }
     }
 
@@ -70,6 +83,7 @@ impl BlockFormat {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::F16 => 2,
         }
     }
 
@@ -77,6 +91,7 @@ impl BlockFormat {
     pub(crate) fn qs_at(self) -> usize {
         match self {
             Self::Q4_0 | Self::Q8_0 | Self::IQ4_NL => 2,
+            Self::F16 => 0,
             Self::Q4_1 => 4,
             Self::Q5_0 => 6,
             Self::Q5_1 => 8,
@@ -97,7 +112,7 @@ impl BlockFormat {
             Self::Q4_0 => Offset::Const(8.0),
             Self::Q5_0 => Offset::Const(16.0),
             Self::Q4_1 | Self::Q5_1 => Offset::Min,
-            Self::Q8_0 | Self::IQ4_NL => Offset::None,
+            Self::Q8_0 | Self::IQ4_NL | Self::F16 => Offset::None,
         }
     }
 }

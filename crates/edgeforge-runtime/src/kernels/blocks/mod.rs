@@ -1,5 +1,6 @@
-//! `y = x · Wᵀ` with `W` kept in its GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): the file's
-//! bytes, row after row, never expanded to a float copy of the matrix.
+//! `y = x · Wᵀ` with `W` kept in its GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, and F16): the
+//! file's bytes, row after row, never expanded to a float copy of the matrix. (F16 rows are multiplied in
+//! f32 by `f16`; the rest of this comment is about the 8-bit formats.)
 //!
 //! Two arithmetics, chosen per weight (`Rounding`):
 //! - `Rounding::Exact` (the default): activations stay f32. Rows are dequantized a tile at a time into a
@@ -20,6 +21,7 @@
 //! activations and the CPU's kernel, never on scheduling, so results are independent of the thread count.
 #![allow(unsafe_code)]
 
+mod f16;
 mod format;
 mod q8;
 mod scalar;
@@ -130,10 +132,10 @@ impl BlockLinear {
     pub fn new(tensor: &str, ty: GgmlType, bytes: Vec<u8>, out_dim: usize, in_dim: usize) -> Result<Self, RuntimeError> {
         let bad = |why: &'static str| RuntimeError::PackedWeight { tensor: tensor.to_owned(), why };
         let format = BlockFormat::of(ty).ok_or_else(|| bad("no native kernel for this block type"))?;
-        if in_dim == 0 || out_dim == 0 || !in_dim.is_multiple_of(format::BLOCK) {
-            return Err(bad("rows must be a positive whole number of 32-element blocks"));
+        if in_dim == 0 || out_dim == 0 || !in_dim.is_multiple_of(format.block_elems()) {
+            return Err(bad("rows must be a positive whole number of blocks"));
         }
-        let row_bytes = (in_dim / format::BLOCK) * format.block_bytes();
+        let row_bytes = (in_dim / format.block_elems()).checked_mul(format.block_bytes()).ok_or_else(|| bad("row too long"))?;
         if row_bytes.checked_mul(out_dim) != Some(bytes.len()) {
             return Err(bad("byte length disagrees with the shape"));
         }
@@ -187,6 +189,13 @@ const TILE_FLOATS: usize = 32 * 1024;
 /// inconsistent lengths.
 #[must_use]
 pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    if w.format == BlockFormat::F16 {
+        return match w.rounding {
+            Rounding::Q8 => f16_matmul(w, x, n, y, true),
+            Rounding::Exact | Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => f16_matmul(w, x, n, y, false),
+            Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+        };
+    }
     match w.rounding {
         Rounding::Q8 => q8_matmul_with(DotIsa::best(), w, x, n, y),
         Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => q8_matmul_with(DotIsa::best(), w, x, n, y),
@@ -208,6 +217,35 @@ fn exact_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
     for_each_column_block(y, n, out_dim, rows, Vec::new, |tile: &mut Vec<f32>, mut block| {
         tile.resize(block.width() * in_dim, 0.0);
         w.dequantize_rows(block.col0(), tile) && block.matmul(xs, MatRef::transposed(tile, block.width(), in_dim))
+    })
+}
+
+/// F16 weights times f32 activations (rounded to f16 first when `round_to_f16`, as llama.cpp does), row by
+/// row: the decode path of F16 weights (batches take the exact tiles).
+fn f16_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32], round_to_f16: bool) -> bool {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    if n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    let rounded: Vec<f32>;
+    let x = if round_to_f16 {
+        rounded = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        &rounded[..]
+    } else {
+        x
+    };
+    let isa = DotIsa::best();
+    for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| {
+        for c in 0..block.width() {
+            let row = w.row(block.col0() + c);
+            for t in 0..n {
+                let Some(v) = f16::dot(isa, row, &x[t * in_dim..(t + 1) * in_dim]) else { return false };
+                if !block.set(t, c, v) {
+                    return false;
+                }
+            }
+        }
+        true
     })
 }
 
@@ -267,7 +305,7 @@ struct RowDot {
 
 impl RowDot {
     fn new(isa: DotIsa, format: BlockFormat) -> Option<Self> {
-        isa.is_supported().then_some(Self { isa, format })
+        (isa.is_supported() && format != BlockFormat::F16).then_some(Self { isa, format })
     }
 
     /// Tokens `t0..t0 + nt` of `acts`, if they exist.

@@ -218,3 +218,53 @@ fn the_format_table_agrees_with_the_core_type_table() {
         assert_eq!((f.block_bytes(), BlockFormat::of(f.ggml())), (f.ggml().block_bytes(), Some(f)));
     }
 }
+
+fn random_f16(r: &mut Rng, rows: usize, cols: usize) -> BlockLinear {
+    let bytes: Vec<u8> = (0..rows * cols).flat_map(|_| half::f16::from_f32(r.unit() * 0.3).to_le_bytes()).collect();
+    BlockLinear::new("t", GgmlType::F16, bytes, rows, cols).unwrap()
+}
+
+#[test]
+fn f16_rows_match_the_f64_dot_on_every_kernel() {
+    let mut r = Rng(99);
+    let isas = supported_or_report();
+    for cols in [1usize, 15, 16, 31, 32, 33, 100, 576] {
+        let w = random_f16(&mut r, 2, cols);
+        let wf = deq(&w);
+        let x = activations(&mut r, cols);
+        for row in 0..2 {
+            let terms = wf[row * cols..(row + 1) * cols].iter().zip(&x);
+            let (want, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * f64::from(b), m + f64::from((a * b).abs())));
+            for &isa in &isas {
+                let got = f16::dot(isa, w.row(row), &x).unwrap();
+                assert!((f64::from(got) - want).abs() <= 1e-6 * mag + 1e-7, "{} cols {cols}: {got} vs {want}", isa.name());
+            }
+        }
+        assert!(f16::dot(DotIsa::Scalar, w.row(0), &x[1..]).is_none());
+    }
+}
+
+#[test]
+fn f16_products_match_gemm_in_every_rounding() {
+    let mut r = Rng(5);
+    let (rows, cols) = (37, 96);
+    let mut w = random_f16(&mut r, rows, cols);
+    let wf = deq(&w);
+    for n in [1usize, 2, 9] {
+        let x = activations(&mut r, n * cols);
+        let mut want = vec![0f32; n * rows];
+        assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
+        for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
+            w.set_rounding(rounding);
+            let mut y = vec![f32::NAN; n * rows];
+            assert!(block_matmul(&w, &x, n, &mut y));
+            for (i, (&g, &e)) in y.iter().zip(&want).enumerate() {
+                let (t, o) = (i / rows, i % rows);
+                let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&wf[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                // Q8 rounds the activations to f16 (relative 2^-11 per term).
+                let rel = if rounding == Rounding::Q8 { 1e-3 } else { 1e-5 };
+                assert!((g - e).abs() <= rel * mag + 1e-6, "{rounding:?} n {n} ({t}, {o}): {g} vs {e}");
+            }
+        }
+    }
+}
