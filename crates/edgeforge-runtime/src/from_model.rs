@@ -34,15 +34,7 @@ fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: Wei
             if t.shape != [out_dim, in_dim] {
                 return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
             }
-            let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| Error::TensorType {
-                path: model.source.path.clone(),
-                tensor: name.to_owned(),
-                dtype: t.format_name(),
-                why: match e {
-                    crate::RuntimeError::PackedWeight { why, .. } => why,
-                    _ => "inconsistent quantized data",
-                },
-            })?;
+            let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| type_error(model, name, t, e, "inconsistent quantized data"))?;
             Ok(Linear::Packed(packed))
         }
         (TensorData::Blocks { dtype, bytes }, WeightStorage::Packed) if BlockFormat::of(*dtype).is_some() => {
@@ -50,19 +42,20 @@ fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: Wei
                 return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
             }
             let bytes = taken.remove(name).unwrap_or_else(|| bytes.clone());
-            let blocks = BlockLinear::new(name, *dtype, bytes, out_dim, in_dim).map_err(|e| Error::TensorType {
-                path: model.source.path.clone(),
-                tensor: name.to_owned(),
-                dtype: t.format_name(),
-                why: match e {
-                    crate::RuntimeError::PackedWeight { why, .. } => why,
-                    _ => "inconsistent block data",
-                },
-            })?;
+            let blocks = BlockLinear::new(name, *dtype, bytes, out_dim, in_dim).map_err(|e| type_error(model, name, t, e, "inconsistent block data"))?;
             Ok(Linear::Blocks(blocks))
         }
         _ => Ok(Linear::F32(model.tensor_f32(name, &[out_dim, in_dim])?)),
     }
+}
+
+/// A weight the runtime refused, as the core's error naming the file, tensor and format.
+fn type_error(model: &Model, name: &str, t: &edgeforge_core::Tensor, e: crate::RuntimeError, otherwise: &'static str) -> Error {
+    let why = match e {
+        crate::RuntimeError::PackedWeight { why, .. } => why,
+        _ => otherwise,
+    };
+    Error::TensorType { path: model.source.path.clone(), tensor: name.to_owned(), dtype: t.format_name(), why }
 }
 
 fn shape_error(model: &Model, name: &str, out_dim: usize, in_dim: usize, got: &[usize]) -> Error {

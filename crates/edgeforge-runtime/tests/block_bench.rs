@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Instant;
+mod common;
+use common::time;
 
 use edgeforge_core::GgmlType;
 use edgeforge_runtime::kernels::blocks::{block_matmul, q8_matmul_with, BlockLinear, DotIsa, Rounding};
@@ -28,27 +29,6 @@ fn weight(ty: GgmlType, rows: usize, cols: usize) -> BlockLinear {
         }
     }
     BlockLinear::new("bench", ty, bytes, rows, cols).unwrap()
-}
-
-/// Best of 5 batches of ~20 ms, seconds per call.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    let mut iters = 0u32;
-    while t.elapsed().as_secs_f64() < 0.02 {
-        f();
-        iters += 1;
-    }
-    let iters = iters.max(1);
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_secs_f64() / f64::from(iters)
-        })
-        .fold(f64::INFINITY, f64::min)
 }
 
 #[test]

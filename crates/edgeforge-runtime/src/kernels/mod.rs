@@ -5,3 +5,5 @@ pub mod blocks;
 pub mod exp;
 pub mod matmul;
 pub mod qmatmul;
+#[cfg(test)]
+mod test_rng;

@@ -203,6 +203,22 @@ pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool
     }
 }
 
+/// Rows per tile of the exact path. gemm (gemm-common 0.19) takes a small-matrix path, with another split of
+/// the sum over `in_dim`, when both output dimensions are at most 64; the f32 path multiplies whole matrices,
+/// so every tile (the last one too) is kept wider than 64 rows unless the matrix itself is not: then each
+/// product is computed with the same split, and the exact path gives the f32 path's bits (tested on the
+/// reference model). A multiple of 16, about `TILE_FLOATS` floats when the rows are short.
+fn exact_tile_rows(out_dim: usize, in_dim: usize) -> usize {
+    if out_dim <= 64 {
+        return out_dim.max(1);
+    }
+    let target = ((TILE_FLOATS / in_dim.max(1)) / 16 * 16).max(80);
+    (target..)
+        .step_by(16)
+        .find(|&w| w >= out_dim || out_dim % w == 0 || out_dim % w > 64)
+        .unwrap_or(out_dim)
+}
+
 /// The exact path: tiles of dequantized rows times f32 activations (gemm).
 fn exact_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
     let (out_dim, in_dim) = (w.out_dim, w.in_dim);
@@ -212,7 +228,7 @@ fn exact_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
     if n == 0 {
         return true;
     }
-    let rows = ((TILE_FLOATS / in_dim).max(1) / 16).max(1) * 16;
+    let rows = exact_tile_rows(out_dim, in_dim);
     let xs = MatRef::row_major(x, n, in_dim);
     for_each_column_block(y, n, out_dim, rows, Vec::new, |tile: &mut Vec<f32>, mut block| {
         tile.resize(block.width() * in_dim, 0.0);
@@ -275,7 +291,14 @@ pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut
     ACTS.with_borrow_mut(|acts| {
         acts.quantize(x, n, in_dim);
         let acts = &*acts;
-        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| {
+        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), Vec::new, |buf: &mut Vec<f32>, mut block| {
+            if n == 1 {
+                // Decode: the block's rows in one kernel call.
+                buf.resize(block.width(), 0.0);
+                let Some(token) = dot.tokens(acts, 0, 1) else { return false };
+                let rows = &w.bytes[block.col0() * w.row_bytes..(block.col0() + block.width()) * w.row_bytes];
+                return dot.run_rows(rows, token, buf) && buf.iter().enumerate().all(|(c, &v)| block.set(0, c, v));
+            }
             let mut out = [0f32; 4];
             for t0 in (0..n).step_by(4) {
                 let nt = (n - t0).min(4);
@@ -326,6 +349,31 @@ impl RowDot {
             2 => self.run_n::<2>(row, x, out),
             3 => self.run_n::<3>(row, x, out),
             _ => self.run_n::<4>(row, x, out),
+        }
+        true
+    }
+
+    /// `out[r] = row r · token 0` for the `out.len()` consecutive rows in `rows`. Returns `false` on
+    /// inconsistent lengths, after checking what the unsafe kernels rely on.
+    fn run_rows(self, rows: &[u8], x: Q8View<'_>, out: &mut [f32]) -> bool {
+        let row_bytes = x.nb * self.format.block_bytes();
+        if x.tokens < 1 || rows.len() != out.len() * row_bytes {
+            return false;
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 | DotIsa::AvxVnni | DotIsa::Avx512Vnni => {
+                // SAFETY: a `RowDot` exists only for a supported kernel and a block format; `rows` holds
+                // `out.len()` whole rows of `x.nb` blocks and `x` at least one token (checked above).
+                unsafe { x86::rows_dot(self.isa, self.format, rows, x, out) }
+            }
+            _ => {
+                for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                    let mut v = [0f32; 1];
+                    scalar::row_dot::<1>(self.format, row, x, &mut v);
+                    *o = v[0];
+                }
+            }
         }
         true
     }

@@ -7,18 +7,7 @@
 use super::*;
 use crate::kernels::matmul::{matmul, Threads};
 
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 23) as f32 * 2.0 - 1.0
-    }
-}
+use crate::kernels::test_rng::Rng;
 
 /// `rows × cols` random blocks of `format`: random codes, scales in [0.001, 0.05], minimums in ±0.1.
 fn random_weight(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -> BlockLinear {
@@ -95,6 +84,13 @@ fn every_integer_kernel_matches_the_scalar_kernel() {
                             // is a few ulps of the sum of the terms' magnitudes (offset terms cancel the codes').
                             let tol = 5e-7 * magnitude(format, &acts, t, cols);
                             assert!((got[t] - want[t]).abs() <= tol, "{} {format:?} cols {cols} row {row} token {t}/{nt}: {} vs {}", isa.name(), got[t], want[t]);
+                        }
+                        if nt == 1 {
+                            // The decode kernel over consecutive rows gives each row's value.
+                            let mut rows = vec![f32::NAN; 3];
+                            assert!(RowDot::new(isa, format).unwrap().run_rows(&w.bytes, acts.view(0, 1), &mut rows));
+                            let tol = 5e-7 * magnitude(format, &acts, 0, cols);
+                            assert!((rows[row] - want[0]).abs() <= tol, "{} rows kernel {format:?} cols {cols} row {row}", isa.name());
                         }
                         checked += 1;
                     }
@@ -265,6 +261,18 @@ fn f16_products_match_gemm_in_every_rounding() {
                 let rel = if rounding == Rounding::Q8 { 1e-3 } else { 1e-5 };
                 assert!((g - e).abs() <= rel * mag + 1e-6, "{rounding:?} n {n} ({t}, {o}): {g} vs {e}");
             }
+        }
+    }
+}
+
+#[test]
+fn exact_tiles_are_wider_than_gemms_small_matrix_path() {
+    for out_dim in [1usize, 64, 65, 96, 192, 576, 1536, 49152, 1000, 4097] {
+        for in_dim in [32usize, 576, 1536, 8192] {
+            let w = exact_tile_rows(out_dim, in_dim);
+            let last = out_dim % w;
+            assert!(w > 64 || w == out_dim, "{out_dim}x{in_dim}: {w}");
+            assert!(last == 0 || last > 64, "{out_dim}x{in_dim}: tiles of {w} leave {last}");
         }
     }
 }

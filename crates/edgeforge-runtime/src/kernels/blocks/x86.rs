@@ -89,6 +89,24 @@ unsafe fn weights<const F: u8>(p: *const u8) -> __m256i {
     }
 }
 
+/// The block's scale `d` and the coefficient of its activation sum (`Offset`: 0, `−k·d` or the minimum).
+///
+/// # Safety
+/// One whole block of format `F` readable at `p`; F16C present.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn scales<const F: u8>(p: *const u8) -> (f32, f32) {
+    // SAFETY: `d` (and the minimum) are the block's first 2 (4) bytes, inside the block the caller vouches for.
+    unsafe {
+        let d = half(p);
+        match FORMATS[F as usize].offset() {
+            Offset::None => (d, 0.0),
+            Offset::Const(k) => (d, -k * d),
+            Offset::Min => (d, half(p.add(2))),
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
@@ -121,6 +139,7 @@ macro_rules! row_kernel {
         /// # Safety
         /// See the module comment.
         #[target_feature(enable = $features)]
+        #[inline]
         unsafe fn $name<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>, out: &mut [f32; NT]) {
             let format = FORMATS[F as usize];
             let (bb, nb) = (format.block_bytes(), x.nb);
@@ -132,15 +151,9 @@ macro_rules! row_kernel {
             for b in 0..nb {
                 // SAFETY: block `b < nb` lies inside `row` (nb whole blocks); its scale (and minimum) are its
                 // first 2 (4) bytes.
-                let (w, dw, ow) = unsafe {
+                let (w, (dw, ow)) = unsafe {
                     let p = wp.add(b * bb);
-                    let dw = half(p);
-                    let ow = match format.offset() {
-                        Offset::None => 0.0,
-                        Offset::Const(k) => -k * dw,
-                        Offset::Min => half(p.add(2)),
-                    };
-                    (weights::<F>(p), dw, ow)
+                    (weights::<F>(p), scales::<F>(p))
                 };
                 let u = if signed { _mm256_abs_epi8(w) } else { w };
                 for t in 0..NT {
@@ -171,6 +184,7 @@ row_kernel!(row_avx512vnni_256, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512v
 /// # Safety
 /// See the module comment.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
 unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>, out: &mut [f32; NT]) {
     let format = FORMATS[F as usize];
     let (bb, nb) = (format.block_bytes(), x.nb);
@@ -183,15 +197,9 @@ unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>
     for pb in 0..pairs {
         let b = 2 * pb;
         // SAFETY: blocks `b` and `b + 1 < nb` lie inside `row` (nb whole blocks).
-        let (w, dw0, dw1, ow0, ow1) = unsafe {
+        let (w, (dw0, ow0), (dw1, ow1)) = unsafe {
             let (p0, p1) = (wp.add(b * bb), wp.add((b + 1) * bb));
-            let (dw0, dw1) = (half(p0), half(p1));
-            let (ow0, ow1) = match format.offset() {
-                Offset::None => (0.0, 0.0),
-                Offset::Const(k) => (-k * dw0, -k * dw1),
-                Offset::Min => (half(p0.add(2)), half(p1.add(2))),
-            };
-            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights::<F>(p0)), weights::<F>(p1)), dw0, dw1, ow0, ow1)
+            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights::<F>(p0)), weights::<F>(p1)), scales::<F>(p0), scales::<F>(p1))
         };
         let u = if signed { _mm512_abs_epi8(w) } else { w };
         let negative = _mm512_movepi8_mask(w);
@@ -223,6 +231,58 @@ unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>
     }
     for t in 0..NT {
         out[t] = _mm512_reduce_add_ps(acc[t]) + off[t] + tail[t];
+    }
+}
+
+/// Kernels over consecutive rows for one token (decode): the row loop runs inside the instruction set's
+/// code, so each row costs its blocks and one reduction, not a dispatch.
+macro_rules! rows_kernel {
+    ($name:ident, $features:literal, $row:ident) => {
+        /// # Safety
+        /// `rows` holds `out.len()` rows of `x.nb` whole blocks each; otherwise as the module comment.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const F: u8>(rows: &[u8], x: Q8View<'_>, out: &mut [f32]) {
+            let row_bytes = x.nb * FORMATS[F as usize].block_bytes();
+            for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                let mut v = [0f32; 1];
+                // SAFETY: `row` is one whole row (`row_bytes`); `x` holds at least one token.
+                unsafe { $row::<F, 1>(row, x, &mut v) };
+                *o = v[0];
+            }
+        }
+    };
+}
+
+rows_kernel!(rows_avx2, "avx2,fma,f16c", row_avx2);
+rows_kernel!(rows_avxvnni, "avx2,fma,f16c,avxvnni", row_avxvnni);
+rows_kernel!(rows_avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", row_avx512vnni);
+
+/// `out[r] = row r · token 0` for consecutive rows on `isa` (an x86 kernel).
+///
+/// # Safety
+/// `isa` is supported by this CPU; `rows` holds `out.len()` rows of `x.nb` whole blocks of the format; `x`
+/// holds at least one token of `x.nb` blocks.
+pub(super) unsafe fn rows_dot(isa: DotIsa, format: BlockFormat, rows: &[u8], x: Q8View<'_>, out: &mut [f32]) {
+    macro_rules! on_format {
+        ($f:literal) => {
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                match isa {
+                    DotIsa::Avx512Vnni => rows_avx512vnni::<$f>(rows, x, out),
+                    DotIsa::AvxVnni => rows_avxvnni::<$f>(rows, x, out),
+                    _ => rows_avx2::<$f>(rows, x, out),
+                }
+            }
+        };
+    }
+    match format {
+        BlockFormat::Q4_0 => on_format!(0),
+        BlockFormat::Q4_1 => on_format!(1),
+        BlockFormat::Q5_0 => on_format!(2),
+        BlockFormat::Q5_1 => on_format!(3),
+        BlockFormat::Q8_0 => on_format!(4),
+        BlockFormat::IQ4_NL => on_format!(5),
+        BlockFormat::F16 => {}
     }
 }
 
