@@ -69,7 +69,9 @@ make_file() {
   printf '%s\n' "$want" > "$out.stamp"
 }
 
-# results.tsv: file, path, threads, round, tool, pp t/s, pp sd, tg t/s, tg sd, peak RSS bytes
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# results.tsv: file, path, threads, round, tool, pp t/s, pp sd, tg t/s, tg sd, peak RSS bytes, tg peak RSS bytes
 results="$work/results.tsv"
 : > "$results"
 
@@ -84,7 +86,7 @@ name, path, t, r, rss, out = sys.argv[1:]
 rows = json.loads(out)
 pp = next(x for x in rows if x["n_prompt"] > 0 and x["n_gen"] == 0)
 tg = next(x for x in rows if x["n_gen"] > 0 and x["n_prompt"] == 0)
-print("\t".join(map(str, [name, path, t, r, "llama.cpp", pp["avg_ts"], pp["stddev_ts"], tg["avg_ts"], tg["stddev_ts"], rss])))
+print("\t".join(map(str, [name, path, t, r, "llama.cpp", pp["avg_ts"], pp["stddev_ts"], tg["avg_ts"], tg["stddev_ts"], rss, rss])))
 EOF
 }
 
@@ -96,7 +98,7 @@ run_ours() {
 import json, sys
 name, path, t, r, out = sys.argv[1:]
 x = json.loads(out)
-print("\t".join(map(str, [name, path, t, r, "edgeforge", x["prefill_tok_s"], x["prefill_tok_s_sd"], x["decode_tok_s"], x["decode_tok_s_sd"], x["peak_rss_bytes"]])))
+print("\t".join(map(str, [name, path, t, r, "edgeforge", x["prefill_tok_s"], x["prefill_tok_s_sd"], x["decode_tok_s"], x["decode_tok_s_sd"], x["peak_rss_bytes"], x.get("tg_peak_rss_bytes") or x["peak_rss_bytes"]])))
 EOF
 }
 
@@ -123,17 +125,17 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$results" "$report_dir" "$pp" "$tg" "$reps" "$rounds" "$rounding" "$llama_version" "$(git rev-parse --short HEAD)" <<'EOF'
+python3 - "$results" "$report_dir" "$pp" "$tg" "$reps" "$rounds" "$rounding" "$llama_version" "$(git rev-parse --short HEAD)" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, os, sys
 from collections import defaultdict
-results, report_dir, pp, tg, reps, rounds, rounding, llama_version, commit = sys.argv[1:]
+results, report_dir, pp, tg, reps, rounds, rounding, llama_version, commit, load_start, load_end = sys.argv[1:]
 pp, tg = int(pp), int(tg)
 best = defaultdict(dict)  # (file, threads) -> tool -> best row
 paths = {}
 for line in open(results):
-    name, path, t, r, tool, pps, ppsd, tgs, tgsd, rss = line.rstrip("\n").split("\t")
+    name, path, t, r, tool, pps, ppsd, tgs, tgsd, rss, tg_rss = line.rstrip("\n").split("\t")
     paths[name] = path
-    row = {"pp_ts": float(pps), "pp_sd": float(ppsd), "tg_ts": float(tgs), "tg_sd": float(tgsd), "peak_rss_bytes": int(float(rss))}
+    row = {"pp_ts": float(pps), "pp_sd": float(ppsd), "tg_ts": float(tgs), "tg_sd": float(tgsd), "peak_rss_bytes": int(float(rss)), "tg_peak_rss_bytes": int(float(tg_rss))}
     b = best[(name, int(t))].get(tool)
     if b is None:
         best[(name, int(t))][tool] = dict(row, peak_rss_bytes=row["peak_rss_bytes"])
@@ -143,6 +145,7 @@ for line in open(results):
             if row[k] > b[k]:
                 b[k], b[sd] = row[k], row[sd]
         b["peak_rss_bytes"] = min(b["peak_rss_bytes"], row["peak_rss_bytes"])
+        b["tg_peak_rss_bytes"] = min(b["tg_peak_rss_bytes"], row["tg_peak_rss_bytes"])
 # KV cache of llama-family models: layers x 2 x kv width x tokens x 4 bytes (f32 in our runtime).
 kv_bytes = 30 * 2 * 192 * max(pp, tg) * 4
 out_rows, targets = [], []
@@ -158,14 +161,16 @@ for (name, t), tools in sorted(best.items()):
         targets.append({"what": f"pp{pp} {name} 2 threads >= 0.9x llama.cpp", "value": r["pp_ratio"], "pass": r["pp_ratio"] >= 0.9})
     if name == "Q4_0" and t == 1:
         limit = 1.3 * r["file_bytes"] + kv_bytes
-        targets.append({"what": f"peak RSS decoding Q4_0 <= 1.3 x file + KV cache ({limit / 2**20:.1f} MiB)", "value": ours["peak_rss_bytes"] / 2**20, "pass": ours["peak_rss_bytes"] <= limit})
+        targets.append({"what": f"peak RSS decoding Q4_0 (tg) <= 1.3 x file + KV cache ({limit / 2**20:.1f} MiB)", "value": ours["tg_peak_rss_bytes"] / 2**20, "pass": ours["tg_peak_rss_bytes"] <= limit})
 report = {"protocol": f"pp{pp}, tg{tg}, {reps} repetitions per run, best of {rounds} alternating rounds", "rounding": rounding,
+          "load_average_start": load_start, "load_average_end": load_end,
           "llama_cpp": llama_version, "edgeforge_commit": commit, "rows": out_rows, "targets": targets}
 with open(os.path.join(report_dir, "runtime-vs-llamacpp.json"), "w") as fh:
     json.dump(report, fh, indent=2)
 md = [f"# edgeforge runtime vs llama.cpp (llama-bench protocol)", "",
       f"{report['protocol']}; llama.cpp {llama_version}; edgeforge {commit}, `--rounding {rounding}`. t/s as mean ± sd of the repetitions of the best round. "
       "Peak RSS: llama-bench's whole process (`/usr/bin/time`), edgeforge's measurement (VmHWM reset after loading). Produced by benches/runtime-vs-llamacpp.sh.", "",
+      f"Machine load average (1, 5, 15 min) at the start: {load_start}; at the end: {load_end} (2 cores: above 2, every figure is perturbed).", "",
       "| file | MiB | threads | test | edgeforge t/s | llama.cpp t/s | ratio | edgeforge RSS MiB | llama.cpp RSS MiB |",
       "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
 for r in out_rows:

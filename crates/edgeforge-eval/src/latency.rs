@@ -16,7 +16,8 @@
 //! `/proc/self/clear_refs` before the KV cache is allocated, and read from `/proc/self/status` after the last
 //! repeat, so it covers the resident model, the cache and the forward passes, not what the process did before
 //! (loading, converting). Where the reset is not possible `peak_rss_scope` says the figure is the process's
-//! lifetime peak.
+//! lifetime peak. The high-water mark is reset once more before the tg test: `tg_peak_rss_bytes` is what
+//! decoding alone holds (the model, the KV cache and one token's buffers).
 
 use std::time::Instant;
 
@@ -64,6 +65,10 @@ pub struct LatencyResult {
     pub peak_rss_bytes: u64,
     #[serde(default)]
     pub peak_rss_scope: PeakRssScope,
+    /// Peak RSS of the tg test alone (VmHWM reset again after pp): what decoding holds. `None` when tg was not
+    /// run or the reset is not possible.
+    #[serde(default)]
+    pub tg_peak_rss_bytes: Option<u64>,
     pub threads: usize,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
@@ -128,8 +133,11 @@ pub fn latency(runtime: &LlamaRuntime, opts: &LatencyOptions) -> Result<LatencyR
             t.prefill_s.push(t0.elapsed().as_secs_f64());
         }
     }
+    let pp_peak = peak_rss_bytes();
     // tg: one untimed step, then the timed repetitions of `gen_tokens` steps from an empty context.
+    let mut tg_peak = None;
     if opts.gen_tokens > 0 {
+        let tg_scoped = scope == PeakRssScope::Measurement && edgeforge_core::process::reset_peak_rss();
         cache.clear();
         runtime.forward(&mut cache, &prompt[..1], 0)?;
         for _ in 0..opts.repeats {
@@ -144,8 +152,11 @@ pub fn latency(runtime: &LlamaRuntime, opts: &LatencyOptions) -> Result<LatencyR
             }
             t.decode_s.push(t0.elapsed().as_secs_f64());
         }
+        tg_peak = tg_scoped.then(peak_rss_bytes);
     }
-    Ok(summarize(&t, opts, peak_rss_bytes(), scope, rayon::current_num_threads()))
+    let mut r = summarize(&t, opts, pp_peak.max(peak_rss_bytes()), scope, rayon::current_num_threads());
+    r.tg_peak_rss_bytes = tg_peak;
+    Ok(r)
 }
 
 /// Mean and sample standard deviation (0 for fewer than two values).
@@ -202,6 +213,7 @@ pub fn summarize(t: &Timings, opts: &LatencyOptions, peak_rss_bytes: u64, scope:
         decode_p95_ms: p95,
         peak_rss_bytes,
         peak_rss_scope: scope,
+        tg_peak_rss_bytes: None,
         threads,
         prompt_tokens: opts.prompt_tokens,
         gen_tokens: opts.gen_tokens,

@@ -234,6 +234,22 @@ unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>
     }
 }
 
+/// `$kernel!(index)` for the format's index in `FORMATS` (F16 rows never reach the integer kernels:
+/// `RowDot::new` refuses them).
+macro_rules! with_format {
+    ($format:expr, $kernel:ident) => {
+        match $format {
+            BlockFormat::Q4_0 => $kernel!(0),
+            BlockFormat::Q4_1 => $kernel!(1),
+            BlockFormat::Q5_0 => $kernel!(2),
+            BlockFormat::Q5_1 => $kernel!(3),
+            BlockFormat::Q8_0 => $kernel!(4),
+            BlockFormat::IQ4_NL => $kernel!(5),
+            BlockFormat::F16 => {}
+        }
+    };
+}
+
 /// Kernels over consecutive rows for one token (decode): the row loop runs inside the instruction set's
 /// code, so each row costs its blocks and one reduction, not a dispatch.
 macro_rules! rows_kernel {
@@ -275,15 +291,7 @@ pub(super) unsafe fn rows_dot(isa: DotIsa, format: BlockFormat, rows: &[u8], x: 
             }
         };
     }
-    match format {
-        BlockFormat::Q4_0 => on_format!(0),
-        BlockFormat::Q4_1 => on_format!(1),
-        BlockFormat::Q5_0 => on_format!(2),
-        BlockFormat::Q5_1 => on_format!(3),
-        BlockFormat::Q8_0 => on_format!(4),
-        BlockFormat::IQ4_NL => on_format!(5),
-        BlockFormat::F16 => {}
-    }
+    with_format!(format, on_format);
 }
 
 /// `out[t] = row · token t` on `isa` (an x86 kernel).
@@ -303,14 +311,5 @@ pub(super) unsafe fn row_dot<const NT: usize>(isa: DotIsa, format: BlockFormat, 
             }
         };
     }
-    match format {
-        BlockFormat::Q4_0 => on_format!(0),
-        BlockFormat::Q4_1 => on_format!(1),
-        BlockFormat::Q5_0 => on_format!(2),
-        BlockFormat::Q5_1 => on_format!(3),
-        BlockFormat::Q8_0 => on_format!(4),
-        BlockFormat::IQ4_NL => on_format!(5),
-        // F16 rows never reach the integer kernels (`RowDot::new` refuses them).
-        BlockFormat::F16 => {}
-    }
+    with_format!(format, on_format);
 }
