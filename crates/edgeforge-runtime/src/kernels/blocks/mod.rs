@@ -215,7 +215,7 @@ fn exact_tile_rows(out_dim: usize, in_dim: usize) -> usize {
     let target = ((TILE_FLOATS / in_dim.max(1)) / 16 * 16).max(80);
     (target..)
         .step_by(16)
-        .find(|&w| w >= out_dim || out_dim % w == 0 || out_dim % w > 64)
+        .find(|&w| w >= out_dim || out_dim.is_multiple_of(w) || out_dim % w > 64)
         .unwrap_or(out_dim)
 }
 
