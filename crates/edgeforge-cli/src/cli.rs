@@ -238,14 +238,23 @@ pub struct KldArgs {
 pub struct LatencyArgs {
     #[arg(long)]
     pub model: PathBuf,
-    #[arg(long, default_value_t = 128)]
+    /// Prompt tokens of the prefill test (llama-bench's `pp N`, `-p`); 0 skips it.
+    #[arg(long, short = 'p', default_value_t = 512)]
     pub prompt_tokens: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Tokens of the generation test (llama-bench's `tg N`, `-n`), decoded one at a time from an empty
+    /// context; 0 skips it.
+    #[arg(long, short = 'n', default_value_t = 128)]
     pub gen_tokens: usize,
-    #[arg(long, default_value_t = 5)]
+    /// Timed repetitions of each test (llama-bench's `-r`), after one untimed warm-up run.
+    #[arg(long, short = 'r', alias = "repetitions", default_value_t = 5)]
     pub repeats: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Activation rounding of block-quantized weights: `fast` (llama.cpp's 8-bit activation blocks and
+    /// integer dot products for decode steps, f32 for the prompt batch), `llamacpp` (8-bit for every
+    /// product) or `exact` (f32 activations everywhere).
+    #[arg(long, value_enum, default_value_t = RoundingArg::Fast)]
+    pub rounding: RoundingArg,
     #[command(flatten)]
     pub threads: ThreadsArg,
     #[arg(long)]
@@ -269,11 +278,36 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Activation rounding of block-quantized weights: `exact` (our float figure) or `llamacpp` (8-bit
+    /// activation blocks, to reproduce llama-perplexity's figure on quantized files).
+    #[arg(long, value_enum, default_value_t = RoundingArg::Exact)]
+    pub rounding: RoundingArg,
     #[command(flatten)]
     pub threads: ThreadsArg,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How block-quantized weights (Q4_0, Q8_0, ...) round the activations they multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoundingArg {
+    /// f32 activations times the exactly dequantized weights (the float path's figures).
+    Exact,
+    /// Activations rounded to 8-bit blocks and integer dot products, as llama.cpp computes.
+    Llamacpp,
+    /// `llamacpp` for decode steps (up to 8 tokens), `exact` for larger batches: the fastest of both.
+    Fast,
+}
+
+impl RoundingArg {
+    pub fn runtime(self) -> edgeforge_runtime::Rounding {
+        match self {
+            RoundingArg::Exact => edgeforge_runtime::Rounding::Exact,
+            RoundingArg::Llamacpp => edgeforge_runtime::Rounding::Q8,
+            RoundingArg::Fast => edgeforge_runtime::Rounding::Q8Decode,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

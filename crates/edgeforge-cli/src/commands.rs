@@ -214,7 +214,8 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
         let t_load = Instant::now();
         let model = load(&a.model)?;
         let weights = edgeforge_runtime::weights_from_model(&model)?;
-        let runtime = edgeforge_runtime::LlamaRuntime::new(weights).map_err(|e| Failure::BadInput(e.into()))?;
+        let mut runtime = edgeforge_runtime::LlamaRuntime::new(weights).map_err(|e| Failure::BadInput(e.into()))?;
+        runtime.set_rounding(a.rounding.runtime());
         let load_seconds = t_load.elapsed().as_secs_f64();
 
         let t_tok = Instant::now();

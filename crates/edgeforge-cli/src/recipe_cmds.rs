@@ -251,24 +251,33 @@ pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {
 }
 
 pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
-    let model = edgeforge_core::load_model(&a.model)?;
-    let runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model(&model)?).map_err(|e| Failure::BadInput(e.into()))?;
+    let mut model = edgeforge_core::load_model(&a.model)?;
+    // The block weights move into the runtime (no second copy); the rest of the model is not measured.
+    let mut runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model_owned(&mut model)?).map_err(|e| Failure::BadInput(e.into()))?;
+    drop(model);
+    runtime.set_rounding(a.rounding.runtime());
     let opts = edgeforge_eval::LatencyOptions { prompt_tokens: a.prompt_tokens, gen_tokens: a.gen_tokens, repeats: a.repeats, seed: a.seed };
     let r = edgeforge_eval::latency(&runtime, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Internal(e.into()))?);
     } else {
-        let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"));
+        // llama-bench's table: one row per test, t/s as mean ± sample standard deviation.
+        let (pp, tg) = r.test_names();
+        println!("| model | threads | rounding | test | t/s |\n| --- | ---: | --- | --- | ---: |");
+        let row = |test: &str, mean: f64, sd: f64| println!("| {} | {} | {:?} | {test} | {mean:.2} ± {sd:.2} |", a.model.display(), r.threads, a.rounding);
+        row(&pp, r.prefill_tok_s, r.prefill_tok_s_sd);
+        if let (Some(m), Some(sd)) = (r.decode_tok_s, r.decode_tok_s_sd) {
+            row(&tg, m, sd);
+        }
+        let show = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |x| format!("{x:.2}"));
         println!(
-            "prefill {:.1} tok/s, decode {} tok/s, TTFT {:.1} ms, per token p50 {} ms p95 {} ms, peak RSS {:.1} MiB ({:?}), {} threads",
-            r.prefill_tok_s,
-            show(r.decode_tok_s, 1),
+            "TTFT {:.1} ms, tg per token p50 {} ms p95 {} ms, {} repetitions, peak RSS {:.1} MiB ({:?})",
             r.ttft_ms,
-            show(r.decode_p50_ms, 2),
-            show(r.decode_p95_ms, 2),
+            show(r.decode_p50_ms),
+            show(r.decode_p95_ms),
+            r.repeats,
             r.peak_rss_bytes as f64 / 1048576.0,
-            r.peak_rss_scope,
-            r.threads
+            r.peak_rss_scope
         );
         for n in &r.notes {
             println!("note: {n}");

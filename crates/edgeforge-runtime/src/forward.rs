@@ -42,6 +42,21 @@ impl LlamaRuntime {
         self.w.n_embd
     }
 
+    /// Set how every block weight rounds its activations: `Rounding::Exact` (f32, the default) or
+    /// `Rounding::Q8` (llama.cpp's 8-bit activation blocks and integer dot products).
+    pub fn set_rounding(&mut self, rounding: crate::Rounding) {
+        let w = &mut self.w;
+        w.token_embd.set_rounding(rounding);
+        if let Some(o) = &mut w.output {
+            o.set_rounding(rounding);
+        }
+        for l in &mut w.layers {
+            for lin in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+                lin.set_rounding(rounding);
+            }
+        }
+    }
+
     pub fn weights(&self) -> &LlamaWeights {
         &self.w
     }

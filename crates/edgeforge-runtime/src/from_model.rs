@@ -1,9 +1,13 @@
 //! Model IR → runtime weights. Linear weights (the seven projections of each layer, the token embedding
 //! and the output head) that a quantization pass left as `TensorData::Quantized` stay packed and run on the
-//! packed kernels; every other tensor (float, GGUF blocks, norms) is dequantized to f32 as before.
+//! packed kernels; GGUF blocks with a native kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) keep the file's
+//! bytes and run on the block kernels; every other tensor (float, K-quants, norms) is dequantized to f32.
+
+use std::collections::BTreeMap;
 
 use edgeforge_core::{Error, Model, Result, TensorData};
 
+use crate::kernels::blocks::{BlockFormat, BlockLinear};
 use crate::kernels::qmatmul::PackedLinear;
 use std::sync::Arc;
 
@@ -12,39 +16,52 @@ use crate::{HeadFeatures, LayerFeatures, LayerWeights, Linear, LlamaWeights, Rop
 /// Whether quantized linears keep their codes or are expanded to floats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightStorage {
-    /// `TensorData::Quantized` linears stay packed (the default: what evaluation runs on).
+    /// `TensorData::Quantized` linears stay packed and natively supported GGUF blocks stay blocks (the
+    /// default: what evaluation runs on).
     Packed,
     /// Everything dequantized to f32 (the float path, for comparisons).
     F32,
 }
 
-/// The linear `name` of shape `[out_dim, in_dim]`.
-fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: WeightStorage) -> Result<Linear> {
+/// Block bytes moved out of a model (`weights_from_model_owned`), by tensor name.
+type Taken = BTreeMap<String, Vec<u8>>;
+
+/// The linear `name` of shape `[out_dim, in_dim]`; block bytes come from `taken` when moved there, else are
+/// copied from the model.
+fn linear(model: &Model, name: &str, out_dim: usize, in_dim: usize, storage: WeightStorage, taken: &mut Taken) -> Result<Linear> {
     let t = model.tensor(name)?;
     match (&t.data, storage) {
         // The packed kernels cover 4 and 8 bits; other widths (3-bit) run on their dequantized values.
         (TensorData::Quantized(q), WeightStorage::Packed) if matches!(q.format.bits, 4 | 8) => {
             if t.shape != [out_dim, in_dim] {
-                return Err(Error::TensorShape {
-                    path: model.source.path.clone(),
-                    tensor: name.to_owned(),
-                    expected: vec![out_dim, in_dim],
-                    got: t.shape.clone(),
-                });
+                return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
             }
-            let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| Error::TensorType {
-                path: model.source.path.clone(),
-                tensor: name.to_owned(),
-                dtype: t.format_name(),
-                why: match e {
-                    crate::RuntimeError::PackedWeight { why, .. } => why,
-                    _ => "inconsistent quantized data",
-                },
-            })?;
+            let packed = PackedLinear::from_quant(name, q, out_dim, in_dim).map_err(|e| type_error(model, name, t, e, "inconsistent quantized data"))?;
             Ok(Linear::Packed(packed))
+        }
+        (TensorData::Blocks { dtype, bytes }, WeightStorage::Packed) if BlockFormat::of(*dtype).is_some() => {
+            if t.shape != [out_dim, in_dim] {
+                return Err(shape_error(model, name, out_dim, in_dim, &t.shape));
+            }
+            let bytes = taken.remove(name).unwrap_or_else(|| bytes.clone());
+            let blocks = BlockLinear::new(name, *dtype, bytes, out_dim, in_dim).map_err(|e| type_error(model, name, t, e, "inconsistent block data"))?;
+            Ok(Linear::Blocks(blocks))
         }
         _ => Ok(Linear::F32(model.tensor_f32(name, &[out_dim, in_dim])?)),
     }
+}
+
+/// A weight the runtime refused, as the core's error naming the file, tensor and format.
+fn type_error(model: &Model, name: &str, t: &edgeforge_core::Tensor, e: crate::RuntimeError, otherwise: &'static str) -> Error {
+    let why = match e {
+        crate::RuntimeError::PackedWeight { why, .. } => why,
+        _ => otherwise,
+    };
+    Error::TensorType { path: model.source.path.clone(), tensor: name.to_owned(), dtype: t.format_name(), why }
+}
+
+fn shape_error(model: &Model, name: &str, out_dim: usize, in_dim: usize, got: &[usize]) -> Error {
+    Error::TensorShape { path: model.source.path.clone(), tensor: name.to_owned(), expected: vec![out_dim, in_dim], got: got.to_vec() }
 }
 
 /// One layer's weights: quantized linears packed, the rest as floats.
@@ -54,12 +71,16 @@ pub fn layer_from_model(model: &Model, l: usize) -> Result<LayerWeights> {
 
 /// One layer's weights with the given storage for quantized linears.
 pub fn layer_from_model_as(model: &Model, l: usize, storage: WeightStorage) -> Result<LayerWeights> {
+    layer_with(model, l, storage, &mut Taken::new())
+}
+
+fn layer_with(model: &Model, l: usize, storage: WeightStorage, taken: &mut Taken) -> Result<LayerWeights> {
     let c = &model.config;
     // Pruned blocks may be narrower than the config's sizes: each block's own tensors say how wide it is.
     let shape = edgeforge_core::arch::block_shape(model, l)?;
     let (e, q, kv, ff) = (c.n_embd, shape.n_heads * c.head_dim, shape.n_kv_heads * c.head_dim, shape.n_ff);
     let name = |suffix: &str| format!("blk.{l}.{suffix}.weight");
-    let w = |suffix: &str, out_dim: usize, in_dim: usize| linear(model, &name(suffix), out_dim, in_dim, storage);
+    let mut w = |suffix: &str, out_dim: usize, in_dim: usize| linear(model, &name(suffix), out_dim, in_dim, storage, taken);
     Ok(LayerWeights {
         n_heads: shape.n_heads,
         n_kv_heads: shape.n_kv_heads,
@@ -120,17 +141,43 @@ pub fn weights_from_model(model: &Model) -> Result<LlamaWeights> {
 
 /// The whole model with the given storage for quantized linears.
 pub fn weights_from_model_as(model: &Model, storage: WeightStorage) -> Result<LlamaWeights> {
+    weights_with(model, storage, &mut Taken::new())
+}
+
+/// The whole model (quantized linears packed, block formats kept), moving the block bytes out of `model`
+/// instead of copying them: no second copy of the weights is ever resident. The model's block tensors are
+/// left empty (its config, tokenizer and float tensors stay usable).
+pub fn weights_from_model_owned(model: &mut Model) -> Result<LlamaWeights> {
+    let mut taken = Taken::new();
+    for (name, t) in &mut model.tensors {
+        if let TensorData::Blocks { dtype, bytes } = &mut t.data {
+            if BlockFormat::of(*dtype).is_some() && name.ends_with(".weight") {
+                taken.insert(name.clone(), std::mem::take(bytes));
+            }
+        }
+    }
+    // Restore what was not used as a linear (nothing, for llama-family models) so the model stays whole.
+    let w = weights_with(model, WeightStorage::Packed, &mut taken);
+    for (name, bytes) in taken {
+        if let Some(TensorData::Blocks { bytes: b, .. }) = model.tensors.get_mut(&name).map(|t| &mut t.data) {
+            *b = bytes;
+        }
+    }
+    w
+}
+
+fn weights_with(model: &Model, storage: WeightStorage, taken: &mut Taken) -> Result<LlamaWeights> {
     let c = &model.config;
     let e = c.n_embd;
-    let layers = (0..c.n_layers).map(|l| layer_from_model_as(model, l, storage)).collect::<Result<Vec<_>>>()?;
-    let output = if c.tied_embeddings { None } else { Some(linear(model, "output.weight", c.vocab_size, e, storage)?) };
+    let layers = (0..c.n_layers).map(|l| layer_with(model, l, storage, taken)).collect::<Result<Vec<_>>>()?;
+    let output = if c.tied_embeddings { None } else { Some(linear(model, "output.weight", c.vocab_size, e, storage, taken)?) };
     Ok(LlamaWeights {
         vocab_size: c.vocab_size,
         n_embd: e,
         head_dim: c.head_dim,
         rope_base: c.rope_base,
         rms_eps: c.rms_eps,
-        token_embd: linear(model, "token_embd.weight", c.vocab_size, e, storage)?,
+        token_embd: linear(model, "token_embd.weight", c.vocab_size, e, storage, taken)?,
         layers,
         output_norm: model.tensor_f32("output_norm.weight", &[e])?,
         output,

@@ -4,6 +4,7 @@
 
 use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
+use crate::kernels::blocks::{block_matmul, BlockLinear, Rounding};
 use crate::kernels::qmatmul::{qmatmul, PackedLinear};
 
 /// A row-major `[out, in]` matrix as the forward pass multiplies by it. The dimensions are checked
@@ -14,6 +15,8 @@ pub enum Linear {
     F32(Vec<f32>),
     /// Integer codes with per-group scales, multiplied with the packed kernels (no float copy).
     Packed(PackedLinear),
+    /// A GGUF block format kept as the file's bytes, multiplied natively (`kernels::blocks`).
+    Blocks(BlockLinear),
 }
 
 impl From<Vec<f32>> for Linear {
@@ -28,11 +31,19 @@ impl Linear {
         match self {
             Linear::F32(v) => v.len() * 4,
             Linear::Packed(p) => p.resident_bytes(),
+            Linear::Blocks(b) => b.resident_bytes(),
         }
     }
 
     pub fn is_packed(&self) -> bool {
         matches!(self, Linear::Packed(_))
+    }
+
+    /// Choose how a block weight rounds its activations (no effect on f32 and packed weights).
+    pub fn set_rounding(&mut self, rounding: Rounding) {
+        if let Linear::Blocks(b) = self {
+            b.set_rounding(rounding);
+        }
     }
 
     /// Check this is an `[out_dim, in_dim]` matrix.
@@ -45,7 +56,10 @@ impl Linear {
             Linear::Packed(p) if (p.out_dim(), p.in_dim()) != (out_dim, in_dim) => {
                 Err(RuntimeError::LinearShape { tensor: tensor(), expected: [out_dim, in_dim], got: [p.out_dim(), p.in_dim()] })
             }
-            Linear::Packed(_) => Ok(()),
+            Linear::Blocks(b) if (b.out_dim(), b.in_dim()) != (out_dim, in_dim) => {
+                Err(RuntimeError::LinearShape { tensor: tensor(), expected: [out_dim, in_dim], got: [b.out_dim(), b.in_dim()] })
+            }
+            Linear::Packed(_) | Linear::Blocks(_) => Ok(()),
         }
     }
 
@@ -54,13 +68,14 @@ impl Linear {
         self.forward_on(x, n, out_dim, in_dim, y, what, Threads::Pool)
     }
 
-    /// `forward` with the f32 product on `threads` (the packed kernels always use the pool). Every output
+    /// `forward` with the f32 product on `threads` (the packed and block kernels always use the pool). Every output
     /// element is computed the same way either way.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_on(&self, x: &[f32], n: usize, out_dim: usize, in_dim: usize, y: &mut [f32], what: &'static str, threads: Threads) -> Result<(), RuntimeError> {
         let ok = match self {
             Linear::F32(w) => matmul(y, 0, out_dim, MatRef::row_major(x, n, in_dim), MatRef::transposed(w, out_dim, in_dim), false, threads),
             Linear::Packed(p) => p.out_dim() == out_dim && p.in_dim() == in_dim && qmatmul(p, x, n, y),
+            Linear::Blocks(b) => b.out_dim() == out_dim && b.in_dim() == in_dim && block_matmul(b, x, n, y),
         };
         ok.then_some(()).ok_or(RuntimeError::Kernel { what })
     }
@@ -77,6 +92,7 @@ impl Linear {
                 None => false,
             },
             Linear::Packed(p) => p.in_dim() == in_dim && p.dequantize_rows(r, out),
+            Linear::Blocks(b) => b.in_dim() == in_dim && b.dequantize_rows(r, out),
         };
         ok.then_some(()).ok_or(RuntimeError::Kernel { what })
     }

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+
+mod common;
+use common::time;
 
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_runtime::kernels::matmul::{matmul, MatRef, Threads};
@@ -32,27 +34,6 @@ fn random_quant(seed: u64, rows: usize, cols: usize, format: QuantFormat) -> Qua
         zeros: if format.symmetric { Vec::new() } else { (0..groups).map(|_| (next() % format.levels()) as u8).collect() },
         codes,
     }
-}
-
-/// Seconds per call: the best of 5 batches, each long enough (~40 ms) to swamp timer noise.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    let mut calls = 0u32;
-    while t.elapsed() < Duration::from_millis(40) {
-        f();
-        calls += 1;
-    }
-    let per_batch = calls.max(1);
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            t.elapsed().as_secs_f64() / f64::from(per_batch)
-        })
-        .fold(f64::INFINITY, f64::min)
 }
 
 #[test]

@@ -68,7 +68,7 @@ fn model(tied: bool, seed: u64) -> LlamaWeights {
 fn dense(w: &Linear) -> &[f32] {
     match w {
         Linear::F32(v) => v,
-        Linear::Packed(_) => panic!("the reference reads float weights"),
+        Linear::Packed(_) | Linear::Blocks(_) => panic!("the reference reads float weights"),
     }
 }
 

@@ -10,22 +10,7 @@ use half::f16;
 use super::*;
 use crate::kernels::matmul::{matmul, Threads};
 
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u32
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        self.next_u32() % n
-    }
-}
+use crate::kernels::test_rng::Rng;
 
 /// A random `[rows, cols]` quantized tensor in the core's layout.
 fn random_quant(r: &mut Rng, rows: usize, cols: usize, format: QuantFormat) -> QuantTensor {

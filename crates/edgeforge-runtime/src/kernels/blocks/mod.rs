@@ -1,0 +1,395 @@
+//! `y = x · Wᵀ` with `W` kept in its GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, and F16): the
+//! file's bytes, row after row, never expanded to a float copy of the matrix. (F16 rows are multiplied in
+//! f32 by `f16`; the rest of this comment is about the 8-bit formats.)
+//!
+//! Two arithmetics, chosen per weight (`Rounding`):
+//! - `Rounding::Exact` (the default): activations stay f32. Rows are dequantized a tile at a time into a
+//!   small per-worker buffer (by `edgeforge_core::blocks`, the same values the float path gets) and
+//!   multiplied with gemm. This is what perplexity runs on, so its figures do not change.
+//! - `Rounding::Q8Decode` (what `eval latency` times by default): `Q8` for decode steps, `Exact` for
+//!   batches.
+//! - `Rounding::Q8` (llama.cpp's arithmetic): the activations are quantized once per product to blocks of
+//!   32 signed bytes with one scale (`Q8Rows`, llama.cpp's `q8_0`/`q8_1`), and each weight block is dotted
+//!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, a scalar loop
+//!   otherwise), then scaled in f32. This moves 4–8x fewer bytes than f32 and is what decode runs on when
+//!   speed matters.
+//!
+//! The integer kernels are our own rather than a library's because no maintained Rust crate multiplies
+//! ggml's block formats; they are tested against dequantize-then-f32 references (`tests`).
+//!
+//! Both parallelize over output rows on the current rayon pool; a row's value depends only on the row, the
+//! activations and the CPU's kernel, never on scheduling, so results are independent of the thread count.
+#![allow(unsafe_code)]
+
+mod f16;
+mod format;
+mod q8;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use edgeforge_core::GgmlType;
+
+pub use format::BlockFormat;
+pub use q8::Q8Rows;
+use q8::Q8View;
+
+use crate::error::RuntimeError;
+use crate::kernels::matmul::{for_each_column_block, MatRef};
+
+/// How a block weight multiplies its activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// f32 activations times the exactly dequantized weights (the float path's figures).
+    #[default]
+    Exact,
+    /// Activations rounded to 8-bit blocks once per product, integer dot products (llama.cpp's arithmetic).
+    Q8,
+    /// `Q8` for products of up to `Q8_DECODE_MAX_TOKENS` tokens (decode steps, where it is fastest), `Exact`
+    /// for larger batches (prefill, where gemm on dequantized tiles is faster than our integer kernels).
+    Q8Decode,
+}
+
+/// Largest token count `Rounding::Q8Decode` computes in Q8.
+pub const Q8_DECODE_MAX_TOKENS: usize = 8;
+
+/// Instruction sets of the integer dot-product kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DotIsa {
+    Scalar,
+    /// x86_64 AVX2 (`vpmaddubsw` + `vpmaddwd`).
+    Avx2,
+    /// x86_64 AVX-VNNI (`vpdpbusd`, VEX-encoded, 256-bit).
+    AvxVnni,
+    /// x86_64 AVX-512 VNNI (`vpdpbusd`, EVEX-encoded on 256-bit registers with AVX-512VL).
+    Avx512Vnni,
+}
+
+impl DotIsa {
+    pub const ALL: [DotIsa; 4] = [DotIsa::Scalar, DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DotIsa::Scalar => "scalar",
+            DotIsa::Avx2 => "avx2",
+            DotIsa::AvxVnni => "avx-vnni",
+            DotIsa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Whether this CPU can run the kernel (checked at run time).
+    pub fn is_supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = || is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        match self {
+            DotIsa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 => avx2(),
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::AvxVnni => avx2() && is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx512Vnni => {
+                avx2()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The kernel used by default: the best supported one, detected once per process.
+    pub fn best() -> DotIsa {
+        static BEST: OnceLock<DotIsa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [DotIsa::Avx512Vnni, DotIsa::AvxVnni, DotIsa::Avx2].into_iter().find(|i| i.is_supported()).unwrap_or(DotIsa::Scalar)
+        })
+    }
+}
+
+/// A `[out_dim, in_dim]` weight in a GGUF block format: the tensor's bytes as stored in the file.
+#[derive(Debug, Clone)]
+pub struct BlockLinear {
+    format: BlockFormat,
+    bytes: Vec<u8>,
+    out_dim: usize,
+    in_dim: usize,
+    row_bytes: usize,
+    rounding: Rounding,
+}
+
+impl BlockLinear {
+    /// Wrap `bytes` holding `out_dim` rows of `in_dim` elements of `ty`. Refused (with the reason) when the
+    /// type has no native kernel, a row is not whole blocks, or the length disagrees.
+    pub fn new(tensor: &str, ty: GgmlType, bytes: Vec<u8>, out_dim: usize, in_dim: usize) -> Result<Self, RuntimeError> {
+        let bad = |why: &'static str| RuntimeError::PackedWeight { tensor: tensor.to_owned(), why };
+        let format = BlockFormat::of(ty).ok_or_else(|| bad("no native kernel for this block type"))?;
+        if in_dim == 0 || out_dim == 0 || !in_dim.is_multiple_of(format.block_elems()) {
+            return Err(bad("rows must be a positive whole number of blocks"));
+        }
+        let row_bytes = (in_dim / format.block_elems()).checked_mul(format.block_bytes()).ok_or_else(|| bad("row too long"))?;
+        if row_bytes.checked_mul(out_dim) != Some(bytes.len()) {
+            return Err(bad("byte length disagrees with the shape"));
+        }
+        Ok(Self { format, bytes, out_dim, in_dim, row_bytes, rounding: Rounding::Exact })
+    }
+
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
+    }
+
+    pub fn set_rounding(&mut self, rounding: Rounding) {
+        self.rounding = rounding;
+    }
+
+    /// The bytes of row `r` (in bounds: `r < out_dim`).
+    fn row(&self, r: usize) -> &[u8] {
+        &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Rows `r0..` dequantized into `out` (a whole number of rows). `false` past the last row.
+    pub fn dequantize_rows(&self, r0: usize, out: &mut [f32]) -> bool {
+        let rows = out.len() / self.in_dim;
+        if rows * self.in_dim != out.len() || r0 + rows > self.out_dim {
+            return false;
+        }
+        let src = &self.bytes[r0 * self.row_bytes..(r0 + rows) * self.row_bytes];
+        edgeforge_core::blocks::dequantize(self.format.ggml(), src, out).is_ok()
+    }
+}
+
+/// Floats of the per-worker dequantized tile of the exact path (as `qmatmul`'s tiles).
+const TILE_FLOATS: usize = 32 * 1024;
+
+/// `y[n × out] = x[n × in] · Wᵀ` in the weight's own arithmetic (`BlockLinear::rounding`). `false` on
+/// inconsistent lengths.
+#[must_use]
+pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    if w.format == BlockFormat::F16 {
+        return match w.rounding {
+            Rounding::Q8 => f16_matmul(w, x, n, y, true),
+            Rounding::Exact | Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => f16_matmul(w, x, n, y, false),
+            Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+        };
+    }
+    match w.rounding {
+        Rounding::Q8 => q8_matmul_with(DotIsa::best(), w, x, n, y),
+        Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => q8_matmul_with(DotIsa::best(), w, x, n, y),
+        Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+    }
+}
+
+/// Rows per tile of the exact path. gemm (gemm-common 0.19) takes a small-matrix path, with another split of
+/// the sum over `in_dim`, when both output dimensions are at most 64; the f32 path multiplies whole matrices,
+/// so every tile (the last one too) is kept wider than 64 rows unless the matrix itself is not: then each
+/// product is computed with the same split, and the exact path gives the f32 path's bits (tested on the
+/// reference model). A multiple of 16, about `TILE_FLOATS` floats when the rows are short.
+fn exact_tile_rows(out_dim: usize, in_dim: usize) -> usize {
+    if out_dim <= 64 {
+        return out_dim.max(1);
+    }
+    let target = ((TILE_FLOATS / in_dim.max(1)) / 16 * 16).max(80);
+    (target..)
+        .step_by(16)
+        .find(|&w| w >= out_dim || out_dim.is_multiple_of(w) || out_dim % w > 64)
+        .unwrap_or(out_dim)
+}
+
+/// The exact path: tiles of dequantized rows times f32 activations (gemm).
+fn exact_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    if n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    if n == 0 {
+        return true;
+    }
+    let rows = exact_tile_rows(out_dim, in_dim);
+    let xs = MatRef::row_major(x, n, in_dim);
+    for_each_column_block(y, n, out_dim, rows, Vec::new, |tile: &mut Vec<f32>, mut block| {
+        tile.resize(block.width() * in_dim, 0.0);
+        w.dequantize_rows(block.col0(), tile) && block.matmul(xs, MatRef::transposed(tile, block.width(), in_dim))
+    })
+}
+
+/// F16 weights times f32 activations (rounded to f16 first when `round_to_f16`, as llama.cpp does), row by
+/// row: the decode path of F16 weights (batches take the exact tiles).
+fn f16_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32], round_to_f16: bool) -> bool {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    if n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    let rounded: Vec<f32>;
+    let x = if round_to_f16 {
+        rounded = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        &rounded[..]
+    } else {
+        x
+    };
+    let isa = DotIsa::best();
+    for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| {
+        for c in 0..block.width() {
+            let row = w.row(block.col0() + c);
+            for t in 0..n {
+                let Some(v) = f16::dot(isa, row, &x[t * in_dim..(t + 1) * in_dim]) else { return false };
+                if !block.set(t, c, v) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+}
+
+thread_local! {
+    /// The quantized activations of the current product, reused across calls (no allocation per token).
+    static ACTS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
+}
+
+/// Output rows per task of the integer path: enough tasks for every worker to get several, at least 16 rows.
+fn rows_per_task(out_dim: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (out_dim.div_ceil(threads * 4)).div_ceil(16).max(1) * 16
+}
+
+/// The integer path with an explicit kernel (tests and benchmarks): `false` on inconsistent lengths or an
+/// unsupported kernel.
+#[must_use]
+pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    if !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    if n == 0 {
+        return true;
+    }
+    let Some(dot) = RowDot::new(isa, w.format) else { return false };
+    ACTS.with_borrow_mut(|acts| {
+        acts.quantize(x, n, in_dim);
+        let acts = &*acts;
+        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), Vec::new, |buf: &mut Vec<f32>, mut block| {
+            if n == 1 {
+                // Decode: the block's rows in one kernel call.
+                buf.resize(block.width(), 0.0);
+                let Some(token) = dot.tokens(acts, 0, 1) else { return false };
+                let rows = &w.bytes[block.col0() * w.row_bytes..(block.col0() + block.width()) * w.row_bytes];
+                return dot.run_rows(rows, token, buf) && buf.iter().enumerate().all(|(c, &v)| block.set(0, c, v));
+            }
+            let mut out = [0f32; 4];
+            for t0 in (0..n).step_by(4) {
+                let nt = (n - t0).min(4);
+                let Some(tokens) = dot.tokens(acts, t0, nt) else { return false };
+                for c in 0..block.width() {
+                    if !dot.run(w.row(block.col0() + c), tokens, &mut out[..nt]) {
+                        return false;
+                    }
+                    for (t, &v) in out[..nt].iter().enumerate() {
+                        if !block.set(t0 + t, c, v) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            true
+        })
+    })
+}
+
+/// One row's dot products with up to four quantized tokens, on a kernel this CPU was checked to support.
+#[derive(Clone, Copy)]
+struct RowDot {
+    isa: DotIsa,
+    format: BlockFormat,
+}
+
+impl RowDot {
+    fn new(isa: DotIsa, format: BlockFormat) -> Option<Self> {
+        (isa.is_supported() && format != BlockFormat::F16).then_some(Self { isa, format })
+    }
+
+    /// Tokens `t0..t0 + nt` of `acts`, if they exist.
+    fn tokens(self, acts: &Q8Rows, t0: usize, nt: usize) -> Option<Q8View<'_>> {
+        (t0 + nt <= acts.rows()).then(|| acts.view(t0, nt))
+    }
+
+    /// `out[t] = row · token t` of `x` for `t < out.len()` (1..=4). Returns `false` on inconsistent inputs,
+    /// after checking everything the unsafe kernels rely on (O(1)).
+    #[inline]
+    fn run(self, row: &[u8], x: Q8View<'_>, out: &mut [f32]) -> bool {
+        let nt = out.len();
+        if !(1..=4).contains(&nt) || nt > x.tokens || row.len() != x.nb * self.format.block_bytes() {
+            return false;
+        }
+        match nt {
+            1 => self.run_n::<1>(row, x, out),
+            2 => self.run_n::<2>(row, x, out),
+            3 => self.run_n::<3>(row, x, out),
+            _ => self.run_n::<4>(row, x, out),
+        }
+        true
+    }
+
+    /// `out[r] = row r · token 0` for the `out.len()` consecutive rows in `rows`. Returns `false` on
+    /// inconsistent lengths, after checking what the unsafe kernels rely on.
+    fn run_rows(self, rows: &[u8], x: Q8View<'_>, out: &mut [f32]) -> bool {
+        let row_bytes = x.nb * self.format.block_bytes();
+        if x.tokens < 1 || rows.len() != out.len() * row_bytes {
+            return false;
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 | DotIsa::AvxVnni | DotIsa::Avx512Vnni => {
+                // SAFETY: a `RowDot` exists only for a supported kernel and a block format; `rows` holds
+                // `out.len()` whole rows of `x.nb` blocks and `x` at least one token (checked above).
+                unsafe { x86::rows_dot(self.isa, self.format, rows, x, out) }
+            }
+            _ => {
+                for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                    let mut v = [0f32; 1];
+                    scalar::row_dot::<1>(self.format, row, x, &mut v);
+                    *o = v[0];
+                }
+            }
+        }
+        true
+    }
+
+    #[inline]
+    fn run_n<const NT: usize>(self, row: &[u8], x: Q8View<'_>, out: &mut [f32]) {
+        let mut o = [0f32; NT];
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 | DotIsa::AvxVnni | DotIsa::Avx512Vnni => {
+                // SAFETY: a `RowDot` exists only for a kernel this CPU supports; `run` checked that `row` holds
+                // `x.nb` whole blocks of the format and that `x` holds at least `NT` tokens of `x.nb` blocks.
+                unsafe { x86::row_dot::<NT>(self.isa, self.format, row, x, &mut o) }
+            }
+            _ => scalar::row_dot::<NT>(self.format, row, x, &mut o),
+        }
+        out.copy_from_slice(&o);
+    }
+}

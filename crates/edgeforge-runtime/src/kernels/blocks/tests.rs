@@ -1,0 +1,278 @@
+//! Every integer kernel against the scalar kernel, the scalar kernel against dequantize-then-f64 references,
+//! and both products against gemm on the dequantized matrix, for every format. Kernels this CPU cannot run
+//! are reported as skipped by name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::kernels::matmul::{matmul, Threads};
+
+use crate::kernels::test_rng::Rng;
+
+/// `rows × cols` random blocks of `format`: random codes, scales in [0.001, 0.05], minimums in ±0.1.
+fn random_weight(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -> BlockLinear {
+    let bb = format.block_bytes();
+    let n_blocks = rows * cols / format::BLOCK;
+    let mut bytes: Vec<u8> = (0..n_blocks * bb).map(|_| r.next_u32() as u8).collect();
+    for b in bytes.chunks_exact_mut(bb) {
+        let d = half::f16::from_f32(0.001 + 0.049 * (r.unit() + 1.0) / 2.0);
+        b[..2].copy_from_slice(&d.to_le_bytes());
+        if format.offset() == format::Offset::Min {
+            b[2..4].copy_from_slice(&half::f16::from_f32(0.1 * r.unit()).to_le_bytes());
+        }
+    }
+    BlockLinear::new("t", format.ggml(), bytes, rows, cols).unwrap()
+}
+
+fn activations(r: &mut Rng, n: usize) -> Vec<f32> {
+    // Some exact zeros and a spread of magnitudes, as hidden states have.
+    (0..n).map(|i| if i % 17 == 5 { 0.0 } else { r.unit() * (1.0 + (i % 7) as f32) }).collect()
+}
+
+fn deq(w: &BlockLinear) -> Vec<f32> {
+    let mut out = vec![0f32; w.out_dim() * w.in_dim()];
+    assert!(w.dequantize_rows(0, &mut out));
+    out
+}
+
+/// The quantized activations as floats: `d · q` per element.
+fn q8_values(acts: &Q8Rows) -> Vec<f32> {
+    let v = acts.view(0, acts.rows());
+    (0..acts.rows() * acts.blocks_per_row() * format::BLOCK).map(|i| v.d[i / format::BLOCK] * f32::from(v.qs[i])).collect()
+}
+
+/// A bound of `Σ |d_w · code · d_x · q| + |offset terms|` for token `t` (scales <= 0.05, minimums <= 0.1).
+fn magnitude(format: BlockFormat, acts: &Q8Rows, t: usize, cols: usize) -> f32 {
+    let code_max = match format {
+        BlockFormat::Q8_0 | BlockFormat::IQ4_NL => 128.0,
+        BlockFormat::Q5_0 | BlockFormat::Q5_1 => 32.0,
+        _ => 16.0,
+    };
+    let x = q8_values(acts);
+    x[t * cols..(t + 1) * cols].iter().map(|v| v.abs()).sum::<f32>() * (0.05 * code_max * 2.0 + 0.1) + 1e-3
+}
+
+const COLS: [usize; 4] = [32, 64, 160, 576];
+
+/// Names of the kernels this CPU cannot run, printed so a run says what it did not check.
+fn supported_or_report() -> Vec<DotIsa> {
+    let (run, skipped): (Vec<DotIsa>, Vec<DotIsa>) = DotIsa::ALL.into_iter().partition(|i| i.is_supported());
+    eprintln!("integer kernels run: {:?}; skipped (not on this CPU): {:?}", run.iter().map(|i| i.name()).collect::<Vec<_>>(), skipped.iter().map(|i| i.name()).collect::<Vec<_>>());
+    run
+}
+
+#[test]
+fn every_integer_kernel_matches_the_scalar_kernel() {
+    let mut r = Rng(0x5eed_0001_2345_6789);
+    let isas = supported_or_report();
+    let mut checked = 0;
+    for format in BlockFormat::ALL {
+        for cols in COLS {
+            let w = random_weight(&mut r, format, 3, cols);
+            let x = activations(&mut r, 4 * cols);
+            let mut acts = Q8Rows::default();
+            acts.quantize(&x, 4, cols);
+            for row in 0..3 {
+                for nt in 1..=4 {
+                    let mut want = vec![0f32; nt];
+                    assert!(RowDot::new(DotIsa::Scalar, format).unwrap().run(w.row(row), acts.view(0, 4), &mut want));
+                    for &isa in &isas {
+                        let mut got = vec![f32::NAN; nt];
+                        assert!(RowDot::new(isa, format).unwrap().run(w.row(row), acts.view(0, 4), &mut got));
+                        for t in 0..nt {
+                            // Same integers per block; only the order of the f32 additions differs, so the bound
+                            // is a few ulps of the sum of the terms' magnitudes (offset terms cancel the codes').
+                            let tol = 5e-7 * magnitude(format, &acts, t, cols);
+                            assert!((got[t] - want[t]).abs() <= tol, "{} {format:?} cols {cols} row {row} token {t}/{nt}: {} vs {}", isa.name(), got[t], want[t]);
+                        }
+                        if nt == 1 {
+                            // The decode kernel over consecutive rows gives each row's value.
+                            let mut rows = vec![f32::NAN; 3];
+                            assert!(RowDot::new(isa, format).unwrap().run_rows(&w.bytes, acts.view(0, 1), &mut rows));
+                            let tol = 5e-7 * magnitude(format, &acts, 0, cols);
+                            assert!((rows[row] - want[0]).abs() <= tol, "{} rows kernel {format:?} cols {cols} row {row}", isa.name());
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= BlockFormat::ALL.len() * COLS.len() * 12);
+}
+
+#[test]
+fn the_scalar_kernel_is_the_dot_of_the_dequantized_blocks() {
+    let mut r = Rng(42);
+    for format in BlockFormat::ALL {
+        for cols in COLS {
+            let w = random_weight(&mut r, format, 5, cols);
+            let x = activations(&mut r, 2 * cols);
+            let mut acts = Q8Rows::default();
+            acts.quantize(&x, 2, cols);
+            let (wf, xq) = (deq(&w), q8_values(&acts));
+            for row in 0..5 {
+                let mut got = [0f32; 2];
+                assert!(RowDot::new(DotIsa::Scalar, format).unwrap().run(w.row(row), acts.view(0, 2), &mut got));
+                for t in 0..2 {
+                    let terms = wf[row * cols..(row + 1) * cols].iter().zip(&xq[t * cols..(t + 1) * cols]);
+                    let (want, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * f64::from(b), m + f64::from((a * b).abs())));
+                    // Q4_1/Q5_1 take the block sums at f16 precision, as llama.cpp's q8_1 does.
+                    let rel = if format.offset() == format::Offset::Min { 2e-3 } else { 1e-5 };
+                    assert!((f64::from(got[t]) - want).abs() <= rel * mag + 1e-6, "{format:?} cols {cols} row {row}: {} vs {want}", got[t]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_blocks_round_as_llama_cpp_does() {
+    let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.5) * 0.37).collect();
+    let mut acts = Q8Rows::default();
+    acts.quantize(&x, 1, 64);
+    let v = acts.view(0, acts.rows());
+    for (b, xb) in x.chunks(32).enumerate() {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(v.d[b], half::f16::from_f32(amax / 127.0).to_f32());
+        let codes = &v.qs[b * 32..(b + 1) * 32];
+        assert_eq!(codes.iter().map(|&q| i32::from(q).abs()).max(), Some(127));
+        for (&q, &xv) in codes.iter().zip(xb) {
+            assert!((f32::from(q) - xv * 127.0 / amax).abs() <= 0.5);
+        }
+    }
+    // An all-zero block has d = 0 and zero codes, not NaN.
+    acts.quantize(&[0.0; 32], 1, 32);
+    assert_eq!((acts.view(0, 1).d[0], acts.view(0, 1).qs.iter().all(|&q| q == 0)), (0.0, true));
+}
+
+#[test]
+fn both_products_match_gemm_on_the_dequantized_matrix_for_any_thread_count() {
+    let mut r = Rng(7);
+    for format in BlockFormat::ALL {
+        for &(rows, cols) in &[(1usize, 32usize), (19, 64), (70, 576), (300, 160)] {
+            let mut w = random_weight(&mut r, format, rows, cols);
+            let wf = deq(&w);
+            for n in [1usize, 3, 4, 9, 12] {
+                let x = activations(&mut r, n * cols);
+                let mut want = vec![0f32; n * rows];
+                assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
+                for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
+                    w.set_rounding(rounding);
+                    let run = |threads: usize| {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        let mut y = vec![f32::NAN; n * rows];
+                        assert!(pool.install(|| block_matmul(&w, &x, n, &mut y)));
+                        y
+                    };
+                    let one = run(1);
+                    assert!(run(2).iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{format:?} {rounding:?} n {n}: threads change bits");
+                    for t in 0..n {
+                        for o in 0..rows {
+                            let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&wf[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                            // The Q8 path rounds the activations to 8 bits: about 1/254 of each term at worst.
+                            let exact = rounding == Rounding::Exact || (rounding == Rounding::Q8Decode && n > Q8_DECODE_MAX_TOKENS);
+                            let rel = if exact { 1e-5 } else { 8e-3 };
+                            let (g, e) = (one[t * rows + o], want[t * rows + o]);
+                            assert!((g - e).abs() <= rel * mag + 1e-5, "{format:?} {rounding:?} {rows}x{cols} n {n} ({t}, {o}): {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn inconsistent_block_weights_and_lengths_are_refused() {
+    let bb = BlockFormat::Q4_0.block_bytes();
+    let refused = |ty, len, rows, cols| matches!(BlockLinear::new("t", ty, vec![0; len], rows, cols), Err(RuntimeError::PackedWeight { .. }));
+    assert!(refused(GgmlType::Q6_K, 210, 1, 256), "no kernel");
+    assert!(refused(GgmlType::Q4_0, bb, 1, 16), "partial block");
+    assert!(refused(GgmlType::Q4_0, bb - 1, 1, 32), "short");
+    assert!(refused(GgmlType::Q4_0, bb, 0, 32), "empty");
+    assert!(refused(GgmlType::Q4_0, bb, usize::MAX, 32), "overflow");
+    let w = BlockLinear::new("t", GgmlType::Q4_0, vec![0; 2 * bb], 2, 32).unwrap();
+    let x = vec![1f32; 32];
+    let mut y = vec![0f32; 2];
+    assert!(block_matmul(&w, &x, 1, &mut y));
+    assert!(!block_matmul(&w, &x[1..], 1, &mut y));
+    assert!(!block_matmul(&w, &x, 1, &mut y[1..]));
+    assert!(!q8_matmul_with(DotIsa::Scalar, &w, &x, 2, &mut y));
+    assert!(!w.dequantize_rows(2, &mut [0f32; 32]), "row past the end");
+    let mut acts = Q8Rows::default();
+    acts.quantize(&x, 1, 32);
+    let dot = RowDot::new(DotIsa::Scalar, BlockFormat::Q4_0).unwrap();
+    assert!(dot.tokens(&acts, 1, 1).is_none(), "token past the end");
+    assert!(!dot.run(w.row(0), acts.view(0, 1), &mut [0f32; 2]), "more outputs than tokens");
+    assert!(!RowDot::new(DotIsa::Scalar, BlockFormat::Q8_0).unwrap().run(w.row(0), acts.view(0, 1), &mut [0f32; 1]), "wrong block size");
+}
+
+#[test]
+fn the_format_table_agrees_with_the_core_type_table() {
+    for f in BlockFormat::ALL {
+        assert_eq!((f.block_bytes(), BlockFormat::of(f.ggml())), (f.ggml().block_bytes(), Some(f)));
+    }
+}
+
+fn random_f16(r: &mut Rng, rows: usize, cols: usize) -> BlockLinear {
+    let bytes: Vec<u8> = (0..rows * cols).flat_map(|_| half::f16::from_f32(r.unit() * 0.3).to_le_bytes()).collect();
+    BlockLinear::new("t", GgmlType::F16, bytes, rows, cols).unwrap()
+}
+
+#[test]
+fn f16_rows_match_the_f64_dot_on_every_kernel() {
+    let mut r = Rng(99);
+    let isas = supported_or_report();
+    for cols in [1usize, 15, 16, 31, 32, 33, 100, 576] {
+        let w = random_f16(&mut r, 2, cols);
+        let wf = deq(&w);
+        let x = activations(&mut r, cols);
+        for row in 0..2 {
+            let terms = wf[row * cols..(row + 1) * cols].iter().zip(&x);
+            let (want, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * f64::from(b), m + f64::from((a * b).abs())));
+            for &isa in &isas {
+                let got = f16::dot(isa, w.row(row), &x).unwrap();
+                assert!((f64::from(got) - want).abs() <= 1e-6 * mag + 1e-7, "{} cols {cols}: {got} vs {want}", isa.name());
+            }
+        }
+        assert!(f16::dot(DotIsa::Scalar, w.row(0), &x[1..]).is_none());
+    }
+}
+
+#[test]
+fn f16_products_match_gemm_in_every_rounding() {
+    let mut r = Rng(5);
+    let (rows, cols) = (37, 96);
+    let mut w = random_f16(&mut r, rows, cols);
+    let wf = deq(&w);
+    for n in [1usize, 2, 9] {
+        let x = activations(&mut r, n * cols);
+        let mut want = vec![0f32; n * rows];
+        assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
+        for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
+            w.set_rounding(rounding);
+            let mut y = vec![f32::NAN; n * rows];
+            assert!(block_matmul(&w, &x, n, &mut y));
+            for (i, (&g, &e)) in y.iter().zip(&want).enumerate() {
+                let (t, o) = (i / rows, i % rows);
+                let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&wf[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                // Q8 rounds the activations to f16 (relative 2^-11 per term).
+                let rel = if rounding == Rounding::Q8 { 1e-3 } else { 1e-5 };
+                assert!((g - e).abs() <= rel * mag + 1e-6, "{rounding:?} n {n} ({t}, {o}): {g} vs {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_tiles_are_wider_than_gemms_small_matrix_path() {
+    for out_dim in [1usize, 64, 65, 96, 192, 576, 1536, 49152, 1000, 4097] {
+        for in_dim in [32usize, 576, 1536, 8192] {
+            let w = exact_tile_rows(out_dim, in_dim);
+            let last = out_dim % w;
+            assert!(w > 64 || w == out_dim, "{out_dim}x{in_dim}: {w}");
+            assert!(last == 0 || last > 64, "{out_dim}x{in_dim}: tiles of {w} leave {last}");
+        }
+    }
+}
