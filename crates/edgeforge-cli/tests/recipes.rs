@@ -116,7 +116,9 @@ fn good_recipe_on_a_tiny_model_runs_end_to_end() {
     let lat = &report["metrics_after"]["latency"];
     let decode = lat["decode_tok_s"].as_f64().filter(|v| v.is_finite() && *v > 0.0);
     assert!(decode.is_some() && lat["decode_p95_ms"].as_f64() >= lat["decode_p50_ms"].as_f64(), "{lat}");
-    assert!((lat["prefill_tok_s"].as_f64().unwrap() * lat["ttft_ms"].as_f64().unwrap() / 1000.0 - 8.0).abs() < 1e-6, "{lat}");
+    // pp's mean rate and mean time come from the same repetitions (llama-bench's protocol): AM >= HM.
+    let ratio = lat["prefill_tok_s"].as_f64().unwrap() * lat["ttft_ms"].as_f64().unwrap() / 1000.0 / 8.0;
+    assert!((1.0 - 1e-9..10.0).contains(&ratio), "{lat}");
     assert_eq!(report["gates"]["passed"], true);
     assert!(dir.path().join("out/report.md").is_file());
     // The GGUF written loads back through our own reader with Q8_0 matrices.

@@ -125,3 +125,75 @@ fn a_second_run_into_the_same_out_dir_is_refused() {
     let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).output().unwrap();
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
 }
+
+/// A three-pass recipe on a synthetic model big enough that GPTQ takes a moment: its checkpoint names.
+const CKPTS: [&str; 3] = ["000-prune.ckpt", "001-reconstruct.ckpt", "002-gptq.ckpt"];
+
+fn three_pass_recipe(dir: &Path) -> std::path::PathBuf {
+    use edgeforge_tests::{write_tiny_gguf, TinySpec};
+    write_tiny_gguf(dir, "mid.gguf", &TinySpec { n_embd: 256, n_layers: 6, n_heads: 8, n_kv_heads: 4, n_ff: 768, ..TinySpec::default() });
+    let text: String = (0..4000).map(|i| format!("the {} cat sat on mat number {i}; ", ["red", "big", "old", "odd"][i % 4])).collect();
+    std::fs::write(dir.join("cal.txt"), text).unwrap();
+    let recipe = "version: 1\nmodel: mid.gguf\ncalibration: { dataset: cal.txt, samples: 32, seq_len: 128, seed: 5 }\npasses:\n  \
+                  - pass: prune\n    mlp: { ratio: 0.25, criterion: wanda, scope: per-block }\n  \
+                  - { pass: reconstruct, ridge: 0.001 }\n  \
+                  - { pass: gptq, bits: 4, group_size: 32 }\n\
+                  eval:\n  perplexity: { dataset: cal.txt, ctx: 128, chunks: 16 }\ntargets:\n  - { format: gguf }\n";
+    let p = dir.join("three.yaml");
+    std::fs::write(&p, recipe).unwrap();
+    p
+}
+
+/// Start a run into `out`, wait for checkpoint `after` (or none), then `delay`, then SIGKILL it. Returns
+/// which checkpoints existed at the kill.
+fn kill_run(r: &Path, out: &Path, after: Option<&str>, delay: Duration) -> Vec<bool> {
+    let mut child = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    if let Some(c) = after {
+        let ckpt = out.join("checkpoints").join(c);
+        while !ckpt.exists() && t0.elapsed() < Duration::from_secs(300) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("report.json").exists(), "the run finished before it could be killed");
+    CKPTS.iter().map(|c| out.join("checkpoints").join(c).exists()).collect()
+}
+
+/// kill -9 at every pass boundary (after each checkpoint) and in the middle of the GPTQ pass (resumed from the last checkpoint, the pass runs again from its start), then
+/// `--resume`: every resumed run gives the uninterrupted run's model hash and artifact bytes.
+#[test]
+fn kill_9_at_every_boundary_and_inside_a_pass_then_resume_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = three_pass_recipe(dir.path());
+    let whole = dir.path().join("whole");
+    let o = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", whole.to_str().unwrap(), "--threads", "2"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = report(&whole);
+    let gptq_s = reference["passes"][2]["seconds"].as_f64().unwrap();
+    assert!(gptq_s > 0.2, "GPTQ took {gptq_s} s: too short to be interrupted reliably");
+    let bytes = std::fs::read(whole.join("three.gguf")).unwrap();
+
+    // (label, checkpoint to wait for, delay after it, checkpoints that must exist at the kill)
+    let cases = [
+        ("after pass 1 (prune)", Some(CKPTS[0]), Duration::ZERO, [true, false, false]),
+        ("after pass 2 (reconstruct)", Some(CKPTS[1]), Duration::ZERO, [true, true, false]),
+        ("inside pass 3 (GPTQ)", Some(CKPTS[1]), Duration::from_secs_f64(gptq_s / 2.0), [true, true, false]),
+        ("after pass 3, evaluating", Some(CKPTS[2]), Duration::ZERO, [true, true, true]),
+    ];
+    for (i, (label, after, delay, expect)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("k{i}"));
+        let at_kill = kill_run(&r, &out, after, delay);
+        assert_eq!(at_kill, expect, "{label}: checkpoints at the kill");
+        let res = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--resume"]).output().unwrap();
+        assert!(res.status.success(), "{label}: {}", String::from_utf8_lossy(&res.stderr));
+        let resumed = report(&out);
+        assert_eq!(resumed["model_after"]["sha256"], reference["model_after"]["sha256"], "{label}");
+        let ppl = |r: &serde_json::Value| r["metrics_after"]["perplexity"]["perplexity"].as_f64();
+        assert!(ppl(&reference).is_some_and(f64::is_finite), "{reference}");
+        assert_eq!(ppl(&resumed), ppl(&reference), "{label}");
+        assert!(std::fs::read(out.join("three.gguf")).unwrap() == bytes, "{label}: artifact bytes differ");
+    }
+}
