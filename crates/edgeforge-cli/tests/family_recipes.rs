@@ -1,6 +1,6 @@
 //! One recipe per family, end to end through the `edgeforge run` binary: each tiny random model that
-//! tests/python/make_tiny_family.py writes (llama.cpp's names, layout and keys) goes through round-to-nearest
-//! and GPTQ (8 bits, groups of 32: Q8_0 blocks) and out as GGUF. Checked: the run succeeds; perplexity after
+//! tests/python/make_tiny_family.py writes (llama.cpp's names, layout and keys) goes through round-to-nearest,
+//! GPTQ and AWQ (8 bits, groups of 32: Q8_0 blocks) and out as GGUF. Checked: the run succeeds; perplexity after
 //! is finite and within 1% of before (8-bit rounding of a random model moves it by well under that); the
 //! export reads back in gguf-py (tests/python/read_gguf.py) with the family's architecture, quantized
 //! linears (phi3 fused again) and float biases/norms; and our runtime scores the exported file exactly as
@@ -93,11 +93,12 @@ fn check_export(name: &str, arch: &str, gguf: &Path) {
 }
 
 #[test]
-fn each_family_runs_rtn_and_gptq_recipes_to_a_gguf_that_scores_what_the_report_says() {
+fn each_family_runs_rtn_gptq_and_awq_recipes_to_a_gguf_that_scores_what_the_report_says() {
     let work = tempfile::tempdir().unwrap();
     let passes = [
         ("rtn", "  - { pass: quantize-rtn, bits: 8, group_size: 32, symmetric: true }\n"),
         ("gptq", "  - { pass: gptq, bits: 8, group_size: 32, symmetric: true }\n"),
+        ("awq", "  - { pass: awq, bits: 8, group_size: 32, symmetric: true }\n"),
     ];
     for (name, arch) in FAMILIES {
         let model = generated().join(format!("{name}.gguf"));
@@ -122,5 +123,39 @@ fn each_family_runs_rtn_and_gptq_recipes_to_a_gguf_that_scores_what_the_report_s
             let reread = our_perplexity(&gguf);
             assert!((reread / after - 1.0).abs() < 1e-5, "{stem}: exported GGUF scores {reread}, the report says {after}");
         }
+    }
+}
+
+/// Structured pruning per family: a quarter of each block's MLP channels and of its query heads (GQA-aware),
+/// then reconstruction, out as GGUF. Checked: the run succeeds, the pruned widths are in the file gguf-py
+/// reads (the family's architecture kept, Qwen 2's biases cut with their heads), and our runtime scores the
+/// exported file exactly as the report says.
+#[test]
+fn each_family_prunes_heads_and_mlp_channels_to_a_gguf_that_scores_what_the_report_says() {
+    let work = tempfile::tempdir().unwrap();
+    let pass = "  - pass: prune\n    mlp: { ratio: 0.25, criterion: wanda }\n    heads: { ratio: 0.25 }\n  - { pass: reconstruct, ridge: 0.001 }\n";
+    for (name, arch) in FAMILIES {
+        let model = generated().join(format!("{name}.gguf"));
+        let stem = format!("{name}-prune");
+        let file = work.path().join(format!("{stem}.yaml"));
+        std::fs::write(&file, recipe(&model, pass)).unwrap();
+        let out = work.path().join(&stem);
+        let run = Command::new(BIN).current_dir(root()).args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).output().unwrap();
+        assert!(run.status.success(), "{stem}: {}", String::from_utf8_lossy(&run.stderr));
+        let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let after = report["metrics_after"]["perplexity"]["perplexity"].as_f64().unwrap_or_else(|| panic!("{stem}: no perplexity"));
+        assert!(after.is_finite(), "{stem}: {after}");
+        let gguf = out.join(format!("{stem}.gguf"));
+        let v = read_gguf(&gguf);
+        assert_eq!(v["metadata"]["general.architecture"], arch, "{stem}");
+        let t = v["tensors"].as_object().unwrap();
+        let down = t["blk.0.ffn_down.weight"]["shape"].to_string();
+        assert!(down.contains("96"), "{stem}: ffn_down after a quarter of 128 channels is cut: {down}");
+        if arch == "qwen2" {
+            let (q, qb) = (&t["blk.0.attn_q.weight"]["shape"], &t["blk.0.attn_q.bias"]["shape"]);
+            assert_eq!(q[1], qb[0], "{stem}: q bias rows follow q's rows");
+        }
+        let reread = our_perplexity(&gguf);
+        assert!((reread / after - 1.0).abs() < 1e-5, "{stem}: exported GGUF scores {reread}, the report says {after}");
     }
 }
