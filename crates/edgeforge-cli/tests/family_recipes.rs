@@ -133,11 +133,14 @@ fn each_family_runs_rtn_gptq_and_awq_recipes_to_a_gguf_that_scores_what_the_repo
 #[test]
 fn each_family_prunes_heads_and_mlp_channels_to_a_gguf_that_scores_what_the_report_says() {
     let work = tempfile::tempdir().unwrap();
-    let pass = "  - pass: prune\n    mlp: { ratio: 0.25, criterion: wanda }\n    heads: { ratio: 0.25 }\n  - { pass: reconstruct, ridge: 0.001 }\n";
+    let with_heads = "  - pass: prune\n    mlp: { ratio: 0.25, criterion: wanda }\n    heads: { ratio: 0.25 }\n  - { pass: reconstruct, ridge: 0.001 }\n";
+    let mlp_only = "  - pass: prune\n    mlp: { ratio: 0.25, criterion: wanda }\n  - { pass: reconstruct, ridge: 0.001 }\n";
     for (name, arch) in FAMILIES {
         let model = generated().join(format!("{name}.gguf"));
         let stem = format!("{name}-prune");
         let file = work.path().join(format!("{stem}.yaml"));
+        // phi3 forbids head cuts (llama.cpp's graph fixes the query width): refused before anything runs.
+        let pass = if arch == "phi3" { mlp_only } else { with_heads };
         std::fs::write(&file, recipe(&model, pass)).unwrap();
         let out = work.path().join(&stem);
         let run = Command::new(BIN).current_dir(root()).args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).output().unwrap();
@@ -157,5 +160,26 @@ fn each_family_prunes_heads_and_mlp_channels_to_a_gguf_that_scores_what_the_repo
         }
         let reread = our_perplexity(&gguf);
         assert!((reread / after - 1.0).abs() < 1e-5, "{stem}: exported GGUF scores {reread}, the report says {after}");
+    }
+}
+
+/// Cuts a family forbids are refused at validation, naming the option and why: head pruning on phi3 (llama.cpp
+/// sizes its query as n_embd; such a file does not load), depth pruning on Gemma 2/3 (local/global attention
+/// follows the layer index).
+#[test]
+fn cuts_a_family_forbids_are_refused_with_the_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let cases = [
+        ("phi3", "  - pass: prune\n    heads: { ratio: 0.25 }\n", "cannot lose attention heads"),
+        ("gemma3", "  - pass: prune\n    depth: { blocks: 1 }\n", "would turn global layers local"),
+        ("gemma2", "  - pass: prune\n    depth: { blocks: 1 }\n", "would turn global layers local"),
+    ];
+    for (name, pass, needle) in cases {
+        let file = work.path().join(format!("{name}-cut.yaml"));
+        std::fs::write(&file, recipe(&generated().join(format!("{name}.gguf")), pass)).unwrap();
+        let out = Command::new(BIN).current_dir(root()).args(["run", file.to_str().unwrap(), "--out", work.path().join(name).to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
     }
 }

@@ -56,15 +56,18 @@ pub struct FamilyTraits {
     pub swa_period: u32,
     /// The head is always the embedding (HF drops `lm_head`, llama.cpp duplicates `token_embd`).
     pub always_tied: bool,
+    /// llama.cpp's graph for this arch sizes q and the attention output as `n_embd` (phi3: `attn_qkv` is
+    /// `n_embd + 2·n_embd_gqa` rows, `attn_output` `n_embd × n_embd`), so query heads cannot be pruned.
+    pub fixed_query_width: bool,
 }
 
 const FAMILIES: [(Family, FamilyTraits); 6] = [
-    (Family::Llama, FamilyTraits { gguf_arch: "llama", hf_model_types: &["llama", "mistral"], hf_architecture: "LlamaForCausalLM", rope_kind: RopeKind::Norm, qkv_bias: false, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false }),
-    (Family::Qwen2, FamilyTraits { gguf_arch: "qwen2", hf_model_types: &["qwen2"], hf_architecture: "Qwen2ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: true, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false }),
-    (Family::Qwen3, FamilyTraits { gguf_arch: "qwen3", hf_model_types: &["qwen3"], hf_architecture: "Qwen3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: true, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false }),
-    (Family::Gemma2, FamilyTraits { gguf_arch: "gemma2", hf_model_types: &["gemma2"], hf_architecture: "Gemma2ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: false, post_norms: true, scale_embeddings: true, hf_norm_plus_one: true, fused: false, swa_period: 2, always_tied: true }),
-    (Family::Gemma3, FamilyTraits { gguf_arch: "gemma3", hf_model_types: &["gemma3_text"], hf_architecture: "Gemma3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: true, post_norms: true, scale_embeddings: true, hf_norm_plus_one: true, fused: false, swa_period: 6, always_tied: false }),
-    (Family::Phi3, FamilyTraits { gguf_arch: "phi3", hf_model_types: &["phi3"], hf_architecture: "Phi3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: true, swa_period: 0, always_tied: false }),
+    (Family::Llama, FamilyTraits { gguf_arch: "llama", hf_model_types: &["llama", "mistral"], hf_architecture: "LlamaForCausalLM", rope_kind: RopeKind::Norm, qkv_bias: false, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false, fixed_query_width: false }),
+    (Family::Qwen2, FamilyTraits { gguf_arch: "qwen2", hf_model_types: &["qwen2"], hf_architecture: "Qwen2ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: true, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false, fixed_query_width: false }),
+    (Family::Qwen3, FamilyTraits { gguf_arch: "qwen3", hf_model_types: &["qwen3"], hf_architecture: "Qwen3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: true, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: false, swa_period: 0, always_tied: false, fixed_query_width: false }),
+    (Family::Gemma2, FamilyTraits { gguf_arch: "gemma2", hf_model_types: &["gemma2"], hf_architecture: "Gemma2ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: false, post_norms: true, scale_embeddings: true, hf_norm_plus_one: true, fused: false, swa_period: 2, always_tied: true, fixed_query_width: false }),
+    (Family::Gemma3, FamilyTraits { gguf_arch: "gemma3", hf_model_types: &["gemma3_text"], hf_architecture: "Gemma3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: true, post_norms: true, scale_embeddings: true, hf_norm_plus_one: true, fused: false, swa_period: 6, always_tied: false, fixed_query_width: false }),
+    (Family::Phi3, FamilyTraits { gguf_arch: "phi3", hf_model_types: &["phi3"], hf_architecture: "Phi3ForCausalLM", rope_kind: RopeKind::Neox, qkv_bias: false, qk_norm: false, post_norms: false, scale_embeddings: false, hf_norm_plus_one: false, fused: true, swa_period: 0, always_tied: false, fixed_query_width: true }),
 ];
 
 impl Family {

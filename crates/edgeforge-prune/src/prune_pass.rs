@@ -24,6 +24,29 @@ fn norm_sq(v: &[f32]) -> f64 {
     v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum()
 }
 
+/// Cuts a family forbids. Phi-3: llama.cpp's graph fixes the query width at `n_embd`, so a file with fewer
+/// query heads does not load. Families whose layers slide by position (Gemma 2: even layers; Gemma 3: five of
+/// every six, with their own RoPE base): removing blocks renumbers the survivors, and llama.cpp (like our
+/// runtime) assigns local/global attention by the new index, so global layers would become local.
+fn family_issues(o: &PruneOptions, config: &ModelConfig) -> Vec<OptionIssue> {
+    let family = config.features.family;
+    let t = family.traits();
+    let mut out = Vec::new();
+    if t.fixed_query_width && o.heads.is_some() {
+        out.push(OptionIssue {
+            field: "heads",
+            message: format!("{} models cannot lose attention heads: llama.cpp's {} graph sizes the query and attention output as n_embd; prune `mlp` channels or `depth` instead", t.gguf_arch, t.gguf_arch),
+        });
+    }
+    if t.swa_period > 0 && config.features.sliding_window.is_some() && o.depth.is_some() {
+        out.push(OptionIssue {
+            field: "depth",
+            message: format!("{} layers alternate local and global attention by position (a period of {}): removing blocks would turn global layers local; prune `mlp` channels or `heads` instead", t.gguf_arch, t.swa_period),
+        });
+    }
+    out
+}
+
 fn option_error(issue: OptionIssue) -> PassError {
     PassError::Tensor { tensor: format!("(option {})", issue.field), message: issue.message }
 }
@@ -146,7 +169,9 @@ impl Pass for Prune {
     }
 
     fn check(&self, config: &ModelConfig) -> Vec<OptionIssue> {
-        self.options.issues(Some(config.n_layers))
+        let mut out = self.options.issues(Some(config.n_layers));
+        out.extend(family_issues(&self.options, config));
+        out
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
