@@ -211,3 +211,21 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
+
+/// The tiny random model of every family that tests/python/make_tiny_family.py writes (GGUF with llama.cpp's
+/// names and keys, and an HF folder each), generated once per test binary into a folder kept for its lifetime.
+pub fn tiny_family_models() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = std::process::Command::new("python3")
+            .arg(repo_root().join("tests/python/make_tiny_family.py"))
+            .arg(reference_model())
+            .arg(dir.path())
+            .output()
+            .expect("python3 with gguf==0.19.0 and numpy (scripts/test.sh installs them)");
+        assert!(run.status.success(), "make_tiny_family.py failed:\n{}", String::from_utf8_lossy(&run.stderr));
+        dir
+    })
+    .path()
+}

@@ -26,21 +26,8 @@ const FAMILIES: [(&str, Family); 7] = [
     ("phi3", Family::Phi3),
 ];
 
-/// The generated models (once per test binary), in a folder kept for the binary's lifetime.
 fn generated() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let run = std::process::Command::new("python3")
-            .arg(repo_root().join("tests/python/make_tiny_family.py"))
-            .arg(reference_model())
-            .arg(dir.path())
-            .output()
-            .expect("python3 with gguf==0.19.0 and numpy (scripts/test.sh installs them)");
-        assert!(run.status.success(), "make_tiny_family.py failed:\n{}", String::from_utf8_lossy(&run.stderr));
-        dir
-    })
-    .path()
+    edgeforge_tests::tiny_family_models()
 }
 
 fn tokens() -> &'static Vec<u32> {

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -24,21 +23,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The generated models (once per test binary), in a folder kept for the binary's lifetime.
 fn generated() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let run = Command::new("python3")
-            .arg(root().join("tests/python/make_tiny_family.py"))
-            .arg(edgeforge_tests::reference_model())
-            .arg(dir.path())
-            .output()
-            .expect("python3 with gguf==0.19.0 and numpy (scripts/test.sh installs them)");
-        assert!(run.status.success(), "make_tiny_family.py failed:\n{}", String::from_utf8_lossy(&run.stderr));
-        dir
-    })
-    .path()
+    edgeforge_tests::tiny_family_models()
 }
 
 fn recipe(model: &Path, pass: &str) -> String {
