@@ -234,6 +234,91 @@ unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>
     }
 }
 
+/// How far ahead of the kernel the decode kernel prefetches weight bytes.
+const PREFETCH_BYTES: usize = 2048;
+
+/// Decode on AVX-512 VNNI: `R` consecutive rows (`row_bytes` apart from `rows`) against one token. Each row
+/// goes through exactly the operations of `row_avx512vnni::<F, 1>` in the same order, so its value is
+/// bit-identical to the single-row kernel's (results do not depend on how rows are grouped); interleaving
+/// independent rows gives the core `R` accumulation chains instead of one, and loads each activation pair
+/// once for all `R` rows. Our own kernel: no maintained crate multiplies ggml's block formats.
+///
+/// # Safety
+/// `rows` holds `R` rows of `x.nb` whole blocks of format `F`, `row_bytes` apart; `x` holds at least one
+/// token; the CPU has the features below.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn rows_group_avx512vnni<const F: u8, const R: usize>(rows: &[u8], row_bytes: usize, x: Q8View<'_>, out: &mut [f32]) {
+    let format = FORMATS[F as usize];
+    let (bb, nb) = (format.block_bytes(), x.nb);
+    let signed = matches!(format.offset(), Offset::None);
+    let sums = if matches!(format.offset(), Offset::Min) { x.s16 } else { x.s };
+    let (wp, xq, xd) = (rows.as_ptr(), x.qs.as_ptr(), x.d.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut off = [0f32; R];
+    for pb in 0..nb / 2 {
+        let b = 2 * pb;
+        // SAFETY: token 0 has `nb` blocks in `x`: blocks `b`, `b + 1` (64 codes, two scales) are inside.
+        let (xv, dx0, dx1) = unsafe { (_mm512_loadu_si512(xq.add(b * BLOCK).cast()), *xd.add(b), *xd.add(b + 1)) };
+        for r in 0..R {
+            // Ask for the bytes PREFETCH_BYTES ahead of this row's position: rows are short (a few hundred
+            // bytes), so the weight matrix is one long stream the hardware prefetcher loses at every 4 KiB
+            // page. A prefetch is a hint: an address past the end is never dereferenced.
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * row_bytes + b * bb + PREFETCH_BYTES).cast());
+            // SAFETY: row `r < R` starts `r · row_bytes` into `rows` and holds `nb` whole blocks: blocks `b`
+            // and `b + 1 < nb` are inside.
+            let (w, (dw0, ow0), (dw1, ow1)) = unsafe {
+                let (p0, p1) = (wp.add(r * row_bytes + b * bb), wp.add(r * row_bytes + (b + 1) * bb));
+                (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights::<F>(p0)), weights::<F>(p1)), scales::<F>(p0), scales::<F>(p1))
+            };
+            let u = if signed { _mm512_abs_epi8(w) } else { w };
+            let sv = if signed { _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w), _mm512_setzero_si512(), xv) } else { xv };
+            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, sv);
+            let scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dw0 * dx0), _mm512_set1_ps(dw1 * dx1));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[r]);
+            if !signed {
+                off[r] += ow0 * sums[b] + ow1 * sums[b + 1];
+            }
+        }
+    }
+    let mut tail = [0f32; R];
+    if nb % 2 == 1 {
+        let last = nb - 1;
+        let one = Q8View { tokens: 1, qs: &x.qs[last * BLOCK..nb * BLOCK], d: &x.d[last..nb], s: &x.s[last..nb], s16: &x.s16[last..nb], nb: 1 };
+        for r in 0..R {
+            let mut o = [0f32; 1];
+            // SAFETY: the last block of row `r` (bb bytes inside `rows`) and one block of one token.
+            unsafe { row_avx512vnni_256::<F, 1>(&rows[r * row_bytes + last * bb..], one, &mut o) };
+            tail[r] = o[0];
+        }
+    }
+    for r in 0..R {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + off[r] + tail[r];
+    }
+}
+
+/// Consecutive rows for one token on AVX-512 VNNI: groups of four rows, then the rest one at a time (the
+/// same figures either way, see `rows_group_avx512vnni`).
+///
+/// # Safety
+/// `rows` holds `out.len()` rows of `x.nb` whole blocks each; otherwise as the module comment.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_avx512vnni<const F: u8>(rows: &[u8], x: Q8View<'_>, out: &mut [f32]) {
+    const R: usize = 4;
+    let row_bytes = x.nb * FORMATS[F as usize].block_bytes();
+    let done = out.len() / R * R;
+    let mut groups = out.chunks_exact_mut(R);
+    for (g, o) in groups.by_ref().enumerate() {
+        // SAFETY: group `g` covers rows `R·g .. R·g + R < out.len()`, all inside `rows`.
+        unsafe { rows_group_avx512vnni::<F, R>(&rows[g * R * row_bytes..(g + 1) * R * row_bytes], row_bytes, x, o) };
+    }
+    for (i, o) in groups.into_remainder().iter_mut().enumerate() {
+        let row = &rows[(done + i) * row_bytes..(done + i + 1) * row_bytes];
+        // SAFETY: one whole row; `x` holds at least one token.
+        unsafe { rows_group_avx512vnni::<F, 1>(row, row_bytes, x, std::slice::from_mut(o)) };
+    }
+}
+
 /// `$kernel!(index)` for the format's index in `FORMATS` (F16 rows never reach the integer kernels:
 /// `RowDot::new` refuses them).
 macro_rules! with_format {
@@ -271,7 +356,6 @@ macro_rules! rows_kernel {
 
 rows_kernel!(rows_avx2, "avx2,fma,f16c", row_avx2);
 rows_kernel!(rows_avxvnni, "avx2,fma,f16c,avxvnni", row_avxvnni);
-rows_kernel!(rows_avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", row_avx512vnni);
 
 /// `out[r] = row r · token 0` for consecutive rows on `isa` (an x86 kernel).
 ///
