@@ -172,18 +172,28 @@ pub enum CompareFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  edgeforge compare runs/main/report.json runs/pr/report.json --max-ppl-increase-pct 2 --max-size-bytes 90000000\n  edgeforge compare base.json new.json --recipe recipes/smollm2-gptq-q4_0.yaml --format json\n\nWith no gate flag and no --recipe, the gates recorded in both reports' recipes apply; with none anywhere, compare refuses (exit 2) unless --no-gates is given.")]
 pub struct CompareArgs {
+    /// The baseline report.json (its result model is the reference).
     pub base: PathBuf,
+    /// The report.json under test (its result model and artifacts are gated).
     pub new: PathBuf,
-    #[arg(long)]
+    /// Fail when NEW's perplexity is more than this many percent above BASE's (a percentage: 2 means +2%).
+    #[arg(long, value_name = "PERCENT")]
     pub max_ppl_increase_pct: Option<f64>,
-    #[arg(long)]
+    /// Fail when NEW's decode tokens/s divided by BASE's is below this ratio (1.0 = as fast).
+    #[arg(long, value_name = "RATIO")]
     pub min_decode_speedup: Option<f64>,
-    #[arg(long)]
+    /// Fail when any artifact NEW wrote (GGUF, ONNX, C bundle, ... each checked on its own, in bytes on disk) is larger than this many bytes; a report without artifacts is checked on its in-memory model bytes.
+    #[arg(long, value_name = "BYTES")]
     pub max_size_bytes: Option<u64>,
     /// Take the gates from this recipe's `gates` block (flags override).
     #[arg(long)]
     pub recipe: Option<PathBuf>,
+    /// Print the comparison without checking any gate (otherwise compare refuses to run with no gate).
+    #[arg(long, conflicts_with_all = ["max_ppl_increase_pct", "min_decode_speedup", "max_size_bytes", "recipe"])]
+    pub no_gates: bool,
+    /// Output: a Markdown table (for pull-request comments) or JSON.
     #[arg(long, value_enum, default_value = "md")]
     pub format: CompareFormat,
 }

@@ -199,13 +199,58 @@ pub fn schema() -> Result<(), Failure> {
 pub fn compare_reports(a: CompareArgs) -> Result<(), Failure> {
     let read = |p: &std::path::Path| Report::read(p).map_err(|e| Failure::BadInput(e.into()));
     let (base, new) = (read(&a.base)?, read(&a.new)?);
+    let (gates, source) = compare_gates(&a, &base, &new)?;
+    let c = compare(Side::result(&a.base.display().to_string(), &base), Side::result(&a.new.display().to_string(), &new), &gates)
+        .map_err(|e| Failure::BadInput(e.into()))?;
+    if c.checks.is_empty() && !a.no_gates {
+        return Err(Failure::BadInput(anyhow!(
+            "compare: no gates checked: no gate flag (--max-ppl-increase-pct, --min-decode-speedup, --max-size-bytes), no --recipe, and the two reports' recipes do not both have a `gates` block (fix: pass a gate, or --no-gates to print the table without checking anything)"
+        )));
+    }
+    if let Some(source) = source {
+        eprintln!("compare: gates from {source}");
+    }
+    match a.format {
+        CompareFormat::Md => print!("{}", edgeforge_report::markdown::comparison_table(&c)),
+        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Failure::Internal(e.into()))?),
+    }
+    if c.passed {
+        Ok(())
+    } else {
+        let failed: Vec<String> = c.checks.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.gate, g.detail)).collect();
+        Err(Failure::GateFailed(anyhow!("gate failed: {}", failed.join("; "))))
+    }
+}
+
+fn gates_are_empty(g: &GateSpec) -> bool {
+    g.max_ppl_increase_pct.is_none() && g.min_decode_speedup.is_none() && g.max_size_bytes.is_none()
+}
+
+fn gates_of(g: &edgeforge_recipe::schema::Gates) -> GateSpec {
+    GateSpec {
+        max_ppl_increase_pct: g.max_ppl_increase_pct.map(|v| v.get()),
+        min_decode_speedup: g.min_decode_speedup.map(|v| v.get()),
+        max_size_bytes: g.max_size_bytes.map(|v| v.get() as u64),
+    }
+}
+
+/// The `gates` block of the recipe a report recorded, if it has one and still parses.
+fn recorded_gates(r: &Report) -> Option<GateSpec> {
+    let info = r.recipe.as_ref()?;
+    let rf = edgeforge_recipe::parse::parse_recipe_text(std::path::Path::new(&info.path), info.text.clone()).ok()?;
+    rf.recipe.gates.as_ref().map(gates_of).filter(|g| !gates_are_empty(g))
+}
+
+/// The gates to check and where they came from: the flags over `--recipe`'s gates; with neither, the gates
+/// recorded in the new report's recipe when both reports' recipes have a `gates` block.
+fn compare_gates(a: &CompareArgs, base: &Report, new: &Report) -> Result<(GateSpec, Option<String>), Failure> {
     let mut gates = GateSpec::default();
+    let mut source = None;
     if let Some(rp) = &a.recipe {
         let rf = parse_recipe(rp)?;
         if let Some(g) = &rf.recipe.gates {
-            gates.max_ppl_increase_pct = g.max_ppl_increase_pct.map(|v| v.get());
-            gates.min_decode_speedup = g.min_decode_speedup.map(|v| v.get());
-            gates.max_size_bytes = g.max_size_bytes.map(|v| v.get() as u64);
+            gates = gates_of(g);
+            source = Some(format!("{}'s `gates` block", rp.display()));
         }
     }
     for (flag, v) in [(&mut gates.max_ppl_increase_pct, a.max_ppl_increase_pct), (&mut gates.min_decode_speedup, a.min_decode_speedup)] {
@@ -219,18 +264,12 @@ pub fn compare_reports(a: CompareArgs) -> Result<(), Failure> {
     if a.max_size_bytes.is_some() {
         gates.max_size_bytes = a.max_size_bytes;
     }
-    let c = compare(Side::result(&a.base.display().to_string(), &base), Side::result(&a.new.display().to_string(), &new), &gates)
-        .map_err(|e| Failure::BadInput(e.into()))?;
-    match a.format {
-        CompareFormat::Md => print!("{}", edgeforge_report::markdown::comparison_table(&c)),
-        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).map_err(|e| Failure::Internal(e.into()))?),
+    if a.recipe.is_none() && gates_are_empty(&gates) && !a.no_gates {
+        if let (Some(_), Some(g)) = (recorded_gates(base), recorded_gates(new)) {
+            return Ok((g, Some(format!("the `gates` block recorded in {}'s recipe", a.new.display()))));
+        }
     }
-    if c.passed {
-        Ok(())
-    } else {
-        let failed: Vec<String> = c.checks.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.gate, g.detail)).collect();
-        Err(Failure::GateFailed(anyhow!("gate failed: {}", failed.join("; "))))
-    }
+    Ok((gates, source))
 }
 
 pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {

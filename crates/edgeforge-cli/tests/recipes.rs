@@ -269,19 +269,47 @@ fn summarize_a_folder_of_reports() {
     assert_eq!(code, Some(0), "{stderr}");
     let md = std::fs::read_to_string(runs.join("summary.md")).unwrap();
     assert_eq!(md, stdout.split("\nwrote").next().unwrap());
-    let rows: Vec<&str> = md.lines().skip(2).collect();
+    assert!(md.starts_with("Perplexity: wikitext-2-test (sha256 ab…), ctx 512, 3 chunks."), "{md}");
+    let rows: Vec<&str> = md.lines().skip_while(|l| !l.starts_with("| run |")).skip(2).collect();
     assert_eq!(rows.len(), 3, "{md}");
     // Sorted by size; int4 and int8 are on the Pareto front, `bad` (bigger and worse than int4) is not.
     assert!(rows[0].starts_with("| int4 |") && rows[0].ends_with("★ |"), "{md}");
     assert!(rows[1].starts_with("| bad |") && !rows[1].contains('★'), "{md}");
     assert!(rows[2].starts_with("| int8 |") && rows[2].ends_with("★ |"), "{md}");
     let csv = std::fs::read_to_string(runs.join("summary.csv")).unwrap();
-    assert!(csv.starts_with("run,recipe,perplexity,ppl_stderr,size_bytes,bits_per_weight,decode_tok_s,pareto"), "{csv}");
+    assert!(csv.starts_with("run,recipe,eval,perplexity,ppl_stderr,size_bytes,bits_per_weight,decode_tok_s,pareto"), "{csv}");
     let svg = std::fs::read_to_string(runs.join("summary.svg")).unwrap();
-    assert_eq!(svg.matches("<circle").count(), 3);
+    // Three runs (each with its error bar and a tooltip), two legend entries, the setting in the title.
+    assert_eq!(svg.matches("<circle").count(), 5, "{svg}");
+    assert_eq!(svg.matches("class=\"error-bar\"").count(), 3, "{svg}");
+    assert!(svg.contains("<title>int4: 23.0000 ± 0.5000</title>"), "{svg}");
+    assert!(svg.contains("perplexity on wikitext-2-test (sha256 ab…), ctx 512, 3 chunks"), "{svg}");
+    assert!(svg.contains("dominated by another run") && svg.contains("on the Pareto front"), "{svg}");
     assert!(svg.contains("<polyline"));
     let (code, _, stderr) = run(&["summarize", dir.path().join("nothing").to_str().unwrap()], dir.path());
     assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn summarize_finds_reports_under_any_name_and_says_when_settings_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    std::fs::create_dir_all(runs.join("a")).unwrap();
+    report_with(&runs.join("a"), "report.json", 20.0, 30.0, 1000);
+    let saved = report_with(&runs, "baseline-int4.json", 21.0, 30.0, 900);
+    // Measured on 25 chunks instead of 3: not comparable with the others.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    v["metrics_after"]["perplexity"]["chunks"] = 25.into();
+    std::fs::write(&saved, v.to_string()).unwrap();
+    std::fs::write(runs.join("manifest.json"), "{\"schema_version\": 1, \"edgeforge_version\": \"0.1.0\", \"files\": []}").unwrap();
+    let (code, stdout, stderr) = run(&["summarize", runs.to_str().unwrap()], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("| baseline-int4 |") && stdout.contains("| a |"), "a report not named report.json was left out:\n{stdout}");
+    assert!(stdout.contains("measured perplexity in 2 different ways") && stdout.contains("ctx 512, 25 chunks"), "{stdout}");
+    // Each is alone in its setting, so both are on their setting's front.
+    assert_eq!(stdout.matches('★').count(), 2, "{stdout}");
+    let svg = std::fs::read_to_string(runs.join("summary.svg")).unwrap();
+    assert!(svg.contains("perplexity measured 2 ways"), "{svg}");
 }
 
 #[test]
@@ -292,9 +320,62 @@ fn compare_refuses_reports_measured_differently() {
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
     v["metrics_after"]["perplexity"]["chunks"] = 25.into();
     std::fs::write(&b, v.to_string()).unwrap();
-    let (code, _, stderr) = run(&["compare", &a, &b], dir.path());
+    let (code, _, stderr) = run(&["compare", &a, &b, "--no-gates"], dir.path());
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("measured perplexity differently"), "{stderr}");
+}
+
+/// A report whose recorded recipe has a `gates` block.
+fn with_recipe_gates(path: &str, gates: &str) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let text = format!("version: 1\nmodel: m.gguf\ngates:\n{gates}");
+    v["recipe"] = serde_json::json!({ "path": "r.yaml", "sha256": "00", "text": text });
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn compare_without_gates_checks_the_recorded_ones_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = report_with(dir.path(), "base.json", 20.0, 30.0, 1000);
+    let worse = report_with(dir.path(), "worse.json", 22.0, 30.0, 1000);
+    // No gate anywhere: a CI step that forgot its flags does not stay green.
+    let (code, stdout, stderr) = run(&["compare", &base, &worse], dir.path());
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("no gates checked") && stderr.contains("--no-gates"), "{stderr}");
+    assert!(!stdout.contains("all gates hold"), "{stdout}");
+    // --no-gates prints the table and says nothing was checked.
+    let (code, stdout, stderr) = run(&["compare", &base, &worse, "--no-gates"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("no gates checked") && !stdout.contains("all gates hold"), "{stdout}");
+    // Both reports' recipes have gates: the new report's apply (perplexity +10% > +5%).
+    with_recipe_gates(&base, "  max_ppl_increase_pct: 5\n");
+    with_recipe_gates(&worse, "  max_ppl_increase_pct: 5\n");
+    let (code, stdout, stderr) = run(&["compare", &base, &worse], dir.path());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("gates from the `gates` block recorded in") && stdout.contains("perplexity rose 10.00%"), "{stdout}{stderr}");
+    // Flags take precedence over the recorded gates.
+    let (code, _, stderr) = run(&["compare", &base, &worse, "--max-ppl-increase-pct", "15"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn the_size_gate_checks_the_shipped_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = report_with(dir.path(), "base.json", 20.0, 30.0, 1000);
+    let new = report_with(dir.path(), "new.json", 20.0, 30.0, 86_623_488);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&new).unwrap()).unwrap();
+    v["artifacts"] = serde_json::json!([{ "path": "q.gguf", "format": "gguf", "profile": null, "bytes": 91_726_144u64, "sha256": "00" }]);
+    std::fs::write(&new, v.to_string()).unwrap();
+    let (code, stdout, stderr) = run(&["compare", &base, &new, "--max-size-bytes", "90000000"], dir.path());
+    assert_eq!(code, Some(1), "the 91.7 MB GGUF passed a 90 MB gate:\n{stdout}{stderr}");
+    assert!(stdout.contains("gguf artifact q.gguf: 91726144 bytes is 1726144 over"), "{stdout}");
+    let (code, _, stderr) = run(&["compare", &base, &new, "--max-size-bytes", "92000000"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    // --help says what each gate measures and in which unit.
+    let (_, help, _) = run(&["compare", "--help"], dir.path());
+    for needle in ["PERCENT", "RATIO", "BYTES", "artifact", "--no-gates", "Examples:"] {
+        assert!(help.contains(needle), "compare --help lacks {needle}:\n{help}");
+    }
 }
 
 /// recipes/recipe.schema.json is generated by `edgeforge schema`; a change to the recipe types must regenerate it.

@@ -34,6 +34,18 @@ pub struct Side {
     pub bits_per_weight: f64,
     /// (dataset sha256, ctx, chunks) of the perplexity, which must agree for the figures to be comparable.
     pub ppl_settings: Option<(String, usize, usize)>,
+    /// The files the run wrote (what a user ships): the size gate checks each of them.
+    #[serde(default)]
+    pub artifacts: Vec<ShippedFile>,
+}
+
+/// One artifact of a report, as the size gate sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShippedFile {
+    pub path: String,
+    /// The recipe's spelling of the target format (`gguf`, `onnx`, `c-bundle`, ...).
+    pub format: String,
+    pub bytes: u64,
 }
 
 /// Two perplexities measured on different text or settings cannot be compared.
@@ -55,12 +67,15 @@ impl Side {
             size_bytes,
             bits_per_weight,
             ppl_settings: metrics.perplexity.as_ref().map(|p| (p.dataset_sha256.clone(), p.ctx, p.chunks)),
+            artifacts: Vec::new(),
         }
     }
 
-    /// The result model of a report.
+    /// The result model of a report, with the artifacts it wrote.
     pub fn result(label: &str, r: &Report) -> Side {
-        Side::of(label, &r.metrics_after, r.model_after.bytes, r.model_after.bits_per_weight)
+        let mut side = Side::of(label, &r.metrics_after, r.model_after.bytes, r.model_after.bits_per_weight);
+        side.artifacts = r.artifacts.iter().map(|a| ShippedFile { path: a.path.clone(), format: a.format.clone(), bytes: a.bytes }).collect();
+        side
     }
 
     /// The input model of a report.
@@ -115,17 +130,25 @@ pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Result<Comparison, No
         checks.push(GateCheck { gate: "min_decode_speedup".into(), limit, measured: decode_speedup, passed, detail });
     }
     if let Some(limit) = gates.max_size_bytes {
-        let passed = new.size_bytes <= limit;
-        let detail = if passed {
-            format!("{} bytes <= {limit}", new.size_bytes)
-        } else {
-            format!("{} bytes is {} over the {limit}-byte limit", new.size_bytes, new.size_bytes - limit)
-        };
-        checks.push(GateCheck { gate: "max_size_bytes".into(), limit: limit as f64, measured: Some(new.size_bytes as f64), passed, detail });
+        checks.extend(size_checks(&new, limit));
     }
     let passed = checks.iter().all(|c| c.passed);
     let size_ratio = if base.size_bytes == 0 { 0.0 } else { new.size_bytes as f64 / base.size_bytes as f64 };
     Ok(Comparison { base, new, ppl_increase_pct, decode_speedup, size_ratio, checks, passed })
+}
+
+/// The size gate: every artifact `new` wrote (the files a user ships, by format) must be at most `limit`
+/// bytes; a report without artifacts is checked on its in-memory model bytes, and the detail says so.
+fn size_checks(new: &Side, limit: u64) -> Vec<GateCheck> {
+    let check = |what: String, bytes: u64| {
+        let passed = bytes <= limit;
+        let detail = if passed { format!("{what}: {bytes} bytes <= {limit}") } else { format!("{what}: {bytes} bytes is {} over the {limit}-byte limit", bytes - limit) };
+        GateCheck { gate: "max_size_bytes".into(), limit: limit as f64, measured: Some(bytes as f64), passed, detail }
+    };
+    if new.artifacts.is_empty() {
+        return vec![check("in-memory model (the report has no artifact)".to_owned(), new.size_bytes)];
+    }
+    new.artifacts.iter().map(|a| check(format!("{} artifact {}", a.format, a.path), a.bytes)).collect()
 }
 
 #[cfg(test)]
@@ -142,6 +165,7 @@ mod tests {
             size_bytes: size,
             bits_per_weight: 4.5,
             ppl_settings: Some(("ab".into(), 512, 3)),
+            artifacts: Vec::new(),
         }
     }
 
@@ -171,5 +195,25 @@ mod tests {
         new.perplexity = None;
         let c = compare(side(20.0, 10.0, 10), new, &GateSpec { max_ppl_increase_pct: Some(1.0), ..GateSpec::default() }).unwrap();
         assert!(!c.passed);
+    }
+
+    #[test]
+    fn the_size_gate_checks_every_artifact_not_the_in_memory_model() {
+        // The model's tensors take 86,623,488 bytes in memory; the GGUF it became is 91,726,144 bytes.
+        let mut new = side(20.0, 10.0, 86_623_488);
+        new.artifacts = vec![
+            ShippedFile { path: "q.gguf".into(), format: "gguf".into(), bytes: 91_726_144 },
+            ShippedFile { path: "q.onnx".into(), format: "onnx".into(), bytes: 80_000_000 },
+        ];
+        let gates = GateSpec { max_size_bytes: Some(90_000_000), ..GateSpec::default() };
+        let c = compare(side(20.0, 10.0, 10), new.clone(), &gates).unwrap();
+        assert!(!c.passed, "{:?}", c.checks);
+        assert_eq!(c.checks.len(), 2);
+        assert!(!c.checks[0].passed && c.checks[0].detail.contains("gguf artifact q.gguf"), "{:?}", c.checks[0]);
+        assert!(c.checks[1].passed, "{:?}", c.checks[1]);
+        // Without artifacts the in-memory bytes are checked, and the detail says so.
+        new.artifacts.clear();
+        let c = compare(side(20.0, 10.0, 10), new, &gates).unwrap();
+        assert!(c.passed && c.checks[0].detail.contains("no artifact"), "{:?}", c.checks);
     }
 }

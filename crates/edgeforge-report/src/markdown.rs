@@ -22,7 +22,11 @@ fn mib(bytes: u64) -> String {
 
 pub fn comparison_table(c: &Comparison) -> String {
     let mut o = String::new();
-    let verdict = if c.passed { "✅ all gates hold" } else { "❌ a gate failed" };
+    let verdict = match (c.checks.is_empty(), c.passed) {
+        (true, _) => "no gates checked",
+        (false, true) => "✅ all gates hold",
+        (false, false) => "❌ a gate failed",
+    };
     let _ = writeln!(o, "### edgeforge compare: {verdict}\n");
     let _ = writeln!(o, "| metric | {} | {} | change |", c.base.label, c.new.label);
     let _ = writeln!(o, "|---|---|---|---|");
