@@ -153,11 +153,17 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  edgeforge keygen --out keys && edgeforge run recipe.yaml --out run --sign-key keys/edgeforge-signing.key\n  edgeforge verify run --public-key keys/edgeforge-signing.pub")]
 pub struct KeygenArgs {
+    /// Folder for the key pair (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// File name stem: writes NAME.key (the private seed, hex, owner-only 0600) and NAME.pub (hex).
     #[arg(long, default_value = "edgeforge-signing")]
     pub name: String,
+    /// Replace an existing key pair of that name (otherwise refused).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,19 +251,22 @@ pub struct KldArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example (the same test as `llama-bench -m model.gguf -p 512 -n 128 -r 5 -t 2`):\n  edgeforge eval latency --model model.gguf -p 512 -n 128 -r 5 --threads 2")]
 pub struct LatencyArgs {
+    /// The model: a .gguf file or a Hugging Face folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// Prompt tokens of the prefill test (llama-bench's `pp N`, `-p`); 0 skips it.
-    #[arg(long, short = 'p', default_value_t = 512)]
+    /// Prompt tokens of the prefill test (llama-bench's `pp N`, `-p`); at least 1 and at most the model's context.
+    #[arg(long, short = 'p', default_value_t = 512, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub prompt_tokens: usize,
     /// Tokens of the generation test (llama-bench's `tg N`, `-n`), decoded one at a time from an empty
     /// context; 0 skips it.
     #[arg(long, short = 'n', default_value_t = 128)]
     pub gen_tokens: usize,
     /// Timed repetitions of each test (llama-bench's `-r`), after one untimed warm-up run.
-    #[arg(long, short = 'r', alias = "repetitions", default_value_t = 5)]
+    #[arg(long, short = 'r', alias = "repetitions", default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeats: usize,
+    /// Seed of the random prompt and generation tokens (same seed: same tokens).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Activation rounding of block-quantized weights: `fast` (llama.cpp's 8-bit activation blocks and

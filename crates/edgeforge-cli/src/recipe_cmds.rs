@@ -291,6 +291,12 @@ pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {
 
 pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
     let mut model = edgeforge_core::load_model(&a.model)?;
+    let ctx = model.config.context_length;
+    for (flag, tokens) in [("--prompt-tokens", a.prompt_tokens), ("--gen-tokens", a.gen_tokens)] {
+        if ctx > 0 && tokens > ctx {
+            return Err(Failure::BadInput(anyhow!("{flag} {tokens} is longer than {}'s context of {ctx} tokens (fix: use at most {ctx})", a.model.display())));
+        }
+    }
     // The block weights move into the runtime (no second copy); the rest of the model is not measured.
     let mut runtime = edgeforge_runtime::LlamaRuntime::new(edgeforge_runtime::weights_from_model_owned(&mut model)?).map_err(|e| Failure::BadInput(e.into()))?;
     drop(model);

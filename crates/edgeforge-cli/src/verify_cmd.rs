@@ -17,9 +17,11 @@ pub fn verify(a: VerifyArgs) -> Result<(), Failure> {
     for p in &v.problems {
         println!("MISMATCH {p}");
     }
+    use edgeforge_targets::manifest::SignatureState;
     let sig = match v.signature {
-        Some(true) => ", signature valid",
-        Some(false) => ", signature INVALID",
+        Some(SignatureState::Valid) => ", signature valid",
+        Some(SignatureState::Invalid) => ", signature INVALID",
+        Some(SignatureState::NotSigned) => ", not signed",
         None => "",
     };
     if v.problems.is_empty() {
@@ -32,7 +34,10 @@ pub fn verify(a: VerifyArgs) -> Result<(), Failure> {
 
 pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&a.out).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", a.out.display())))?;
-    let (k, p) = edgeforge_targets::manifest::generate_key_pair(&a.out, &a.name).map_err(|e| Failure::Internal(anyhow!(e)))?;
+    let (k, p) = edgeforge_targets::manifest::generate_key_pair(&a.out, &a.name, a.force).map_err(|e| match e {
+        edgeforge_targets::TargetError::Key { .. } => Failure::BadInput(anyhow!(e)),
+        _ => Failure::Internal(anyhow!(e)),
+    })?;
     println!("signing key (keep private): {}\npublic key: {}", k.display(), p.display());
     Ok(())
 }

@@ -107,3 +107,47 @@ fn sensitivity_ranks_every_unit_and_leaves_the_model_untouched() {
     let bad = Command::new(BIN).args(&common[..]).args(["--group-size", "48"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+#[test]
+fn latency_refuses_more_tokens_than_the_context_and_zero_values_name_their_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN).args([&["eval", "latency", "--model", a.to_str().unwrap(), "--threads", "1"][..], extra].concat()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The tiny model's context is 256 tokens (llama.context_length).
+    let (code, stderr) = run(&["--prompt-tokens", "300", "--gen-tokens", "1", "--repeats", "1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--prompt-tokens 300") && stderr.contains("context of 256 tokens"), "{stderr}");
+    let (code, stderr) = run(&["--prompt-tokens", "8", "--gen-tokens", "257", "--repeats", "1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--gen-tokens 257"), "{stderr}");
+    for flag in ["--prompt-tokens", "--repeats"] {
+        let (code, stderr) = run(&[flag, "0"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(flag), "{flag} 0: {stderr}");
+    }
+}
+
+/// Runs `args` with stdout a pipe whose reader is already closed (`... | head -0`): the command must stop
+/// quietly, not panic.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "the cat sat on the hat. ".repeat(4000)).unwrap();
+    for args in [vec!["inspect", a.to_str().unwrap(), "--tensors"], vec!["tokenize", "--model", a.to_str().unwrap(), "--text", text.to_str().unwrap(), "--ids"]] {
+        let (code, stderr) = with_closed_stdout(&args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}

@@ -99,7 +99,18 @@ pub fn write(dir: &Path, manifest: &Manifest, signing_key: Option<&SigningKey>) 
 pub struct Verification {
     pub files_checked: usize,
     pub problems: Vec<String>,
-    pub signature: Option<bool>,
+    /// Checked only when a public key is given.
+    pub signature: Option<SignatureState>,
+}
+
+/// The signature of a manifest under the given public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureState {
+    Valid,
+    /// manifest.sig exists but does not verify (tampered, or another key).
+    Invalid,
+    /// There is no manifest.sig: the run was not signed.
+    NotSigned,
 }
 
 /// Check every file listed in `dir/manifest.json` (size and sha256), files present but not listed, and
@@ -132,16 +143,26 @@ pub fn verify(dir: &Path, public_key: Option<&VerifyingKey>) -> Result<Verificat
     }
     if let Some(key) = public_key {
         let sig_path = dir.join(SIGNATURE);
-        let ok = std::fs::read_to_string(&sig_path)
-            .ok()
-            .and_then(|s| hex::decode(s.trim()).ok())
-            .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
-            .map(|b| key.verify(&json, &Signature::from_bytes(&b)).is_ok())
-            .unwrap_or(false);
-        if !ok {
-            v.problems.push(format!("{SIGNATURE}: missing or does not match manifest.json under the given public key"));
+        let state = if !sig_path.exists() {
+            SignatureState::NotSigned
+        } else {
+            let ok = edgeforge_core::read_limit::read_at_most(&sig_path, 4096, "signature")
+                .ok()
+                .and_then(|s| hex::decode(String::from_utf8_lossy(&s).trim()).ok())
+                .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+                .is_some_and(|b| key.verify(&json, &Signature::from_bytes(&b)).is_ok());
+            if ok {
+                SignatureState::Valid
+            } else {
+                SignatureState::Invalid
+            }
+        };
+        match state {
+            SignatureState::Valid => {}
+            SignatureState::Invalid => v.problems.push(format!("{SIGNATURE}: does not match manifest.json under the given public key")),
+            SignatureState::NotSigned => v.problems.push(format!("not signed: there is no {SIGNATURE} (the run was made without --sign-key), but a public key was given")),
         }
-        v.signature = Some(ok);
+        v.signature = Some(state);
     }
     Ok(v)
 }
@@ -163,15 +184,42 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
 }
 
 /// Write a new key pair (`NAME.key` with the seed, `NAME.pub` with the public key, both hex) from 32
-/// bytes of operating-system randomness.
-pub fn generate_key_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+/// bytes of operating-system randomness. The private key file is created owner-only (0600 on Unix) before a
+/// byte is written. An existing key is refused unless `overwrite`.
+pub fn generate_key_pair(dir: &Path, name: &str, overwrite: bool) -> Result<(PathBuf, PathBuf)> {
+    let (k, p) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    for existing in [&k, &p] {
+        if !overwrite && existing.exists() {
+            return Err(TargetError::Key { path: existing.clone(), message: "already exists; refusing to replace a key (pass --force to replace it, or choose another --name)".into() });
+        }
+    }
     let mut seed = [0u8; 32];
     let urandom = Path::new("/dev/urandom");
     let mut f = std::fs::File::open(urandom).map_err(|e| TargetError::io(urandom, e))?;
     std::io::Read::read_exact(&mut f, &mut seed).map_err(|e| TargetError::io(urandom, e))?;
     let key = SigningKey::from_bytes(&seed);
-    let (k, p) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
-    write_atomic(&k, hex::encode(seed).as_bytes())?;
+    write_private(&k, hex::encode(seed).as_bytes())?;
     write_atomic(&p, hex::encode(key.verifying_key().to_bytes()).as_bytes())?;
     Ok((k, p))
+}
+
+/// `bytes` into a new owner-only temporary file beside `path`, then renamed over it: the secret is never
+/// readable by others, not even for a moment.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("key-tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(TargetError::io(path, e))
+        }
+    }
 }
