@@ -176,16 +176,35 @@ pub fn validate(a: ValidateArgs) -> Result<(), Failure> {
     if a.recipes.is_empty() {
         return Err(Failure::BadInput(anyhow!("name at least one recipe file")));
     }
-    let mut problems = Vec::new();
+    // Every file is checked and every error of every file is printed (stderr), with one status line per
+    // file (stdout), so one run shows everything to fix.
+    let mut failed = 0usize;
     for path in &a.recipes {
         match parse_recipe(path).and_then(|rf| edgeforge_recipe::validate::validate(&rf, false).map(|_| ())) {
             Ok(()) => println!("{}: ok", path.display()),
-            Err(e) => problems.push(e),
+            // One file: its errors are the command's error, one line each.
+            Err(e) if a.recipes.len() == 1 => {
+                let n = if let RecipeError::Invalid(d) = &e { d.len() } else { 1 };
+                println!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+                return Err(e.into());
+            }
+            Err(e) => {
+                failed += 1;
+                let lines: Vec<String> = match &e {
+                    RecipeError::Invalid(diags) => diags.iter().map(|d| d.to_string()).collect(),
+                    _ => vec![Failure::from(e).message()],
+                };
+                for line in &lines {
+                    eprintln!("edgeforge: error: {line}");
+                }
+                println!("{}: {} error{}", path.display(), lines.len(), if lines.len() == 1 { "" } else { "s" });
+            }
         }
     }
-    match problems.into_iter().next() {
-        None => Ok(()),
-        Some(e) => Err(e.into()),
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Failure::BadInput(anyhow!("{failed} of {} recipe file{} invalid (errors above)", a.recipes.len(), if a.recipes.len() == 1 { "" } else { "s" })))
     }
 }
 

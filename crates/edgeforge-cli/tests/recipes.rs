@@ -14,6 +14,8 @@ const GOOD_HEAD: &str = "version: 1\nmodel: tiny.gguf\n";
 
 /// (name, recipe text, expected "line:col", expected words in the message)
 const CASES: &[(&str, &str, &str, &[&str])] = &[
+    ("profile-unknown", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: gguf\n    profile: rasberry-pi-5\n", "5:14", &["targets[0].profile", "rasberry-pi-5", "did you mean `raspberry-pi-5`?"]),
+    ("profile-lacks-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: safetensors\n  - format: gguf\n    profile: esp32-s3\n", "6:14", &["targets[1]", "does not run `gguf`", "c-bundle"]),
     ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
     ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
     ("distill-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: distill\n    stepz: 10\n", "5:5", &["unknown field `stepz`", "did you mean `steps`?"]),
@@ -40,7 +42,7 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("tune-scales-before-quantizing", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: tune-scales\n    steps: 5\n", "4:", &["tunes quantized weights", "no pass before it quantizes", "after a quantizing pass"]),
     ("group-not-dividing-model", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 64\n", "4:", &["group_size 64 is longer than the model's n_embd (32)"]),
     ("unknown-target-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: tflite }\n", "4:", &["unknown variant `tflite`"]),
-    ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "1:1", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),
+    ("unknown-profile", "version: 1\nmodel: tiny.gguf\ntargets:\n  - { format: gguf, profile: raspberry-pi-6 }\n", "4:30", &["unknown profile `raspberry-pi-6`", "did you mean `raspberry-pi-5`?"]),
     ("gate-without-measurement", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "4:", &["needs eval.latency"]),
     ("gate-without-decode-steps", "version: 1\nmodel: tiny.gguf\neval:\n  latency: { prompt_tokens: 8, gen_tokens: 1, repeats: 1 }\ngates:\n  baseline: input\n  min_decode_speedup: 1.5\n", "6:", &["gen_tokens = 1 times none", "hint: set eval.latency.gen_tokens to 2 or more"]),
     ("baseline-missing", "version: 1\nmodel: tiny.gguf\ngates:\n  baseline: reports/none.json\n", "4:13", &["neither `input` nor an existing report.json"]),
@@ -79,6 +81,27 @@ fn malformed_recipes_are_answered_at_their_line_and_column() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn validate_reports_every_error_of_every_file() {
+    let dir = setup();
+    let put = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        name.to_owned()
+    };
+    let good = put("good.yaml", "version: 1\nmodel: tiny.gguf\n");
+    let two = put("two.yaml", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: gguf\n    profile: esp32-s3\n  - format: gguf\n    profile: nosuchboard\n");
+    let one = put("one.yaml", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: gguf\n    profile: stm32h7\n");
+    let (code, stdout, stderr) = run(&["validate", &two, &good, &one], dir.path());
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    // One status line per file, in order.
+    let status: Vec<&str> = stdout.lines().collect();
+    assert_eq!(status, ["two.yaml: 2 errors", "good.yaml: ok", "one.yaml: 1 error"], "{stdout}");
+    // Every error of every file, each at its line.
+    for needle in ["two.yaml:5:14", "two.yaml:7:14", "nosuchboard", "one.yaml:5:14", "2 of 3 recipe files invalid"] {
+        assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
+    }
 }
 
 #[test]

@@ -194,7 +194,8 @@ pub struct Target {
     /// Device profile: a shipped one (raspberry-pi-5, android-phone, esp32-s3, stm32h7, loihi2, akida), a path
     /// to a profile .yaml, or `generic` (no fit check).
     #[serde(default)]
-    pub profile: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub profile: Option<Spanned<String>>,
     /// How float matrices are written: `f32` (default, exact) or `f16` (half the bytes; what llama.cpp's
     /// converter writes for an unquantized model). Quantized tensors keep their formats.
     #[serde(default)]
@@ -202,6 +203,13 @@ pub struct Target {
     /// Tokens of context the device must hold (KV cache) in the fit check; default 2048.
     #[serde(default)]
     pub context: Option<Positive>,
+}
+
+impl Target {
+    /// The profile's name or path as written, if the target names one.
+    pub fn profile_name(&self) -> Option<&str> {
+        self.profile.as_ref().map(|p| p.value.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -40,7 +40,7 @@ pub fn float_choice(t: &Target) -> Option<FloatChoice> {
 
 /// The profile a target names, or `None` for no profile / `generic`.
 pub fn profile_of(t: &Target, base_dir: &Path) -> Result<Option<Profile>, RecipeError> {
-    match t.profile.as_deref() {
+    match t.profile_name() {
         None | Some(GENERIC_PROFILE) => Ok(None),
         Some(name) => edgeforge_targets::load_profile(name, base_dir).map(Some).map_err(|e| RecipeError::Target(e.to_string())),
     }
@@ -140,7 +140,7 @@ pub fn write_targets(
         artifacts.push(Artifact {
             path: w.path.strip_prefix(out_dir).unwrap_or(&w.path).display().to_string(),
             format: artifact_format(t.format).name().to_owned(),
-            profile: t.profile.clone(),
+            profile: t.profile_name().map(str::to_owned),
             bytes,
             sha256,
         });

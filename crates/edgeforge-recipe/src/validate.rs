@@ -129,13 +129,8 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
     if let Some(act) = passes.iter().rev().find_map(|p| p.activation_after()) {
         check_target_activation(rf, act, top, &mut diags);
     }
-    for t in &r.targets {
-        if let Some(profile) = t.profile.as_deref().filter(|p| *p != GENERIC_PROFILE) {
-            if let Err(e) = edgeforge_targets::load_profile(profile, &rf.base_dir()) {
-                let shipped = edgeforge_targets::profile::shipped_names();
-                diags.push(rf.diagnostic(top, format!("targets: {e}"), suggest(profile, shipped.iter().map(String::as_str))));
-            }
-        }
+    for (i, t) in r.targets.iter().enumerate() {
+        check_target_profile(rf, i, t, &mut diags);
     }
 
     // Gates.
@@ -198,6 +193,30 @@ fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
     if g.min_decode_speedup.is_some() && r.eval.latency.as_ref().is_some_and(|l| l.gen_tokens.get() < 2) {
         let hint = Some("set eval.latency.gen_tokens to 2 or more".into());
         diags.push(rf.diagnostic(at, "gates.min_decode_speedup needs decode steps, but eval.latency.gen_tokens = 1 times none (the only token comes from the prefill)", hint));
+    }
+}
+
+/// A target's profile exists (at the profile's line:col, with the nearest shipped name) and lists the
+/// target's format among the formats the device runs.
+fn check_target_profile(rf: &RecipeFile, i: usize, t: &crate::schema::Target, diags: &mut Vec<Diagnostic>) {
+    let Some(spanned) = t.profile.as_ref().filter(|p| p.value != GENERIC_PROFILE) else { return };
+    let (name, at) = (spanned.value.as_str(), spanned.referenced);
+    match edgeforge_targets::load_profile(name, &rf.base_dir()) {
+        Err(e) => {
+            let shipped = edgeforge_targets::profile::shipped_names();
+            diags.push(rf.diagnostic(at, format!("targets[{i}].profile: {e}"), suggest(name, shipped.iter().map(String::as_str))));
+        }
+        Ok(profile) => {
+            let format = crate::targets::artifact_format(t.format);
+            if !profile.formats.contains(&format) {
+                let runs: Vec<&str> = profile.formats.iter().map(|f| f.name()).collect();
+                diags.push(rf.diagnostic(
+                    at,
+                    format!("targets[{i}]: profile `{name}` does not run `{}` artifacts (it runs: {})", format.name(), if runs.is_empty() { "none".to_owned() } else { runs.join(", ") }),
+                    Some(format!("use format {} for this profile, or a profile that runs {}", runs.first().copied().unwrap_or("(none)"), format.name())),
+                ));
+            }
+        }
     }
 }
 
