@@ -27,6 +27,7 @@ pub enum Command {
     /// Check a recipe without running it (files, datasets, options, pass order).
     Validate(ValidateArgs),
     /// Print the recipe JSON Schema (for editor completion).
+    #[command(after_help = "Example:\n  edgeforge schema > recipes/recipe.schema.json")]
     Schema,
     /// Compare two reports; exit 0 if every gate holds, 1 if one fails, 2 on bad input.
     Compare(CompareArgs),
@@ -56,11 +57,15 @@ pub enum SensitivityUnit {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example (which blocks lose most at 4 bits, and recipe overrides keeping the worst 3 at 8 bits):\n  edgeforge sensitivity --model model.gguf --by block --bits 4 --keep 3 --out sens")]
 pub struct SensitivityArgs {
+    /// The model: a .gguf file or a Hugging Face folder.
     #[arg(long)]
     pub model: PathBuf,
+    /// The text scored: a file, or a dataset name or file name from datasets/.
     #[arg(long, default_value = "wiki.test.raw")]
     pub text: String,
+    /// Tokens per chunk.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
     /// Chunks of --ctx tokens scored per unit (each unit costs one forward pass per chunk).
@@ -75,6 +80,7 @@ pub struct SensitivityArgs {
     /// Asymmetric grid (zero point per group).
     #[arg(long)]
     pub asym: bool,
+    /// What one unit is: one tensor, one block (all its projections) or one projection kind (all blocks).
     #[arg(long = "by", value_enum, default_value = "block")]
     pub by: SensitivityUnit,
     /// How many of the most sensitive units the suggested overrides keep at 8 bits.
@@ -85,11 +91,13 @@ pub struct SensitivityArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub threads: ThreadsArg,
+    /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  edgeforge sweep sweeps/smollm2-int4-grid.yaml --out sweeps/out\n  edgeforge sweep sweep.yaml --out /shared/out --executor ray --ray-address http://127.0.0.1:8265")]
 pub struct SweepArgs {
     /// The sweep file (base recipe, axes, objective).
     pub sweep: PathBuf,
@@ -114,7 +122,9 @@ pub struct SweepArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  edgeforge summarize runs/")]
 pub struct SummarizeArgs {
+    /// A folder searched recursively for reports (report.json, or any .json that is an edgeforge report).
     pub dir: PathBuf,
     /// Where to write the summary files (default: DIR).
     #[arg(long)]
@@ -122,7 +132,9 @@ pub struct SummarizeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  edgeforge run recipes/smollm2-gptq-q4_0.yaml --out runs/q4_0\n  edgeforge run recipe.yaml --out runs/x --dry-run\n  edgeforge run recipe.yaml --out runs/x --resume --threads 2")]
 pub struct RunArgs {
+    /// The recipe YAML file.
     pub recipe: PathBuf,
     /// Output folder (report.json, report.md, artifacts, checkpoints).
     #[arg(long)]
@@ -144,6 +156,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  edgeforge verify runs/q4_0 --public-key keys/edgeforge-signing.pub")]
 pub struct VerifyArgs {
     /// An export folder with manifest.json.
     pub dir: PathBuf,
@@ -167,7 +180,9 @@ pub struct KeygenArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  edgeforge validate recipes/*.yaml")]
 pub struct ValidateArgs {
+    /// One or more recipe YAML files; every one is checked and every error reported.
     pub recipes: Vec<PathBuf>,
 }
 
@@ -205,6 +220,7 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  edgeforge inspect model.gguf\n  edgeforge inspect hf-folder/ --tensors --json")]
 pub struct InspectArgs {
     /// A .gguf file or a Hugging Face folder.
     pub path: PathBuf,
@@ -231,6 +247,7 @@ pub enum EvalCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example (how far a quantized file's next-token distributions are from the original's):\n  edgeforge eval kld --base model-f16.gguf --model model-q4_0.gguf --text wiki.test.raw --ctx 512 --chunks 10")]
 pub struct KldArgs {
     /// The reference model (e.g. the unquantized one).
     #[arg(long)]
@@ -238,14 +255,18 @@ pub struct KldArgs {
     /// The model to compare with it.
     #[arg(long)]
     pub model: PathBuf,
+    /// The text scored: a file, or a dataset name or file name from datasets/.
     #[arg(long, default_value = "wiki.test.raw")]
     pub text: String,
+    /// Tokens per chunk (the second half of each chunk is scored, as in perplexity).
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
+    /// Score at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
     #[command(flatten)]
     pub threads: ThreadsArg,
+    /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -276,11 +297,13 @@ pub struct LatencyArgs {
     pub rounding: RoundingArg,
     #[command(flatten)]
     pub threads: ThreadsArg,
+    /// Print one JSON object on stdout (llama-bench's `-o json` figures, plus peak RSS and notes).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example (the figure `llama-perplexity -m model.gguf -f wiki.test.raw -c 512 --chunks 25` prints):\n  edgeforge eval perplexity --model model.gguf --text wiki.test.raw --ctx 512 --chunks 25")]
 pub struct PerplexityArgs {
     /// A .gguf file or a Hugging Face folder.
     #[arg(long)]
@@ -353,9 +376,11 @@ pub enum FloatDtype {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  edgeforge convert model.gguf --to hf-safetensors --out model-hf --dtype f16\n  edgeforge convert model-hf --to gguf --out model.gguf")]
 pub struct ConvertArgs {
     /// The model to convert (.gguf file or HF folder).
     pub input: PathBuf,
+    /// The output format.
     #[arg(long)]
     pub to: ConvertTarget,
     /// Output folder (hf-safetensors, written atomically) or file (gguf).
@@ -370,16 +395,53 @@ pub struct ConvertArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example (compare with `llama-tokenize -m model.gguf -f text.txt --ids`):\n  edgeforge tokenize --model model.gguf --text text.txt --ids --add-special")]
 pub struct TokenizeArgs {
+    /// The model whose tokenizer is used: a .gguf file or a Hugging Face folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// A text file, or a dataset name or file name from datasets/.
+    /// A text file, a dataset name or file name from datasets/, or `-` for standard input.
     #[arg(long)]
     pub text: String,
-    /// Print the ids, one per line (default: only the count).
+    /// Print the ids, one per line (default: the token count, with the text's size and source).
     #[arg(long)]
     pub ids: bool,
     /// Prepend BOS if the model's add_bos says so (as llama-tokenize does by default).
     #[arg(long)]
     pub add_special: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and positional argument of every command has a description, and every command that runs
+    /// something shows an example (`edgeforge CMD --help`).
+    #[test]
+    fn every_flag_has_help_and_every_command_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_owned();
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) && a.get_long_help().is_none() {
+                    problems.push(format!("{here}: argument `{id}` has no description"));
+                }
+            }
+            if cmd.has_subcommands() {
+                for sub in cmd.get_subcommands() {
+                    walk(sub, &here, problems);
+                }
+            } else if path.is_empty() || !cmd.get_after_help().is_some_and(|h| h.to_string().contains("Example")) {
+                if !path.is_empty() {
+                    problems.push(format!("{here}: no example in --help"));
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&super::Cli::command(), "", &mut problems);
+        assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    }
 }

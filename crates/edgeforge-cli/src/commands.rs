@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::anyhow;
-use edgeforge_core::summary::{summarize, ModelSummary};
+use edgeforge_core::summary::{count, summarize, ModelSummary};
 use edgeforge_core::Model;
 use edgeforge_eval::datasets::resolve_text;
 use edgeforge_eval::{PerplexityOptions, PerplexityResult};
@@ -261,12 +261,27 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
             report.running_perplexity.iter().enumerate().map(|(i, p)| format!("[{}]{:.4}", i + 1, p)).collect();
         println!("{}", running.join(" "));
         println!(
-            "perplexity {:.4} ± {:.5} over {} chunks of {} tokens ({} scored); {:.2} s, {:.1} tokens/s, {} threads",
-            report.perplexity, report.ppl_stderr, report.chunks, report.ctx, report.tokens_scored, report.seconds,
-            report.tokens_per_second, report.threads
+            "perplexity {:.4} ± {:.5} over {} of {} tokens ({} scored); {:.2} s, {:.1} tokens/s processed (every token of every chunk, as llama-perplexity counts), {}",
+            report.perplexity, report.ppl_stderr, count(report.chunks as u64, "chunk"), report.ctx, report.tokens_scored, report.seconds,
+            report.tokens_per_second, count(report.threads as u64, "thread")
         );
         Ok(())
     })
+}
+
+/// A result with what produced it, as perplexity's JSON has: the model's path and sha256 (and the base
+/// model's, for KL divergence) and the edgeforge version.
+#[derive(Serialize)]
+pub(crate) struct Provenance<'a, T: Serialize> {
+    pub model: String,
+    pub model_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_sha256: Option<String>,
+    pub edgeforge_version: &'static str,
+    #[serde(flatten)]
+    pub result: &'a T,
 }
 
 fn kld(a: crate::cli::KldArgs) -> Result<(), Failure> {
@@ -277,7 +292,9 @@ fn kld(a: crate::cli::KldArgs) -> Result<(), Failure> {
         Ok((m, rt))
     };
     let (base, base_rt) = runtime_of(&a.base)?;
-    let (_, model_rt) = runtime_of(&a.model)?;
+    let (model, model_rt) = runtime_of(&a.model)?;
+    let model_sha256 = model.source.sha256.clone();
+    drop(model);
     let tokens = base.tokenizer.encode(&text.text, true).map_err(|e| Failure::BadInput(e.into()))?;
     let bos = if base.tokenizer.add_bos() { base.tokenizer.bos_id() } else { None };
     let opts = PerplexityOptions { ctx: a.ctx, batch: a.ctx, max_chunks: a.chunks };
@@ -288,11 +305,18 @@ fn kld(a: crate::cli::KldArgs) -> Result<(), Failure> {
     })?;
     bar.finish_and_clear();
     if a.json {
-        return print_json(&r);
+        return print_json(&Provenance {
+            model: a.model.display().to_string(),
+            model_sha256,
+            base: Some(a.base.display().to_string()),
+            base_sha256: Some(base.source.sha256.clone()),
+            edgeforge_version: env!("CARGO_PKG_VERSION"),
+            result: &r,
+        });
     }
     println!(
-        "mean KL divergence {:.6} ± {:.6}, top-1 agreement {:.2}% over {} positions ({} chunks of {}); perplexity {:.4} (base) vs {:.4}",
-        r.mean_kld, r.kld_stderr, 100.0 * r.top1_agreement_frac, r.positions, r.chunks, r.ctx, r.base_perplexity, r.model_perplexity
+        "mean KL divergence {:.6} ± {:.6}, top-1 agreement {:.2}% over {} ({} of {} tokens); perplexity {:.4} (base) vs {:.4}",
+        r.mean_kld, r.kld_stderr, 100.0 * r.top1_agreement_frac, count(r.positions as u64, "position"), count(r.chunks as u64, "chunk"), r.ctx, r.base_perplexity, r.model_perplexity
     );
     Ok(())
 }
@@ -330,9 +354,18 @@ fn convert(a: ConvertArgs) -> Result<(), Failure> {
 }
 
 fn tokenize(a: TokenizeArgs) -> Result<(), Failure> {
-    let text = resolve_text(&a.text)?;
+    // `--text -` reads standard input (at most the limit a text file has).
+    let (text, source) = if a.text == "-" {
+        let bytes = edgeforge_core::read_limit::read_reader_at_most(std::io::stdin().lock(), edgeforge_core::read_limit::MAX_TEXT_BYTES, "text")
+            .map_err(|e| Failure::BadInput(anyhow!("standard input: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| Failure::BadInput(anyhow!("standard input: not UTF-8 text ({e})")))?;
+        (text, "standard input".to_owned())
+    } else {
+        let t = resolve_text(&a.text)?;
+        (t.text, t.path.display().to_string())
+    };
     let model = load(&a.model)?;
-    let ids = model.tokenizer.encode(&text.text, a.add_special).map_err(|e| Failure::BadInput(e.into()))?;
+    let ids = model.tokenizer.encode(&text, a.add_special).map_err(|e| Failure::BadInput(e.into()))?;
     if a.ids {
         let mut out = String::with_capacity(ids.len() * 6);
         for id in &ids {
@@ -341,7 +374,7 @@ fn tokenize(a: TokenizeArgs) -> Result<(), Failure> {
         }
         print!("{out}");
     } else {
-        println!("{}", ids.len());
+        println!("{} ({} bytes of {source})", edgeforge_core::summary::count(ids.len() as u64, "token"), text.len());
     }
     Ok(())
 }

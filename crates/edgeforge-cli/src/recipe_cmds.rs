@@ -310,6 +310,7 @@ pub fn summarize(a: SummarizeArgs) -> Result<(), Failure> {
 
 pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
     let mut model = edgeforge_core::load_model(&a.model)?;
+    let model_sha256 = model.source.sha256.clone();
     let ctx = model.config.context_length;
     for (flag, tokens) in [("--prompt-tokens", a.prompt_tokens), ("--gen-tokens", a.gen_tokens)] {
         if ctx > 0 && tokens > ctx {
@@ -323,7 +324,8 @@ pub fn latency(a: LatencyArgs) -> Result<(), Failure> {
     let opts = edgeforge_eval::LatencyOptions { prompt_tokens: a.prompt_tokens, gen_tokens: a.gen_tokens, repeats: a.repeats, seed: a.seed };
     let r = edgeforge_eval::latency(&runtime, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Internal(e.into()))?);
+        let out = crate::commands::Provenance { model: a.model.display().to_string(), model_sha256, base: None, base_sha256: None, edgeforge_version: env!("CARGO_PKG_VERSION"), result: &r };
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Internal(e.into()))?);
     } else {
         // llama-bench's table: one row per test, t/s as mean ± sample standard deviation.
         let (pp, tg) = r.test_names();

@@ -49,8 +49,15 @@ fn markdown(rep: &SensitivityReport) -> String {
     let _ = writeln!(o, "# Quantization sensitivity: {}\n", rep.model);
     let _ = writeln!(
         o,
-        "Each unit quantized alone ({}, round-to-nearest), the rest untouched; KL divergence from the untouched model over {} chunks of {} tokens ({} positions) of {}. Untouched perplexity {:.4}. {} threads, {:.1} s.\n",
-        rep.format, r.chunks, r.ctx, r.positions, rep.text, r.base_perplexity, rep.threads, rep.seconds
+        "Each unit quantized alone ({}, round-to-nearest), the rest untouched; KL divergence from the untouched model over {} of {} tokens ({}) of {}. Untouched perplexity {:.4}. {}, {:.1} s.\n",
+        rep.format,
+        edgeforge_core::summary::count(r.chunks as u64, "chunk"),
+        r.ctx,
+        edgeforge_core::summary::count(r.positions as u64, "position"),
+        rep.text,
+        r.base_perplexity,
+        edgeforge_core::summary::count(rep.threads as u64, "thread"),
+        rep.seconds
     );
     let _ = writeln!(o, "| rank | unit | mean KL | top-1 agreement | perplexity |\n|---|---|---|---|---|");
     for (i, u) in r.units.iter().enumerate() {

@@ -30,6 +30,11 @@ fn kld_is_zero_against_itself_and_positive_against_another_model() {
     assert!(other["mean_kld"].as_f64().unwrap() > 0.01, "{other}");
     assert!(other["top1_agreement_frac"].as_f64().unwrap() < 1.0);
     assert_eq!(other["base_perplexity"], same["base_perplexity"]);
+    // The JSON says what it measured, as perplexity's does.
+    for key in ["model", "model_sha256", "base", "base_sha256", "edgeforge_version"] {
+        assert!(other[key].as_str().is_some_and(|v| !v.is_empty()), "{key}: {other}");
+    }
+    assert_ne!(other["model_sha256"], other["base_sha256"]);
 }
 
 fn latency_json(model: &std::path::Path, gen_tokens: &str) -> (serde_json::Value, f64) {
@@ -57,6 +62,9 @@ fn latency_figures_agree_with_each_other_and_the_wall_clock() {
     assert!(num("peak_rss_bytes") < 1e9, "{v}");
     assert_eq!(v["peak_rss_scope"], "measurement", "{v}");
     assert_eq!(v["threads"], 1);
+    for key in ["model", "model_sha256", "edgeforge_version"] {
+        assert!(v[key].as_str().is_some_and(|x| !x.is_empty()), "{key}: {v}");
+    }
 }
 
 #[test]
@@ -150,4 +158,30 @@ fn a_closed_stdout_pipe_ends_the_command_quietly() {
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn tokenize_labels_its_count_and_reads_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_gguf(dir.path(), "a.gguf", &TinySpec::default());
+    let text = "the cat sat on the hat.";
+    let file = dir.path().join("t.txt");
+    std::fs::write(&file, text).unwrap();
+    let from_file = Command::new(BIN).args(["tokenize", "--model", a.to_str().unwrap(), "--text", file.to_str().unwrap(), "--ids"]).output().unwrap();
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    let mut child = Command::new(BIN)
+        .args(["tokenize", "--model", a.to_str().unwrap(), "--text", "-", "--ids"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert!(from_stdin.status.success());
+    assert_eq!(from_stdin.stdout, from_file.stdout, "the same text through stdin gives other ids");
+    let n = String::from_utf8_lossy(&from_file.stdout).lines().count();
+    let count = Command::new(BIN).args(["tokenize", "--model", a.to_str().unwrap(), "--text", file.to_str().unwrap()]).output().unwrap();
+    let line = String::from_utf8_lossy(&count.stdout).trim().to_owned();
+    assert_eq!(line, format!("{n} tokens ({} bytes of {})", text.len(), file.display()), "{line}");
 }

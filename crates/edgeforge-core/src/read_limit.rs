@@ -34,3 +34,17 @@ pub fn read_text_at_most(path: &Path, max_bytes: u64, what: &'static str) -> std
 
 /// JSON and YAML inputs (recipes, reports, manifests, config.json) are kilobytes; this is far above any.
 pub const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
+
+/// Evaluation and calibration texts: the largest we read whole (wikitext-103 is about half of this).
+pub const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+/// Everything `reader` gives (standard input), if it is at most `max_bytes`; refused as soon as it is more,
+/// without holding more than `max_bytes + 1` bytes.
+pub fn read_reader_at_most(reader: impl Read, max_bytes: u64, what: &'static str) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.take(max_bytes.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > max_bytes {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, TooLarge { what, bytes: out.len() as u64, max_bytes }));
+    }
+    Ok(out)
+}

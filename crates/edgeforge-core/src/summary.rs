@@ -75,3 +75,23 @@ pub fn summarize(model: &Model) -> ModelSummary {
         },
     }
 }
+
+/// `n` and the noun, singular for 1 ("1 chunk", "3 chunks", "1 thread"): labels that read as English.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    #[test]
+    fn one_is_singular() {
+        assert_eq!(super::count(1u32, "chunk"), "1 chunk");
+        assert_eq!(super::count(0u32, "thread"), "0 threads");
+        assert_eq!(super::count(25u64, "chunk"), "25 chunks");
+    }
+}

@@ -167,12 +167,10 @@ fn find_in(m: &DatasetManifest, dirs: &[PathBuf]) -> Result<ResolvedText> {
     })
 }
 
-/// Largest text read into memory: wikitext-103's training split is about half of it. The size is checked
-/// before reading, so a huge (or sparse) file is refused instead of filling memory.
-const MAX_TEXT_BYTES: u64 = 1 << 30;
-
+/// Texts are read whole up to `MAX_TEXT_BYTES`; the size is checked before reading, so a huge (or sparse)
+/// file is refused instead of filling memory.
 fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
-    let bytes = edgeforge_core::read_limit::read_at_most(path, MAX_TEXT_BYTES, "text").map_err(|source| {
+    let bytes = edgeforge_core::read_limit::read_at_most(path, edgeforge_core::read_limit::MAX_TEXT_BYTES, "text").map_err(|source| {
         match source.get_ref().and_then(|e| e.downcast_ref::<edgeforge_core::read_limit::TooLarge>()) {
             Some(t) => EvalError::TextTooLarge { path: path.to_path_buf(), bytes: t.bytes, max_bytes: t.max_bytes },
             None => EvalError::Io { path: path.to_path_buf(), source },

@@ -82,7 +82,7 @@ pub fn plan(rf: &RecipeFile, threads: usize) -> Result<Vec<String>, RecipeError>
         lines.push(format!("pass {i}: {} ~{}, peak ~{:.0} MiB ({basis})", pass.name(), secs(seconds), peak as f64 / 1048576.0));
     }
     for t in &r.targets {
-        lines.push(format!("target: {:?} for {}", t.format, t.profile_name().unwrap_or("generic")));
+        lines.push(format!("target: {} for {}", crate::targets::artifact_format(t.format).name(), t.profile_name().unwrap_or("generic")));
     }
     lines.push(format!("total: ~{} (estimate)", secs(total)));
     Ok(lines)

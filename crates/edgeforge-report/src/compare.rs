@@ -98,7 +98,7 @@ pub struct Comparison {
 pub fn compare(base: Side, new: Side, gates: &GateSpec) -> Result<Comparison, NotComparable> {
     if let (Some(b), Some(n)) = (&base.ppl_settings, &new.ppl_settings) {
         if b != n {
-            let show = |s: &(String, usize, usize)| format!("text {}…, ctx {}, {} chunks", &s.0[..s.0.len().min(8)], s.1, s.2);
+            let show = |s: &(String, usize, usize)| format!("text {}…, ctx {}, {}", &s.0[..s.0.len().min(8)], s.1, edgeforge_core::summary::count(s.2 as u64, "chunk"));
             return Err(NotComparable { base: show(b), new: show(n) });
         }
     }

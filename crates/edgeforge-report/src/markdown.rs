@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use edgeforge_core::summary::count;
+
 use crate::compare::Comparison;
 use crate::schema::{Metrics, Report};
 
@@ -67,25 +69,25 @@ fn metrics_rows(o: &mut String, label: &str, m: &Metrics) {
     if let Some(p) = &m.perplexity {
         let _ = writeln!(
             o,
-            "| {label} | perplexity ({}, ctx {}, {} chunks) | {:.4} ± {:.4} |",
-            p.dataset, p.ctx, p.chunks, p.perplexity, p.ppl_stderr
+            "| {label} | perplexity ({}, ctx {}, {}) | {:.4} ± {:.4} |",
+            p.dataset, p.ctx, count(p.chunks as u64, "chunk"), p.perplexity, p.ppl_stderr
         );
     }
     if let Some(k) = &m.kld {
         let _ = writeln!(
             o,
-            "| {label} | KL divergence from the input ({}, ctx {}, {} chunks) | {:.4} ± {:.4}, top-1 agreement {:.2}% |",
-            k.dataset, k.ctx, k.chunks, k.mean_kld, k.kld_stderr, 100.0 * k.top1_agreement_frac
+            "| {label} | KL divergence from the input ({}, ctx {}, {}) | {:.4} ± {:.4}, top-1 agreement {:.2}% |",
+            k.dataset, k.ctx, count(k.chunks as u64, "chunk"), k.mean_kld, k.kld_stderr, 100.0 * k.top1_agreement_frac
         );
     }
     if let Some(l) = &m.latency {
         let _ = writeln!(
             o,
-            "| {label} | latency ({} prompt + {} generated, {} threads, {} repeats) | prefill {:.1} tok/s, decode {} tok/s, TTFT {:.1} ms, per token p50 {} ms / p95 {} ms, peak RSS {} ({}){} |",
+            "| {label} | latency ({} prompt + {} generated, {}, {}) | prefill {:.1} tok/s, decode {} tok/s, TTFT {:.1} ms, per token p50 {} ms / p95 {} ms, peak RSS {} ({}){} |",
             l.prompt_tokens,
             l.gen_tokens,
-            l.threads,
-            l.repeats,
+            count(l.threads as u64, "thread"),
+            count(l.repeats as u64, "repeat"),
             l.prefill_tok_s,
             opt(l.decode_tok_s, 1),
             l.ttft_ms,
@@ -105,10 +107,10 @@ pub fn report(r: &Report) -> String {
     let e = &r.environment;
     let _ = writeln!(
         o,
-        "edgeforge {} ({}), {} threads, seed {}, {} on {}; total {:.1} s.\n",
+        "edgeforge {} ({}), {}, seed {}, {} on {}; total {:.1} s.\n",
         r.edgeforge_version,
         e.git_describe.as_deref().unwrap_or("no git"),
-        e.threads,
+        count(e.threads as u64, "thread"),
         e.seed,
         e.cpu_model,
         e.os,
