@@ -62,7 +62,8 @@ pub fn parse_recipe_text(path: &Path, text: String) -> Result<RecipeFile, Recipe
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             let message = first_line_without_location(&e.to_string());
-            let hint = hint_for_message(&message).or_else(|| yaml_hint(&message));
+            let (message, layout_hint) = explain_layout(&text, line, column, message);
+            let hint = layout_hint.or_else(|| hint_for_message(&message)).or_else(|| yaml_hint(&message));
             Err(RecipeError::Invalid(vec![Diagnostic { path: path.to_path_buf(), line, column, message, hint }]))
         }
     }
@@ -85,8 +86,55 @@ pub fn first_line_without_location(display: &str) -> String {
     }
 }
 
+/// Indentation of a line (spaces before its first other character).
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// Parser messages that come from the file's layout, rewritten in the recipe's terms with a hint that names
+/// the line to fix: a repeated key (serde-saphyr names its own option), a field reported missing because it
+/// is indented less than its siblings, a value that swallowed the next line because that line is indented
+/// more than its siblings.
+fn explain_layout(text: &str, line: u64, column: u64, message: String) -> (String, Option<String>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = (line as usize).saturating_sub(1);
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim().to_owned();
+        let first = lines[..at.min(lines.len())].iter().position(|l| {
+            let t = l.trim_start_matches(' ').trim_start_matches("- ");
+            t.strip_prefix(key.as_str()).is_some_and(|r| r.trim_start().starts_with(':')) && indent_of(l) + 1 == column as usize
+        });
+        let hint = first.map_or_else(
+            || "each key may appear once per mapping; remove or merge the repeated one".to_owned(),
+            |i| format!("`{key}` is already set at line {}; each key may appear once per mapping: remove or merge one", i + 1),
+        );
+        return (format!("duplicate key `{key}`"), Some(hint));
+    }
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        let found = lines.iter().enumerate().skip(at).find(|(_, l)| {
+            let t = l.trim_start_matches(' ').trim_start_matches("- ");
+            t.strip_prefix(field).is_some_and(|r| r.trim_start().starts_with(':'))
+        });
+        if let Some((i, l)) = found.filter(|(_, l)| indent_of(l) + 1 != column as usize) {
+            let hint = format!("`{field}` is at line {} column {}, indented differently from the other keys of this mapping (column {column}); indent it to column {column}", i + 1, indent_of(l) + 1);
+            return (message, Some(hint));
+        }
+    }
+    // `pass: quantize-rtn` followed by a line indented further: YAML reads "quantize-rtn bits" as one value.
+    if let (Some(this), Some(next)) = (lines.get(at), lines.get(at + 1)) {
+        let key_col = indent_of(this) + if this.trim_start().starts_with("- ") { 2 } else { 0 };
+        let next_col = indent_of(next);
+        let continued = next.trim_start().split(':').next().is_some_and(|w| !w.is_empty() && message.contains(&format!(" {}", w.trim())));
+        if continued && next_col > key_col {
+            let hint = format!("line {} is indented more than the keys above it ({} spaces, they have {key_col}), so YAML read it as the rest of line {line}'s value; indent it like them", at + 2, next_col);
+            return (message, Some(hint));
+        }
+    }
+    (message, None)
+}
+
 fn yaml_hint(message: &str) -> Option<String> {
-    if message.contains("tab") {
+    if message.contains("found a tab") || message.contains("tab character") {
         Some("YAML indents with spaces only; replace the tab characters".into())
     } else if message.contains("duplicate") {
         Some("each key may appear once per mapping; remove or merge the repeated one".into())
