@@ -27,6 +27,8 @@ impl From<RecipeError> for Failure {
             | RecipeError::CheckpointCorrupt { .. } => {
                 Failure::BadInput(e.into())
             }
+            // A file named on the command line or in the recipe that is not there: the user's to fix.
+            RecipeError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Failure::BadInput(e.into()),
             RecipeError::Interrupted => Failure::Interrupted(e.into()),
             _ => Failure::Internal(e.into()),
         }

@@ -38,9 +38,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("negative-gate", "version: 1\nmodel: tiny.gguf\ngates:\n  max_ppl_increase_pct: -1.0\n", "4:", &["expected a number >= 0"]),
     ("tabs", "version: 1\nmodel: tiny.gguf\neval:\n\tperplexity: { dataset: wikitext-2-test, ctx: 8 }\n", "4:", &["tab"]),
     ("duplicate-key", "version: 1\nmodel: tiny.gguf\nmodel: other.gguf\n", "3:1", &["duplicate"]),
-    ("missing-model-file", "version: 1\nmodel: no-such-model.gguf\n", "2:8", &["no-such-model.gguf", "neither a known model name nor an existing path"]),
+    ("missing-model-file", "version: 1\nmodel: no-such-model.gguf\n", "2:8", &["no-such-model.gguf", "neither a known model name nor a file", "looked for"]),
     ("model-name-typo", "version: 1\nmodel: smollm2-135m-instruc\n", "2:8", &["did you mean `smollm2-135m-instruct`?"]),
-    ("missing-dataset", "version: 1\nmodel: tiny.gguf\neval:\n  perplexity: { dataset: no-such-text, ctx: 8 }\n", "4:", &["no-such-text", "neither an existing file nor a known dataset"]),
+    ("missing-dataset", "version: 1\nmodel: tiny.gguf\neval:\n  perplexity: { dataset: no-such-text, ctx: 8 }\n", "4:", &["no-such-text", "neither a file", "nor a known dataset"]),
     ("illegal-pass-order", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 32\n", "7:", &["needs float weights", "already quantized"]),
     ("tune-scales-before-quantizing", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: tune-scales\n    steps: 5\n", "4:", &["tunes quantized weights", "no pass before it quantizes", "after a quantizing pass"]),
     ("group-not-dividing-model", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n    bits: 4\n    group_size: 64\n", "4:", &["group_size 64 is longer than the model's n_embd (32)"]),
@@ -107,6 +107,29 @@ fn validate_reports_every_error_of_every_file() {
     for needle in ["two.yaml:5:14", "two.yaml:7:14", "nosuchboard", "one.yaml:5:14", "2 of 3 recipe files invalid"] {
         assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
     }
+}
+
+#[test]
+fn recipe_paths_are_relative_to_the_recipe_folder_and_errors_say_where_they_looked() {
+    // tiny.gguf and cal.txt are in the working directory; the recipe is in sub/.
+    let dir = setup();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("cal.txt"), "the cat sat on the hat. ".repeat(200)).unwrap();
+    std::fs::write(dir.path().join("sub/r.yaml"), "version: 1\nmodel: tiny.gguf\n").unwrap();
+    let (code, _, stderr) = run(&["validate", "sub/r.yaml"], dir.path());
+    assert_eq!(code, Some(2), "the working directory's tiny.gguf was used: {stderr}");
+    let looked = std::fs::canonicalize(dir.path()).unwrap().join("sub").join("tiny.gguf");
+    assert!(stderr.contains(&format!("looked for {}", looked.display())) && stderr.contains("exists relative to the working directory"), "{stderr}");
+    std::fs::write(dir.path().join("sub/r.yaml"), "version: 1\nmodel: ../tiny.gguf\ncalibration: { dataset: cal.txt, samples: 2, seq_len: 16 }\n").unwrap();
+    let (code, _, stderr) = run(&["validate", "sub/r.yaml"], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
+    let looked = std::fs::canonicalize(dir.path()).unwrap().join("sub").join("cal.txt");
+    assert!(stderr.contains(&format!("looked for {}", looked.display())) && stderr.contains("known dataset"), "{stderr}");
+    std::fs::write(dir.path().join("sub/r.yaml"), "version: 1\nmodel: ../tiny.gguf\ncalibration: { dataset: ../cal.txt, samples: 2, seq_len: 16 }\n").unwrap();
+    let (code, _, stderr) = run(&["validate", "sub/r.yaml"], "/".as_ref());
+    assert_eq!(code, Some(2), "run from / with a relative recipe path that does not exist there: {stderr}");
+    let (code, stdout, stderr) = run(&["validate", dir.path().join("sub/r.yaml").to_str().unwrap()], "/".as_ref());
+    assert_eq!(code, Some(0), "the same recipe from another working directory: {stdout}{stderr}");
 }
 
 #[test]

@@ -86,13 +86,12 @@ pub fn search_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("EDGEFORGE_DATA") {
         dirs.push(PathBuf::from(d));
     }
-    if let Ok(cwd) = std::env::current_dir() {
-        for anc in cwd.ancestors() {
-            let d = anc.join("shared").join("data");
-            if d.is_dir() {
-                dirs.push(d);
-                break;
-            }
+    // `shared/data` in the nearest ancestor of the working directory, then of the source checkout this
+    // binary was built from (so a checkout's `../shared/data` is found from any working directory).
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    for start in std::env::current_dir().ok().into_iter().chain([checkout]) {
+        if let Some(d) = shared_data_above(&start).filter(|d| !dirs.contains(d)) {
+            dirs.push(d);
         }
     }
     if let Some(home) = std::env::var_os("HOME") {
@@ -100,6 +99,20 @@ pub fn search_dirs() -> Vec<PathBuf> {
     }
     dirs.extend(download_dir());
     dirs
+}
+
+/// `shared/data` in the nearest ancestor of `start` (itself included) that has one.
+pub fn shared_data_above(start: &Path) -> Option<PathBuf> {
+    start.ancestors().map(|a| a.join("shared").join("data")).find(|d| d.is_dir())
+}
+
+/// A named dataset only (`spec` is never taken as a path relative to the working directory), searched in
+/// `first` before the usual [`search_dirs`] (a recipe's folder's `shared/data`).
+pub fn resolve_dataset_searching(spec: &str, first: &[PathBuf]) -> Result<ResolvedText> {
+    let download = download_dir().filter(|_| online());
+    let mut dirs: Vec<PathBuf> = first.to_vec();
+    dirs.extend(search_dirs().into_iter().filter(|d| !first.contains(d)));
+    resolve_named(spec, &dirs, download.as_deref())
 }
 
 /// `spec` is a path to an existing file, a dataset name (`wikitext-2-test`) or a manifest's file name
@@ -120,6 +133,10 @@ fn resolve_text_with(spec: &str, dirs: &[PathBuf], download: Option<&Path>) -> R
     if as_path.is_file() {
         return read_text(as_path, None);
     }
+    resolve_named(spec, dirs, download)
+}
+
+fn resolve_named(spec: &str, dirs: &[PathBuf], download: Option<&Path>) -> Result<ResolvedText> {
     let all = manifests()?;
     let Some(m) = all.iter().find(|m| m.name == spec || m.file == spec) else {
         return Err(EvalError::UnknownText {

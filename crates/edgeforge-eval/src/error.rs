@@ -20,6 +20,9 @@ pub enum EvalError {
     TextTooLarge { path: PathBuf, bytes: u64, max_bytes: u64 },
     #[error("`{spec}` is neither an existing file nor a known dataset (known: {})", known.join(", "))]
     UnknownText { spec: String, known: Vec<String> },
+    /// A recipe's text that is neither a file relative to the recipe's folder nor a known dataset.
+    #[error("`{spec}` is neither a file (looked for {}; paths in a recipe are relative to its folder) nor a known dataset (known: {})", tried.display(), known.join(", "))]
+    UnknownRecipeText { spec: String, tried: PathBuf, known: Vec<String> },
     #[error("dataset `{name}`: {file} not found (looked in {}); to get it: {how_to_get} ({source_url})",
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MissingText { name: String, file: String, searched: Vec<PathBuf>, how_to_get: String, source_url: String },

@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 
 use edgeforge_core::Model;
-use edgeforge_eval::datasets::resolve_text;
 use edgeforge_export::exporter::LayerInputs;
 use edgeforge_runtime::{weights_from_model, CaptureSite, LlamaRuntime};
 
 use crate::parse::RecipeFile;
-use crate::validate::resolve_path;
 use crate::RecipeError;
 
 /// Calibration text when the recipe names none.
@@ -39,8 +37,7 @@ pub fn layer_inputs(rf: &RecipeFile, model: &Model, wanted: &[String]) -> Result
     let sites: Vec<(String, usize, CaptureSite)> = wanted.iter().filter_map(|t| site_of(t).map(|(l, s)| (t.clone(), l, s))).collect();
     let Some(last_layer) = sites.iter().map(|s| s.1).max() else { return Ok(None) };
     let name = rf.recipe.calibration.as_ref().map_or(DEFAULT_TEXT.to_owned(), |c| c.dataset.value.clone());
-    let path = resolve_path(rf, &name);
-    let Ok(text) = resolve_text(&if path.is_file() { path.display().to_string() } else { name.clone() }) else { return Ok(None) };
+    let Ok(text) = crate::validate::recipe_text(rf, &name) else { return Ok(None) };
     let tokens = model.tokenizer.encode(&text.text, false).map_err(edgeforge_eval::EvalError::from)?;
     if tokens.len() < WINDOWS * WINDOW_TOKENS {
         return Ok(None);

@@ -19,12 +19,14 @@ pub struct RecipeFile {
 }
 
 impl RecipeFile {
-    /// The folder relative paths in the recipe are resolved against.
+    /// The folder relative paths in the recipe are resolved against: the recipe's own, made absolute (so
+    /// messages show the full path that was tried).
     pub fn base_dir(&self) -> PathBuf {
-        match self.path.parent() {
+        let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
-        }
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     pub fn diagnostic(&self, at: impl Into<Place>, message: impl Into<String>, hint: Option<String>) -> Diagnostic {

@@ -10,7 +10,6 @@ use std::time::Instant;
 use edgeforge_core::pass::{Pass, PassContext};
 use edgeforge_core::summary::summarize;
 use edgeforge_core::Model;
-use edgeforge_eval::datasets::resolve_text;
 use edgeforge_eval::latency::peak_rss_bytes;
 use edgeforge_eval::{LatencyOptions, PerplexityOptions};
 use edgeforge_report::compare::{compare, GateSpec, Side};
@@ -79,8 +78,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
 
 /// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
 fn eval_tokens(rf: &RecipeFile, dataset: &str, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
-    let path = resolve_path(rf, dataset);
-    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { dataset.to_owned() })?;
+    let text = crate::validate::recipe_text(rf, dataset)?;
     let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
     let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
     Ok((text, tokens, bos))
@@ -473,8 +471,7 @@ fn calibration_data(rf: &RecipeFile, model: &Model, seed: u64) -> Result<edgefor
     let Some(c) = &rf.recipe.calibration else {
         return Ok(edgeforge_core::pass::CalibrationData::default());
     };
-    let path = resolve_path(rf, &c.dataset.value);
-    let text = resolve_text(&if path.is_file() { path.display().to_string() } else { c.dataset.value.clone() })?;
+    let text = crate::validate::recipe_text(rf, &c.dataset.value)?;
     let tokens = model.tokenizer.encode(&text.text, false).map_err(edgeforge_eval::EvalError::from)?;
     let (n, len) = (c.samples.get(), c.seq_len.get());
     if tokens.len() <= len {

@@ -23,19 +23,29 @@ pub struct Validated {
 }
 
 /// How a recipe names a file: relative to the recipe's folder if that exists, else as given.
+/// The one rule for paths in a recipe: a relative path is relative to the recipe's folder (an absolute path
+/// is used as it is), never to the working directory, so a recipe means the same files wherever it is run
+/// from.
 pub fn resolve_path(rf: &RecipeFile, spec: &str) -> PathBuf {
-    let rel = rf.base_dir().join(spec);
-    if rel.exists() {
-        rel
-    } else {
-        PathBuf::from(spec)
+    rf.base_dir().join(spec)
+}
+
+/// A recipe's text: a file at `spec` relative to the recipe's folder, else a named dataset searched in the
+/// `shared/data` above the recipe's folder and then the usual places (`edgeforge_eval::datasets::search_dirs`).
+pub fn recipe_text(rf: &RecipeFile, spec: &str) -> Result<edgeforge_eval::datasets::ResolvedText, edgeforge_eval::EvalError> {
+    let path = resolve_path(rf, spec);
+    if path.is_file() {
+        return edgeforge_eval::datasets::resolve_text(&path.display().to_string());
     }
+    let near: Vec<PathBuf> = edgeforge_eval::datasets::shared_data_above(&rf.base_dir()).into_iter().collect();
+    edgeforge_eval::datasets::resolve_dataset_searching(spec, &near).map_err(|e| match e {
+        edgeforge_eval::EvalError::UnknownText { spec, known } => edgeforge_eval::EvalError::UnknownRecipeText { spec, tried: path, known },
+        other => other,
+    })
 }
 
 fn resolve_text(rf: &RecipeFile, spec: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
-    let path = resolve_path(rf, &spec.value);
-    let key = if path.is_file() { path.display().to_string() } else { spec.value.clone() };
-    if let Err(e) = edgeforge_eval::datasets::resolve_text(&key) {
+    if let Err(e) = recipe_text(rf, &spec.value) {
         diags.push(rf.diagnostic(spec.referenced, e.to_string(), None));
     }
 }
@@ -65,10 +75,13 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
                 Some(p)
             } else {
                 let names = models::KNOWN_MODELS.iter().map(|m| m.name);
+                let from_cwd = std::path::Path::new(&r.model.value).exists().then(|| {
+                    format!("`{}` exists relative to the working directory, but paths in a recipe are relative to the recipe's folder: write it relative to {} or as an absolute path", r.model.value, rf.base_dir().display())
+                });
                 diags.push(rf.diagnostic(
                     r.model.referenced,
-                    format!("model `{}` is neither a known model name nor an existing path", r.model.value),
-                    suggest(&r.model.value, names).or_else(|| Some("known models: smollm2-135m-instruct".into())),
+                    format!("model `{}` is neither a known model name nor a file (looked for {}; paths in a recipe are relative to its folder)", r.model.value, p.display()),
+                    from_cwd.or_else(|| suggest(&r.model.value, names)).or_else(|| Some("known models: smollm2-135m-instruct".into())),
                 ));
                 None
             }
@@ -176,7 +189,7 @@ fn check_gates(rf: &RecipeFile, g: &Gates, diags: &mut Vec<Diagnostic>) {
     if let Some(b) = &g.baseline {
         let path = resolve_path(rf, &b.value);
         if b.value != "input" && !path.is_file() {
-            diags.push(rf.diagnostic(b.referenced, format!("gates.baseline `{}` is neither `input` nor an existing report.json", b.value), None));
+            diags.push(rf.diagnostic(b.referenced, format!("gates.baseline `{}` is neither `input` nor an existing report.json (looked for {}; paths in a recipe are relative to its folder)", b.value, path.display()), None));
         } else if b.value != "input" {
             // Read now, not after the passes have run: a corrupt baseline is the recipe's problem, at its line.
             if let Err(e) = edgeforge_report::Report::read(&path) {
