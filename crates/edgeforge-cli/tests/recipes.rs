@@ -183,6 +183,42 @@ fn good_recipe_on_a_tiny_model_runs_end_to_end() {
     assert!(stderr.contains("max_size_bytes"), "{stderr}");
 }
 
+/// `--dry-run` uses this machine's measured throughput after a real run of the same kind of pass, says
+/// when a time cap bounds distillation, and tells depth pruning from width pruning.
+#[test]
+fn dry_run_estimates_from_measured_runs_and_says_what_bounds_them() {
+    let dir = setup();
+    let store = dir.path().join("measured.json");
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).env("EDGEFORGE_MEASURED", &store).current_dir(dir.path()).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    std::fs::write(dir.path().join("q.yaml"), format!("{GOOD_HEAD}passes:\n  - {{ pass: quantize-rtn, bits: 8, group_size: 32 }}\n")).unwrap();
+    let before = run(&["run", "q.yaml", "--out", "p", "--dry-run", "--threads", "2"]);
+    assert!(before.contains("pass 0: quantize-rtn") && before.contains("built-in figure"), "{before}");
+    run(&["run", "q.yaml", "--out", "real", "--threads", "1"]);
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    let measured = rec["passes"]["quantize-rtn"]["seconds"].as_f64().unwrap();
+    assert_eq!(rec["passes"]["quantize-rtn"]["threads"], 1);
+    let after = run(&["run", "q.yaml", "--out", "p", "--dry-run", "--threads", "2"]);
+    let line = after.lines().find(|l| l.starts_with("pass 0: quantize-rtn")).unwrap();
+    assert!(line.contains("measured here: quantize-rtn took"), "{after}");
+    // Linear in 1/threads: the 1-thread measurement predicts half on 2 threads.
+    let shown: f64 = line.split('~').nth(1).and_then(|x| x.split(' ').next()).and_then(|x| x.parse().ok()).unwrap();
+    assert!((shown - measured / 2.0).abs() <= 0.01 * measured.max(1e-3) + 0.005, "{shown} vs {measured}/2: {line}");
+    // Distillation bounded by its time cap says so; depth and width pruning are different kinds.
+    std::fs::write(
+        dir.path().join("d.yaml"),
+        format!("{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 4, seq_len: 32 }}\npasses:\n  - pass: prune\n    depth: {{ blocks: 1 }}\n  - pass: distill\n    steps: 100000\n    max_minutes: 1\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("cal.txt"), "the cat sat on the hat. ".repeat(200)).unwrap();
+    let plan = run(&["run", "d.yaml", "--out", "p2", "--dry-run"]);
+    assert!(plan.contains("stops at max_minutes = 1"), "{plan}");
+    assert!(!plan.contains("measured here: prune"), "no prune of any kind was measured: {plan}");
+}
+
 /// The baseline cache is keyed by the build: the same binary reuses its "before" figures, a rebuilt one (same
 /// version string, different code) measures them again.
 #[test]

@@ -44,10 +44,12 @@ pub const ESTIMATE_BASIS_CALIBRATION_TOKENS: u64 = 128 * 512;
 
 /// A pass's cost on `ESTIMATE_BASIS_THREADS` threads and, for passes that read calibration text,
 /// `ESTIMATE_BASIS_CALIBRATION_TOKENS` tokens.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Estimate {
     pub seconds: f64,
     pub peak_bytes: u64,
+    /// What a reader should know about the figure (e.g. that a time cap bounds it).
+    pub note: Option<String>,
 }
 
 /// One tensor a pass changed.
@@ -127,6 +129,16 @@ pub trait Pass: Send + Sync {
     /// False for passes whose cost follows options of their own (distillation's steps and batches).
     fn estimate_scales_with_calibration(&self) -> bool {
         self.needs().calibration
+    }
+    /// Which kind of work this pass does, for measured-throughput records (`--dry-run` scales the latest
+    /// measurement of the same kind): the pass name, refined where options change the work's nature.
+    fn estimate_kind(&self) -> String {
+        self.name().to_owned()
+    }
+    /// Tokens the pass's cost grows with, given the recipe's calibration tokens: those by default for
+    /// passes that read calibration text, `None` when the cost does not grow with tokens.
+    fn work_tokens(&self, calibration_tokens: Option<u64>) -> Option<u64> {
+        calibration_tokens.filter(|_| self.estimate_scales_with_calibration())
     }
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError>;
     /// The MLP activation the model has after this pass, when the pass sets it (`activation-swap`): lets

@@ -107,18 +107,25 @@ impl Pass for Distill {
         false // steps x batch x seq_len of its own options
     }
 
+    fn work_tokens(&self, _calibration_tokens: Option<u64>) -> Option<u64> {
+        let seq = self.options.seq_len.unwrap_or(512) as u64;
+        Some(self.options.steps * (self.options.batch_size * self.options.grad_accum) as u64 * seq)
+    }
+
     fn estimate(&self, config: &ModelConfig, n_params: u64) -> Estimate {
         // Training ≈ 6 flops per parameter per token, the teacher 2 more; ~15 GFLOP/s on a small CPU.
         let seq = self.options.seq_len.unwrap_or(512) as u64;
         let tokens = self.options.steps * (self.options.batch_size * self.options.grad_accum) as u64 * seq;
         let mut seconds = 8.0 * n_params as f64 * tokens as f64 / 15e9;
-        if let Some(m) = self.options.max_minutes {
-            seconds = seconds.min(m * 60.0);
+        let mut note = None;
+        if let Some(m) = self.options.max_minutes.filter(|m| m * 60.0 < seconds) {
+            note = Some(format!("stops at max_minutes = {m} (the {} steps would take ~{seconds:.0} s)", self.options.steps));
+            seconds = m * 60.0;
         }
         // Student weights, gradients and two AdamW moments (f32), the teacher, and per-token activations
         // (logits dominate: a few copies of batch·seq·vocab floats).
         let act = (self.options.batch_size as u64 * seq) * (config.vocab_size as u64 * 16 + config.n_layers as u64 * config.n_embd as u64 * 64);
-        Estimate { seconds, peak_bytes: n_params * 4 * 5 + act }
+        Estimate { seconds, peak_bytes: n_params * 4 * 5 + act, note }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

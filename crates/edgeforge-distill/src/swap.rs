@@ -75,7 +75,7 @@ impl Pass for ActivationSwap {
     }
 
     fn estimate(&self, _config: &ModelConfig, _n_params: u64) -> Estimate {
-        Estimate { seconds: 0.0, peak_bytes: 0 }
+        Estimate { seconds: 0.0, peak_bytes: 0, note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

@@ -419,7 +419,7 @@ impl Pass for TuneScales {
         // Teacher and levels (f32), the rebuilt matrices and their gradients, plus burn's activations and
         // logits, which measured about twice this term (8.5 GB process peak for that run, 4.8 GB at 2 x 256).
         let act = 2 * (self.options.batch_size as u64 * seq) * (config.vocab_size as u64 * 16 + config.n_layers as u64 * config.n_embd as u64 * 64);
-        Estimate { seconds, peak_bytes: n_params * 4 * 4 + act }
+        Estimate { seconds, peak_bytes: n_params * 4 * 4 + act, note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

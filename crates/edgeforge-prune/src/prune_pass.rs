@@ -174,11 +174,20 @@ impl Pass for Prune {
         out
     }
 
+    fn estimate_kind(&self) -> String {
+        // Removing whole blocks and narrowing them are different work: measured apart.
+        match (self.options.depth.is_some(), self.options.mlp.is_some() || self.options.heads.is_some()) {
+            (true, true) => "prune:depth+width".into(),
+            (true, false) => "prune:depth".into(),
+            _ => "prune:width".into(),
+        }
+    }
+
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
         // One forward sweep over the basis calibration tokens at ~15 GFLOP/s, then the copies.
         let tokens = edgeforge_core::pass::ESTIMATE_BASIS_CALIBRATION_TOKENS as f64;
         let seconds = if self.options.needs_calibration() { 2.0 * n_params as f64 * tokens / 15e9 } else { 2.0 };
-        Estimate { seconds, peak_bytes: n_params * 8 }
+        Estimate { seconds, peak_bytes: n_params * 8, note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

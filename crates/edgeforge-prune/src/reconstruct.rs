@@ -144,7 +144,7 @@ impl Pass for Reconstruct {
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
         // Two models' forward sweeps over the basis calibration tokens plus the Gram products.
         let tokens = edgeforge_core::pass::ESTIMATE_BASIS_CALIBRATION_TOKENS as f64;
-        Estimate { seconds: 6.0 * n_params as f64 * tokens / 15e9, peak_bytes: n_params * 8 }
+        Estimate { seconds: 6.0 * n_params as f64 * tokens / 15e9, peak_bytes: n_params * 8, note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

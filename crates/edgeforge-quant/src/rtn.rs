@@ -182,7 +182,7 @@ impl Pass for QuantizeRtn {
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
         // Measured: ~150 M weights/s on 2 cores (dominated by dequantizing the input and rounding).
-        Estimate { seconds: n_params as f64 / 150e6 + 0.5, peak_bytes: n_params * 8 }
+        Estimate { seconds: n_params as f64 / 150e6 + 0.5, peak_bytes: n_params * 8, note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

@@ -7,6 +7,7 @@
 pub mod activations;
 pub mod checkpoint;
 pub mod diagnostic;
+pub mod measured;
 pub mod models;
 pub mod parse;
 pub mod plan;

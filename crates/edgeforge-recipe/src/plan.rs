@@ -1,6 +1,7 @@
 //! `--dry-run`: the plan of a recipe with time and memory estimates, each stated with its basis.
 //!
-//! Nothing here is measured. Pass estimates (`Pass::estimate`) are figures taken on
+//! Pass estimates come from this machine's latest measured run of the same kind of pass (`measured.rs`) when
+//! there is one; otherwise from the built-in figures: pass estimates (`Pass::estimate`) are figures taken on
 //! `ESTIMATE_BASIS_THREADS` threads with `ESTIMATE_BASIS_CALIBRATION_TOKENS` calibration tokens (128 × 512; GPTQ on
 //! SmolLM2-135M took 258 s there, `benches/gptq.sh`), scaled here linearly: seconds by the recipe's
 //! calibration tokens (samples × seq_len) for passes that read calibration text, and by
@@ -64,6 +65,13 @@ pub fn plan(rf: &RecipeFile, threads: usize) -> Result<Vec<String>, RecipeError>
         total += 2.0 * s;
         lines.push(format!("eval latency: {prompt} prompt + {gen} generated tokens x {repeats} repeats (prefill ~{PREFILL_TOK_S}, decode ~{DECODE_TOK_S} tok/s, x params/135M, x {BASIS_THREADS}/threads): ~{} per model", secs(s)));
     }
+    if let Some(k) = &r.eval.kld {
+        // Two models scored over the chunks (the input's logits are recomputed, not cached).
+        let chunks = k.chunks.map_or(80, |c| c.get());
+        let s = 2.0 * (chunks * k.ctx.get()) as f64 / PPL_TOK_S * size * per_thread;
+        total += s;
+        lines.push(format!("eval KL divergence on {} (ctx {}, {} = {} tokens, both models / ~{PPL_TOK_S} tok/s, x params/135M, x {BASIS_THREADS}/threads): ~{}", k.dataset.value, k.ctx.get(), edgeforge_core::summary::count(chunks as u64, "chunk"), chunks * k.ctx.get(), secs(s)));
+    }
     for (i, pass) in v.passes.iter().enumerate() {
         let Some(m) = &model else {
             lines.push(format!("pass {i}: {}", pass.name()));
@@ -71,12 +79,28 @@ pub fn plan(rf: &RecipeFile, threads: usize) -> Result<Vec<String>, RecipeError>
         };
         let est = pass.estimate(&m.config, n_params);
         let (mut seconds, mut peak) = (est.seconds * per_thread, est.peak_bytes);
-        let mut basis = format!("x {BASIS_THREADS}/{threads} threads");
+        let mut basis = format!("built-in figure x {BASIS_THREADS}/{threads} threads");
         if let (true, Some(tokens)) = (pass.estimate_scales_with_calibration(), cal_tokens) {
             seconds *= tokens as f64 / BASIS_CALIBRATION_TOKENS as f64;
             let act = |t: u64| t * m.config.n_embd as u64 * 4 * 2;
             peak = (peak + act(tokens)).saturating_sub(act(BASIS_CALIBRATION_TOKENS));
             basis = format!("{basis} x {tokens}/{BASIS_CALIBRATION_TOKENS} calibration tokens");
+        }
+        let kind = pass.estimate_kind();
+        if let Some(s) = crate::measured::latest(&kind) {
+            let tokens = pass.work_tokens(cal_tokens);
+            seconds = s.scaled(n_params, tokens, threads);
+            basis = format!(
+                "measured here: {kind} took {} for {:.1}M parameters{} on {} (edgeforge {}), scaled to this run",
+                secs(s.seconds),
+                s.params as f64 / 1e6,
+                s.tokens.map_or(String::new(), |t| format!(", {t} tokens")),
+                edgeforge_core::summary::count(s.threads as u64, "thread"),
+                s.version
+            );
+        }
+        if let Some(note) = &est.note {
+            basis = format!("{basis}; {note}");
         }
         total += seconds;
         lines.push(format!("pass {i}: {} ~{}, peak ~{:.0} MiB ({basis})", pass.name(), secs(seconds), peak as f64 / 1048576.0));

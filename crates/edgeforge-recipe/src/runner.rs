@@ -347,7 +347,17 @@ fn run_passes(
         let label = format!("pass {}/{}: {}", i + 1, passes.len(), pass.name());
         let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
         let services = PassServices { seed, calibration: calibration.as_ref(), original: original.as_ref(), work_dir: &work_dir };
-        reports.push(run_pass(i, pass.as_ref(), &mut model, &label, &services, opts)?);
+        let report = run_pass(i, pass.as_ref(), &mut model, &label, &services, opts)?;
+        let cal_tokens = rf.recipe.calibration.as_ref().map(|c| (c.samples.get() * c.seq_len.get()) as u64);
+        let sample = crate::measured::Sample {
+            seconds: report.seconds,
+            params: report.params_before,
+            tokens: pass.work_tokens(cal_tokens),
+            threads: rayon::current_num_threads(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        crate::measured::record(&pass.estimate_kind(), sample);
+        reports.push(report);
         checkpoint::write(&checkpoint::path_for(ckpt_dir, i, pass.name()), &keys[i], i, &model, &reports)?;
     }
     Ok(PassesDone { model, reports })

@@ -237,7 +237,7 @@ impl Pass for Awq {
     }
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
-        Estimate { seconds: n_params as f64 / 135e6 * 120.0, peak_bytes: n_params * 4 + (600 << 20) }
+        Estimate { seconds: n_params as f64 / 135e6 * 120.0, peak_bytes: n_params * 4 + (600 << 20), note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {

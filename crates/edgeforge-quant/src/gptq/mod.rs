@@ -471,7 +471,7 @@ impl Pass for Gptq {
 
     fn estimate(&self, _config: &ModelConfig, n_params: u64) -> Estimate {
         // 72 s for SmolLM2-135M with 128 x 512 calibration tokens on 2 cores (reports/bench/gptq.md).
-        Estimate { seconds: n_params as f64 / 135e6 * 75.0, peak_bytes: n_params + (700 << 20) }
+        Estimate { seconds: n_params as f64 / 135e6 * 75.0, peak_bytes: n_params + (700 << 20), note: None }
     }
 
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {
