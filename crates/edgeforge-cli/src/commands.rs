@@ -191,8 +191,11 @@ struct PerplexityReport {
     batch: usize,
     /// Seconds spent in the chunk loop (forward passes and scoring), as llama-perplexity's timing covers.
     seconds: f64,
-    /// Tokens run through the model (chunks × ctx) per second of `seconds`.
+    /// Tokens run through the model (chunks × ctx) per second of `seconds` (what llama-perplexity's timing
+    /// counts), not only the scored ones.
     tokens_per_second: f64,
+    /// Scored tokens (the second half of each chunk) per second.
+    scored_tokens_per_second: f64,
     load_seconds: f64,
     tokenize_seconds: f64,
     threads: usize,
@@ -243,6 +246,7 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
             batch: result.batch,
             seconds,
             tokens_per_second: (result.chunks * result.ctx) as f64 / seconds,
+            scored_tokens_per_second: result.tokens_scored as f64 / seconds,
             load_seconds,
             tokenize_seconds,
             threads: rayon::current_num_threads(),
