@@ -153,6 +153,9 @@ pub fn run(a: RunArgs, pool: rayon::ThreadPool) -> Result<(), Failure> {
     if let (Some(pb), Some(pr)) = (&b.perplexity, &r.perplexity) {
         println!("perplexity {:.4} ± {:.4} -> {:.4} ± {:.4}", pb.perplexity, pb.ppl_stderr, pr.perplexity, pr.ppl_stderr);
     }
+    if let Some(k) = &r.kld {
+        println!("KL divergence from the input {:.6} ± {:.6}, top-1 agreement {:.2}%", k.mean_kld, k.kld_stderr, 100.0 * k.top1_agreement_frac);
+    }
     if let (Some(lb), Some(lr)) = (&b.latency, &r.latency) {
         let rate = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |x| format!("{x:.1}"));
         println!("decode {} -> {} tok/s, prefill {:.1} -> {:.1} tok/s", rate(lb.decode_tok_s), rate(lr.decode_tok_s), lb.prefill_tok_s, lr.prefill_tok_s);
