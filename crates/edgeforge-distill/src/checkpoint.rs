@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DistillError, Result};
 use crate::load::{named_tensors, set_values};
-use crate::model::{Linear, Llama, RmsNorm};
+use crate::model::{Block, BlockExtras, Linear, Llama, RmsNorm};
 
 const MAGIC: &[u8; 8] = b"EFDIST01";
 
@@ -108,38 +108,72 @@ fn read_student(path: &Path) -> Result<BTreeMap<String, Vec<f32>>> {
     Ok(out)
 }
 
-fn restore<const D: usize>(p: Param<Tensor<D>>, name: &str, saved: &mut BTreeMap<String, Vec<f32>>, path: &Path) -> Result<Param<Tensor<D>>> {
-    let values = saved.remove(name).ok_or_else(|| DistillError::Checkpoint { path: path.to_owned(), message: format!("no tensor `{name}`") })?;
-    set_values(p, values)
+/// The tensors of a student checkpoint, taken out one by one as the model's parameters are restored.
+struct Saved<'a> {
+    tensors: BTreeMap<String, Vec<f32>>,
+    path: &'a Path,
+}
+
+impl Saved<'_> {
+    fn param<const D: usize>(&mut self, p: Param<Tensor<D>>, name: &str) -> Result<Param<Tensor<D>>> {
+        let values = self.tensors.remove(name).ok_or_else(|| DistillError::Checkpoint { path: self.path.to_owned(), message: format!("no tensor `{name}`") })?;
+        set_values(p, values)
+    }
+
+    /// `{stem}.weight` and, when the linear has one, `{stem}.bias`.
+    fn linear(&mut self, l: Linear, stem: &str) -> Result<Linear> {
+        let weight = self.param(l.weight, &format!("{stem}.weight"))?;
+        let bias = l.bias.map(|b| self.param(b, &format!("{stem}.bias"))).transpose()?;
+        Ok(Linear { weight, bias, quant: l.quant })
+    }
+
+    fn norm(&mut self, n: RmsNorm, name: &str) -> Result<RmsNorm> {
+        Ok(RmsNorm { weight: self.param(n.weight, name)?, eps: n.eps })
+    }
+
+    fn opt_norm(&mut self, n: Option<RmsNorm>, name: &str) -> Result<Option<RmsNorm>> {
+        n.map(|n| self.norm(n, name)).transpose()
+    }
+
+    fn block(&mut self, b: Block, l: usize) -> Result<Block> {
+        let w = |x: &str| format!("blk.{l}.{x}.weight");
+        let stem = |x: &str| format!("blk.{l}.{x}");
+        let x = b.extras;
+        Ok(Block {
+            attn_norm: self.norm(b.attn_norm, &w("attn_norm"))?,
+            attn_q: self.linear(b.attn_q, &stem("attn_q"))?,
+            attn_k: self.linear(b.attn_k, &stem("attn_k"))?,
+            attn_v: self.linear(b.attn_v, &stem("attn_v"))?,
+            attn_output: self.linear(b.attn_output, &stem("attn_output"))?,
+            ffn_norm: self.norm(b.ffn_norm, &w("ffn_norm"))?,
+            ffn_gate: self.linear(b.ffn_gate, &stem("ffn_gate"))?,
+            ffn_up: self.linear(b.ffn_up, &stem("ffn_up"))?,
+            ffn_down: self.linear(b.ffn_down, &stem("ffn_down"))?,
+            extras: BlockExtras {
+                attn_q_norm: self.opt_norm(x.attn_q_norm, &w("attn_q_norm"))?,
+                attn_k_norm: self.opt_norm(x.attn_k_norm, &w("attn_k_norm"))?,
+                post_attention_norm: self.opt_norm(x.post_attention_norm, &w("post_attention_norm"))?,
+                post_ffw_norm: self.opt_norm(x.post_ffw_norm, &w("post_ffw_norm"))?,
+            },
+            shape: b.shape,
+            activation: b.activation,
+            attention: b.attention,
+        })
+    }
 }
 
 /// Load saved weights into `llama` (same architecture), keeping parameter ids so optimizer state matches.
+/// Every saved tensor must find its parameter and every parameter its tensor.
 fn load_student(mut llama: Llama, path: &Path) -> Result<Llama> {
-    let mut saved = read_student(path)?;
-    let s = &mut saved;
-    llama.token_embd = restore(llama.token_embd, "token_embd.weight", s, path)?;
-    let lin = |l: Linear, name: &str, s: &mut BTreeMap<String, Vec<f32>>| -> Result<Linear> { Ok(Linear { weight: restore(l.weight, name, s, path)?, quant: l.quant }) };
-    let norm = |n: RmsNorm, name: &str, s: &mut BTreeMap<String, Vec<f32>>| -> Result<RmsNorm> { Ok(RmsNorm { weight: restore(n.weight, name, s, path)?, eps: n.eps }) };
-    let mut blocks = Vec::with_capacity(llama.blocks.len());
-    for (l, b) in std::mem::take(&mut llama.blocks).into_iter().enumerate() {
-        let name = |x: &str| format!("blk.{l}.{x}.weight");
-        blocks.push(crate::model::Block {
-            attn_norm: norm(b.attn_norm, &name("attn_norm"), s)?,
-            attn_q: lin(b.attn_q, &name("attn_q"), s)?,
-            attn_k: lin(b.attn_k, &name("attn_k"), s)?,
-            attn_v: lin(b.attn_v, &name("attn_v"), s)?,
-            attn_output: lin(b.attn_output, &name("attn_output"), s)?,
-            ffn_norm: norm(b.ffn_norm, &name("ffn_norm"), s)?,
-            ffn_gate: lin(b.ffn_gate, &name("ffn_gate"), s)?,
-            ffn_up: lin(b.ffn_up, &name("ffn_up"), s)?,
-            ffn_down: lin(b.ffn_down, &name("ffn_down"), s)?,
-            shape: b.shape,
-            activation: b.activation,
-        });
+    let mut s = Saved { tensors: read_student(path)?, path };
+    llama.token_embd = s.param(llama.token_embd, "token_embd.weight")?;
+    let blocks = std::mem::take(&mut llama.blocks);
+    llama.blocks = blocks.into_iter().enumerate().map(|(l, b)| s.block(b, l)).collect::<Result<Vec<_>>>()?;
+    llama.output_norm = s.norm(llama.output_norm, "output_norm.weight")?;
+    llama.output = llama.output.map(|o| s.linear(o, "output")).transpose()?;
+    if let Some(name) = s.tensors.keys().next() {
+        return Err(DistillError::Checkpoint { path: path.to_owned(), message: format!("tensor `{name}` has no parameter in the student (a checkpoint of another model?)") });
     }
-    llama.blocks = blocks;
-    llama.output_norm = norm(llama.output_norm, "output_norm.weight", s)?;
-    llama.output = llama.output.map(|o| lin(o, "output.weight", s)).transpose()?;
     Ok(llama)
 }
 

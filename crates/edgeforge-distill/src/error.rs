@@ -26,8 +26,8 @@ pub enum DistillError {
     Diverged { step: u64, loss: f64 },
     #[error("cancelled")]
     Cancelled,
-    #[error("distillation's burn model implements llama-family blocks only; this model is {family} (fix: distill a llama-family model, or quantize/prune this one without distillation)")]
-    Family { family: edgeforge_core::Family },
+    #[error("distillation's burn model cannot compute {feature}, which this {family} model has (fix: {fix})")]
+    Unsupported { family: edgeforge_core::Family, feature: String, fix: &'static str },
 }
 
 impl DistillError {

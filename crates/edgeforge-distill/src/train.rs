@@ -242,12 +242,11 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         }
     }
 
-    let dims = llama.dims;
     let mut tr = Trainer {
         o,
+        pos_base: Positions::new(seq_len, &teacher_llama, &base),
+        pos_ad: Positions::new(seq_len, &llama, &ad),
         teacher: teacher_llama,
-        pos_base: Positions::new(seq_len, dims.head_dim, dims.rope_base, &base),
-        pos_ad: Positions::new(seq_len, dims.head_dim, dims.rope_base, &ad),
         base,
         ad,
         seq_len,
@@ -307,7 +306,7 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         (cx.progress)(state.step, o.steps);
         (cx.status)(format!("loss {loss:.4} (KL {kl:.4}), lr {lr:.2e}, {:.1} tok/s", tokens_per_step as f64 / dt.max(1e-9)));
         if let Some(dir) = cx.work_dir {
-            if state.step % o.checkpoint_every == 0 || state.step == o.steps {
+            if state.step.is_multiple_of(o.checkpoint_every) || state.step == o.steps {
                 checkpoint::save(dir, &llama, &optim, &state)?;
             }
         }

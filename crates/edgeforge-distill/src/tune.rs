@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataOrder;
 use crate::error::{DistillError, Result};
-use crate::load::{llama_from_model, Trainable, BLOCK_TENSORS};
+use crate::load::{llama_from_model, Trainable};
 use crate::loss::{kl_loss, teacher_log_probs, TeacherTargets};
-use crate::model::{BlockScales, Linear, Llama, Positions};
+use crate::model::{BlockScales, Linear, Llama, Positions, LINEARS};
 use crate::options::BackendChoice;
 use crate::schedule::Schedule;
 use crate::train::{device, token_tensor};
@@ -141,7 +141,7 @@ impl TuneScales {
 fn linear_names(model: &Model) -> Vec<String> {
     let mut names = vec!["token_embd.weight".to_owned()];
     for l in 0..model.config.n_layers {
-        for s in BLOCK_TENSORS.iter().filter(|s| !s.ends_with("_norm")) {
+        for s in LINEARS {
             names.push(format!("blk.{l}.{s}.weight"));
         }
     }
@@ -211,23 +211,13 @@ fn quant_params(t: &Decoded, tune_mins: bool, device: &Device, ids: &mut Ids) ->
     (levels, scales)
 }
 
+/// The block linear or output head `name` (`blk.N.attn_q.weight`, `output.weight`).
 fn linear_mut<'a>(llama: &'a mut Llama, name: &str) -> Option<&'a mut Linear> {
     if name == "output.weight" {
         return llama.output.as_mut();
     }
-    let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
-    let (l, s) = rest.split_once('.')?;
-    let b = llama.blocks.get_mut(l.parse::<usize>().ok()?)?;
-    Some(match s {
-        "attn_q" => &mut b.attn_q,
-        "attn_k" => &mut b.attn_k,
-        "attn_v" => &mut b.attn_v,
-        "attn_output" => &mut b.attn_output,
-        "ffn_gate" => &mut b.ffn_gate,
-        "ffn_up" => &mut b.ffn_up,
-        "ffn_down" => &mut b.ffn_down,
-        _ => return None,
-    })
+    let (l, s) = name.strip_prefix("blk.")?.strip_suffix(".weight")?.split_once('.')?;
+    llama.blocks.get_mut(l.parse::<usize>().ok()?)?.linear_mut(s)
 }
 
 fn scales_of<'a>(llama: &'a Llama, name: &str) -> Option<&'a BlockScales> {
@@ -237,20 +227,8 @@ fn scales_of<'a>(llama: &'a Llama, name: &str) -> Option<&'a BlockScales> {
     if name == "output.weight" {
         return llama.output.as_ref()?.quant.as_ref();
     }
-    let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
-    let (l, s) = rest.split_once('.')?;
-    let b = llama.blocks.get(l.parse::<usize>().ok()?)?;
-    let lin = match s {
-        "attn_q" => &b.attn_q,
-        "attn_k" => &b.attn_k,
-        "attn_v" => &b.attn_v,
-        "attn_output" => &b.attn_output,
-        "ffn_gate" => &b.ffn_gate,
-        "ffn_up" => &b.ffn_up,
-        "ffn_down" => &b.ffn_down,
-        _ => return None,
-    };
-    lin.quant.as_ref()
+    let (l, s) = name.strip_prefix("blk.")?.strip_suffix(".weight")?.split_once('.')?;
+    llama.blocks.get(l.parse::<usize>().ok()?)?.linear(s)?.quant.as_ref()
 }
 
 fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
@@ -489,9 +467,8 @@ fn run(o: &TuneScalesOptions, model: &mut Model, cx: &PassContext<'_>) -> Result
         }
     }
 
-    let dims = student.dims;
-    let pos_base = Positions::new(seq_len, dims.head_dim, dims.rope_base, &base);
-    let pos_ad = Positions::new(seq_len, dims.head_dim, dims.rope_base, &ad);
+    let pos_base = Positions::new(seq_len, &teacher_llama, &base);
+    let pos_ad = Positions::new(seq_len, &student, &ad);
     let mut optim: ModuleOptimizer = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.0).init();
     let schedule = Schedule { peak_lr: o.lr, warmup_steps: (o.steps / 10).min(5), total_steps: o.steps, min_frac: 0.1 };
     let mut order = DataOrder::new(train_seqs.len(), cx.seed);

@@ -14,7 +14,7 @@ fn burn_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let llama = llama_from_model(model, &device, Trainable { embeddings: false, blocks: false }).unwrap();
     let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
     let t = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), &device);
-    let pos = Positions::new(tokens.len(), llama.dims.head_dim, llama.dims.rope_base, &device);
+    let pos = Positions::new(tokens.len(), &llama, &device);
     llama.forward(t, &pos, false).logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 

@@ -1,11 +1,13 @@
 //! Distillation on tiny models built here: the loss goes down, and a run cancelled mid-way then resumed from
-//! its checkpoint ends with exactly the weights of an uninterrupted run.
+//! its checkpoint ends with exactly the weights of an uninterrupted run; the same for family models whose
+//! blocks carry biases (Qwen 2) and q/k and post norms (Gemma 3), which train, are checkpointed and written
+//! back under their GGUF names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use edgeforge_core::pass::{CalibrationData, Pass, PassContext, PassError};
-use edgeforge_core::{load_model, Model};
+use edgeforge_core::{load_model, Model, TensorData};
 use edgeforge_distill::{Distill, DistillOptions};
 use edgeforge_tests::{write_tiny_gguf, Rng, TinySpec};
 
@@ -58,4 +60,43 @@ fn training_lowers_the_loss_and_a_resumed_run_matches_an_uninterrupted_one() {
     let notes = run(&mut resumed, &teacher, &cal, &work, None).unwrap();
     assert!(notes.iter().any(|n| n.contains("resumed from the checkpoint at step 2")), "{notes:?}");
     assert_eq!(weights(&resumed), weights(&straight), "resumed training must end bit-identical to the uninterrupted run");
+}
+
+/// The student of a family test: the teacher with every weight moved by up to ±`scale` (fixed seed).
+fn perturbed(path: &std::path::Path, scale: f32) -> Model {
+    let mut m = load_model(path).unwrap();
+    let mut rng = Rng::new(17);
+    for (name, t) in m.tensors.iter_mut() {
+        let v: Vec<f32> = t.to_f32(name).unwrap().into_iter().map(|x| x + rng.uniform(scale)).collect();
+        t.data = TensorData::F32(v);
+    }
+    m
+}
+
+#[test]
+fn family_extras_train_checkpoint_and_resume_bit_identically() {
+    for (name, extras) in [("qwen2", ["blk.0.attn_q.bias", "blk.1.attn_v.bias"]), ("gemma3", ["blk.0.attn_k_norm.weight", "blk.5.post_ffw_norm.weight"])] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = edgeforge_tests::tiny_family_models().join(format!("{name}.gguf"));
+        let teacher = load_model(&path).unwrap();
+        let cal = calibration(teacher.config.vocab_size);
+        let start = weights(&perturbed(&path, 0.05));
+
+        let mut straight = perturbed(&path, 0.05);
+        let notes = run(&mut straight, &teacher, &cal, &dir.path().join("straight"), None).unwrap();
+        assert!(notes.iter().any(|n| n.starts_with("KL(teacher")), "{name}: {notes:?}");
+        let after = weights(&straight);
+        for t in extras {
+            let (a, b) = (start.iter().find(|(n, _)| n == t).unwrap(), after.iter().find(|(n, _)| n == t).unwrap());
+            assert_ne!(a.1, b.1, "{name}: {t} did not train or was not written back");
+        }
+
+        let work = dir.path().join("interrupted");
+        let err = run(&mut perturbed(&path, 0.05), &teacher, &cal, &work, Some(3)).unwrap_err();
+        assert!(matches!(err, PassError::Cancelled), "{name}: {err}");
+        let mut resumed = perturbed(&path, 0.05);
+        let notes = run(&mut resumed, &teacher, &cal, &work, None).unwrap();
+        assert!(notes.iter().any(|n| n.contains("resumed from the checkpoint at step 2")), "{name}: {notes:?}");
+        assert_eq!(weights(&resumed), after, "{name}: resumed training must end bit-identical to the uninterrupted run");
+    }
 }

@@ -52,6 +52,12 @@ impl RopeTable {
         Self { head_dim, kind: p.kind, cos_sin }
     }
 
+    /// cos and sin of every (position, pair), row-major `[positions, head_dim/2]`: the same angles for other
+    /// implementations of this RoPE (the distillation model reads them).
+    pub fn cos_sin(&self) -> &[(f32, f32)] {
+        &self.cos_sin
+    }
+
     /// Positions the table covers.
     pub fn positions(&self) -> usize {
         self.cos_sin.len() / (self.head_dim / 2).max(1)
