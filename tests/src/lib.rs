@@ -212,6 +212,10 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
 
+/// The tiny family models' file stems (in `tiny_family_models()`) and their GGUF architectures.
+pub const TINY_FAMILIES: [(&str, &str); 7] =
+    [("llama", "llama"), ("llama3", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("gemma2", "gemma2"), ("gemma3", "gemma3"), ("phi3", "phi3")];
+
 /// The tiny random model of every family that tests/python/make_tiny_family.py writes (GGUF with llama.cpp's
 /// names and keys, and an HF folder each), generated once per test binary into a folder kept for its lifetime.
 pub fn tiny_family_models() -> &'static Path {

@@ -16,8 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_edgeforge");
 
 /// (generated file stem, GGUF architecture).
-const FAMILIES: [(&str, &str); 7] =
-    [("llama", "llama"), ("llama3", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("gemma2", "gemma2"), ("gemma3", "gemma3"), ("phi3", "phi3")];
+const FAMILIES: [(&str, &str); 7] = edgeforge_tests::TINY_FAMILIES;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
