@@ -8,13 +8,16 @@
 # machine. Writes reports/bench/fresh-clone.{md,json} with wall times, the load average before and after
 # each command (the machine is shared: other jobs slow both), and the build's share of each.
 #
-# Usage: benches/fresh-clone.sh   (about an hour on 2 cores)
+# Usage: benches/fresh-clone.sh   (about an hour on 2 cores; MAIN_ONLY=1 times the first command only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src="$(pwd)"
 REPORT_DIR="${REPORT_DIR:-$src/reports/bench}"
 root="$(mktemp -d /tmp/ef-fresh.XXXXXX)"
-trap 'rm -rf "$root"' EXIT
+# The logs are kept (copied beside the report's work folder) even when a command fails.
+logs="${LOGS:-$HOME/.cache/edgeforge/bench/fresh-clone}"
+mkdir -p "$logs"
+trap 'cp "$root"/*.log "$logs"/ 2>/dev/null; rm -rf "$root"' EXIT
 ln -s "$(cd ../shared && pwd)" "$root/shared"
 git clone -q "$src" "$root/edgeforge"
 mkdir -p "$root/home"
@@ -35,14 +38,18 @@ timed() { # name command...
   local t1; t1=$(date +%s)
   local load_after; load_after=$(cut -d' ' -f1 /proc/loadavg)
   # The build's share: cargo prints "Finished ... in Xm Ys" / "in X.XXs" for the build step.
-  local build; build=$(grep -o 'Finished `release` profile.* in [0-9ms. ]*' "$root/$name.log" | head -1 | sed 's/.* in //')
+  local build; build=$(grep -o 'Finished `release` profile.* in [0-9ms. ]*' "$root/$name.log" | head -1 | sed 's/.* in //' || true)
   echo "{\"command\":\"$name\",\"exit\":$rc,\"wall_s\":$((t1 - t0)),\"cargo_build\":\"${build:-quiet}\",\"load_before\":$load_before,\"load_after\":$load_after}"
   tail -5 "$root/$name.log" >&2
 }
 
 main=$(timed main-job scripts/edgeforge run recipes/smollm2-gptq-q4_0-quick.yaml --out runs/q4_0)
 echo "$main" >&2
-tests=$(CI=true timed tests ./scripts/test.sh)
+if [[ ${MAIN_ONLY:-0} == 1 ]]; then
+  tests='{"command":"tests","exit":-1,"wall_s":0,"cargo_build":"not run (MAIN_ONLY=1)","load_before":0,"load_after":0}'
+else
+  tests=$(CI=true timed tests ./scripts/test.sh)
+fi
 echo "$tests" >&2
 mkdir -p "$REPORT_DIR"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
@@ -57,6 +64,9 @@ print("| command | exit | wall time | of which cargo's first build step | load a
 print("|---|---:|---:|---|---|")
 names = {"main-job": "`scripts/edgeforge run recipes/smollm2-gptq-q4_0-quick.yaml --out runs/q4_0`", "tests": "`./scripts/test.sh` (CI=true)"}
 for r in d["runs"]:
+    if r["exit"] == -1:
+        print(f"| {names[r['command']]} | – | not run (MAIN_ONLY=1) | | |")
+        continue
     m, s = divmod(r["wall_s"], 60)
     print(f"| {names[r['command']]} | {r['exit']} | {m} min {s} s | {r['cargo_build']} | {r['load_before']} → {r['load_after']} |")
 EOF
