@@ -320,6 +320,11 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Evaluate one block at a time (weights read from the file's map and released after each block,
+    /// chunks' hidden states held instead, 256 MiB at a time): for models larger than memory. Same figure
+    /// as `--batch` equal to `--ctx`; `--batch` is ignored.
+    #[arg(long)]
+    pub stream: bool,
     /// Activation rounding of block-quantized weights: `exact` (our float figure) or `llamacpp` (8-bit
     /// activation blocks, to reproduce llama-perplexity's figure on quantized files).
     #[arg(long, value_enum, default_value_t = RoundingArg::Exact)]

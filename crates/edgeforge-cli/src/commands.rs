@@ -199,6 +199,10 @@ struct PerplexityReport {
     load_seconds: f64,
     tokenize_seconds: f64,
     threads: usize,
+    /// Whether the model was evaluated one block at a time (`--stream`).
+    streamed: bool,
+    /// Peak resident set of the process over loading and evaluation (Linux VmHWM).
+    peak_rss_bytes: u64,
     model: String,
     model_sha256: String,
     text: String,
@@ -216,9 +220,15 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
     pool.install(|| {
         let t_load = Instant::now();
         let model = load(&a.model)?;
-        let weights = edgeforge_runtime::weights_from_model(&model)?;
-        let mut runtime = edgeforge_runtime::LlamaRuntime::new(weights).map_err(|e| Failure::BadInput(e.into()))?;
-        runtime.set_rounding(a.rounding.runtime());
+        // The full runtime holds every layer; a streamed evaluation reads one block at a time.
+        let runtime = if a.stream {
+            None
+        } else {
+            let weights = edgeforge_runtime::weights_from_model(&model)?;
+            let mut runtime = edgeforge_runtime::LlamaRuntime::new(weights).map_err(|e| Failure::BadInput(e.into()))?;
+            runtime.set_rounding(a.rounding.runtime());
+            Some(runtime)
+        };
         let load_seconds = t_load.elapsed().as_secs_f64();
 
         let t_tok = Instant::now();
@@ -229,11 +239,18 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
         let n_chunks = (tokens.len() / a.ctx).min(a.chunks.unwrap_or(usize::MAX));
         let bar = progress::chunks_bar(n_chunks);
         let t_eval = Instant::now();
-        let result: PerplexityResult = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |p| {
+        let on_chunk = |p: edgeforge_eval::ChunkProgress| {
             bar.set_message(format!("ppl {:.4}", p.perplexity));
             bar.set_position(p.chunks_done as u64);
             std::ops::ControlFlow::Continue(())
-        })?;
+        };
+        let result: PerplexityResult = match &runtime {
+            Some(runtime) => edgeforge_eval::perplexity(runtime, &tokens, bos, &opts, on_chunk)?,
+            None => {
+                let budget = edgeforge_eval::streamed::DEFAULT_ACTIVATION_BUDGET;
+                edgeforge_eval::perplexity_streamed(&model, a.rounding.runtime(), &tokens, bos, &opts, budget, on_chunk)?
+            }
+        };
         let seconds = t_eval.elapsed().as_secs_f64();
         bar.finish_and_clear();
 
@@ -250,6 +267,8 @@ fn eval_perplexity(a: PerplexityArgs) -> Result<(), Failure> {
             load_seconds,
             tokenize_seconds,
             threads: rayon::current_num_threads(),
+            streamed: a.stream,
+            peak_rss_bytes: edgeforge_core::process::peak_rss_bytes(),
             model: a.model.display().to_string(),
             model_sha256: model.source.sha256.clone(),
             text: text.path.display().to_string(),

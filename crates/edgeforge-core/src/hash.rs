@@ -10,6 +10,17 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
     hex(&h.finalize())
 }
 
+/// sha256 of `bytes` (a mapped file), `piece` bytes at a time, calling `done(offset, len)` after each piece
+/// is hashed (to release its pages).
+pub fn sha256_hex_pieces(bytes: &[u8], piece: usize, mut done: impl FnMut(usize, usize)) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in bytes.chunks(piece.max(1)).enumerate() {
+        h.update(p);
+        done(i * piece, p.len());
+    }
+    hex(&h.finalize())
+}
+
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

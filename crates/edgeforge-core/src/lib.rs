@@ -2,6 +2,7 @@
 //! HF↔GGUF layout conventions. Every other edgeforge crate builds on these types.
 
 pub mod arch;
+pub mod block_bytes;
 pub mod blocks;
 pub mod dtype;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod scheme;
 mod scheme_fit;
 pub mod summary;
 
+pub use block_bytes::{BlockBytes, SpillFile};
 pub use dtype::GgmlType;
 pub use error::{Error, Result};
 pub use load::load_model;

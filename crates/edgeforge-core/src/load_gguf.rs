@@ -1,5 +1,6 @@
 //! GGUF file → `Model`: hyper-parameters from `{arch}.*` keys, tokenizer from `tokenizer.ggml.*`, tensors
-//! copied out of the map as raw blocks (the float path dequantizes later; quantized blocks stay available).
+//! kept as views into the file's map (nothing is copied; the float path dequantizes later; quantized blocks
+//! stay available), so a model larger than memory can be read one block at a time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,6 @@ use crate::family::{Family, RopeScaling, SlidingWindow, ROPE_FREQS};
 use crate::layout;
 use crate::error::{ConfigProblem, Error, GgufError, Result};
 use crate::gguf::{GgufFile, MetaArray, MetaValue};
-use crate::hash::sha256_hex;
 use crate::model::{BlockFeatures, Model, ModelConfig, ModelSource, SourceFormat, Tensor, TensorData};
 use crate::dtype::GgmlType;
 
@@ -28,12 +28,14 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
 
     let mut tensors = BTreeMap::new();
     for info in &file.tensors {
-        let bytes = file.tensor_bytes(info);
         let data = match info.dtype {
-            GgmlType::F32 => TensorData::F32(
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            ),
-            dtype => TensorData::Blocks { dtype, bytes: bytes.to_vec() },
+            GgmlType::F32 => {
+                let bytes = file.tensor_bytes(info);
+                let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                file.release(info.data_start as usize, bytes.len());
+                TensorData::F32(values)
+            }
+            dtype => TensorData::Blocks { dtype, bytes: file.tensor_view(info) },
         };
         tensors.insert(info.name.clone(), Tensor { shape: info.shape(), data });
     }
@@ -44,12 +46,18 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
     let source = ModelSource {
         path: path.to_path_buf(),
         format: SourceFormat::Gguf,
-        sha256: sha256_hex(&[file.bytes()]),
+        sha256: hash_released(&file),
         file_bytes: file.file_len(),
     };
     let model = Model { config, tensors, tokenizer, source, block_origin: Vec::new() };
     crate::load::check_tensors(&model)?;
     Ok(model)
+}
+
+/// sha256 of the whole mapped file, 64 MiB at a time, each piece's pages released once hashed (so hashing a
+/// model larger than memory does not make it resident).
+fn hash_released(file: &GgufFile) -> String {
+    crate::hash::sha256_hex_pieces(file.bytes(), 64 << 20, |offset, len| file.release(offset, len))
 }
 
 fn gguf_config(file: &GgufFile, family: Family, n_vocab: usize) -> Result<ModelConfig> {

@@ -168,7 +168,7 @@ fn read_shard(path: &Path, bytes: &[u8], cfg: &ModelConfig, out: &mut BTreeMap<S
             GgmlType::F32 => TensorData::F32(
                 raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             ),
-            dtype => TensorData::Blocks { dtype, bytes: raw },
+            dtype => TensorData::Blocks { dtype, bytes: raw.into() },
         };
         let offset = layout::hf_norm_offset(family, &name);
         if offset != 0.0 {

@@ -179,7 +179,7 @@ impl std::fmt::Display for Activation {
 pub enum TensorData {
     F32(Vec<f32>),
     /// Rows of whole blocks of `dtype` (F16 and BF16 count as one-element blocks).
-    Blocks { dtype: GgmlType, bytes: Vec<u8> },
+    Blocks { dtype: GgmlType, bytes: crate::BlockBytes },
     /// Integer codes with per-group scales, as quantization passes produce them.
     Quantized(crate::quantized::QuantTensor),
 }
@@ -239,7 +239,7 @@ impl Tensor {
             TensorData::F32(v) => TensorData::F32(v[first * per_row..(first + rows) * per_row].to_vec()),
             TensorData::Blocks { dtype, bytes } => {
                 let row_bytes = bytes.len() / n_rows.max(1);
-                TensorData::Blocks { dtype: *dtype, bytes: bytes[first * row_bytes..(first + rows) * row_bytes].to_vec() }
+                TensorData::Blocks { dtype: *dtype, bytes: bytes[first * row_bytes..(first + rows) * row_bytes].to_vec().into() }
             }
             TensorData::Quantized(_) => return None,
         };
@@ -262,9 +262,10 @@ impl Tensor {
                 dtype: *dtype,
                 bytes: parts
                     .iter()
-                    .map(|t| match &t.data { TensorData::Blocks { dtype: d, bytes } if d == dtype => Some(bytes.as_slice()), _ => None })
+                    .map(|t| match &t.data { TensorData::Blocks { dtype: d, bytes } if d == dtype => Some(&bytes[..]), _ => None })
                     .collect::<Option<Vec<_>>>()?
-                    .concat(),
+                    .concat()
+                    .into(),
             },
             TensorData::Quantized(_) => return None,
         };
@@ -336,6 +337,42 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
+    /// Hand the mapped pages of block `l`'s tensors back to the kernel (a streamed pass or evaluation is
+    /// done with them; they are read again from the file if used later).
+    pub fn release_block(&self, l: usize) {
+        let prefix = format!("blk.{l}.");
+        for (_, t) in self.tensors.range(prefix.clone()..).take_while(|(name, _)| name.starts_with(&prefix)) {
+            if let TensorData::Blocks { bytes, .. } = &t.data {
+                bytes.release();
+            }
+        }
+    }
+
+    /// Whether block `l` is read from a file's map (a model loaded from GGUF): passes then spill what they
+    /// produce for it (`spill_block`) so a model larger than memory is processed one block at a time.
+    pub fn block_is_mapped(&self, l: usize) -> bool {
+        let prefix = format!("blk.{l}.");
+        self.tensors
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .any(|(_, t)| matches!(&t.data, TensorData::Blocks { bytes, .. } if bytes.is_mapped()))
+    }
+
+    /// Move block `l`'s owned block-format tensors (e.g. a quantization pass's output) into `spill` and keep
+    /// mapped views of them instead: they leave the heap, and `release_block` drops their pages.
+    pub fn spill_block(&mut self, l: usize, spill: &mut crate::SpillFile) -> std::io::Result<()> {
+        let prefix = format!("blk.{l}.");
+        for (_, t) in self.tensors.range_mut(prefix.clone()..).take_while(|(name, _)| name.starts_with(&prefix)) {
+            if let TensorData::Blocks { bytes, .. } = &mut t.data {
+                if !bytes.is_mapped() {
+                    *bytes = spill.spill(bytes)?;
+                }
+            }
+        }
+        self.release_block(l);
+        Ok(())
+    }
+
     /// The input model's index of block `l` (see `block_origin`).
     pub fn origin_of(&self, l: usize) -> usize {
         self.block_origin.get(l).copied().unwrap_or(l)

@@ -513,7 +513,7 @@ fn run(o: &TuneScalesOptions, model: &mut Model, cx: &PassContext<'_>) -> Result
     }
     let set = |model: &mut Model, t: &Decoded, bytes: Vec<u8>| {
         if let Some(e) = model.tensors.get_mut(&t.name) {
-            e.data = IrData::Blocks { dtype: t.scheme.ggml(), bytes };
+            e.data = IrData::Blocks { dtype: t.scheme.ggml(), bytes: bytes.into() };
         }
     };
     for (t, b) in tensors.iter().zip(&new_bytes) {

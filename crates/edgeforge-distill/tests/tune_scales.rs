@@ -29,7 +29,7 @@ fn quantize(model: &mut Model) -> Vec<(String, Scheme)> {
         let t = model.tensors.get_mut(&name).unwrap();
         let values = t.to_f32(&name).unwrap();
         let bytes = scheme.quantize_rows(&values, t.shape[1], None);
-        t.data = TensorData::Blocks { dtype: scheme.ggml(), bytes };
+        t.data = TensorData::Blocks { dtype: scheme.ggml(), bytes: bytes.into() };
         done.push((name, scheme));
     }
     done
@@ -37,7 +37,7 @@ fn quantize(model: &mut Model) -> Vec<(String, Scheme)> {
 
 fn blocks_of(model: &Model, name: &str) -> Vec<u8> {
     match &model.tensors[name].data {
-        TensorData::Blocks { bytes, .. } => bytes.clone(),
+        TensorData::Blocks { bytes, .. } => bytes.to_vec(),
         _ => panic!("{name} is not blocks"),
     }
 }

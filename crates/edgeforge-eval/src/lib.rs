@@ -7,8 +7,10 @@ pub mod kld;
 pub mod latency;
 pub mod perplexity;
 pub mod sensitivity;
+pub mod streamed;
 
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, KldResult};
 pub use latency::{latency, LatencyOptions, LatencyResult, PeakRssScope};
 pub use perplexity::{perplexity, ChunkProgress, PerplexityOptions, PerplexityResult};
+pub use streamed::perplexity_streamed;

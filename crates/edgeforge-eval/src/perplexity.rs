@@ -83,26 +83,42 @@ pub struct PerplexityResult {
     pub running_perplexity: Vec<f64>,
 }
 
+/// Adds the NLL of every scored position of `chunk` to `stats`: `logits` are the rows of positions
+/// `first..chunk.len()`, and position `p` predicts token `p + 1` (the last row predicts past the chunk).
+pub(crate) fn score_chunk(logits: &[f32], chunk: &[u32], first: usize, vocab: usize, stats: &mut NllStats) {
+    use rayon::prelude::*;
+    let nlls: Vec<f64> = (first..chunk.len() - 1)
+        .into_par_iter()
+        .map(|pos| {
+            let row = &logits[(pos - first) * vocab..(pos - first + 1) * vocab];
+            token_nll(row, chunk[pos + 1] as usize)
+        })
+        .collect();
+    for nll in nlls {
+        stats.add(nll);
+    }
+}
+
 /// Accumulates negative log-likelihoods in f64, as llama.cpp does.
 #[derive(Debug, Default, Clone, Copy)]
-struct NllStats {
+pub(crate) struct NllStats {
     sum: f64,
     sum_sq: f64,
-    count: usize,
+    pub(crate) count: usize,
 }
 
 impl NllStats {
-    fn add(&mut self, nll: f64) {
+    pub(crate) fn add(&mut self, nll: f64) {
         self.sum += nll;
         self.sum_sq += nll * nll;
         self.count += 1;
     }
 
-    fn perplexity(&self) -> f64 {
+    pub(crate) fn perplexity(&self) -> f64 {
         (self.sum / self.count.max(1) as f64).exp()
     }
 
-    fn stderr(&self) -> f64 {
+    pub(crate) fn stderr(&self) -> f64 {
         if self.count < 2 {
             return f64::NAN;
         }
@@ -154,19 +170,7 @@ pub fn perplexity(
             logits.extend_from_slice(&out);
             start = end;
         }
-        let nlls: Vec<f64> = {
-            use rayon::prelude::*;
-            (first..ctx - 1)
-                .into_par_iter()
-                .map(|pos| {
-                    let row = &logits[(pos - first) * vocab..(pos - first + 1) * vocab];
-                    token_nll(row, chunk[pos + 1] as usize)
-                })
-                .collect()
-        };
-        for nll in nlls {
-            stats.add(nll);
-        }
+        score_chunk(&logits, &chunk, first, vocab, &mut stats);
         running.push(stats.perplexity());
         let flow = on_chunk(ChunkProgress {
             chunks_done: i + 1,
@@ -178,17 +182,23 @@ pub fn perplexity(
             return Err(EvalError::Cancelled);
         }
     }
-    Ok(PerplexityResult {
-        perplexity: stats.perplexity(),
-        ppl_stderr: stats.stderr(),
-        mean_nll: stats.sum / stats.count as f64,
-        tokens_scored: stats.count,
-        chunks: n_chunks,
-        ctx,
-        batch,
-        text_tokens: tokens.len(),
-        running_perplexity: running,
-    })
+    Ok(PerplexityResult::of(&stats, n_chunks, ctx, batch, tokens.len(), running))
+}
+
+impl PerplexityResult {
+    pub(crate) fn of(stats: &NllStats, chunks: usize, ctx: usize, batch: usize, text_tokens: usize, running: Vec<f64>) -> Self {
+        PerplexityResult {
+            perplexity: stats.perplexity(),
+            ppl_stderr: stats.stderr(),
+            mean_nll: stats.sum / stats.count as f64,
+            tokens_scored: stats.count,
+            chunks,
+            ctx,
+            batch,
+            text_tokens,
+            running_perplexity: running,
+        }
+    }
 }
 
 #[cfg(test)]

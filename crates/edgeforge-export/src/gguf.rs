@@ -16,7 +16,8 @@ pub struct GgufTensor {
     /// Row-major shape, outermost first (written reversed as GGUF `ne`).
     pub shape: Vec<usize>,
     pub dtype: GgmlType,
-    pub bytes: Vec<u8>,
+    /// Owned, or a view into the input model's map (written without a copy, its pages released once written).
+    pub bytes: edgeforge_core::BlockBytes,
 }
 
 #[derive(Default)]
@@ -52,6 +53,16 @@ impl GgufWriter {
     /// The whole file as bytes (tests build malformed variants from this).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    /// Header, tensor infos, then each tensor's data padded to the alignment, streamed into `w`: a tensor
+    /// mapped from the input is copied from the map and its pages released, so writing a model larger than
+    /// memory holds one tensor at a time.
+    fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
         out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
@@ -72,15 +83,18 @@ impl GgufWriter {
             offset += t.bytes.len().div_ceil(ALIGNMENT) * ALIGNMENT;
         }
         pad(&mut out);
+        w.write_all(&out)?;
+        let zeros = [0u8; ALIGNMENT];
         for t in &self.tensors {
-            out.extend_from_slice(&t.bytes);
-            pad(&mut out);
+            w.write_all(&t.bytes)?;
+            w.write_all(&zeros[..t.bytes.len().div_ceil(ALIGNMENT) * ALIGNMENT - t.bytes.len()])?;
+            t.bytes.release();
         }
-        out
+        Ok(())
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::atomic::write_file(path, |w| w.write_all(&self.to_bytes())).map_err(|e| ExportError::io(path, e))
+        crate::atomic::write_file(path, |w| self.write_to(w)).map_err(|e| ExportError::io(path, e))
     }
 }
 

@@ -115,7 +115,7 @@ pub(crate) fn fuse(c: &ModelConfig, tensors: Vec<GgufTensor>) -> Result<Vec<Gguf
             }
             let mut shape = pieces[0].shape.clone();
             shape[0] = pieces.iter().map(|p| p.shape[0]).sum();
-            let bytes = pieces.iter().flat_map(|p| p.bytes.iter().copied()).collect();
+            let bytes = pieces.iter().flat_map(|p| p.bytes.iter().copied()).collect::<Vec<u8>>().into();
             let name = format!("blk.{l}.{fused}");
             by_name.insert(name.clone(), GgufTensor { name, shape, dtype, bytes });
         }

@@ -146,16 +146,16 @@ pub fn write_gguf_with(model: &Model, path: &Path, name: &str, options: GgufOpti
         let t = uniform.padded.get(tname).unwrap_or(t);
         let n = t.n_elems();
         let (dtype, bytes) = match &t.data {
-            TensorData::F32(v) if options.f16_matrices && t.shape.len() == 2 => (GgmlType::F16, f16_bytes(v)),
-            TensorData::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::F32(v) if options.f16_matrices && t.shape.len() == 2 => (GgmlType::F16, f16_bytes(v).into()),
+            TensorData::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
             TensorData::Blocks { dtype, bytes } => (*dtype, bytes.clone()),
             TensorData::Quantized(q) => match q.format.ggml_type(t.row_len()) {
-                Some(GgmlType::Q8_0) => (GgmlType::Q8_0, q8_0(q)),
-                Some(GgmlType::Q4_0) => (GgmlType::Q4_0, q4_blocks(q, n, false)),
-                Some(GgmlType::Q4_1) => (GgmlType::Q4_1, q4_blocks(q, n, true)),
+                Some(GgmlType::Q8_0) => (GgmlType::Q8_0, q8_0(q).into()),
+                Some(GgmlType::Q4_0) => (GgmlType::Q4_0, q4_blocks(q, n, false).into()),
+                Some(GgmlType::Q4_1) => (GgmlType::Q4_1, q4_blocks(q, n, true).into()),
                 _ => {
                     notes.fallbacks.push(format!("{tname}: {} has no GGUF block type; written as F16", t.format_name()));
-                    (GgmlType::F16, f16_bytes(&q.dequantize(n)))
+                    (GgmlType::F16, f16_bytes(&q.dequantize(n)).into())
                 }
             },
         };

@@ -185,7 +185,7 @@ fn ggml_blocks(model: &mut Model, name: &str, dtype: GgmlType, d: f32, seed: u64
         }
     }
     let shape = t.shape.clone();
-    model.tensors.insert(name.to_owned(), Tensor { shape, data: TensorData::Blocks { dtype, bytes } });
+    model.tensors.insert(name.to_owned(), Tensor { shape, data: TensorData::Blocks { dtype, bytes: bytes.into() } });
 }
 
 /// GGUF Q4_0, Q4_1 and Q8_0 blocks as loaded map to MatMulNBits (Q4_1 with float zero points −m/d).

@@ -205,7 +205,7 @@ impl Pass for QuantizeRtn {
                     let bytes = s.quantize_rows(&values, row_len, None);
                     let now = edgeforge_core::blocks::dequantize_rows(s.ggml(), &bytes, values.len() / row_len, row_len)
                         .map_err(|e| PassError::Tensor { tensor: name.clone(), message: e.to_string() })?;
-                    (TensorData::Blocks { dtype: s.ggml(), bytes }, now)
+                    (TensorData::Blocks { dtype: s.ggml(), bytes: bytes.into() }, now)
                 }
             };
             let err = rel_error(&values, &now);

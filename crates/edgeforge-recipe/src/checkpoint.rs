@@ -62,30 +62,51 @@ fn corrupt(path: &Path, why: impl Into<String>) -> RecipeError {
     RecipeError::CheckpointCorrupt { path: path.to_path_buf(), why: why.into() }
 }
 
+/// Each tensor's bytes in checkpoint order, piece by piece, given to `f` (a mapped tensor's pages are released
+/// after it is given, so a model larger than memory is written one tensor at a time).
+fn for_each_piece(t: &edgeforge_core::Tensor, f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    match &t.data {
+        TensorData::F32(v) => f(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+        TensorData::Blocks { bytes, .. } => {
+            f(bytes)?;
+            bytes.release();
+            Ok(())
+        }
+        TensorData::Quantized(q) => {
+            f(&q.scales.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>())?;
+            f(&q.zeros)?;
+            f(&q.codes)
+        }
+    }
+}
+
+fn entry_kind(t: &edgeforge_core::Tensor) -> (String, Option<QuantFormat>, u64, u64) {
+    match &t.data {
+        TensorData::F32(_) => ("F32".to_owned(), None, 0, 0),
+        TensorData::Blocks { dtype, .. } => (dtype.name().to_owned(), None, 0, 0),
+        TensorData::Quantized(q) => ("quantized".to_owned(), Some(q.format), q.scales.len() as u64, q.zeros.len() as u64),
+    }
+}
+
 pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: &[PassReport]) -> Result<(), RecipeError> {
-    let mut data: Vec<u8> = Vec::new();
+    use sha2::Digest;
+    // First pass: offsets and the data's sha256 (the header records both); second pass: the bytes.
+    let mut sha = sha2::Sha256::new();
+    let mut len = 0u64;
     let mut entries = Vec::with_capacity(model.tensors.len());
     for (name, t) in &model.tensors {
-        let offset = data.len() as u64;
-        let (kind, quant, scales, zeros) = match &t.data {
-            TensorData::F32(v) => {
-                data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-                ("F32".to_owned(), None, 0, 0)
-            }
-            TensorData::Blocks { dtype, bytes } => {
-                data.extend_from_slice(bytes);
-                (dtype.name().to_owned(), None, 0, 0)
-            }
-            TensorData::Quantized(q) => {
-                data.extend(q.scales.iter().flat_map(|s| s.to_le_bytes()));
-                data.extend_from_slice(&q.zeros);
-                data.extend_from_slice(&q.codes);
-                ("quantized".to_owned(), Some(q.format), q.scales.len() as u64, q.zeros.len() as u64)
-            }
-        };
-        entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
+        let offset = len;
+        for_each_piece(t, &mut |piece| {
+            sha.update(piece);
+            len += piece.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| err(path, e.to_string()))?;
+        let (kind, quant, scales, zeros) = entry_kind(t);
+        entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: len - offset, scales, zeros });
     }
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])) };
+    let data_sha256 = sha.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(data_sha256) };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
     edgeforge_export::atomic::write_file(path, |f| {
@@ -93,7 +114,10 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         f.write_all(&VERSION.to_le_bytes())?;
         f.write_all(&(header.len() as u64).to_le_bytes())?;
         f.write_all(&header)?;
-        f.write_all(&data)
+        for t in model.tensors.values() {
+            for_each_piece(t, &mut |piece| f.write_all(piece))?;
+        }
+        Ok(())
     })
     .map_err(|e| err(path, e.to_string()))
 }
@@ -167,7 +191,7 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
                 if dtype.bytes_for(n as u64) != Some(raw.len() as u64) {
                     return Err(corrupt(path, format!("tensor {} has the wrong length", e.name)));
                 }
-                TensorData::Blocks { dtype, bytes: raw.to_vec() }
+                TensorData::Blocks { dtype, bytes: raw.to_vec().into() }
             }
         };
         tensors.insert(e.name, Tensor { shape: e.shape, data: tensor_data });

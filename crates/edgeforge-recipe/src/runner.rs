@@ -113,7 +113,9 @@ pub fn evaluate(
     if r.eval.perplexity.is_none() && r.eval.latency.is_none() {
         return Ok(Metrics::default());
     }
-    let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
+    // Every layer's weights at once, unless the only evaluation is a streamed perplexity.
+    let needs_runtime = r.eval.latency.is_some() || r.eval.perplexity.as_ref().is_some_and(|p| !p.stream);
+    let runtime = if needs_runtime { Some(LlamaRuntime::new(weights_from_model(model)?)?) } else { None };
     let mut metrics = Metrics::default();
     if let Some(p) = &r.eval.perplexity {
         let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, model)?;
@@ -122,10 +124,17 @@ pub fn evaluate(
         let stage = format!("{label}: perplexity");
         progress(Progress::Stage { label: &stage, total });
         let t = Instant::now();
-        let res = edgeforge_eval::perplexity(&runtime, &tokens, bos, &opts, |c| {
+        let on_chunk = |c: edgeforge_eval::ChunkProgress| {
             progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: Some(format!("ppl {:.4}", c.perplexity)) });
             until_cancelled(cancel)
-        })
+        };
+        let res = match &runtime {
+            Some(runtime) if !p.stream => edgeforge_eval::perplexity(runtime, &tokens, bos, &opts, on_chunk),
+            _ => {
+                let budget = edgeforge_eval::streamed::DEFAULT_ACTIVATION_BUDGET;
+                edgeforge_eval::perplexity_streamed(model, edgeforge_runtime::Rounding::Exact, &tokens, bos, &opts, budget, on_chunk)
+            }
+        }
         .map_err(eval_error)?;
         progress(Progress::Done);
         metrics.perplexity = Some(PerplexityMetric {
@@ -139,12 +148,12 @@ pub fn evaluate(
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    if let Some(l) = &r.eval.latency {
+    if let (Some(l), Some(runtime)) = (&r.eval.latency, &runtime) {
         let stage = format!("{label}: latency");
         progress(Progress::Stage { label: &stage, total: 0 });
         let run = || {
             edgeforge_eval::latency(
-                &runtime,
+                runtime,
                 &LatencyOptions { prompt_tokens: l.prompt_tokens.get(), gen_tokens: l.gen_tokens.get(), repeats: l.repeats.get(), seed },
             )
         };
@@ -457,22 +466,24 @@ fn check_gates(rf: &RecipeFile, report: &Report) -> Result<Option<GateOutcome>, 
 
 /// sha256 over every tensor's name, shape, format and bytes: identifies a model state that has no file.
 pub fn content_sha256(model: &Model) -> String {
-    let mut parts: Vec<Vec<u8>> = Vec::new();
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
     for (name, t) in &model.tensors {
-        parts.push(format!("{name}{:?}{}", t.shape, t.format_name()).into_bytes());
-        parts.push(match &t.data {
-            edgeforge_core::TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            edgeforge_core::TensorData::Blocks { bytes, .. } => bytes.clone(),
-            edgeforge_core::TensorData::Quantized(q) => {
-                let mut b: Vec<u8> = q.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-                b.extend_from_slice(&q.zeros);
-                b.extend_from_slice(&q.codes);
-                b
+        sha.update(format!("{name}{:?}{}", t.shape, t.format_name()).as_bytes());
+        match &t.data {
+            edgeforge_core::TensorData::F32(v) => v.iter().for_each(|x| sha.update(x.to_le_bytes())),
+            edgeforge_core::TensorData::Blocks { bytes, .. } => {
+                sha.update(&bytes[..]);
+                bytes.release();
             }
-        });
+            edgeforge_core::TensorData::Quantized(q) => {
+                q.scales.iter().for_each(|s| sha.update(s.to_le_bytes()));
+                sha.update(&q.zeros);
+                sha.update(&q.codes);
+            }
+        }
     }
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    edgeforge_core::hash::sha256_hex(&refs)
+    sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `samples` windows of `seq_len` tokens at seeded random offsets in the calibration text (BOS first when the

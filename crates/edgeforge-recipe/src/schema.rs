@@ -156,6 +156,10 @@ pub struct PerplexityEval {
     pub chunks: Option<Positive>,
     #[serde(default)]
     pub batch: Option<Positive>,
+    /// Evaluate one block at a time (weights read from the model file's map and released after each block):
+    /// for models larger than memory. Same figure as `batch` equal to `ctx`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

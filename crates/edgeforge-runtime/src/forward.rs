@@ -51,9 +51,7 @@ impl LlamaRuntime {
             o.set_rounding(rounding);
         }
         for l in &mut w.layers {
-            for lin in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
-                lin.set_rounding(rounding);
-            }
+            l.set_rounding(rounding);
         }
     }
 

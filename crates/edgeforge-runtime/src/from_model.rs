@@ -24,7 +24,7 @@ pub enum WeightStorage {
 }
 
 /// Block bytes moved out of a model (`weights_from_model_owned`), by tensor name.
-type Taken = BTreeMap<String, Vec<u8>>;
+type Taken = BTreeMap<String, edgeforge_core::BlockBytes>;
 
 /// The linear `name` of shape `[out_dim, in_dim]`; block bytes come from `taken` when moved there, else are
 /// copied from the model.
@@ -166,10 +166,20 @@ pub fn weights_from_model_owned(model: &mut Model) -> Result<LlamaWeights> {
     w
 }
 
+/// The embedding, output norm and head only, no layers: with `layer_from_model` one block at a time, what a
+/// streamed evaluation holds (see edgeforge-eval's `streamed`).
+pub fn head_from_model(model: &Model) -> Result<LlamaWeights> {
+    weights_of_layers(model, WeightStorage::Packed, &mut Taken::new(), 0)
+}
+
 fn weights_with(model: &Model, storage: WeightStorage, taken: &mut Taken) -> Result<LlamaWeights> {
+    weights_of_layers(model, storage, taken, model.config.n_layers)
+}
+
+fn weights_of_layers(model: &Model, storage: WeightStorage, taken: &mut Taken, n_layers: usize) -> Result<LlamaWeights> {
     let c = &model.config;
     let e = c.n_embd;
-    let layers = (0..c.n_layers).map(|l| layer_with(model, l, storage, taken)).collect::<Result<Vec<_>>>()?;
+    let layers = (0..n_layers).map(|l| layer_with(model, l, storage, taken)).collect::<Result<Vec<_>>>()?;
     let output = if c.tied_embeddings { None } else { Some(linear(model, "output.weight", c.vocab_size, e, storage, taken)?) };
     Ok(LlamaWeights {
         vocab_size: c.vocab_size,

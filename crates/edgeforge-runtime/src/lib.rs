@@ -19,7 +19,7 @@ pub use error::RuntimeError;
 pub use features::{HeadFeatures, LayerFeatures};
 pub use forward::{CaptureSite, LlamaRuntime};
 pub use rope::{RopeParams, RopeTable};
-pub use from_model::{layer_from_model, layer_from_model_as, weights_from_model, weights_from_model_as, weights_from_model_owned, WeightStorage};
+pub use from_model::{head_from_model, layer_from_model, layer_from_model_as, weights_from_model, weights_from_model_as, weights_from_model_owned, WeightStorage};
 pub use kv_cache::KvCache;
 pub use ops::rms_norm;
 pub use kernels::blocks::{BlockFormat, BlockLinear, Rounding, Q8_DECODE_MAX_TOKENS};

@@ -143,6 +143,13 @@ fn check(tensor: impl Fn() -> String, got: usize, expected: usize) -> Result<(),
 }
 
 impl LayerWeights {
+    /// Choose how the seven linears round their activations (see `Linear::set_rounding`).
+    pub fn set_rounding(&mut self, rounding: Rounding) {
+        for lin in [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo, &mut self.w_gate, &mut self.w_up, &mut self.w_down] {
+            lin.set_rounding(rounding);
+        }
+    }
+
     /// The seven linears, in forward order.
     pub fn linears(&self) -> [&Linear; 7] {
         [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]

@@ -47,7 +47,7 @@ pub struct GgufFile {
     pub metadata: Vec<(String, MetaValue)>,
     index: HashMap<String, usize>,
     pub tensors: Vec<GgufTensorInfo>,
-    mmap: Mmap,
+    mmap: std::sync::Arc<Mmap>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -110,7 +110,7 @@ impl GgufFile {
             }
         }
         let index = metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
-        Ok(Self { path, version, alignment, metadata, index, tensors, mmap })
+        Ok(Self { path, version, alignment, metadata, index, tensors, mmap: std::sync::Arc::new(mmap) })
     }
 
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
@@ -121,6 +121,17 @@ impl GgufFile {
     pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> &[u8] {
         let start = info.data_start as usize;
         &self.mmap[start..start + info.data_len as usize]
+    }
+
+    /// The tensor's bytes as a view sharing the file's map (no copy; see `BlockBytes`).
+    pub fn tensor_view(&self, info: &GgufTensorInfo) -> crate::BlockBytes {
+        crate::block_bytes::mapped(&self.mmap, info.data_start as usize, info.data_len as usize)
+            .unwrap_or_else(|| crate::BlockBytes::Owned(self.tensor_bytes(info).to_vec()))
+    }
+
+    /// Release the pages of `len` bytes at `offset` of the map (after hashing or reading them once).
+    pub fn release(&self, offset: usize, len: usize) {
+        crate::mmap::release(&self.mmap, offset, len);
     }
 
     pub fn file_len(&self) -> u64 {

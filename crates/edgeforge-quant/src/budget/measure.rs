@@ -269,7 +269,7 @@ fn group_kl(
         let t = model.tensors.get_mut(name).ok_or_else(|| PassError::Tensor { tensor: name.clone(), message: "missing".into() })?;
         let values = t.to_f32(name)?;
         let (bytes, deq) = round_trip(*scheme, &values, *row_len, imp);
-        saved.push((name.clone(), std::mem::replace(&mut t.data, TensorData::Blocks { dtype: scheme.ggml(), bytes })));
+        saved.push((name.clone(), std::mem::replace(&mut t.data, TensorData::Blocks { dtype: scheme.ggml(), bytes: bytes.into() })));
         match parse_block_tensor(name) {
             Some((l, _)) => {
                 first = first.min(l);

@@ -339,7 +339,7 @@ impl Gptq {
             let values = t.to_f32(name)?;
             let from = t.format_name();
             t.data = match target {
-                Target::Scheme(s) => TensorData::Blocks { dtype: s.ggml(), bytes: s.quantize_rows(&values, row_len, None) },
+                Target::Scheme(s) => TensorData::Blocks { dtype: s.ggml(), bytes: s.quantize_rows(&values, row_len, None).into() },
                 Target::Grid(f) => TensorData::Quantized(crate::rtn::quantize(&values, row_len, f, self.options.clip_search)),
             };
             let err = rel_error(&values, &t.to_f32(name)?);
@@ -353,7 +353,7 @@ impl Gptq {
 pub fn solve_target(values: &[f32], rows: usize, cols: usize, h: &mut [f64], target: Target, opts: SolveOptions) -> Result<(TensorData, Option<String>), String> {
     match target {
         Target::Grid(f) => gptq_matrix(values, rows, cols, h, f, opts).map(|(q, n)| (TensorData::Quantized(q), n)),
-        Target::Scheme(s) => gptq_scheme(values, rows, cols, h, s, opts).map(|(bytes, n)| (TensorData::Blocks { dtype: s.ggml(), bytes }, n)),
+        Target::Scheme(s) => gptq_scheme(values, rows, cols, h, s, opts).map(|(bytes, n)| (TensorData::Blocks { dtype: s.ggml(), bytes: bytes.into() }, n)),
     }
 }
 
@@ -386,6 +386,26 @@ pub fn embed(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<(usize, Vec<f3
             Ok((s.len(), x))
         })
         .collect()
+}
+
+/// The scratch file a streamed model's quantized blocks go to (created on first use, in the pass's work
+/// folder or the system's temporary folder), so the output leaves the heap block by block as the input does.
+#[derive(Default)]
+struct Spill(Option<edgeforge_core::SpillFile>);
+
+impl Spill {
+    fn block(&mut self, model: &mut Model, li: usize, dir: Option<&std::path::Path>) -> Result<(), PassError> {
+        let io = |e: std::io::Error| PassError::Tensor { tensor: format!("blk.{li}"), message: format!("spilling the quantized block to a scratch file: {e}") };
+        if self.0.is_none() {
+            let dir = dir.map(std::path::Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            self.0 = Some(edgeforge_core::SpillFile::new_in(&dir).map_err(io)?);
+        }
+        match &mut self.0 {
+            Some(file) => model.spill_block(li, file).map_err(io),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where the pass's time goes, for its report.
@@ -496,7 +516,9 @@ impl Pass for Gptq {
         // One buffer per sequence for the heads' outputs, then the SwiGLU states, of every layer: kept, not
         // freed and faulted in again per layer (403 MB of states for 128 x 512 tokens).
         let mut per_sequence: Vec<Vec<f32>> = vec![Vec::new(); hidden.len()];
+        let mut spill = Spill::default();
         for li in 0..c.n_layers {
+            let streamed = model.block_is_mapped(li);
             // Sequences run side by side, each block step on one thread: no synchronisation inside the
             // products, and the serial parts (softmax, norms) run in parallel too. Same bits as the pool.
             let mut block = Block::new(layer_from_model(model, li)?, dims).map_err(runtime_error)?.single_threaded();
@@ -547,6 +569,10 @@ impl Pass for Gptq {
                 hidden.par_iter_mut().zip(&*states).try_for_each(|((n, x), state)| block.add_ffn_output(state, *n, x))
             })
             .map_err(runtime_error)?;
+            drop(block);
+            if streamed {
+                spill.block(model, li, cx.work_dir)?;
+            }
             step(4);
         }
         Stopwatch::time(&mut clock.solve_s, || self.quantize_head(model, &hidden, &plan, &mut outcome))?;

@@ -115,11 +115,12 @@ impl DotIsa {
     }
 }
 
-/// A `[out_dim, in_dim]` weight in a GGUF block format: the tensor's bytes as stored in the file.
+/// A `[out_dim, in_dim]` weight in a GGUF block format: the tensor's bytes as stored in the file (a view
+/// into the file's map when the model was loaded from GGUF: nothing copied).
 #[derive(Debug, Clone)]
 pub struct BlockLinear {
     format: BlockFormat,
-    bytes: Vec<u8>,
+    bytes: edgeforge_core::BlockBytes,
     out_dim: usize,
     in_dim: usize,
     row_bytes: usize,
@@ -129,7 +130,8 @@ pub struct BlockLinear {
 impl BlockLinear {
     /// Wrap `bytes` holding `out_dim` rows of `in_dim` elements of `ty`. Refused (with the reason) when the
     /// type has no native kernel, a row is not whole blocks, or the length disagrees.
-    pub fn new(tensor: &str, ty: GgmlType, bytes: Vec<u8>, out_dim: usize, in_dim: usize) -> Result<Self, RuntimeError> {
+    pub fn new(tensor: &str, ty: GgmlType, bytes: impl Into<edgeforge_core::BlockBytes>, out_dim: usize, in_dim: usize) -> Result<Self, RuntimeError> {
+        let bytes = bytes.into();
         let bad = |why: &'static str| RuntimeError::PackedWeight { tensor: tensor.to_owned(), why };
         let format = BlockFormat::of(ty).ok_or_else(|| bad("no native kernel for this block type"))?;
         if in_dim == 0 || out_dim == 0 || !in_dim.is_multiple_of(format.block_elems()) {
@@ -156,6 +158,11 @@ impl BlockLinear {
 
     pub fn resident_bytes(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Hand a mapped weight's pages back to the kernel (streamed evaluation, after its last use).
+    pub fn release(&self) {
+        self.bytes.release();
     }
 
     pub fn rounding(&self) -> Rounding {
