@@ -194,6 +194,10 @@ pub struct ServeArgs {
     /// Time limit of one request in seconds, waiting in the queue included; the output is cut there (default 120).
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
+    /// Activation rounding of block-quantized weights: `fast` (llama.cpp's 8-bit activation blocks for decode
+    /// steps, f32 for the prompt), `llamacpp` (8-bit everywhere) or `exact` (f32 everywhere); default fast.
+    #[arg(long, value_enum, default_value_t = RoundingArg::Fast)]
+    pub rounding: RoundingArg,
     /// Do not sandbox the server after loading (no landlock, seccomp or resource limits); warns at startup.
     #[arg(long)]
     pub no_sandbox: bool,

@@ -52,6 +52,7 @@ pub fn serve(a: ServeArgs) -> Result<(), Failure> {
         max_tokens: a.max_tokens,
         ctx: a.ctx,
         timeout: std::time::Duration::from_secs(a.timeout_s),
+        rounding: a.rounding.runtime(),
         sandbox: !a.no_sandbox,
     };
     edgeforge_serve::serve(&o).map_err(|e| if e.is_bad_input() { Failure::BadInput(anyhow!(e)) } else { Failure::Internal(anyhow!(e)) })

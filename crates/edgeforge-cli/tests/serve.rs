@@ -376,3 +376,30 @@ fn openai_python_client_talks_to_the_server() {
     assert_eq!(v["model"], "model.gguf");
     assert_eq!(v["error"]["param"], "temperature", "{v}");
 }
+
+#[test]
+fn the_reference_model_answers_a_chat_through_its_own_gguf_template() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("export");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gguf = dir.join("model.gguf");
+    std::fs::copy(edgeforge_tests::reference_model(), &gguf).unwrap();
+    let m = manifest::build(&dir, &[gguf], None, vec![], json!({})).unwrap();
+    manifest::write(&dir, &m, None).unwrap();
+    let mut s = Server::start(&dir, &[], &[]);
+    let listening: Value = serde_json::from_str(s.log.iter().find(|l| l.contains("\"listening\"")).unwrap()).unwrap();
+    assert_eq!(listening["chat_template"], "gguf", "the SmolLM2 GGUF carries tokenizer.chat_template: {listening}");
+    // The template adds SmolLM's default system prompt: rendered and tokenized with its special tokens that is
+    // the 37 ids `llama-tokenize` gives for the same text (1, 9690, 198, 2683, ... 520, 9531, 198).
+    let (status, r) = s.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 4, "temperature": 0}));
+    assert_eq!((status, r["usage"]["prompt_tokens"].as_u64()), (200, Some(37)), "{r}");
+    let messages = json!([{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]);
+    let (status, r) = s.post("/v1/chat/completions", &json!({"messages": messages, "max_tokens": 24, "temperature": 0}));
+    assert_eq!(status, 200, "{r}");
+    let answer = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer}");
+    // The end-of-turn token ends the answer (not max_tokens), and is not part of the text.
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
+    assert!(!answer.contains("<|im_end|>"), "{answer}");
+    let _ = s.wait_for("\"finish_reason\":\"stop\"");
+}

@@ -94,3 +94,59 @@ pub fn encode_with_specials(tokenizer: &Tokenizer, specials: &[(String, u32)], t
     }
     Ok(ids)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    pub(crate) fn tiny_tokenizer() -> Tokenizer {
+        let (tokens, types, merges) = edgeforge_tests::tiny_vocab();
+        let v = edgeforge_tokenizer::GgufVocab {
+            model: "gpt2".into(),
+            pre: Some("smollm".into()),
+            tokens,
+            token_types: Some(types),
+            merges,
+            bos_id: Some(0),
+            eos_id: Some(0),
+            add_bos: Some(false),
+            ..Default::default()
+        };
+        Tokenizer::from_gguf_vocab(&v).unwrap()
+    }
+
+    fn user(text: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage { role: "user".into(), content: text.into() }]
+    }
+
+    #[test]
+    fn chatml_is_the_fallback_and_a_gguf_template_is_rendered_with_minijinja() {
+        let tok = tiny_tokenizer();
+        let t = ChatTemplate::new(None, &tok).unwrap();
+        assert_eq!(t.source, "chatml");
+        assert_eq!(t.render(&user("hi")).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        let own = "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}";
+        let t = ChatTemplate::new(Some(own.into()), &tok).unwrap();
+        assert_eq!(t.source, "gguf");
+        assert_eq!(t.render(&user("hi")).unwrap(), "<|endoftext|>[user]hi[assistant]");
+        let raising = "{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}{% endif %}";
+        let err = ChatTemplate::new(Some(raising.into()), &tok).unwrap().render(&user("hi")).unwrap_err();
+        assert!(err.to_string().contains("system first"), "{err}");
+        assert!(ChatTemplate::new(Some("{% for %}".into()), &tok).is_err());
+    }
+
+    #[test]
+    fn special_token_text_becomes_one_id_only_where_asked() {
+        let tok = tiny_tokenizer();
+        let specials = special_tokens(&tok);
+        let im_start = tok.token_id("<|im_start|>").unwrap();
+        assert!(specials.iter().any(|(s, id)| s == "<|im_start|>" && *id == im_start), "{specials:?}");
+        let ids = encode_with_specials(&tok, &specials, "<|im_start|>the cat<|im_start|>").unwrap();
+        let body = tok.encode("the cat", false).unwrap();
+        assert_eq!(ids, [vec![im_start], body.clone(), vec![im_start]].concat());
+        // The plain encoder reads the same text as characters.
+        assert!(!tok.encode("<|im_start|>the cat", false).unwrap().contains(&im_start));
+        assert_eq!(stop_ids(&tok), vec![0]);
+    }
+}

@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub ctx: Option<usize>,
     /// Time limit of one request, queueing included.
     pub timeout: Duration,
+    /// How block-quantized weights round the activations they multiply.
+    pub rounding: edgeforge_runtime::Rounding,
     /// Apply the sandbox after loading (off: `--no-sandbox`).
     pub sandbox: bool,
 }
@@ -71,7 +73,8 @@ pub fn serve(o: &ServeOptions) -> Result<(), ServeError> {
     log::event("verified", json!({ "dir": o.dir, "files": verified.files_checked, "artifact": verified.gguf, "signature": sig }));
     let threads = o.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // The loading pool's threads end with it, before the sandbox: every serving thread starts after.
-    let loaded = thread_pool(threads, "edgeforge-load")?.install(|| artifact::load(&verified))?;
+    let mut loaded = thread_pool(threads, "edgeforge-load")?.install(|| artifact::load(&verified))?;
+    loaded.runtime.set_rounding(o.rounding);
     let ctx = context_length(o.ctx, loaded.context_length)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let listener = std::net::TcpListener::bind(&o.listen).map_err(|source| ServeError::Listen { addr: o.listen.clone(), source })?;

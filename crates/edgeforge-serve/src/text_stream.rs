@@ -69,3 +69,47 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     }
     i
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Push the ids of `text` one by one; the concatenated deltas and whether a stop sequence ended it.
+    fn run(tok: &Tokenizer, text: &str, stop: &[String]) -> (String, bool) {
+        let mut s = TextStream::new(tok, stop);
+        let mut out = String::new();
+        for id in tok.encode(text, false).unwrap() {
+            match s.push(id).unwrap() {
+                Step::Text(t) => out.push_str(&t),
+                Step::Stop(t) => {
+                    out.push_str(&t);
+                    return (out, true);
+                }
+            }
+        }
+        out.push_str(&s.finish().unwrap());
+        (out, false)
+    }
+
+    #[test]
+    fn deltas_add_up_to_the_text_and_stop_sequences_cut_it() {
+        let tok = crate::chat::tests::tiny_tokenizer();
+        let text = "the cat sat on the mat, é!";
+        assert_eq!(run(&tok, text, &[]), (text.to_owned(), false));
+        assert_eq!(run(&tok, text, &["sat".into()]), ("the cat ".to_owned(), true));
+        assert_eq!(run(&tok, text, &["xyz".into(), " on".into()]), ("the cat sat".to_owned(), true));
+        // A held-back prefix of a stop sequence that never completes still comes out at the end.
+        assert_eq!(run(&tok, "the ca", &["cat".into()]), ("the ca".to_owned(), false));
+    }
+
+    #[test]
+    fn an_incomplete_character_is_held_back() {
+        let tok = crate::chat::tests::tiny_tokenizer();
+        let ids = tok.encode("é", false).unwrap();
+        assert_eq!(ids.len(), 2, "é is two byte tokens in the tiny vocabulary");
+        let mut s = TextStream::new(&tok, &[]);
+        assert_eq!(s.push(ids[0]).unwrap(), Step::Text(String::new()));
+        assert_eq!(s.push(ids[1]).unwrap(), Step::Text("é".into()));
+    }
+}
