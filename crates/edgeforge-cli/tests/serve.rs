@@ -363,6 +363,22 @@ fn a_full_queue_answers_429_a_gone_client_is_cancelled_and_sigterm_drains() {
 }
 
 #[test]
+fn a_request_is_cut_at_its_time_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = export_dir(root.path(), None);
+    // 100 ms per token (test hook) against a 1 s limit: far fewer than the 200 tokens asked for.
+    let hooks = [("EDGEFORGE_SERVE_TEST_HOOKS", "1"), ("EDGEFORGE_SERVE_TEST_TOKEN_DELAY_MS", "100")];
+    let mut s = Server::start(&dir, &["--timeout-s", "1"], &hooks);
+    let (status, r) = s.post("/v1/completions", &json!({"prompt": "the", "max_tokens": 200, "temperature": 0.8, "seed": 3}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+    let n = r["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..200).contains(&n), "{r}");
+    let line = s.wait_for("\"finish_reason\":\"timeout\"");
+    assert!(line.contains(&format!("\"completion_tokens\":{n}")), "{line}");
+}
+
+#[test]
 fn openai_python_client_talks_to_the_server() {
     let has_openai = Command::new("python3").args(["-c", "import openai"]).status().is_ok_and(|st| st.success());
     assert!(has_openai, "the `openai` Python package is missing: scripts/test.sh installs it (pip install openai==3.63.0)");

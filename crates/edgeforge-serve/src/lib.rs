@@ -81,7 +81,8 @@ pub fn serve(o: &ServeOptions) -> Result<(), ServeError> {
     listener.set_nonblocking(true).map_err(|source| ServeError::Io { what: "listener", source })?;
     let mut report = json!({ "enabled": o.sandbox });
     if o.sandbox {
-        let landlock = sandbox::restrict_filesystem(&o.dir)?;
+        let (landlock, all_threads) = sandbox::restrict_filesystem(&o.dir)?;
+        report["landlock_all_threads"] = json!(all_threads);
         if landlock == "not-enforced" {
             log::event("warning", json!({ "message": "landlock is not supported by this kernel: the filesystem is not restricted (seccomp and rlimits still apply)" }));
         }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use landlock::{path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI};
+use landlock::{path_beneath_rules, Access, AccessFs, AccessNet, RestrictSelfAttr, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI};
 use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
 use serde_json::{json, Value};
 
@@ -20,8 +20,9 @@ use crate::error::ServeError;
 
 /// Restrict the filesystem (and TCP, signals) of this thread and every thread it starts afterwards.
 /// Returns what the kernel enforces: "fully-enforced", "partially-enforced" or "not-enforced" (a kernel
-/// without landlock; the server then says so in its log and /healthz).
-pub fn restrict_filesystem(dir: &Path) -> Result<&'static str, ServeError> {
+/// without landlock; the server then says so in its log and /healthz), and whether it covered every
+/// thread at once.
+pub fn restrict_filesystem(dir: &Path) -> Result<(&'static str, bool), ServeError> {
     let err = |e: landlock::RulesetError| ServeError::Sandbox(format!("landlock: {e}"));
     let abi = ABI::V6;
     let status = Ruleset::default()
@@ -35,13 +36,18 @@ pub fn restrict_filesystem(dir: &Path) -> Result<&'static str, ServeError> {
         .map_err(err)?
         .add_rules(path_beneath_rules([dir], AccessFs::ReadFile | AccessFs::ReadDir))
         .map_err(err)?
+        // Every thread, on kernels with landlock ABI 8; older ones drop the flag (best effort), which is why
+        // this runs before any serving thread starts.
+        .all_threads(true)
+        .map_err(err)?
         .restrict_self()
         .map_err(err)?;
-    Ok(match status.ruleset {
+    let state = match status.ruleset {
         RulesetStatus::FullyEnforced => "fully-enforced",
         RulesetStatus::PartiallyEnforced => "partially-enforced",
         RulesetStatus::NotEnforced => "not-enforced",
-    })
+    };
+    Ok((state, status.all_threads))
 }
 
 /// Headroom of address space above what is mapped when the limit is set.
