@@ -52,7 +52,7 @@ sandbox="$(grep '"event":"listening"' "$work/serve.log" | python3 -c 'import jso
 
 runs=("$work/edgeforge.json")
 if [[ "${LLAMA:-0}" == 1 ]]; then
-  llama_bin="$(scripts/build-llamacpp.sh)"
+  llama_bin="$(WITH_SERVER=1 scripts/build-llamacpp.sh)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$llama_bin/llama-server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$threads" -c 2048 -np 1 >"$work/llama.log" 2>&1 &
   lpid=$!

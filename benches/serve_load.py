@@ -49,12 +49,14 @@ def one(i):
     while True:
         t0 = time.perf_counter()
         try:
-            stream = client.chat.completions.create(model=model, messages=msgs, max_tokens=max_tokens, temperature=0.7, seed=i, stream=True)
-            ttft, ids, usage, finish = None, set(), None, None
+            stream = client.chat.completions.create(model=model, messages=msgs, max_tokens=max_tokens, temperature=0.7, seed=i, stream=True, stream_options={"include_usage": True})
+            ttft, ids, usage, finish, pieces = None, set(), None, None, 0
             for chunk in stream:
                 ids.add(chunk.id)
-                if chunk.choices and chunk.choices[0].delta.content and ttft is None:
-                    ttft = time.perf_counter() - t0
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
                 if chunk.choices and chunk.choices[0].finish_reason:
                     finish = chunk.choices[0].finish_reason
                 if getattr(chunk, "usage", None):
@@ -67,7 +69,8 @@ def one(i):
             time.sleep(0.25)
     m = metrics()
     rss = m.get("edgeforge_serve_resident_memory_bytes") if m else None
-    tokens = usage.completion_tokens if usage else None
+    # The usage of the last chunk; a server that sends none is counted one token per content chunk.
+    tokens = usage.completion_tokens if usage else pieces
     return {"index": i, "latency_s": latency, "ttft_s": ttft, "completion_tokens": tokens, "ids": sorted(ids), "finish": finish, "rss_bytes": rss, "done_at": time.perf_counter()}
 
 

@@ -163,6 +163,7 @@ fn serves_the_openai_api_metrics_and_health_on_a_tiny_model() {
         ("/v1/completions", json!({"prompt": "x", "temperature": 3}), "temperature"),
         ("/v1/completions", json!({"prompt": "x", "top_p": 0}), "top_p"),
         ("/v1/chat/completions", json!({"messages": []}), "messages"),
+        ("/v1/completions", json!({"prompt": "x", "max_tokens": 0}), "max_tokens"),
     ] {
         let (status, e) = s.post(path, &body);
         assert_eq!(status, 400, "{e}");

@@ -65,6 +65,9 @@ pub async fn start(s: &Arc<AppState>, rid: RequestId, kind: Kind, prompt: Vec<u3
         return Err(ApiError::bad_request(msg, Some("messages")).with_code("context_length_exceeded"));
     }
     let asked = p.max_tokens.or(p.max_completion_tokens).unwrap_or(default_max);
+    if asked == 0 {
+        return Err(ApiError::bad_request("max_tokens must be at least 1", Some("max_tokens")));
+    }
     let max_tokens = asked.min(s.limits.max_tokens).min(ctx - prompt.len());
     let sampling = crate::api::sampling(p, request_seed(&rid.0))?;
     let stop = p.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
