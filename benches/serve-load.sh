@@ -56,7 +56,7 @@ if [[ "${LLAMA:-0}" == 1 ]]; then
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$llama_bin/llama-server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$threads" -c 2048 -np 1 >"$work/llama.log" 2>&1 &
   lpid=$!
-  wait_addr "$work/llama.log" 'server is listening'
+  wait_addr "$work/llama.log" 'listening on http'
   python3 benches/serve_load.py "http://127.0.0.1:$port/v1" llama-server "$work/llama.json" "$requests" "$concurrency" "$max_tokens" >&2
   kill -TERM "$lpid"; wait "$lpid" || true
   runs+=("$work/llama.json")
