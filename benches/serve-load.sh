@@ -23,7 +23,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
 requests="${REQUESTS:-200}"; concurrency="${CONCURRENCY:-8}"; max_tokens="${MAX_TOKENS:-32}"
 max_queue="${MAX_QUEUE:-4}"; threads="${THREADS:-2}"; report_dir="${REPORT_DIR:-reports/bench}"
-work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+work="$(mktemp -d)"; pids=()
+# Servers this script started are stopped whatever happens (a failed start included).
+trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 cargo build --release -p edgeforge-cli >&2
 bin="$CARGO_TARGET_DIR/release/edgeforge"
 dir="${EXPORT_DIR:-$HOME/.cache/edgeforge/bench/first-command/run}"
@@ -43,7 +45,7 @@ wait_addr() { # log-file pattern
 }
 
 "$bin" serve "$dir" --listen 127.0.0.1:0 --threads "$threads" --max-queue "$max_queue" --max-tokens "$max_tokens" 2>"$work/serve.log" &
-pid=$!
+pid=$!; pids+=("$pid")
 wait_addr "$work/serve.log" '"event":"listening"'
 addr="$(grep '"event":"listening"' "$work/serve.log" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["addr"])')"
 python3 benches/serve_load.py "http://$addr/v1" edgeforge "$work/edgeforge.json" "$requests" "$concurrency" "$max_tokens" >&2
@@ -55,7 +57,7 @@ if [[ "${LLAMA:-0}" == 1 ]]; then
   llama_bin="$(WITH_SERVER=1 scripts/build-llamacpp.sh)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$llama_bin/llama-server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$threads" -c 2048 -np 1 >"$work/llama.log" 2>&1 &
-  lpid=$!
+  lpid=$!; pids+=("$lpid")
   wait_addr "$work/llama.log" 'listening on http'
   python3 benches/serve_load.py "http://127.0.0.1:$port/v1" llama-server "$work/llama.json" "$requests" "$concurrency" "$max_tokens" >&2
   kill -TERM "$lpid"; wait "$lpid" || true
