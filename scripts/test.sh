@@ -13,6 +13,9 @@ python3 -m pip install --quiet --disable-pip-version-check "nir==1.0.8" >&2
 python3 -m pip install --quiet --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" >&2
 # Ray (head node + Jobs REST API) runs the sweep test's variants as Ray jobs: crates/edgeforge-cli/tests/sweep.rs.
 python3 -m pip install --quiet --disable-pip-version-check "ray[default]==2.60.0" >&2
+# OpenAI's official Python client talks to `edgeforge serve` (tests/python/openai_client.py, run by
+# crates/edgeforge-cli/tests/serve.rs) and drives benches/serve-load.sh.
+python3 -m pip install --quiet --disable-pip-version-check "openai==3.63.0" >&2
 EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"
 export EDGEFORGE_TEST_MODEL
 if [[ ! -d ../shared/data ]]; then

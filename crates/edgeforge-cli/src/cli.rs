@@ -44,6 +44,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Make an ed25519 key pair for signing manifests (`edgeforge run --sign-key NAME.key`).
     Keygen(KeygenArgs),
+    /// Serve an export folder over an OpenAI-compatible HTTP API, after verifying every file against its
+    /// manifest (and signature); sandboxed (landlock, seccomp, rlimits) once loaded, monitored by /metrics.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -163,6 +166,41 @@ pub struct VerifyArgs {
     /// Public key (hex) to check manifest.sig against.
     #[arg(long)]
     pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Endpoints: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), GET /v1/models, /metrics, /healthz, /readyz.\nExit 2 (one line naming the file) if any file of DIR does not match manifest.json or the signature does not verify.\n\nExample:\n  edgeforge serve runs/q4_0 --listen 127.0.0.1:8080 --public-key keys/edgeforge-signing.pub --max-queue 16\n  curl -s 127.0.0.1:8080/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":32}'")]
+pub struct ServeArgs {
+    /// An export folder with manifest.json and a GGUF artifact (what `edgeforge run` writes).
+    pub dir: PathBuf,
+    /// Address and port to listen on; port 0 picks a free port (logged at startup).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Public key (hex, from `edgeforge keygen`) that manifest.sig must verify under; required when the folder is signed.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// Inference threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Requests that may wait for the model (one more runs); beyond that 429 (default 16).
+    #[arg(long, default_value_t = 16)]
+    pub max_queue: usize,
+    /// Most tokens one request may generate, whatever its max_tokens (default 256).
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Context length in tokens: prompt plus generation (default: the model's, at most 2048).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Time limit of one request in seconds, waiting in the queue included; the output is cut there (default 120).
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+    /// Activation rounding of block-quantized weights: `fast` (llama.cpp's 8-bit activation blocks for decode
+    /// steps, f32 for the prompt), `llamacpp` (8-bit everywhere) or `exact` (f32 everywhere); default fast.
+    #[arg(long, value_enum, default_value_t = RoundingArg::Fast)]
+    pub rounding: RoundingArg,
+    /// Do not sandbox the server after loading (no landlock, seccomp or resource limits); warns at startup.
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 #[derive(Debug, Args)]

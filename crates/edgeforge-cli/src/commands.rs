@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sweep(a) => crate::sweep_cmd::sweep(a),
         Command::Verify(a) => crate::verify_cmd::verify(a),
         Command::Keygen(a) => crate::verify_cmd::keygen(a),
+        Command::Serve(a) => crate::verify_cmd::serve(a),
         Command::Sensitivity(a) => {
             let pool = thread_pool(a.threads.threads)?;
             pool.install(|| crate::sensitivity_cmd::sensitivity(a))

@@ -1,9 +1,9 @@
-//! `edgeforge verify DIR [--public-key F]` and `edgeforge keygen --out DIR`: check an export folder against
-//! its manifest.json (and signature), make a signing key pair.
+//! `edgeforge verify DIR [--public-key F]`, `edgeforge keygen --out DIR` and `edgeforge serve DIR`: check an
+//! export folder against its manifest.json (and signature), make a signing key pair, serve a verified folder.
 
 use anyhow::anyhow;
 
-use crate::cli::{KeygenArgs, VerifyArgs};
+use crate::cli::{KeygenArgs, ServeArgs, VerifyArgs};
 use crate::exit::Failure;
 
 pub fn verify(a: VerifyArgs) -> Result<(), Failure> {
@@ -40,4 +40,20 @@ pub fn keygen(a: KeygenArgs) -> Result<(), Failure> {
     })?;
     println!("signing key (keep private): {}\npublic key: {}", k.display(), p.display());
     Ok(())
+}
+
+pub fn serve(a: ServeArgs) -> Result<(), Failure> {
+    let o = edgeforge_serve::ServeOptions {
+        dir: a.dir,
+        listen: a.listen,
+        public_key: a.public_key,
+        threads: a.threads,
+        max_queue: a.max_queue,
+        max_tokens: a.max_tokens,
+        ctx: a.ctx,
+        timeout: std::time::Duration::from_secs(a.timeout_s),
+        rounding: a.rounding.runtime(),
+        sandbox: !a.no_sandbox,
+    };
+    edgeforge_serve::serve(&o).map_err(|e| if e.is_bad_input() { Failure::BadInput(anyhow!(e)) } else { Failure::Internal(anyhow!(e)) })
 }
