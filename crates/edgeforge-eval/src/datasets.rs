@@ -258,3 +258,22 @@ mod tests {
         assert!(e.to_string().contains("wikitext-2-test"), "{e}");
     }
 }
+
+/// The part `[from, to]` (shares of its bytes, 0 ≤ from ≤ to ≤ 1) of `text`, both ends moved forward to the
+/// next line start, so `[0, f]` and `[f, 1]` split a text into two parts that share no line.
+pub fn text_slice(text: &str, [from, to]: [f64; 2]) -> &str {
+    let cut = |share: f64| -> usize {
+        let at = ((text.len() as f64 * share.clamp(0.0, 1.0)) as usize).min(text.len());
+        if at == 0 {
+            return 0;
+        }
+        text[at - 1..].find('\n').map_or(text.len(), |i| at + i)
+    };
+    let (a, b) = (cut(from), cut(to));
+    text.get(a..b.max(a)).unwrap_or_default()
+}
+
+/// Checks a `[from, to]` slice: one message when it is not 0 ≤ from < to ≤ 1.
+pub fn slice_issue([from, to]: [f64; 2]) -> Option<String> {
+    (!(0.0..1.0).contains(&from) || !(from < to && to <= 1.0)).then(|| format!("slice [{from}, {to}] must be two shares with 0 ≤ from < to ≤ 1, e.g. [0.0, 0.9]"))
+}
