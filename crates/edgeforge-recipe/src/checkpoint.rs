@@ -30,6 +30,10 @@ struct Header {
     /// flipped bit in the data is refused instead of resumed from.
     #[serde(default)]
     data_sha256: Option<String>,
+    /// The tokenizer's GGUF description (a pass may change it: `prune-vocab`); absent: the input's (checkpoints
+    /// written before it existed, or models loaded from tokenizer.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vocab: Option<edgeforge_tokenizer::GgufVocab>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,7 +89,7 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         };
         entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
     }
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])) };
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])), vocab: model.tokenizer.gguf_vocab().cloned() };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
     edgeforge_export::atomic::write_file(path, |f| {
@@ -175,5 +179,8 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
     model.config = header.config;
     model.tensors = tensors;
     model.block_origin = header.block_origin;
+    if let Some(v) = header.vocab {
+        model.tokenizer = edgeforge_tokenizer::Tokenizer::from_gguf_vocab(&v).map_err(|e| corrupt(path, format!("its tokenizer does not build: {e}")))?;
+    }
     Ok(Some(header.reports))
 }

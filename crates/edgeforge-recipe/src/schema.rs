@@ -121,6 +121,10 @@ pub struct Calibration {
     pub seq_len: Positive,
     #[serde(default)]
     pub seed: u64,
+    /// Draw only from this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
+    /// `[0.0, 0.9]`, keeping the rest for `eval.perplexity.slice: [0.9, 1.0]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -156,6 +160,10 @@ pub struct PerplexityEval {
     pub chunks: Option<Positive>,
     #[serde(default)]
     pub batch: Option<Positive>,
+    /// Score only this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
+    /// `[0.9, 1.0]`: the last 10%, held out from a `prune-vocab` or calibration slice `[0.0, 0.9]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -11,7 +11,7 @@ use crate::{missing_bytes, pretokenize, spm, token_kinds, Engine, Tokenizer};
 
 /// Tokenizer description as stored in GGUF metadata (`tokenizer.ggml.*`), filled by the GGUF reader.
 /// Equality compares scores bit for bit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GgufVocab {
     /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style).
     pub model: String,
