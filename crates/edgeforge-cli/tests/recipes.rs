@@ -648,15 +648,33 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
     std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
     let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    for f in ["edgeforge_model.c", "edgeforge_model.h", "model_weights.c", "model_config.h", "main.c", "Makefile", "README.md"] {
+    let mcu = ["mcu/startup.c", "mcu/semihost.c", "mcu/semihost.h", "mcu/mcu_main.c", "mcu/mps2_an500.ld"];
+    for f in ["edgeforge_model.c", "edgeforge_model.h", "model_weights.c", "model_config.h", "main.c", "Makefile", "README.md"].into_iter().chain(mcu) {
         assert!(dir.path().join("out/m-c").join(f).is_file(), "{f}");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
     assert_eq!(report["targets"][0]["fits"], true, "{}", report["targets"]);
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("7 files match manifest.json"), "{out}");
+    // The 7 host files and the 5 of `mcu/` (subfolders are listed too).
+    assert!(out.contains("12 files match manifest.json"), "{out}");
     verify_catches_a_flipped_byte(dir.path(), "m-c/model_weights.c");
+}
+
+/// Two C bundle targets write two folders, named after their profiles, and the digest covers `mcu/`.
+#[test]
+fn two_c_bundle_targets_write_one_folder_per_profile() {
+    let dir = setup();
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n    ignore: []\ntargets:\n  - {{ format: c-bundle, profile: stm32h7, context: 64 }}\n  - {{ format: c-bundle, profile: esp32-s3, context: 64 }}\n");
+    std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for p in ["stm32h7", "esp32-s3"] {
+        assert!(dir.path().join(format!("out/m-c-{p}/mcu/startup.c")).is_file(), "{p}");
+    }
+    let (code, out, err) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("24 files match manifest.json"), "{out}");
 }
 
 /// The fit after export counts the weight bytes the exporter wrote, not the artifact's bytes (the C bundle's
