@@ -10,7 +10,7 @@ use std::process::Command;
 
 use edgeforge_core::{load_model, Activation, Model};
 use edgeforge_export::c_bundle::write_c_bundle;
-use edgeforge_tests::{write_tiny_gguf, TinySpec};
+use edgeforge_tests::{mcu, write_tiny_gguf, TinySpec};
 
 const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
 
@@ -87,110 +87,21 @@ fn c_bundle_follows_a_relu_gate() {
     assert!(std::fs::read_to_string(dir.path().join("silu/model_config.h")).unwrap().contains("#define EF_ACT_RELU 0"));
 }
 
-/// What `make run-mcu` printed: every prompt position's logits, the greedy ids, SysTick counts per token.
-struct McuRun {
-    logits: Vec<f32>,
-    generated: Vec<u32>,
-    ticks: Vec<u64>,
-}
-
-/// Whether arm-none-eabi-gcc and qemu-system-arm are here; missing tools fail under CI=true (scripts/test.sh
-/// installs them) and skip locally with the reason printed.
-fn mcu_tools_present() -> bool {
-    let missing: Vec<&str> = ["arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm", "qemu-system-arm"]
-        .into_iter()
-        .filter(|t| Command::new(t).arg("--version").output().is_err())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(std::env::var("CI").is_err(), "{missing:?} missing; scripts/test.sh installs gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm");
-    eprintln!("skipped: {missing:?} not installed (scripts/test.sh installs them)");
-    false
-}
-
-fn tool(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn parse_mcu_output(text: &str, vocab: usize) -> McuRun {
-    let mut run = McuRun { logits: Vec::new(), generated: Vec::new(), ticks: Vec::new() };
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("L") => {
-                let row: Vec<f32> = words.skip(1).map(|h| f32::from_bits(u32::from_str_radix(h, 16).unwrap())).collect();
-                assert_eq!(row.len(), vocab, "{line}");
-                run.logits.extend(row);
-            }
-            Some("G") => run.generated = words.map(|w| w.parse().unwrap()).collect(),
-            Some("C") => run.ticks = words.map(|w| w.parse().unwrap()).collect(),
-            _ => {}
-        }
-    }
-    run
-}
-
-/// Cross-compile the bundle in `dir` for the Cortex-M7 and run it in QEMU on `PROMPT` plus `n_gen` tokens.
-fn mcu_run(dir: &Path, vocab: usize, n_gen: usize) -> McuRun {
-    let prompt = PROMPT.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let make = Command::new("make").args(["-s", "run-mcu", &format!("PROMPT={prompt}"), &format!("N_GEN={n_gen}")]).current_dir(dir).output().unwrap();
-    let (out, err) = (String::from_utf8_lossy(&make.stdout), String::from_utf8_lossy(&make.stderr));
-    assert!(make.status.success(), "make run-mcu failed ({}):\n{out}{err}", make.status);
-    // QEMU prints the guest's semihosting text on its stderr.
-    let run = parse_mcu_output(&format!("{out}{err}"), vocab);
-    let tail = err.get(err.len().saturating_sub(2000)..).unwrap_or_default();
-    assert_eq!(run.logits.len(), PROMPT.len() * vocab, "QEMU output (end):\n{tail}");
-    run
-}
-
-/// The runtime's greedy continuation of `PROMPT`, with the margin between its best and second-best logit.
-fn runtime_greedy(model: &Model, n: usize) -> Vec<(u32, f32)> {
-    let mut ids = PROMPT.to_vec();
-    let vocab = model.config.vocab_size;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let logits = runtime_logits_for(model, &ids);
-        let last = &logits[logits.len() - vocab..];
-        let mut order: Vec<usize> = (0..vocab).collect();
-        order.sort_by(|&a, &b| last[b].total_cmp(&last[a]).then(a.cmp(&b)));
-        out.push((order[0] as u32, last[order[0]] - last[order[1]]));
-        ids.push(order[0] as u32);
-    }
-    out
-}
-
-fn runtime_logits_for(model: &Model, ids: &[u32]) -> Vec<f32> {
-    edgeforge_tests::runtime_logits(model, ids)
-}
-
 fn check_mcu(name: &str, model: &Model, dir: &Path) {
     write_c_bundle(model, dir, 64).unwrap();
     let vocab = model.config.vocab_size;
     let n_gen = 6;
-    let run = mcu_run(dir, vocab, n_gen);
-    let ours = runtime_logits(model);
-    let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
-    let diff = edgeforge_tests::max_abs_diff(&run.logits, &ours);
-    assert!(diff <= 1e-4 * scale, "{name}: Cortex-M7 logits differ from the runtime by {diff} (largest logit {scale})");
-    let greedy = runtime_greedy(model, n_gen);
+    let run = mcu::run(dir, &PROMPT, vocab, n_gen, "FLASH");
     assert_eq!(run.generated.len(), n_gen);
-    for (i, (&c, &(r, margin))) in run.generated.iter().zip(&greedy).enumerate() {
-        // A near-tie may break either way within the logit tolerance; past it the ids must agree.
-        if margin > 1e-4 * scale {
-            assert_eq!(c, r, "{name}: generated token {i}: Cortex-M7 {c}, runtime {r}");
-        }
-    }
+    let diff = mcu::check_against_runtime(name, model, &PROMPT, &run);
     // No heap anywhere in the image, and the weights in flash (below the SRAM at 0x20000000).
-    let symbols = tool(dir, "arm-none-eabi-nm", &["edgeforge_mcu.elf"]);
+    let symbols = mcu::tool(dir, "arm-none-eabi-nm", &["edgeforge_mcu.elf"]);
     assert!(!symbols.lines().any(|l| l.ends_with(" malloc") || l.ends_with(" _sbrk") || l.ends_with(" _malloc_r")), "{name}: heap functions linked");
     let layers = symbols.lines().find(|l| l.ends_with(" ef_layers")).expect("ef_layers in the image");
     assert!(u32::from_str_radix(&layers[..8], 16).unwrap() < 0x2000_0000, "{name}: weights not in flash: {layers}");
-    let size = tool(dir, "arm-none-eabi-size", &["edgeforge_mcu.elf"]);
+    let size = mcu::tool(dir, "arm-none-eabi-size", &["edgeforge_mcu.elf"]);
     let decode = &run.ticks[PROMPT.len()..];
-    let per_token = decode.iter().sum::<u64>() as f64 / decode.len() as f64 * 40.0;
+    let per_token = mcu::instructions_per_token(decode);
     eprintln!(
         "{name} on emulated Cortex-M7 (QEMU mps2-an500): max |MCU − runtime| = {diff:.3e}, generated {:?}; {} ~{per_token:.0} instructions/token (emulated, -icount shift=0, SysTick × 40)",
         run.generated,
@@ -200,7 +111,7 @@ fn check_mcu(name: &str, model: &Model, dir: &Path) {
 
 #[test]
 fn c_bundle_runs_on_an_emulated_cortex_m7() {
-    if !mcu_tools_present() {
+    if !mcu::tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use edgeforge_core::pass::{Pass, PassContext, PassOutcome};
 use edgeforge_core::{load_model, Model};
-use edgeforge_prune::{PruneVocab, PruneVocabOptions};
+use edgeforge_prune::{remove_blocks, PruneVocab, PruneVocabOptions};
+use edgeforge_tests::mcu;
 
 fn prune_vocab(model: &mut Model, slice: [f64; 2]) -> PassOutcome {
     let cancel = AtomicBool::new(false);
@@ -94,4 +95,35 @@ fn pruned_model_logits_over_kept_tokens_are_the_originals() {
     }
     eprintln!("largest relative logit difference over kept tokens: {worst:.2e}");
     assert!(worst <= 1e-5, "pruned logits differ from the original's by {worst}");
+}
+
+/// The reference model cut to its first block, its vocabulary pruned to tinyshakespeare's and quantized to
+/// INT4 g32 (embedding too): its C bundle runs on the emulated Cortex-M7 (weights in the board's 16 MB region)
+/// with the runtime's logits and greedy tokens. Real vocabulary, real tokenizer, real weights, one block.
+#[test]
+fn pruned_reference_model_runs_on_an_emulated_cortex_m7() {
+    if !mcu::tools_present() {
+        return;
+    }
+    let mut model = load_model(&edgeforge_tests::reference_model()).unwrap();
+    let n = model.config.n_layers;
+    remove_blocks(&mut model, &(1..n).collect::<Vec<_>>());
+    edgeforge_prune::refresh_config(&mut model).unwrap();
+    prune_vocab(&mut model, [0.0, 0.9]);
+    edgeforge_tests::quantize_rtn(&mut model, serde_json::json!({ "bits": 4, "group_size": 32, "ignore": [] }));
+    let dir = tempfile::tempdir().unwrap();
+    let summary = edgeforge_export::c_bundle::write_c_bundle(&model, dir.path(), 32).unwrap();
+    let prompt = model.tokenizer.encode("ROMEO:\nBut soft", false).unwrap();
+    let run = mcu::run(dir.path(), &prompt, model.config.vocab_size, 3, "EXT");
+    let diff = mcu::check_against_runtime("SmolLM2 1 block, pruned vocabulary, int4", &model, &prompt, &run);
+    let size = mcu::tool(dir.path(), "arm-none-eabi-size", &["-A", "edgeforge_mcu.elf"]);
+    let weights = size.lines().find(|l| l.starts_with(".weights")).unwrap_or_default().to_owned();
+    eprintln!(
+        "vocabulary {}, weights {} B ({weights}), max |MCU − runtime| = {diff:.3e}, generated {:?} = {:?}, ~{:.0} instructions/token (emulated)",
+        model.config.vocab_size,
+        summary.weight_bytes,
+        run.generated,
+        model.tokenizer.decode(&run.generated).unwrap(),
+        mcu::instructions_per_token(&run.ticks[prompt.len()..])
+    );
 }
