@@ -221,6 +221,29 @@ pub fn text_slice(text: &str, [from, to]: [f64; 2]) -> &str {
     text.get(a..b.max(a)).unwrap_or_default()
 }
 
+/// A part of a text, `[from, to]` as shares of its bytes (0 ≤ from < to ≤ 1), checked when read so a bad one
+/// is reported at its place in the recipe.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "[f64; 2]", into = "[f64; 2]")]
+pub struct Slice(pub [f64; 2]);
+
+impl TryFrom<[f64; 2]> for Slice {
+    type Error = String;
+    fn try_from(v: [f64; 2]) -> std::result::Result<Self, String> {
+        slice_issue(v).map_or(Ok(Slice(v)), Err)
+    }
+}
+
+impl From<Slice> for [f64; 2] {
+    fn from(s: Slice) -> Self {
+        s.0
+    }
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice([0.0, 1.0]);
+}
+
 /// Checks a `[from, to]` slice: one message when it is not 0 ≤ from < to ≤ 1.
 pub fn slice_issue([from, to]: [f64; 2]) -> Option<String> {
     (!((0.0..1.0).contains(&from) && from < to && to <= 1.0)).then(|| format!("slice [{from}, {to}] must be two shares with 0 ≤ from < to ≤ 1, e.g. [0.0, 0.9]"))

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassContext, PassError, PassOutcome, TensorChange};
 use edgeforge_core::{Model, ModelConfig, Tensor};
-use edgeforge_eval::datasets::{resolve_text, slice_issue, text_slice};
+use edgeforge_eval::datasets::{manifests, resolve_text, text_slice, Slice};
 
-fn whole() -> [f64; 2] {
-    [0.0, 1.0]
+fn whole() -> Slice {
+    Slice::WHOLE
 }
 
 /// Options of `prune-vocab`.
@@ -23,7 +23,8 @@ pub struct PruneVocabOptions {
     pub corpus: String,
     /// The part of the text used, `[from, to]` as shares of its bytes cut at line starts (default: all).
     #[serde(default = "whole")]
-    pub slice: [f64; 2],
+    #[schemars(with = "[f64; 2]")]
+    pub slice: Slice,
 }
 
 pub struct PruneVocab {
@@ -50,6 +51,11 @@ fn select_rows(name: &str, t: &Tensor, rows: &[u32]) -> Result<Tensor, PassError
     let v = t.to_f32(name)?;
     let out = rows.iter().flat_map(|&r| v[r as usize * cols..(r as usize + 1) * cols].iter().copied()).collect();
     Ok(Tensor { shape: vec![rows.len(), cols], data: edgeforge_core::TensorData::F32(out) })
+}
+
+/// A path to an existing file, or a dataset's name or file name (found or fetched at run time).
+fn corpus_known(spec: &str) -> bool {
+    std::path::Path::new(spec).is_file() || manifests().unwrap_or_default().iter().any(|m| m.name == spec || m.file == spec)
 }
 
 fn encode(model: &Model, text: &str) -> Result<Vec<u32>, PassError> {
@@ -84,15 +90,21 @@ impl Pass for PruneVocab {
         serde_json::to_value(&self.options).unwrap_or_default()
     }
     fn check(&self, _config: &ModelConfig) -> Vec<OptionIssue> {
-        slice_issue(self.options.slice).map(|message| OptionIssue { field: "slice", message }).into_iter().collect()
+        let mut out = Vec::new();
+        if !corpus_known(&self.options.corpus) {
+            let names: Vec<String> = manifests().unwrap_or_default().into_iter().map(|m| m.name).collect();
+            out.push(OptionIssue { field: "corpus", message: format!("`{}` is neither a text file nor a dataset name ({})", self.options.corpus, names.join(", ")) });
+        }
+        out
     }
     fn estimate(&self, _config: &ModelConfig, _n_params: u64) -> Estimate {
         Estimate { seconds: 10.0, peak_bytes: 0, note: Some("tokenizes the corpus three times".into()) }
     }
     fn run(&self, model: &mut Model, cx: &PassContext<'_>) -> Result<PassOutcome, PassError> {
         let resolved = resolve_text(&self.options.corpus).map_err(|e| pass_error("(option corpus)", e))?;
-        let train = text_slice(&resolved.text, self.options.slice);
-        let rest: String = [text_slice(&resolved.text, [0.0, self.options.slice[0]]), text_slice(&resolved.text, [self.options.slice[1], 1.0])].concat();
+        let [from, to] = self.options.slice.0;
+        let train = text_slice(&resolved.text, [from, to]);
+        let rest: String = [text_slice(&resolved.text, [0.0, from]), text_slice(&resolved.text, [to, 1.0])].concat();
         let ids = encode(model, train)?;
         let old_vocab = model.config.vocab_size;
         let mut used = vec![false; model.tokenizer.vocab_size()];

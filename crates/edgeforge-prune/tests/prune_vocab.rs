@@ -13,7 +13,7 @@ use edgeforge_tests::mcu;
 fn prune_vocab(model: &mut Model, slice: [f64; 2]) -> PassOutcome {
     let cancel = AtomicBool::new(false);
     let cx = PassContext { seed: 0, calibration: None, progress: &|_, _| {}, status: &|_| {}, cancel: &cancel, original: None, work_dir: None };
-    let pass = PruneVocab::new(PruneVocabOptions { corpus: "tinyshakespeare".into(), slice });
+    let pass = PruneVocab::new(PruneVocabOptions { corpus: "tinyshakespeare".into(), slice: edgeforge_eval::datasets::Slice(slice) });
     assert!(pass.check(&model.config).is_empty());
     pass.run(model, &cx).unwrap()
 }

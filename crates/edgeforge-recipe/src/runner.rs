@@ -77,9 +77,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
 }
 
 /// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
-fn eval_tokens(rf: &RecipeFile, dataset: &str, slice: Option<[f64; 2]>, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
+fn eval_tokens(rf: &RecipeFile, dataset: &str, slice: Option<edgeforge_eval::datasets::Slice>, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
     let text = crate::validate::recipe_text(rf, dataset)?;
-    let part = slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s));
+    let part = slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s.0));
     let tokens = model.tokenizer.encode(part, true).map_err(edgeforge_eval::EvalError::from)?;
     let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
     Ok((text, tokens, bos))
@@ -202,7 +202,7 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
     let build = edgeforge_core::process::executable_sha256();
     let settings = serde_json::json!({
         "model": model.source.sha256,
-        "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()), p.slice)),
+        "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()), p.slice.map(|s| s.0))),
         "latency": r.eval.latency.as_ref().map(|l| (l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get(), l.threads.map(|t| t.get()))),
         "threads": rayon::current_num_threads(),
         "seed": seed,
@@ -483,7 +483,7 @@ fn calibration_data(rf: &RecipeFile, model: &Model, seed: u64) -> Result<edgefor
         return Ok(edgeforge_core::pass::CalibrationData::default());
     };
     let text = crate::validate::recipe_text(rf, &c.dataset.value)?;
-    let part = c.slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s));
+    let part = c.slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s.0));
     let tokens = model.tokenizer.encode(part, false).map_err(edgeforge_eval::EvalError::from)?;
     let (n, len) = (c.samples.get(), c.seq_len.get());
     if tokens.len() <= len {

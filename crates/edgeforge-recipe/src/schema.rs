@@ -124,7 +124,8 @@ pub struct Calibration {
     /// Draw only from this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
     /// `[0.0, 0.9]`, keeping the rest for `eval.perplexity.slice: [0.9, 1.0]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice: Option<[f64; 2]>,
+    #[schemars(with = "Option<[f64; 2]>")]
+    pub slice: Option<edgeforge_eval::datasets::Slice>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -163,7 +164,8 @@ pub struct PerplexityEval {
     /// Score only this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
     /// `[0.9, 1.0]`: the last 10%, held out from a `prune-vocab` or calibration slice `[0.0, 0.9]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice: Option<[f64; 2]>,
+    #[schemars(with = "Option<[f64; 2]>")]
+    pub slice: Option<edgeforge_eval::datasets::Slice>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -91,14 +91,8 @@ pub fn validate(rf: &RecipeFile, fetch_model: bool) -> Result<Validated, RecipeE
     // Datasets.
     if let Some(c) = &r.calibration {
         resolve_text(rf, &c.dataset, &mut diags);
-        if let Some(message) = c.slice.and_then(edgeforge_eval::datasets::slice_issue) {
-            diags.push(rf.diagnostic(c.dataset.referenced, format!("calibration.{message}"), None));
-        }
     }
     if let Some(p) = &r.eval.perplexity {
-        if let Some(message) = p.slice.and_then(edgeforge_eval::datasets::slice_issue) {
-            diags.push(rf.diagnostic(p.dataset.referenced, format!("eval.perplexity.{message}"), None));
-        }
         resolve_text(rf, &p.dataset, &mut diags);
         if p.ctx.get() < 4 {
             diags.push(rf.diagnostic(p.dataset.referenced, format!("eval.perplexity.ctx = {} is too small (at least 4)", p.ctx.get()), None));
