@@ -1,7 +1,8 @@
 //! Model IR → a C99 bundle for microcontrollers: the weights as const arrays (int8, or int4 two per byte,
 //! with a float scale per group, exactly our quantized codes; anything else as floats), a portable
 //! inference source with one static arena sized here (no malloc), a demo `main.c`, a Makefile and a
-//! README. Written into a temporary folder and renamed, so a failed export leaves nothing half-written.
+//! README, and `mcu/` (Cortex-M startup, semihosting, a check program and a linker script for QEMU's
+//! mps2-an500 board: `make run-mcu`). Written into a temporary folder and renamed, so a failed export leaves nothing half-written.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
