@@ -66,6 +66,13 @@ fn corrupt(path: &Path, why: impl Into<String>) -> RecipeError {
     RecipeError::CheckpointCorrupt { path: path.to_path_buf(), why: why.into() }
 }
 
+/// The tokenizer description to store: JSON cannot hold a non-finite score, so a vocabulary with one is left
+/// out (resume then takes the input's, which is right for every pass but `prune-vocab`, and that pass is
+/// for byte-level BPE vocabularies, which have no scores).
+fn stored_vocab(model: &Model) -> Option<edgeforge_tokenizer::GgufVocab> {
+    model.tokenizer.gguf_vocab().filter(|v| v.scores.as_ref().is_none_or(|s| s.iter().all(|x| x.is_finite()))).cloned()
+}
+
 pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: &[PassReport]) -> Result<(), RecipeError> {
     let mut data: Vec<u8> = Vec::new();
     let mut entries = Vec::with_capacity(model.tensors.len());
@@ -89,7 +96,7 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         };
         entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: data.len() as u64 - offset, scales, zeros });
     }
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])), vocab: model.tokenizer.gguf_vocab().cloned() };
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(edgeforge_core::hash::sha256_hex(&[&data])), vocab: stored_vocab(model) };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
     edgeforge_export::atomic::write_file(path, |f| {
