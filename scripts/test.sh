@@ -16,6 +16,17 @@ python3 -m pip install --quiet --disable-pip-version-check "ray[default]==2.60.0
 # OpenAI's official Python client talks to `edgeforge serve` (tests/python/openai_client.py, run by
 # crates/edgeforge-cli/tests/serve.rs) and drives benches/serve-load.sh.
 python3 -m pip install --quiet --disable-pip-version-check "openai==3.63.0" >&2
+# The C bundle's microcontroller check (crates/edgeforge-export/tests/c_bundle.rs) cross-compiles for a Cortex-M7
+# and runs it on QEMU's mps2-an500 board: Debian's arm-none-eabi toolchain, newlib and qemu-system-arm.
+if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+   || [[ ! -d /usr/lib/arm-none-eabi/newlib ]]; then
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >&2
+  else
+    echo "test.sh: arm-none-eabi-gcc/qemu-system-arm missing and not root; the MCU test fails under CI=true" >&2
+  fi
+fi
 EDGEFORGE_TEST_MODEL="$(scripts/fetch-model.sh)"
 export EDGEFORGE_TEST_MODEL
 if [[ ! -d ../shared/data ]]; then

@@ -233,3 +233,100 @@ pub fn tiny_family_models() -> &'static Path {
     })
     .path()
 }
+
+/// The C bundle on QEMU's emulated Cortex-M7 (`make run-mcu` in a bundle folder): tool check, run, parse.
+pub mod mcu {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// What `make run-mcu` printed: every prompt position's logits, the greedy ids, SysTick counts per token.
+    pub struct McuRun {
+        pub logits: Vec<f32>,
+        pub generated: Vec<u32>,
+        pub ticks: Vec<u64>,
+    }
+
+    /// Whether arm-none-eabi-gcc and qemu-system-arm are here; missing tools fail under CI=true (scripts/test.sh
+    /// installs them) and skip locally with the reason printed.
+    pub fn tools_present() -> bool {
+        let missing: Vec<&str> = ["arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm", "qemu-system-arm"]
+            .into_iter()
+            .filter(|t| Command::new(t).arg("--version").output().is_err())
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        assert!(std::env::var("CI").is_err(), "{missing:?} missing; scripts/test.sh installs gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm");
+        eprintln!("skipped: {missing:?} not installed (scripts/test.sh installs them)");
+        false
+    }
+
+    /// Run `program args` in `dir`; its stdout (a failure shows both streams).
+    pub fn tool(dir: &Path, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program).args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{program} {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn parse(text: &str, vocab: usize) -> McuRun {
+        let mut run = McuRun { logits: Vec::new(), generated: Vec::new(), ticks: Vec::new() };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("L") => {
+                    let row: Vec<f32> = words.skip(1).map(|h| f32::from_bits(u32::from_str_radix(h, 16).unwrap())).collect();
+                    assert_eq!(row.len(), vocab, "{line}");
+                    run.logits.extend(row);
+                }
+                Some("G") => run.generated = words.map(|w| w.parse().unwrap()).collect(),
+                Some("C") => run.ticks = words.map(|w| w.parse().unwrap()).collect(),
+                _ => {}
+            }
+        }
+        run
+    }
+
+    /// Cross-compile the bundle in `dir` for the Cortex-M7 (weights in `weights`: FLASH or EXT) and run it in
+    /// QEMU on `prompt` plus `n_gen` greedy tokens.
+    pub fn run(dir: &Path, prompt: &[u32], vocab: usize, n_gen: usize, weights: &str) -> McuRun {
+        let ids = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let args = ["-s".to_owned(), "run-mcu".to_owned(), format!("PROMPT={ids}"), format!("N_GEN={n_gen}"), format!("MCU_WEIGHTS={weights}")];
+        let make = Command::new("make").args(&args).current_dir(dir).output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&make.stdout), String::from_utf8_lossy(&make.stderr));
+        let tail = err.get(err.len().saturating_sub(2000)..).unwrap_or_default();
+        assert!(make.status.success(), "make run-mcu failed ({}):\n{out}{tail}", make.status);
+        // QEMU prints the guest's semihosting text on its stderr.
+        let run = parse(&format!("{out}{err}"), vocab);
+        assert_eq!(run.logits.len(), prompt.len() * vocab, "QEMU output (end):\n{tail}");
+        run
+    }
+
+    /// Check the emulated run against our runtime: every prompt position's logits within 1e-4 × the largest
+    /// |logit| (the two sum in different orders in f32), and the same greedy ids wherever the runtime's top-2
+    /// margin exceeds that tolerance (a near-tie may break either way). Returns the largest difference.
+    pub fn check_against_runtime(name: &str, model: &edgeforge_core::Model, prompt: &[u32], run: &McuRun) -> f32 {
+        let ours = crate::runtime_logits(model, prompt);
+        let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        let diff = crate::max_abs_diff(&run.logits, &ours);
+        assert!(diff <= 1e-4 * scale, "{name}: Cortex-M7 logits differ from the runtime by {diff} (largest logit {scale})");
+        let vocab = model.config.vocab_size;
+        let mut ids = prompt.to_vec();
+        for (i, &c) in run.generated.iter().enumerate() {
+            let logits = crate::runtime_logits(model, &ids);
+            let last = &logits[logits.len() - vocab..];
+            let mut order: Vec<usize> = (0..vocab).collect();
+            order.sort_by(|&a, &b| last[b].total_cmp(&last[a]).then(a.cmp(&b)));
+            if last[order[0]] - last[order[1]] > 1e-4 * scale {
+                assert_eq!(c as usize, order[0], "{name}: generated token {i}: Cortex-M7 {c}, runtime {}", order[0]);
+            }
+            ids.push(c);
+        }
+        diff
+    }
+
+    /// Mean emulated instructions per token over `ticks` (SysTick at 25 MHz, one instruction per virtual
+    /// nanosecond with `-icount shift=0`: 40 instructions a tick).
+    pub fn instructions_per_token(ticks: &[u64]) -> f64 {
+        ticks.iter().sum::<u64>() as f64 / ticks.len().max(1) as f64 * 40.0
+    }
+}

@@ -19,6 +19,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ("line-over-indented", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantize-rtn\n     bits: 4\n    group_size: 32\n", "4:", &["quantize-rtn bits", "line 5 is indented more than the keys above it"]),
     ("profile-unknown", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: gguf\n    profile: rasberry-pi-5\n", "5:14", &["targets[0].profile", "rasberry-pi-5", "did you mean `raspberry-pi-5`?"]),
     ("profile-lacks-format", "version: 1\nmodel: tiny.gguf\ntargets:\n  - format: safetensors\n  - format: gguf\n    profile: esp32-s3\n", "6:14", &["targets[1]", "does not run `gguf`", "c-bundle"]),
+    ("prune-vocab-slice", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: prune-vocab\n    corpus: tinyshakespeare\n    slice: [0.9, 0.1]\n", "6:12", &["slice [0.9, 0.1]", "0 ≤ from < to ≤ 1"]),
+    ("prune-vocab-corpus", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: prune-vocab\n    corpus: no-such-text\n", "4:", &["prune-vocab: corpus", "no-such-text", "tinyshakespeare"]),
+    ("calibration-slice", "version: 1\nmodel: tiny.gguf\ncalibration: { dataset: tinyshakespeare, slice: [1.0, 2.0], samples: 4, seq_len: 16 }\n", "3:49", &["slice [1, 2]", "0 ≤ from < to ≤ 1"]),
     ("unknown-top-key", "version: 1\nmodel: tiny.gguf\npasess: []\n", "3:1", &["unknown field `pasess`", "did you mean `passes`?"]),
     ("unknown-pass", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: quantise-rtn\n    bits: 4\n", "4:", &["unknown pass `quantise-rtn`", "did you mean `quantize-rtn`?"]),
     ("distill-option-typo", "version: 1\nmodel: tiny.gguf\npasses:\n  - pass: distill\n    stepz: 10\n", "5:5", &["unknown field `stepz`", "did you mean `steps`?"]),
@@ -648,15 +651,33 @@ fn a_c_bundle_target_for_an_mcu_profile_is_written_and_listed_in_the_manifest() 
     std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
     let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    for f in ["edgeforge_model.c", "edgeforge_model.h", "model_weights.c", "model_config.h", "main.c", "Makefile", "README.md"] {
+    let mcu = ["mcu/startup.c", "mcu/semihost.c", "mcu/semihost.h", "mcu/mcu_main.c", "mcu/mps2_an500.ld"];
+    for f in ["edgeforge_model.c", "edgeforge_model.h", "model_weights.c", "model_config.h", "main.c", "Makefile", "README.md"].into_iter().chain(mcu) {
         assert!(dir.path().join("out/m-c").join(f).is_file(), "{f}");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
     assert_eq!(report["targets"][0]["fits"], true, "{}", report["targets"]);
     let (code, out, err) = run(&["verify", "out"], dir.path());
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("7 files match manifest.json"), "{out}");
+    // The 7 host files and the 5 of `mcu/` (subfolders are listed too).
+    assert!(out.contains("12 files match manifest.json"), "{out}");
     verify_catches_a_flipped_byte(dir.path(), "m-c/model_weights.c");
+}
+
+/// Two C bundle targets write two folders, named after their profiles, and the digest covers `mcu/`.
+#[test]
+fn two_c_bundle_targets_write_one_folder_per_profile() {
+    let dir = setup();
+    let recipe = format!("{GOOD_HEAD}passes:\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\n    ignore: []\ntargets:\n  - {{ format: c-bundle, profile: stm32h7, context: 64 }}\n  - {{ format: c-bundle, profile: esp32-s3, context: 64 }}\n");
+    std::fs::write(dir.path().join("m.yaml"), recipe).unwrap();
+    let (code, stdout, stderr) = run(&["run", "m.yaml", "--out", "out"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for p in ["stm32h7", "esp32-s3"] {
+        assert!(dir.path().join(format!("out/m-c-{p}/mcu/startup.c")).is_file(), "{p}");
+    }
+    let (code, out, err) = run(&["verify", "out"], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("24 files match manifest.json"), "{out}");
 }
 
 /// The fit after export counts the weight bytes the exporter wrote, not the artifact's bytes (the C bundle's

@@ -197,3 +197,30 @@ fn kill_9_at_every_boundary_and_inside_a_pass_then_resume_gives_the_same_bytes()
         assert!(std::fs::read(out.join("three.gguf")).unwrap() == bytes, "{label}: artifact bytes differ");
     }
 }
+
+/// `prune-vocab` changes the tokenizer, not only tensors: resuming after it must restore the pruned
+/// tokenizer from the checkpoint (else the eval text would be tokenized with ids past the new vocabulary).
+#[test]
+fn resume_after_prune_vocab_restores_the_pruned_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version: 1\nmodel: {}\npasses:\n  - pass: prune-vocab\n    corpus: tinyshakespeare\n    slice: [0.0, 0.9]\n  - pass: quantize-rtn\n    bits: 8\n    group_size: per-channel\neval:\n  perplexity: {{ dataset: tinyshakespeare, slice: [0.9, 1.0], ctx: 128, chunks: 2 }}\ntargets:\n  - {{ format: gguf }}\n",
+        edgeforge_tests::reference_model().display()
+    );
+    let r = dir.path().join("vocab.yaml");
+    std::fs::write(&r, text).unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let o = Command::new(BIN).args(["run", r.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2"]).args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        report(&out)
+    };
+    let first = run(&[]);
+    std::fs::remove_file(out.join("checkpoints/001-quantize-rtn.ckpt")).unwrap();
+    std::fs::remove_file(out.join("report.json")).unwrap();
+    let second = run(&["--resume"]);
+    let ppl = |r: &serde_json::Value| r["metrics_after"]["perplexity"]["perplexity"].as_f64();
+    assert!(ppl(&first).is_some_and(|p| p.is_finite() && p > 1.0), "{}", first["metrics_after"]);
+    assert_eq!(ppl(&first), ppl(&second));
+    assert_eq!(first["artifacts"][0]["sha256"], second["artifacts"][0]["sha256"]);
+}

@@ -207,8 +207,63 @@ fn read_text(path: &Path, dataset: Option<String>) -> Result<ResolvedText> {
     Ok(ResolvedText { path: path.to_path_buf(), dataset, sha256, text })
 }
 
+/// The part `[from, to]` (shares of its bytes, 0 ≤ from ≤ to ≤ 1) of `text`, both ends moved forward to the
+/// next line start, so `[0, f]` and `[f, 1]` split a text into two parts that share no line.
+pub fn text_slice(text: &str, [from, to]: [f64; 2]) -> &str {
+    let cut = |share: f64| -> usize {
+        let at = ((text.len() as f64 * share.clamp(0.0, 1.0)) as usize).min(text.len());
+        if at == 0 {
+            return 0;
+        }
+        text[at - 1..].find('\n').map_or(text.len(), |i| at + i)
+    };
+    let (a, b) = (cut(from), cut(to));
+    text.get(a..b.max(a)).unwrap_or_default()
+}
+
+/// A part of a text, `[from, to]` as shares of its bytes (0 ≤ from < to ≤ 1), checked when read so a bad one
+/// is reported at its place in the recipe.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "[f64; 2]", into = "[f64; 2]")]
+pub struct Slice(pub [f64; 2]);
+
+impl TryFrom<[f64; 2]> for Slice {
+    type Error = String;
+    fn try_from(v: [f64; 2]) -> std::result::Result<Self, String> {
+        slice_issue(v).map_or(Ok(Slice(v)), Err)
+    }
+}
+
+impl From<Slice> for [f64; 2] {
+    fn from(s: Slice) -> Self {
+        s.0
+    }
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice([0.0, 1.0]);
+}
+
+/// Checks a `[from, to]` slice: one message when it is not 0 ≤ from < to ≤ 1.
+pub fn slice_issue([from, to]: [f64; 2]) -> Option<String> {
+    (!((0.0..1.0).contains(&from) && from < to && to <= 1.0)).then(|| format!("slice [{from}, {to}] must be two shares with 0 ≤ from < to ≤ 1, e.g. [0.0, 0.9]"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slices_split_a_text_at_line_starts_without_overlap() {
+        let text = "one\ntwo\nthree\nfour\n";
+        let (a, b) = (text_slice(text, [0.0, 0.5]), text_slice(text, [0.5, 1.0]));
+        assert_eq!(format!("{a}{b}"), text);
+        assert!(a.ends_with('\n') && !b.is_empty(), "{a:?} {b:?}");
+        assert_eq!(text_slice(text, [0.0, 1.0]), text);
+        assert!(slice_issue([0.0, 0.9]).is_none());
+        for bad in [[0.9, 0.1], [-0.1, 0.5], [0.0, 1.5], [f64::NAN, 1.0], [0.5, 0.5]] {
+            assert!(slice_issue(bad).is_some(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -258,3 +313,4 @@ mod tests {
         assert!(e.to_string().contains("wikitext-2-test"), "{e}");
     }
 }
+

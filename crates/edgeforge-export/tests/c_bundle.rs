@@ -1,6 +1,8 @@
 //! The C bundle on tiny models built here: compiled with `gcc -std=c99 -Wall -Werror`, run on a prompt,
 //! and its logits at every position compared with edgeforge's runtime on the same (quantized) model.
 //! Tolerance: 1e-4 × the largest |logit| (the two sum in different orders in f32).
+//! The same bundle is also cross-compiled with arm-none-eabi-gcc for a Cortex-M7 and run on QEMU's
+//! mps2-an500 board (`make run-mcu`): same tolerance for the logits, the same greedy tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -8,7 +10,7 @@ use std::process::Command;
 
 use edgeforge_core::{load_model, Activation, Model};
 use edgeforge_export::c_bundle::write_c_bundle;
-use edgeforge_tests::{write_tiny_gguf, TinySpec};
+use edgeforge_tests::{mcu, write_tiny_gguf, TinySpec};
 
 const PROMPT: [u32; 9] = [5, 17, 3, 30, 9, 1, 22, 8, 12];
 
@@ -83,4 +85,43 @@ fn c_bundle_follows_a_relu_gate() {
     let silu = load_model(&path).unwrap();
     write_c_bundle(&silu, &dir.path().join("silu"), 64).unwrap();
     assert!(std::fs::read_to_string(dir.path().join("silu/model_config.h")).unwrap().contains("#define EF_ACT_RELU 0"));
+}
+
+fn check_mcu(name: &str, model: &Model, dir: &Path) {
+    write_c_bundle(model, dir, 64).unwrap();
+    let vocab = model.config.vocab_size;
+    let n_gen = 6;
+    let run = mcu::run(dir, &PROMPT, vocab, n_gen, "FLASH");
+    assert_eq!(run.generated.len(), n_gen);
+    let diff = mcu::check_against_runtime(name, model, &PROMPT, &run);
+    // No heap anywhere in the image, and the weights in flash (below the SRAM at 0x20000000).
+    let symbols = mcu::tool(dir, "arm-none-eabi-nm", &["edgeforge_mcu.elf"]);
+    assert!(!symbols.lines().any(|l| l.ends_with(" malloc") || l.ends_with(" _sbrk") || l.ends_with(" _malloc_r")), "{name}: heap functions linked");
+    let layers = symbols.lines().find(|l| l.ends_with(" ef_layers")).expect("ef_layers in the image");
+    assert!(u32::from_str_radix(&layers[..8], 16).unwrap() < 0x2000_0000, "{name}: weights not in flash: {layers}");
+    let size = mcu::tool(dir, "arm-none-eabi-size", &["edgeforge_mcu.elf"]);
+    let decode = &run.ticks[PROMPT.len()..];
+    let per_token = mcu::instructions_per_token(decode);
+    eprintln!(
+        "{name} on emulated Cortex-M7 (QEMU mps2-an500): max |MCU − runtime| = {diff:.3e}, generated {:?}; {} ~{per_token:.0} instructions/token (emulated, -icount shift=0, SysTick × 40)",
+        run.generated,
+        size.lines().nth(1).unwrap_or_default().trim()
+    );
+}
+
+#[test]
+fn c_bundle_runs_on_an_emulated_cortex_m7() {
+    if !mcu::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec { n_embd: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, n_ff: 96, tied: true, seed: 11, f16: false };
+    let path = write_tiny_gguf(dir.path(), "tiny.gguf", &spec);
+    check_mcu("f32", &load_model(&path).unwrap(), &dir.path().join("f32"));
+    let mut int8 = load_model(&path).unwrap();
+    quantize(&mut int8, serde_json::json!({ "bits": 8, "group_size": "per-channel", "ignore": [] }));
+    check_mcu("int8 per-channel", &int8, &dir.path().join("int8"));
+    let mut int4 = load_model(&write_tiny_gguf(dir.path(), "untied.gguf", &TinySpec { tied: false, ..spec })).unwrap();
+    quantize(&mut int4, serde_json::json!({ "bits": 4, "group_size": 32 }));
+    check_mcu("int4 g32, untied head", &int4, &dir.path().join("int4"));
 }

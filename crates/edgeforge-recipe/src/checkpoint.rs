@@ -30,6 +30,10 @@ struct Header {
     /// flipped bit in the data is refused instead of resumed from.
     #[serde(default)]
     data_sha256: Option<String>,
+    /// The tokenizer's GGUF description (a pass may change it: `prune-vocab`); absent: the input's (checkpoints
+    /// written before it existed, or models loaded from tokenizer.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vocab: Option<edgeforge_tokenizer::GgufVocab>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,6 +92,13 @@ fn entry_kind(t: &edgeforge_core::Tensor) -> (String, Option<QuantFormat>, u64, 
     }
 }
 
+/// The tokenizer description to store: JSON cannot hold a non-finite score, so a vocabulary with one is left
+/// out (resume then takes the input's, which is right for every pass but `prune-vocab`, and that pass is
+/// for byte-level BPE vocabularies, which have no scores).
+fn stored_vocab(model: &Model) -> Option<edgeforge_tokenizer::GgufVocab> {
+    model.tokenizer.gguf_vocab().filter(|v| v.scores.as_ref().is_none_or(|s| s.iter().all(|x| x.is_finite()))).cloned()
+}
+
 pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: &[PassReport]) -> Result<(), RecipeError> {
     use sha2::Digest;
     // First pass: offsets and the data's sha256 (the header records both); second pass: the bytes.
@@ -106,7 +117,7 @@ pub fn write(path: &Path, key: &str, pass_index: usize, model: &Model, reports: 
         entries.push(Entry { name: name.clone(), shape: t.shape.clone(), kind, quant, offset, len: len - offset, scales, zeros });
     }
     let data_sha256 = sha.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(data_sha256) };
+    let header = Header { key: key.to_owned(), pass_index, config: model.config.clone(), tensors: entries, reports: reports.to_vec(), block_origin: model.block_origin.clone(), data_sha256: Some(data_sha256), vocab: stored_vocab(model) };
     let header = serde_json::to_vec(&header).map_err(|e| err(path, e.to_string()))?;
     // A failed write (a full disk) removes the temporary file: only whole checkpoints are ever on disk.
     edgeforge_export::atomic::write_file(path, |f| {
@@ -199,5 +210,8 @@ pub fn read_into(path: &Path, key: &str, model: &mut Model) -> Result<Option<Vec
     model.config = header.config;
     model.tensors = tensors;
     model.block_origin = header.block_origin;
+    if let Some(v) = header.vocab {
+        model.tokenizer = edgeforge_tokenizer::Tokenizer::from_gguf_vocab(&v).map_err(|e| corrupt(path, format!("its tokenizer does not build: {e}")))?;
+    }
     Ok(Some(header.reports))
 }

@@ -55,18 +55,31 @@ pub fn parse_recipe_text(path: &Path, text: String) -> Result<RecipeFile, Recipe
     let mut options = Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::Error;
     match serde_saphyr::from_str_with_options::<Recipe>(&text, options) {
-        Ok(recipe) => Ok(RecipeFile {
-            path: path.to_path_buf(),
-            sha256: edgeforge_core::hash::sha256_hex(&[text.as_bytes()]),
-            text,
-            recipe,
-        }),
+        Ok(recipe) => {
+            let mut rf = RecipeFile { path: path.to_path_buf(), sha256: edgeforge_core::hash::sha256_hex(&[text.as_bytes()]), text, recipe };
+            resolve_pass_paths(&mut rf);
+            Ok(rf)
+        }
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             let message = first_line_without_location(&e.to_string());
             let (message, layout_hint) = explain_layout(&text, line, column, message);
             let hint = layout_hint.or_else(|| hint_for_message(&message)).or_else(|| yaml_hint(&message));
             Err(RecipeError::Invalid(vec![Diagnostic { path: path.to_path_buf(), line, column, message, hint }]))
+        }
+    }
+}
+
+/// Pass options that name files follow the one path rule (`validate::resolve_path`): a corpus given as a path
+/// relative to the recipe's folder becomes that file; a dataset name stays a name.
+fn resolve_pass_paths(rf: &mut RecipeFile) {
+    let base = rf.base_dir();
+    for p in &mut rf.recipe.passes {
+        if let crate::registry::PassSpec::PruneVocab(o) = &mut p.value {
+            let file = base.join(&o.corpus);
+            if file.is_file() {
+                o.corpus = file.display().to_string();
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use edgeforge_core::pass::Pass;
 use edgeforge_distill::{ActivationSwap, ActivationSwapOptions, Distill, DistillOptions, TuneScales, TuneScalesOptions};
-use edgeforge_prune::{Prune, PruneOptions, Reconstruct, ReconstructOptions};
+use edgeforge_prune::{Prune, PruneOptions, PruneVocab, PruneVocabOptions, Reconstruct, ReconstructOptions};
 use edgeforge_quant::{Awq, AwqOptions, Gptq, GptqOptions, QuantizeRtn, RtnOptions};
 
 #[derive(Debug, Clone)]
@@ -23,10 +23,11 @@ pub enum PassSpec {
     Distill(DistillOptions),
     ActivationSwap(ActivationSwapOptions),
     TuneScales(TuneScalesOptions),
+    PruneVocab(PruneVocabOptions),
 }
 
 /// Passes this build can run.
-pub const PASS_NAMES: [&str; 8] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill", "activation-swap", "tune-scales"];
+pub const PASS_NAMES: [&str; 9] = ["quantize-rtn", "gptq", "awq", "prune", "reconstruct", "distill", "activation-swap", "tune-scales", "prune-vocab"];
 /// Passes described in the docs that later releases add; naming one gives a clear "not yet" error.
 const PLANNED: [&str; 0] = [];
 
@@ -41,6 +42,7 @@ impl PassSpec {
             PassSpec::Distill(_) => "distill",
             PassSpec::ActivationSwap(_) => "activation-swap",
             PassSpec::TuneScales(_) => "tune-scales",
+            PassSpec::PruneVocab(_) => "prune-vocab",
         }
     }
 
@@ -54,6 +56,7 @@ impl PassSpec {
             PassSpec::Distill(o) => Box::new(Distill::new(o.clone())),
             PassSpec::ActivationSwap(o) => Box::new(ActivationSwap::new(o.clone())),
             PassSpec::TuneScales(o) => Box::new(TuneScales::new(o.clone())),
+            PassSpec::PruneVocab(o) => Box::new(PruneVocab::new(o.clone())),
         }
     }
 }
@@ -97,6 +100,7 @@ impl<'de> Visitor<'de> for PassVisitor {
             "distill" => Ok(PassSpec::Distill(DistillOptions::deserialize(rest)?)),
             "activation-swap" => Ok(PassSpec::ActivationSwap(ActivationSwapOptions::deserialize(rest)?)),
             "tune-scales" => Ok(PassSpec::TuneScales(TuneScalesOptions::deserialize(rest)?)),
+            "prune-vocab" => Ok(PassSpec::PruneVocab(PruneVocabOptions::deserialize(rest)?)),
             other => Err(de::Error::custom(unknown_pass(other))),
         }
     }
@@ -119,6 +123,7 @@ impl Serialize for PassSpec {
             PassSpec::Distill(o) => serde_json::to_value(o),
             PassSpec::ActivationSwap(o) => serde_json::to_value(o),
             PassSpec::TuneScales(o) => serde_json::to_value(o),
+            PassSpec::PruneVocab(o) => serde_json::to_value(o),
         }
         .map_err(serde::ser::Error::custom)?;
         let mut map = serde_json::Map::new();
@@ -159,6 +164,7 @@ impl JsonSchema for PassSpec {
             tagged::<DistillOptions>(gen, "distill"),
             tagged::<ActivationSwapOptions>(gen, "activation-swap"),
             tagged::<TuneScalesOptions>(gen, "tune-scales"),
+            tagged::<PruneVocabOptions>(gen, "prune-vocab"),
         ];
         schemars::json_schema!({ "oneOf": variants })
     }

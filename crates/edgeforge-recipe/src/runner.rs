@@ -77,9 +77,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecipeError> {
 }
 
 /// A recipe's eval text, tokenized for `model`, with the BOS id to put at each chunk start (if any).
-fn eval_tokens(rf: &RecipeFile, dataset: &str, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
+fn eval_tokens(rf: &RecipeFile, dataset: &str, slice: Option<edgeforge_eval::datasets::Slice>, model: &Model) -> Result<(edgeforge_eval::datasets::ResolvedText, Vec<u32>, Option<u32>), RecipeError> {
     let text = crate::validate::recipe_text(rf, dataset)?;
-    let tokens = model.tokenizer.encode(&text.text, true).map_err(edgeforge_eval::EvalError::from)?;
+    let part = slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s.0));
+    let tokens = model.tokenizer.encode(part, true).map_err(edgeforge_eval::EvalError::from)?;
     let bos = if model.tokenizer.add_bos() { model.tokenizer.bos_id() } else { None };
     Ok((text, tokens, bos))
 }
@@ -118,7 +119,7 @@ pub fn evaluate(
     let runtime = if needs_runtime { Some(LlamaRuntime::new(weights_from_model(model)?)?) } else { None };
     let mut metrics = Metrics::default();
     if let Some(p) = &r.eval.perplexity {
-        let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, model)?;
+        let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, p.slice, model)?;
         let opts = PerplexityOptions { ctx: p.ctx.get(), batch: p.batch.map_or(p.ctx.get(), |b| b.get()), max_chunks: p.chunks.map(|c| c.get()) };
         let total = (tokens.len() / opts.ctx).min(opts.max_chunks.unwrap_or(usize::MAX)) as u64;
         let stage = format!("{label}: perplexity");
@@ -178,7 +179,7 @@ fn evaluate_kld(rf: &RecipeFile, base_path: &Path, model: &Model, progress: &(dy
     let base = LlamaRuntime::new(weights_from_model(&base_model)?)?;
     drop(base_model);
     let runtime = LlamaRuntime::new(weights_from_model(model)?)?;
-    let (text, tokens, bos) = eval_tokens(rf, &k.dataset.value, model)?;
+    let (text, tokens, bos) = eval_tokens(rf, &k.dataset.value, None, model)?;
     let opts = PerplexityOptions { ctx: k.ctx.get(), batch: k.ctx.get(), max_chunks: k.chunks.map(|c| c.get()) };
     let total = opts.chunk_count(tokens.len())? as u64;
     progress(Progress::Stage { label: "result: KL divergence", total });
@@ -210,7 +211,7 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
     let build = edgeforge_core::process::executable_sha256();
     let settings = serde_json::json!({
         "model": model.source.sha256,
-        "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()))),
+        "perplexity": r.eval.perplexity.as_ref().map(|p| (p.dataset.value.clone(), p.ctx.get(), p.chunks.map(|c| c.get()), p.batch.map(|b| b.get()), p.slice.map(|s| s.0))),
         "latency": r.eval.latency.as_ref().map(|l| (l.prompt_tokens.get(), l.gen_tokens.get(), l.repeats.get(), l.threads.map(|t| t.get()))),
         "threads": rayon::current_num_threads(),
         "seed": seed,
@@ -493,7 +494,8 @@ fn calibration_data(rf: &RecipeFile, model: &Model, seed: u64) -> Result<edgefor
         return Ok(edgeforge_core::pass::CalibrationData::default());
     };
     let text = crate::validate::recipe_text(rf, &c.dataset.value)?;
-    let tokens = model.tokenizer.encode(&text.text, false).map_err(edgeforge_eval::EvalError::from)?;
+    let part = c.slice.map_or(text.text.as_str(), |s| edgeforge_eval::datasets::text_slice(&text.text, s.0));
+    let tokens = model.tokenizer.encode(part, false).map_err(edgeforge_eval::EvalError::from)?;
     let (n, len) = (c.samples.get(), c.seq_len.get());
     if tokens.len() <= len {
         return Err(edgeforge_eval::EvalError::TextTooShort { tokens: tokens.len(), ctx: len }.into());

@@ -121,6 +121,11 @@ pub struct Calibration {
     pub seq_len: Positive,
     #[serde(default)]
     pub seed: u64,
+    /// Draw only from this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
+    /// `[0.0, 0.9]`, keeping the rest for `eval.perplexity.slice: [0.9, 1.0]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<[f64; 2]>")]
+    pub slice: Option<edgeforge_eval::datasets::Slice>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -160,6 +165,11 @@ pub struct PerplexityEval {
     /// for models larger than memory. Same figure as `batch` equal to `ctx`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Score only this part of the text, `[from, to]` as shares of its bytes cut at line starts (e.g.
+    /// `[0.9, 1.0]`: the last 10%, held out from a `prune-vocab` or calibration slice `[0.0, 0.9]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<[f64; 2]>")]
+    pub slice: Option<edgeforge_eval::datasets::Slice>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -176,17 +176,13 @@ fn write_target(t: &Target, model: &Model, req: &TargetRequest<'_>, fits: &mut V
     }
 }
 
-/// Size and sha256 of a file, or of a folder's files in name order.
+/// Size and sha256 of a file, or of a folder's files (recursively) in path order.
 fn artifact_digest(path: &Path) -> Result<(u64, String), RecipeError> {
-    let io = |source| RecipeError::Io { path: path.to_path_buf(), source };
     let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
-    if path.is_dir() {
-        for e in std::fs::read_dir(path).map_err(io)? {
-            let p = e.map_err(io)?.path();
-            files.insert(p.clone(), std::fs::read(&p).map_err(io)?);
-        }
-    } else {
-        files.insert(path.to_path_buf(), std::fs::read(path).map_err(io)?);
+    // Every file, subfolders included (the C bundle has `mcu/`).
+    for p in artifact_files(path)? {
+        let bytes = std::fs::read(&p).map_err(|source| RecipeError::Io { path: p.clone(), source })?;
+        files.insert(p, bytes);
     }
     let bytes = files.values().map(|b| b.len() as u64).sum();
     let parts: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();

@@ -125,7 +125,8 @@ pub fn check_fit(profile: &Profile, input: &FitInput) -> Fit {
             if input.weight_bytes > flash {
                 shortfalls.push(format!("needs {} of weights, {name} has {} of flash", mb(input.weight_bytes), mb(flash)));
                 let at4 = input.bytes_at(4);
-                if at4 < input.weight_bytes {
+                // Only for matrices wider than 4 bits: an int4 model's group scales make `at4` a hair smaller.
+                if at4 < input.weight_bytes && input.weight_bits.iter().any(|&b| b > 4) {
                     suggestions.push(format!("quantize to 4 bits (about {})", mb(at4)));
                 }
                 shrink_advice(input, input.weight_bytes.min(at4), flash, &mut suggestions);

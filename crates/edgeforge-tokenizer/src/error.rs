@@ -100,4 +100,7 @@ pub enum TokenizerError {
 
     #[error("decoding failed: {reason}")]
     Decode { reason: String },
+
+    #[error("vocabulary pruning: {reason}")]
+    Prune { reason: String },
 }

@@ -10,6 +10,7 @@ mod error;
 mod hf_files;
 mod missing_bytes;
 mod pretokenize;
+mod prune;
 mod spm;
 mod spm_hf;
 mod token_kinds;
@@ -21,6 +22,7 @@ use std::path::Path;
 use tokenizers::Tokenizer as HfTokenizer;
 
 pub use error::TokenizerError;
+pub use prune::PrunedVocab;
 pub use vocab::GgufVocab;
 
 pub struct Tokenizer {

@@ -11,7 +11,7 @@ use crate::{missing_bytes, pretokenize, spm, token_kinds, Engine, Tokenizer};
 
 /// Tokenizer description as stored in GGUF metadata (`tokenizer.ggml.*`), filled by the GGUF reader.
 /// Equality compares scores bit for bit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GgufVocab {
     /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style).
     pub model: String,
@@ -162,22 +162,24 @@ fn token_texts(tokens: &[String]) -> Result<Vec<String>, TokenizerError> {
     Ok(texts)
 }
 
+/// One merge's "left right" text as its two sides. The split is at the first space after the first byte, so
+/// a left side that is itself a space (never the case in byte-level vocabularies, whose space is `Ġ`) still
+/// parses as llama.cpp does.
+pub(crate) fn split_merge(m: &str) -> Option<(&str, &str)> {
+    let at = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i)?;
+    let (left, right) = (&m[..at], &m[at + 1..]);
+    (!right.is_empty()).then_some((left, right))
+}
+
 /// "left right" strings → pairs in rank order. A pair listed twice keeps its first rank, as llama.cpp's
 /// rank map does (a later duplicate would otherwise overwrite the rank in the BPE model's map).
 fn parse_merges(merges: &[String], vocab: &Vocab) -> Result<Vec<(String, String)>, TokenizerError> {
     let mut out = Vec::with_capacity(merges.len());
     let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(merges.len());
     for (index, m) in merges.iter().enumerate() {
-        // The split is at the first space after the first byte, so a left side that is itself a space
-        // (never the case in byte-level vocabularies, whose space is `Ġ`) still parses as llama.cpp does.
-        let at = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
-        let Some(at) = at else {
+        let Some((left, right)) = split_merge(m) else {
             return Err(TokenizerError::BadMerge { index, merge: m.clone() });
         };
-        let (left, right) = (&m[..at], &m[at + 1..]);
-        if right.is_empty() {
-            return Err(TokenizerError::BadMerge { index, merge: m.clone() });
-        }
         let joined = format!("{left}{right}");
         for token in [left, right, joined.as_str()] {
             if !vocab.contains_key(token) {

@@ -1,7 +1,8 @@
 //! Model IR → a C99 bundle for microcontrollers: the weights as const arrays (int8, or int4 two per byte,
 //! with a float scale per group, exactly our quantized codes; anything else as floats), a portable
 //! inference source with one static arena sized here (no malloc), a demo `main.c`, a Makefile and a
-//! README. Written into a temporary folder and renamed, so a failed export leaves nothing half-written.
+//! README, and `mcu/` (Cortex-M startup, semihosting, a check program and a linker script for QEMU's
+//! mps2-an500 board: `make run-mcu`). Written into a temporary folder and renamed, so a failed export leaves nothing half-written.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,15 @@ use crate::error::{ExportError, Result};
 const MODEL_H: &str = include_str!("edgeforge_model.h");
 const MODEL_C: &str = include_str!("edgeforge_model.c");
 const MAIN_C: &str = include_str!("main.c");
+/// The microcontroller build (`make mcu`, `make run-mcu`): startup, semihosting, the check's main, the
+/// linker script for QEMU's mps2-an500 Cortex-M7 board.
+const MCU_FILES: [(&str, &str); 5] = [
+    ("mcu/startup.c", include_str!("mcu/startup.c")),
+    ("mcu/semihost.c", include_str!("mcu/semihost.c")),
+    ("mcu/semihost.h", include_str!("mcu/semihost.h")),
+    ("mcu/mcu_main.c", include_str!("mcu/mcu_main.c")),
+    ("mcu/mps2_an500.ld", include_str!("mcu/mps2_an500.ld")),
+];
 
 /// What the bundle holds, for the report.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +122,12 @@ fn readme(model: &Model, summary: &CBundleSummary, context: usize) -> String {
          API (`edgeforge_model.h`): `ef_reset()` clears the cache; `ef_forward(token, pos, logits)` runs token `token` at\n\
          position `pos` (0, 1, ...) and writes {v} logits. Tokenization is not included: pass token ids from the model's\n\
          tokenizer (the GGUF or tokenizer.json it came from).\n\nOn a microcontroller, keep `model_weights.c` in flash (const data) and give the arena SRAM/PSRAM; compile\n\
-         `edgeforge_model.c` and `model_weights.c` into your firmware and call the API from your own loop instead of `main.c`.\n",
+         `edgeforge_model.c` and `model_weights.c` into your firmware and call the API from your own loop instead of `main.c`.\n\n\
+         `make run-mcu PROMPT=1,2,3 N_GEN=8` cross-compiles for a Cortex-M7 (arm-none-eabi-gcc; `mcu/` holds the startup,\n\
+         semihosting and linker script for QEMU's mps2-an500 board: weights in flash, arena in SRAM, no heap) and runs it\n\
+         in qemu-system-arm, printing the prompt's logits (hex float bits), the greedy ids and SysTick counts per token\n\
+         (with `-icount shift=0`, one tick is 40 emulated instructions). `arm-none-eabi-size edgeforge_mcu.elf` gives flash\n\
+         (text + data) and RAM (data + bss).\n",
         n = c.n_layers,
         e = c.n_embd,
         v = c.vocab_size,
@@ -123,7 +138,7 @@ fn readme(model: &Model, summary: &CBundleSummary, context: usize) -> String {
     )
 }
 
-const MAKEFILE: &str = "CC ?= gcc\nCFLAGS ?= -std=c99 -Wall -Werror -O2\n\nedgeforge_demo: main.c edgeforge_model.c model_weights.c edgeforge_model.h model_config.h\n\t$(CC) $(CFLAGS) -o $@ main.c edgeforge_model.c model_weights.c -lm\n\nclean:\n\trm -f edgeforge_demo\n";
+const MAKEFILE: &str = include_str!("Makefile.in");
 
 /// Write the bundle into `dir` (replaced if it exists) for a KV cache of `context` tokens.
 pub fn write_c_bundle(model: &Model, dir: &Path, context: usize) -> Result<CBundleSummary> {
@@ -192,7 +207,10 @@ pub fn write_c_bundle(model: &Model, dir: &Path, context: usize) -> Result<CBund
         ("Makefile", MAKEFILE.to_owned()),
         ("README.md", readme(model, &summary, context)),
     ];
-    for (name, text) in files {
+    let mcu = MCU_FILES.iter().map(|(n, t)| (*n, (*t).to_owned()));
+    let mcu_dir = tmp.path().join("mcu");
+    std::fs::create_dir_all(&mcu_dir).map_err(|source| ExportError::Io { path: mcu_dir, source })?;
+    for (name, text) in files.into_iter().chain(mcu) {
         let p = tmp.path().join(name);
         std::fs::write(&p, text).map_err(|source| ExportError::Io { path: p, source })?;
     }

@@ -47,6 +47,20 @@ pub struct TargetRequest<'a> {
     pub layer_inputs: Option<&'a LayerInputs>,
 }
 
+impl TargetRequest<'_> {
+    /// `{stem}-{suffix}` in the output folder, with `-{profile}` added when the recipe has several targets
+    /// of this format (so one does not overwrite another).
+    pub fn artifact_path(&self, suffix: &str) -> std::path::PathBuf {
+        match self.profile.filter(|_| self.same_format_targets > 1) {
+            Some(p) => {
+                let tag: String = p.name.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
+                self.out_dir.join(format!("{}-{suffix}-{tag}", self.stem))
+            }
+            None => self.out_dir.join(format!("{}-{suffix}", self.stem)),
+        }
+    }
+}
+
 /// Inputs of some of the model's linear layers on real text, keyed by tensor name (one `n_in`-long vector
 /// per token), and where they came from.
 #[derive(Debug, Clone, Default)]

@@ -26,13 +26,7 @@ impl Exporter for Nir {
     }
 
     fn write(&self, model: &Model, req: &TargetRequest<'_>) -> Result<Written> {
-        let path = match req.profile.filter(|_| req.same_format_targets > 1) {
-            Some(p) => {
-                let tag: String = p.name.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
-                req.out_dir.join(format!("{}-nir-{tag}", req.stem))
-            }
-            None => req.out_dir.join(format!("{}-nir", req.stem)),
-        };
+        let path = req.artifact_path("nir");
         let (limits, options) = nir_settings(req.profile, model);
         let summary = write_nir_with(model, &path, &limits, &options, req.layer_inputs)?;
         Ok(Written {
