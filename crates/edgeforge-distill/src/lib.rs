@@ -1,7 +1,8 @@
 //! edgeforge-distill: knowledge distillation with burn. The recipe's input model is the teacher, the model
 //! as earlier passes left it (pruned, reconstructed) is the student; the student learns the teacher's
 //! temperature-softened next-token distributions (plus, optionally, its hidden states) on the calibration
-//! text, then its weights go back into the model IR as f32.
+//! text, then its weights go back into the model IR as f32. `objective: next-token` trains the same student
+//! on the text alone (no teacher): the baseline that measures what distillation adds.
 //!
 //! burn stays inside this crate: other crates see only the `Distill` pass.
 
@@ -21,8 +22,8 @@ use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassCont
 use edgeforge_core::{Model, ModelConfig};
 
 pub use error::DistillError;
-pub use loss::{hidden_mse, kl_loss, teacher_log_probs, TeacherTargets};
-pub use options::{BackendChoice, DistillOptions};
+pub use loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, TeacherTargets};
+pub use options::{BackendChoice, DistillOptions, Objective};
 pub use swap::{ActivationSwap, ActivationSwapOptions, SwapTo};
 pub use train::{device, train, TrainContext, TrainReport};
 pub use tune::{mean_kl, runtime_log_probs, TuneScales, TuneScalesOptions};
@@ -57,7 +58,11 @@ fn summarize(r: &TrainReport) -> Vec<String> {
         if r.stopped_by_budget { ", stopped by max_minutes" } else { "" }
     ));
     if let (Some(a), Some(b)) = (first, last) {
-        notes.push(format!("KL(teacher‖student)·T²: {a:.4} at the first step → {b:.4} at the last"));
+        let term = match r.objective {
+            Objective::Distill => "KL(teacher‖student)·T²",
+            Objective::NextToken => "next-token cross-entropy (no teacher)",
+        };
+        notes.push(format!("{term}: {a:.4} at the first step → {b:.4} at the last"));
     }
     // A coarse loss curve: about ten points, averaged over the steps between them.
     let n = r.log.len();
@@ -79,7 +84,7 @@ impl Pass for Distill {
     }
 
     fn needs(&self) -> Needs {
-        Needs { float_weights: true, calibration: true, original_model: true }
+        Needs { float_weights: true, calibration: true, original_model: self.options.objective == Objective::Distill }
     }
 
     fn effects(&self) -> Effects {
@@ -116,7 +121,8 @@ impl Pass for Distill {
         // Training ≈ 6 flops per parameter per token, the teacher 2 more; ~15 GFLOP/s on a small CPU.
         let seq = self.options.seq_len.unwrap_or(512) as u64;
         let tokens = self.options.steps * (self.options.batch_size * self.options.grad_accum) as u64 * seq;
-        let mut seconds = 8.0 * n_params as f64 * tokens as f64 / 15e9;
+        let flops_per_param = if self.options.objective == Objective::Distill { 8.0 } else { 6.0 };
+        let mut seconds = flops_per_param * n_params as f64 * tokens as f64 / 15e9;
         let mut note = None;
         if let Some(m) = self.options.max_minutes.filter(|m| m * 60.0 < seconds) {
             note = Some(format!("stops at max_minutes = {m} (the {} steps would take ~{seconds:.0} s)", self.options.steps));
@@ -133,12 +139,11 @@ impl Pass for Distill {
         if let Some(issue) = o.issues().into_iter().next() {
             return Err(DistillError::Option { field: issue.field, message: issue.message }.into());
         }
-        let teacher = cx.original.ok_or(DistillError::Missing { what: "the recipe's input model as teacher" })?;
         let mut outcome = PassOutcome::default();
         let sequences = cx.calibration.map(|c| c.sequences.as_slice()).unwrap_or_default();
         let cancelled = || cx.check_cancel().is_err();
         let tcx = TrainContext { sequences, seed: cx.seed, work_dir: cx.work_dir, progress: cx.progress, status: cx.status, cancelled: &cancelled };
-        let report = train::train(teacher, model, o, &tcx)?;
+        let report = train::train(cx.original, model, o, &tcx)?;
         outcome.notes.extend(summarize(&report));
         if let Some(dir) = cx.work_dir {
             let path = dir.join("distill-log.json");

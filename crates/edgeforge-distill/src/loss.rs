@@ -3,7 +3,7 @@
 //! entropy included), so a perfect student scores 0.
 
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// What the teacher says about each position of a batch (one value per micro-batch: boxing the larger
 /// variant would only add an allocation).
@@ -40,6 +40,21 @@ pub fn kl_loss(student_logits: Tensor<2>, teacher: &TeacherTargets, t: f64) -> T
         }
     };
     per_token.sum().mul_scalar(t * t / rows)
+}
+
+/// Mean next-token cross-entropy of student logits `[B·T, vocab]` against the text itself: position `t` of
+/// each row of `tokens` `[B, T]` is scored on token `t + 1` (the last position has no target); a scalar `[1]`.
+pub fn next_token_loss(student_logits: Tensor<2>, tokens: &[&[u32]]) -> Tensor<1> {
+    let device = student_logits.device();
+    let t = tokens.first().map_or(0, |r| r.len());
+    let targets: Vec<i64> = tokens.iter().flat_map(|r| (0..t).map(move |i| r.get(i + 1).map_or(0, |&x| i64::from(x)))).collect();
+    let weights: Vec<f32> = tokens.iter().flat_map(|_| (0..t).map(|i| if i + 1 < t { 1.0 } else { 0.0 })).collect();
+    let scored = weights.iter().filter(|&&w| w > 0.0).count().max(1) as f64;
+    let n = targets.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let w = Tensor::<2>::from_data(TensorData::new(weights, [n, 1]), &device);
+    let picked = log_softmax(student_logits, 1).gather(1, ids);
+    (picked * w).sum().mul_scalar(-1.0 / scored)
 }
 
 /// Mean over blocks of the mean squared difference of hidden states `[N, n_embd]`; `None` without blocks.

@@ -16,6 +16,18 @@ pub enum BackendChoice {
     Wgpu,
 }
 
+/// What the student learns from. `distill` (default): the teacher's next-token distributions (KL, plus
+/// hidden states when `hidden_mse_weight` > 0). `next-token`: the calibration text's own next tokens
+/// (cross-entropy, no teacher run): the same student, data and budget trained without distillation, the
+/// baseline that shows what distillation adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    #[default]
+    Distill,
+    NextToken,
+}
+
 /// Options of `distill`: the input model of the recipe is the teacher, the model as the previous passes left
 /// it is the student. Training text is the recipe's `calibration` sequences (`samples` × `seq_len`), visited
 /// in a seeded order, `batch_size` sequences per micro-batch.
@@ -71,6 +83,13 @@ pub struct DistillOptions {
     pub train_embeddings: bool,
     #[serde(default)]
     pub backend: BackendChoice,
+    /// `distill` (learn the teacher) or `next-token` (learn the text alone: the no-distillation baseline).
+    #[serde(default, skip_serializing_if = "is_distill")]
+    pub objective: Objective,
+}
+
+fn is_distill(o: &Objective) -> bool {
+    *o == Objective::Distill
 }
 
 fn default_steps() -> u64 {
@@ -120,6 +139,7 @@ impl Default for DistillOptions {
             teacher_top_k: None,
             train_embeddings: false,
             backend: BackendChoice::Flex,
+            objective: Objective::Distill,
         }
     }
 }
@@ -145,6 +165,8 @@ impl DistillOptions {
         bad("max_minutes", self.max_minutes.is_none_or(|m| m.is_finite() && m > 0.0), "must be positive");
         bad("checkpoint_every", self.checkpoint_every > 0, "must be positive");
         bad("teacher_top_k", self.teacher_top_k.is_none_or(|k| k > 0), "must be positive");
+        let teacherless = self.objective == Objective::NextToken;
+        bad("objective", !(teacherless && (self.hidden_mse_weight > 0.0 || self.teacher_top_k.is_some())), "next-token trains without a teacher: drop hidden_mse_weight and teacher_top_k");
         out
     }
 }

@@ -16,9 +16,9 @@ use crate::checkpoint::{self, StepLog, TrainState};
 use crate::data::DataOrder;
 use crate::error::{DistillError, Result};
 use crate::load::{llama_from_model, Trainable};
-use crate::loss::{hidden_mse, kl_loss, teacher_log_probs, top_k, TeacherTargets};
+use crate::loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, top_k, TeacherTargets};
 use crate::model::{Llama, Positions};
-use crate::options::{BackendChoice, DistillOptions};
+use crate::options::{BackendChoice, DistillOptions, Objective};
 use crate::schedule::Schedule;
 
 /// The device of a backend choice, failing clearly when the backend was not compiled in.
@@ -89,6 +89,7 @@ pub struct TrainReport {
     pub tokens_per_s: f64,
     pub backend: String,
     pub threads: usize,
+    pub objective: Objective,
     pub log: Vec<StepLog>,
     /// (tensor, format before, relative change) of each tensor the student changed.
     #[serde(skip)]
@@ -135,10 +136,10 @@ type TopKCache = HashMap<usize, (Vec<i64>, Vec<f32>)>;
 
 struct Trainer<'a> {
     o: &'a DistillOptions,
-    teacher: Llama,
+    /// The teacher and its positions (`None` for the next-token objective).
+    teacher: Option<(Llama, Positions)>,
     base: Device,
     ad: Device,
-    pos_base: Positions,
     pos_ad: Positions,
     seq_len: usize,
     top_k_cache: TopKCache,
@@ -168,7 +169,8 @@ impl Trainer<'_> {
                 return Ok((TeacherTargets::TopK { ids: ids_t, log_probs: lp_t }, Vec::new()));
             }
         }
-        let out = self.teacher.forward(tokens, &self.pos_base, want_hidden);
+        let (teacher, pos) = self.teacher.as_ref().ok_or(DistillError::Missing { what: "a teacher (objective: distill)" })?;
+        let out = teacher.forward(tokens, pos, want_hidden);
         let lp = teacher_log_probs(out.logits, t);
         // Each student block is compared with the teacher block it descends from (depth pruning skips some).
         let hidden = self.origins.iter().filter_map(|&j| out.hidden.get(j).cloned()).map(|h| h.autodiff()).collect();
@@ -191,9 +193,32 @@ impl Trainer<'_> {
     }
 }
 
-/// Distill `teacher` into `student` (in place). Returns what happened; `Err(Cancelled)` leaves the last
+/// The teacher must share the student's vocabulary, and hidden-state matching needs its blocks and width.
+fn check_teacher(teacher: &Llama, student: &Llama, origins: &[usize], o: &DistillOptions) -> Result<()> {
+    if teacher.dims.vocab_size != student.dims.vocab_size {
+        return Err(DistillError::Shape { tensor: "token_embd.weight".into(), message: "teacher and student vocabularies differ".into() });
+    }
+    if o.hidden_mse_weight > 0.0 && (origins.iter().any(|&j| j >= teacher.n_blocks()) || teacher.dims.n_embd != student.dims.n_embd) {
+        return Err(DistillError::Option { field: "hidden_mse_weight", message: "needs each student block's teacher block and the same n_embd in teacher and student".into() });
+    }
+    Ok(())
+}
+
+/// One micro-batch's loss terms: the objective's term (KL or cross-entropy) and the hidden-state MSE.
+fn micro_batch_loss(tr: &mut Trainer<'_>, llama: &Llama, ids: &[usize], rows: &[&[u32]]) -> Result<(Tensor<1>, Option<Tensor<1>>)> {
+    let o = tr.o;
+    if o.objective == Objective::NextToken {
+        let out = llama.forward(token_tensor(rows, &tr.ad), &tr.pos_ad, false);
+        return Ok((next_token_loss(out.logits, rows), None));
+    }
+    let (targets, teacher_hidden) = tr.targets(ids, token_tensor(rows, &tr.base))?;
+    let out = llama.forward(token_tensor(rows, &tr.ad), &tr.pos_ad, o.hidden_mse_weight > 0.0);
+    Ok((kl_loss(out.logits, &targets, o.temperature), hidden_mse(&out.hidden, &teacher_hidden)))
+}
+
+/// Distill `teacher` into `student` (in place); with the next-token objective `teacher` may be `None`. Returns what happened; `Err(Cancelled)` leaves the last
 /// checkpoint in the work folder.
-pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &TrainContext<'_>) -> Result<TrainReport> {
+pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, cx: &TrainContext<'_>) -> Result<TrainReport> {
     let base = device(o.backend)?;
     let ad = base.clone().autodiff();
     let threads = rayon::current_num_threads();
@@ -215,6 +240,7 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         tokens_per_s: 0.0,
         backend: format!("{:?}", o.backend).to_lowercase(),
         threads,
+        objective: o.objective,
         log: Vec::new(),
         changed: Vec::new(),
     };
@@ -222,15 +248,17 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         return Ok(report);
     }
 
-    let teacher_llama = llama_from_model(teacher, &base, Trainable { embeddings: false, blocks: false })?;
     let mut llama = llama_from_model(student, &ad, Trainable { embeddings: o.train_embeddings, blocks: true })?;
-    if teacher_llama.dims.vocab_size != llama.dims.vocab_size {
-        return Err(DistillError::Shape { tensor: "token_embd.weight".into(), message: "teacher and student vocabularies differ".into() });
-    }
     let origins: Vec<usize> = (0..llama.n_blocks()).map(|l| student.origin_of(l)).collect();
-    if o.hidden_mse_weight > 0.0 && (origins.iter().any(|&j| j >= teacher_llama.n_blocks()) || teacher_llama.dims.n_embd != llama.dims.n_embd) {
-        return Err(DistillError::Option { field: "hidden_mse_weight", message: "needs each student block's teacher block and the same n_embd in teacher and student".into() });
-    }
+    let teacher_llama = match (o.objective, teacher) {
+        (Objective::NextToken, _) => None,
+        (Objective::Distill, None) => return Err(DistillError::Missing { what: "the recipe's input model as teacher" }),
+        (Objective::Distill, Some(t)) => {
+            let t = llama_from_model(t, &base, Trainable { embeddings: false, blocks: false })?;
+            check_teacher(&t, &llama, &origins, o)?;
+            Some(t)
+        }
+    };
     let mut optim: ModuleOptimizer = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(o.weight_decay as f32).init();
     let print = fingerprint(o, cx.seed, cx.sequences);
     let mut state = TrainState { fingerprint: print.clone(), ..Default::default() };
@@ -244,9 +272,11 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
 
     let mut tr = Trainer {
         o,
-        pos_base: Positions::new(seq_len, &teacher_llama, &base),
         pos_ad: Positions::new(seq_len, &llama, &ad),
-        teacher: teacher_llama,
+        teacher: teacher_llama.map(|t| {
+            let pos = Positions::new(seq_len, &t, &base);
+            (t, pos)
+        }),
         base,
         ad,
         seq_len,
@@ -276,11 +306,9 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
             let ids: Vec<usize> = (0..o.batch_size as u64).map(|i| order.at(state.cursor + i)).collect();
             state.cursor += o.batch_size as u64;
             let rows: Vec<&[u32]> = ids.iter().map(|&i| sequences[i]).collect();
-            let (targets, teacher_hidden) = tr.targets(&ids, token_tensor(&rows, &tr.base))?;
-            let out = llama.forward(token_tensor(&rows, &tr.ad), &tr.pos_ad, o.hidden_mse_weight > 0.0);
-            let kl = kl_loss(out.logits, &targets, o.temperature);
+            let (kl, mse) = micro_batch_loss(&mut tr, &llama, &ids, &rows)?;
             let mut loss = kl.clone();
-            if let Some(mse) = hidden_mse(&out.hidden, &teacher_hidden) {
+            if let Some(mse) = mse {
                 mse_sum += f64::from(mse.clone().detach().into_scalar::<f32>());
                 loss = loss + mse.mul_scalar(o.hidden_mse_weight);
             }
@@ -304,7 +332,8 @@ pub fn train(teacher: &Model, student: &mut Model, o: &DistillOptions, cx: &Trai
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         state.log.push(StepLog { step: state.step, loss, kl, hidden_mse: mse, lr, grad_norm, tokens_per_s: tokens_per_step as f64 / dt.max(1e-9) });
         (cx.progress)(state.step, o.steps);
-        (cx.status)(format!("loss {loss:.4} (KL {kl:.4}), lr {lr:.2e}, {:.1} tok/s", tokens_per_step as f64 / dt.max(1e-9)));
+        let term = if o.objective == Objective::NextToken { "cross-entropy" } else { "KL" };
+        (cx.status)(format!("loss {loss:.4} ({term} {kl:.4}), lr {lr:.2e}, {:.1} tok/s", tokens_per_step as f64 / dt.max(1e-9)));
         if let Some(dir) = cx.work_dir {
             if state.step.is_multiple_of(o.checkpoint_every) || state.step == o.steps {
                 checkpoint::save(dir, &llama, &optim, &state)?;
