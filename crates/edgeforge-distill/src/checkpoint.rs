@@ -23,6 +23,8 @@ const MAGIC: &[u8; 8] = b"EFDIST01";
 pub struct StepLog {
     pub step: u64,
     pub loss: f64,
+    /// The objective's term: KL(teacher‖student)·T², or the next-token cross-entropy with
+    /// `objective: next-token` (the report's `objective` says which).
     pub kl: f64,
     pub hidden_mse: f64,
     pub lr: f64,

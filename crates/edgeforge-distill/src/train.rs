@@ -216,8 +216,8 @@ fn micro_batch_loss(tr: &mut Trainer<'_>, llama: &Llama, ids: &[usize], rows: &[
     Ok((kl_loss(out.logits, &targets, o.temperature), hidden_mse(&out.hidden, &teacher_hidden)))
 }
 
-/// Distill `teacher` into `student` (in place); with the next-token objective `teacher` may be `None`. Returns what happened; `Err(Cancelled)` leaves the last
-/// checkpoint in the work folder.
+/// Distill `teacher` into `student` (in place); with the next-token objective `teacher` may be `None`.
+/// Returns what happened; `Err(Cancelled)` leaves the last checkpoint in the work folder.
 pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, cx: &TrainContext<'_>) -> Result<TrainReport> {
     let base = device(o.backend)?;
     let ad = base.clone().autodiff();
