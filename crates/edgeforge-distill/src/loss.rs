@@ -49,7 +49,7 @@ pub fn next_token_loss(student_logits: Tensor<2>, tokens: &[&[u32]]) -> Tensor<1
     let t = tokens.first().map_or(0, |r| r.len());
     let targets: Vec<i64> = tokens.iter().flat_map(|r| (0..t).map(move |i| r.get(i + 1).map_or(0, |&x| i64::from(x)))).collect();
     let weights: Vec<f32> = tokens.iter().flat_map(|_| (0..t).map(|i| if i + 1 < t { 1.0 } else { 0.0 })).collect();
-    let scored = weights.iter().filter(|&&w| w > 0.0).count().max(1) as f64;
+    let scored = (tokens.len() * t.saturating_sub(1)).max(1) as f64;
     let n = targets.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
     let w = Tensor::<2>::from_data(TensorData::new(weights, [n, 1]), &device);
