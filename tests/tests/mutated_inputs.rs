@@ -220,7 +220,7 @@ fn load_gguf_bytes(bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(config(5000))]
+    #![proptest_config(config(10_000))]
 
     #[test]
     fn mutated_gguf_loads_or_fails_typed(muts in prop::collection::vec(mutation(), 1..4)) {
@@ -313,7 +313,7 @@ fn load_hf_with(st: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(config(4000))]
+    #![proptest_config(config(10_000))]
 
     #[test]
     fn mutated_safetensors_load_or_fail_typed(
@@ -362,7 +362,7 @@ fn replace_number(text: &str, which: usize, value: &str) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(4000))]
+    #![proptest_config(config(10_000))]
 
     #[test]
     fn mutated_recipes_parse_or_fail_typed(

@@ -133,7 +133,9 @@ pub fn fused_parts(suffix: &str, q: usize, kv: usize, ff: usize) -> Option<[(&'s
 /// tensors, so every pass sees seven linears. Rows never straddle blocks, so quantized GGUF rows split
 /// as bytes. A tensor whose row count is not the fused total is left for the shape check to report.
 pub fn split_fused(tensors: &mut BTreeMap<String, Tensor>, n_layers: usize, q: usize, kv: usize, ff: usize) {
-    for l in 0..n_layers {
+    // The layer count comes from the file and is checked against the tensors only afterwards: a layer
+    // beyond the number of tensors held has none to split, so that count bounds the loop.
+    for l in 0..n_layers.min(tensors.len()) {
         for suffix in ["attn_qkv.weight", "attn_qkv.bias", "ffn_up.weight"] {
             let name = format!("blk.{l}.{suffix}");
             let Some(parts) = fused_parts(suffix, q, kv, ff) else { continue };

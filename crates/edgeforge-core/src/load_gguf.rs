@@ -161,7 +161,9 @@ fn gguf_features(file: &GgufFile, family: Family, n_layers: usize) -> Result<Blo
         }
         f.rope_scaling = RopeScaling::Llama3 { params: None };
     }
-    f.o_bias = (0..n_layers).any(|l| has(&format!("blk.{l}.attn_output.bias")));
+    // From the tensors the file holds, not a loop over the declared layer count (unchecked here: a header
+    // declaring 2^62 blocks made this loop run for minutes).
+    f.o_bias = file.tensors.iter().any(|t| t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')).is_some_and(|(l, rest)| rest == "attn_output.bias" && l.parse::<usize>().is_ok_and(|l| l < n_layers)));
     if matches!(family, Family::Llama | Family::Phi3) {
         f.qkv_bias = has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias");
     }
