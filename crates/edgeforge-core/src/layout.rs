@@ -82,14 +82,19 @@ pub fn hf_to_gguf_name(family: Family, hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{g}"))
 }
 
+/// A GGUF block tensor's name split into its block index and the rest: `blk.3.attn_q.weight` →
+/// `(3, "attn_q.weight")`; `None` for global tensors and malformed names.
+pub fn gguf_block_name(name: &str) -> Option<(usize, &str)> {
+    let (layer, suffix) = name.strip_prefix("blk.")?.split_once('.')?;
+    Some((layer.parse().ok()?, suffix))
+}
+
 /// Canonical GGUF name → HF tensor name for `family` (fused names for Phi-3's fused tensors).
 pub fn gguf_to_hf_name(family: Family, gguf: &str) -> Option<String> {
     if let Some((_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
         return Some((*h).to_owned());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, suffix) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
+    let (layer, suffix) = gguf_block_name(gguf)?;
     let (_, h) = layer_names(family).into_iter().find(|(g, _)| *g == suffix)?;
     Some(format!("model.layers.{layer}.{h}"))
 }

@@ -163,7 +163,7 @@ fn gguf_features(file: &GgufFile, family: Family, n_layers: usize) -> Result<Blo
     }
     // From the tensors the file holds, not a loop over the declared layer count (unchecked here: a header
     // declaring 2^62 blocks made this loop run for minutes).
-    f.o_bias = file.tensors.iter().any(|t| t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')).is_some_and(|(l, rest)| rest == "attn_output.bias" && l.parse::<usize>().is_ok_and(|l| l < n_layers)));
+    f.o_bias = file.tensors.iter().filter_map(|t| crate::layout::gguf_block_name(&t.name)).any(|(l, rest)| l < n_layers && rest == "attn_output.bias");
     if matches!(family, Family::Llama | Family::Phi3) {
         f.qkv_bias = has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias");
     }
