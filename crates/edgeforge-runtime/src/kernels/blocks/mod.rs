@@ -23,10 +23,13 @@
 
 mod f16;
 mod format;
+mod interleave;
 mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_group;
 
 #[cfg(test)]
 mod tests;
@@ -125,6 +128,17 @@ pub struct BlockLinear {
     in_dim: usize,
     row_bytes: usize,
     rounding: Rounding,
+    layout: Layout,
+}
+
+/// How a weight's blocks are ordered in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The file's order: row after row (a view into the file's map when loaded from GGUF).
+    Rows,
+    /// Sixteen rows interleaved per block column (`interleave`), for the AVX-512 VNNI integer kernel: made
+    /// once, when a Q4_0, Q8_0 or IQ4_NL weight is set to an integer rounding on a CPU with that kernel.
+    Interleaved,
 }
 
 impl BlockLinear {
@@ -141,7 +155,36 @@ impl BlockLinear {
         if row_bytes.checked_mul(out_dim) != Some(bytes.len()) {
             return Err(bad("byte length disagrees with the shape"));
         }
-        Ok(Self { format, bytes, out_dim, in_dim, row_bytes, rounding: Rounding::Exact })
+        Ok(Self { format, bytes, out_dim, in_dim, row_bytes, rounding: Rounding::Exact, layout: Layout::Rows })
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Reorder the blocks into `layout` (a copy of the same size; a mapped view's pages go back to the
+    /// kernel). `false` (nothing changed) when the format has no such layout.
+    pub fn set_layout(&mut self, layout: Layout) -> bool {
+        let nb = self.in_dim / format::BLOCK;
+        let bytes = match (self.layout, layout) {
+            (a, b) if a == b => return true,
+            (Layout::Rows, Layout::Interleaved) => interleave::repack(self.format, &self.bytes, self.out_dim, nb),
+            (Layout::Interleaved, Layout::Rows) => {
+                let mut rows = vec![0u8; self.out_dim * self.row_bytes];
+                for (r, row) in rows.chunks_exact_mut(self.row_bytes).enumerate() {
+                    interleave::unpack_row(self.format, &self.bytes, nb, r, row);
+                }
+                Some(rows)
+            }
+            _ => None,
+        };
+        match bytes {
+            Some(b) => {
+                (self.bytes, self.layout) = (b.into(), layout);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn format(&self) -> BlockFormat {
@@ -169,12 +212,18 @@ impl BlockLinear {
         self.rounding
     }
 
+    /// Choose the arithmetic; an integer rounding on a CPU with AVX-512 VNNI also interleaves the formats that
+    /// have that kernel (`Layout::Interleaved`).
     pub fn set_rounding(&mut self, rounding: Rounding) {
         self.rounding = rounding;
+        if rounding != Rounding::Exact && interleave::supports(self.format) && DotIsa::best() == DotIsa::Avx512Vnni {
+            self.set_layout(Layout::Interleaved);
+        }
     }
 
-    /// The bytes of row `r` (in bounds: `r < out_dim`).
+    /// The bytes of row `r` in the file's layout (in bounds: `r < out_dim`; `Layout::Rows` only).
     fn row(&self, r: usize) -> &[u8] {
+        debug_assert_eq!(self.layout, Layout::Rows);
         &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
@@ -183,6 +232,16 @@ impl BlockLinear {
         let rows = out.len() / self.in_dim;
         if rows * self.in_dim != out.len() || r0 + rows > self.out_dim {
             return false;
+        }
+        if self.layout == Layout::Interleaved {
+            let nb = self.in_dim / format::BLOCK;
+            return ROW_BYTES.with_borrow_mut(|buf| {
+                buf.resize(rows * self.row_bytes, 0);
+                for (i, row) in buf.chunks_exact_mut(self.row_bytes).enumerate() {
+                    interleave::unpack_row(self.format, &self.bytes, nb, r0 + i, row);
+                }
+                edgeforge_core::blocks::dequantize(self.format.ggml(), buf, out).is_ok()
+            });
         }
         let src = &self.bytes[r0 * self.row_bytes..(r0 + rows) * self.row_bytes];
         edgeforge_core::blocks::dequantize(self.format.ggml(), src, out).is_ok()
@@ -275,6 +334,8 @@ fn f16_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32], round_to_f16:
 thread_local! {
     /// The quantized activations of the current product, reused across calls (no allocation per token).
     static ACTS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
+    /// Rows of an interleaved weight put back in the file's layout for dequantization (grows, is reused).
+    static ROW_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output rows per task of the integer path: enough tasks for every worker to get several, at least 16 rows.
@@ -298,6 +359,9 @@ pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut
     ACTS.with_borrow_mut(|acts| {
         acts.quantize(x, n, in_dim);
         let acts = &*acts;
+        if w.layout == Layout::Interleaved {
+            return interleaved_matmul(isa, w, acts, n, y);
+        }
         for_each_column_block(y, n, out_dim, rows_per_task(out_dim), Vec::new, |buf: &mut Vec<f32>, mut block| {
             if n == 1 {
                 // Decode: the block's rows in one kernel call.
@@ -324,6 +388,59 @@ pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut
             true
         })
     })
+}
+
+/// The integer path of an interleaved weight: tasks of whole groups (`rows_per_task` is a multiple of 16),
+/// up to four tokens per kernel call.
+fn interleaved_matmul(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, y: &mut [f32]) -> bool {
+    let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
+    let group_bytes = nb * cb;
+    if w.bytes.len() != w.out_dim.div_ceil(interleave::GROUP) * group_bytes || acts.rows() != n || acts.blocks_per_row() != nb {
+        return false;
+    }
+    for_each_column_block(y, n, w.out_dim, rows_per_task(w.out_dim), || (), |_, mut block| {
+        let g0 = block.col0() / interleave::GROUP;
+        for g in g0..(block.col0() + block.width()).div_ceil(interleave::GROUP) {
+            let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
+            for t0 in (0..n).step_by(4) {
+                let nt = (n - t0).min(4);
+                let mut out = [[0f32; interleave::GROUP]; 4];
+                group_dot(isa, w.format, group, acts.view(t0, nt), nt, &mut out);
+                for (t, o) in out[..nt].iter().enumerate() {
+                    for (rr, &v) in o.iter().enumerate() {
+                        let c = g * interleave::GROUP + rr;
+                        if c < block.col0() + block.width() && !block.set(t0 + t, c - block.col0(), v) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    })
+}
+
+/// `out[t]` := the group's rows dotted with token `t` of `x`, `t < nt` (1..=4; `x` holds `nt` tokens and the
+/// group `x.nb` block columns, checked by the caller), on `isa`.
+fn group_dot(isa: DotIsa, format: BlockFormat, group: &[u8], x: Q8View<'_>, nt: usize, out: &mut [[f32; interleave::GROUP]; 4]) {
+    macro_rules! run {
+        ($nt:literal) => {{
+            let Some(o) = out.first_chunk_mut::<$nt>() else { return };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `isa` was checked supported by the caller (`q8_matmul_with`); `group` holds `x.nb`
+                // whole block columns of an interleaved format and `x` holds `nt` tokens (checked by the caller).
+                DotIsa::Avx512Vnni => unsafe { x86_group::group_dot::<$nt>(format, group, x, o) },
+                _ => interleave::group_dot::<$nt>(format, group, x, o),
+            }
+        }};
+    }
+    match nt {
+        1 => run!(1),
+        2 => run!(2),
+        3 => run!(3),
+        _ => run!(4),
+    }
 }
 
 /// One row's dot products with up to four quantized tokens, on a kernel this CPU was checked to support.

@@ -14,6 +14,7 @@ pub struct Q8Rows {
     d: Vec<f32>,
     s: Vec<f32>,
     s16: Vec<f32>,
+    sq: Vec<i32>,
     rows: usize,
     nb: usize,
 }
@@ -26,6 +27,8 @@ pub(crate) struct Q8View<'a> {
     pub d: &'a [f32],
     pub s: &'a [f32],
     pub s16: &'a [f32],
+    /// `Σq` of each block, in integers (the interleaved kernels' offset term).
+    pub sq: &'a [i32],
     pub nb: usize,
 }
 
@@ -46,24 +49,26 @@ impl Q8Rows {
         self.d.resize(total, 0.0);
         self.s.resize(total, 0.0);
         self.s16.resize(total, 0.0);
+        self.sq.resize(total, 0);
         (self.rows, self.nb) = (n, nb);
         let blocks = x[..n * in_dim].chunks_exact(BLOCK).zip(self.qs.chunks_exact_mut(BLOCK));
-        for (((xb, qb), d), (s, s16)) in blocks.zip(&mut self.d).zip(self.s.iter_mut().zip(&mut self.s16)) {
-            (*d, *s, *s16) = quantize_block(xb, qb);
+        let sums = self.s.iter_mut().zip(&mut self.s16).zip(&mut self.sq);
+        for (((xb, qb), d), ((s, s16), sq)) in blocks.zip(&mut self.d).zip(sums) {
+            (*d, *s, *s16, *sq) = quantize_block(xb, qb);
         }
     }
 
     /// Tokens `t0..t0 + tokens` (the caller checked `t0 + tokens <= rows`).
     pub(crate) fn view(&self, t0: usize, tokens: usize) -> Q8View<'_> {
         let (b0, b1) = (t0 * self.nb, (t0 + tokens) * self.nb);
-        Q8View { tokens, qs: &self.qs[b0 * BLOCK..b1 * BLOCK], d: &self.d[b0..b1], s: &self.s[b0..b1], s16: &self.s16[b0..b1], nb: self.nb }
+        Q8View { tokens, qs: &self.qs[b0 * BLOCK..b1 * BLOCK], d: &self.d[b0..b1], s: &self.s[b0..b1], s16: &self.s16[b0..b1], sq: &self.sq[b0..b1], nb: self.nb }
     }
 }
 
 const ROUND: f32 = 12_582_912.0;
 
-/// One block: codes into `q`, returns (d at f16 precision, d·Σq, f16(d·Σq)).
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, f32) {
+/// One block: codes into `q`, returns (d at f16 precision, d·Σq, f16(d·Σq), Σq).
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, f32, i32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
@@ -79,5 +84,5 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, f32) {
         sum += c as i32;
     }
     let d16 = half::f16::from_f32(d).to_f32();
-    (d16, d16 * sum as f32, half::f16::from_f32(d * sum as f32).to_f32())
+    (d16, d16 * sum as f32, half::f16::from_f32(d * sum as f32).to_f32(), sum)
 }

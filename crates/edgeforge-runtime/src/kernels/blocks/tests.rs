@@ -278,3 +278,69 @@ fn exact_tiles_are_wider_than_gemms_small_matrix_path() {
         }
     }
 }
+
+#[test]
+fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits() {
+    let mut r = Rng(0x1a7e_41ea_7e00_0016);
+    let wide = DotIsa::Avx512Vnni.is_supported();
+    if !wide {
+        eprintln!("interleaved kernel skipped (not on this CPU): avx512-vnni; the scalar interleaved kernel runs");
+    }
+    let mut checked = 0;
+    for format in [BlockFormat::Q4_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL] {
+        for &(rows, cols) in &[(1usize, 32usize), (16, 64), (37, 576), (49, 160)] {
+            let original = random_weight(&mut r, format, rows, cols);
+            let mut w = original.clone();
+            assert!(w.set_layout(Layout::Interleaved));
+            assert_eq!(w.layout(), Layout::Interleaved);
+            assert_eq!(w.resident_bytes(), rows.div_ceil(16) * 16 * original.row_bytes, "same bytes, padded to whole groups");
+            // Every row dequantizes to the same values, one at a time and as a tile from a group boundary.
+            assert_eq!(deq(&w).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), deq(&original).iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let mut one = vec![0f32; cols];
+            assert!(w.dequantize_rows(rows - 1, &mut one) && !w.dequantize_rows(rows, &mut one));
+            // Back to rows: the file's bytes again.
+            let mut back = w.clone();
+            assert!(back.set_layout(Layout::Rows));
+            assert_eq!(&back.bytes[..], &original.bytes[..]);
+
+            let nb = cols / format::BLOCK;
+            let group_bytes = nb * interleave::column_bytes(format);
+            for n in 1..=4 {
+                let x = activations(&mut r, n * cols);
+                let mut acts = Q8Rows::default();
+                acts.quantize(&x, n, cols);
+                for g in 0..rows.div_ceil(16) {
+                    let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
+                    let mut want = [[0f32; 16]; 4];
+                    group_dot(DotIsa::Scalar, format, group, acts.view(0, n), n, &mut want);
+                    for rr in 0..16.min(rows - g * 16) {
+                        // The interleaved reference against the row kernel: the same integers per block, f32
+                        // steps in another order.
+                        let mut by_row = [0f32; 4];
+                        assert!(RowDot::new(DotIsa::Scalar, format).unwrap().run(original.row(g * 16 + rr), acts.view(0, n), &mut by_row[..n]));
+                        for t in 0..n {
+                            let tol = 5e-7 * magnitude(format, &acts, t, cols);
+                            assert!((want[t][rr] - by_row[t]).abs() <= tol, "{format:?} {rows}x{cols} row {} token {t}: {} vs {}", g * 16 + rr, want[t][rr], by_row[t]);
+                        }
+                    }
+                    if wide {
+                        let mut got = [[f32::NAN; 16]; 4];
+                        group_dot(DotIsa::Avx512Vnni, format, group, acts.view(0, n), n, &mut got);
+                        for t in 0..n {
+                            assert_eq!(got[t].map(f32::to_bits), want[t].map(f32::to_bits), "avx512-vnni {format:?} {rows}x{cols} group {g} token {t}");
+                        }
+                        checked += 1;
+                    }
+                }
+                // The whole product: the kernel's values, whatever the pool.
+                let mut y = vec![f32::NAN; n * rows];
+                let isa = if wide { DotIsa::Avx512Vnni } else { DotIsa::Scalar };
+                assert!(q8_matmul_with(isa, &w, &x, n, &mut y));
+                let mut scalar = vec![f32::NAN; n * rows];
+                assert!(q8_matmul_with(DotIsa::Scalar, &w, &x, n, &mut scalar));
+                assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+    assert!(!wide || checked > 100, "{checked}");
+}

@@ -222,7 +222,7 @@ unsafe fn row_avx512vnni<const F: u8, const NT: usize>(row: &[u8], x: Q8View<'_>
         // The odd last block of every token: the 256-bit kernel on a view of that block alone.
         for t in 0..NT {
             let k = t * nb + last;
-            let one = Q8View { tokens: 1, qs: &x.qs[k * BLOCK..(k + 1) * BLOCK], d: &x.d[k..=k], s: &x.s[k..=k], s16: &x.s16[k..=k], nb: 1 };
+            let one = Q8View { tokens: 1, qs: &x.qs[k * BLOCK..(k + 1) * BLOCK], d: &x.d[k..=k], s: &x.s[k..=k], s16: &x.s16[k..=k], sq: &x.sq[k..=k], nb: 1 };
             let mut o = [0f32; 1];
             // SAFETY: the last block of `row` (bb bytes) and one block of one token, as the kernel requires.
             unsafe { row_avx512vnni_256::<F, 1>(&row[last * bb..], one, &mut o) };
@@ -284,7 +284,7 @@ unsafe fn rows_group_avx512vnni<const F: u8, const R: usize>(rows: &[u8], row_by
     let mut tail = [0f32; R];
     if nb % 2 == 1 {
         let last = nb - 1;
-        let one = Q8View { tokens: 1, qs: &x.qs[last * BLOCK..nb * BLOCK], d: &x.d[last..nb], s: &x.s[last..nb], s16: &x.s16[last..nb], nb: 1 };
+        let one = Q8View { tokens: 1, qs: &x.qs[last * BLOCK..nb * BLOCK], d: &x.d[last..nb], s: &x.s[last..nb], s16: &x.s16[last..nb], sq: &x.sq[last..nb], nb: 1 };
         for r in 0..R {
             let mut o = [0f32; 1];
             // SAFETY: the last block of row `r` (bb bytes inside `rows`) and one block of one token.

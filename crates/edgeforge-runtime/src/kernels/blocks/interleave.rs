@@ -1,0 +1,108 @@
+//! The interleaved layout of the formats whose block is an f16 scale followed by its codes (Q4_0, Q8_0,
+//! IQ4_NL), for the integer path on AVX-512 VNNI: sixteen rows are interleaved per column of blocks, so one
+//! `vpdpbusd` multiplies four codes of each of 16 rows by four activation codes broadcast to every lane, and
+//! each i32 lane of the result is one row's partial sum. A block column of 16 rows then costs a handful of
+//! full-width instructions and one vector of 16 scales, with no horizontal reduction per row, and the matrix is
+//! read as one contiguous stream. (llama.cpp repacks Q4_0 for its x86 kernels for the same reason.)
+//!
+//! Layout: rows are taken in groups of `GROUP` (the last group padded with zero rows). Group `g`, block column
+//! `b` sits at `(g · nb + b) · GROUP · block_bytes`: the 16 rows' f16 scales (32 bytes, row order), then the
+//! rows' code bytes in chunks of 64: chunk `c` holds code bytes `4c .. 4c + 4` of row `r` at `64c + 4r`. The
+//! same bytes as the file's 16 blocks, reordered once (`repack`); `unpack_row` gives a row back in the file's
+//! layout, so the exact path and embedding lookups dequantize it with the core's dequantizer.
+//!
+//! Arithmetic per row and token (the scalar kernel here is the reference the SIMD kernel must match bit for
+//! bit): for each block, the integer dot `Σ w_j · x_j` of the signed weight values (`q − 8` for Q4_0, the
+//! byte for Q8_0, the grid value for IQ4_NL) with the activation codes, then `acc = fma(dot, d_w · d_x, acc)`,
+//! block after block. llama.cpp computes the same integer per block.
+
+use edgeforge_core::blocks::IQ4_NL_GRID;
+
+use super::format::{half_at, BlockFormat, BLOCK};
+use super::q8::Q8View;
+
+/// Rows per interleaved group (the lanes of a 512-bit i32 vector).
+pub(crate) const GROUP: usize = 16;
+
+/// Formats with an interleaved kernel.
+pub(crate) fn supports(format: BlockFormat) -> bool {
+    matches!(format, BlockFormat::Q4_0 | BlockFormat::Q8_0 | BlockFormat::IQ4_NL)
+}
+
+/// Code bytes per block (16 nibble pairs or 32 signed bytes), after the 2-byte scale.
+fn code_bytes(format: BlockFormat) -> usize {
+    format.block_bytes() - 2
+}
+
+/// Bytes of one group's block column.
+pub(crate) fn column_bytes(format: BlockFormat) -> usize {
+    GROUP * format.block_bytes()
+}
+
+/// `out_dim` rows of `nb` blocks in the file's layout, interleaved (`None` if `bytes` is not that long).
+pub(crate) fn repack(format: BlockFormat, bytes: &[u8], out_dim: usize, nb: usize) -> Option<Vec<u8>> {
+    let (bb, cb) = (format.block_bytes(), column_bytes(format));
+    if !supports(format) || bytes.len() != out_dim.checked_mul(nb)?.checked_mul(bb)? {
+        return None;
+    }
+    let mut out = vec![0u8; out_dim.div_ceil(GROUP).checked_mul(nb)?.checked_mul(cb)?];
+    for (r, row) in bytes.chunks_exact(nb * bb).enumerate() {
+        let (g, rr) = (r / GROUP, r % GROUP);
+        for (b, src) in row.chunks_exact(bb).enumerate() {
+            let dst = &mut out[(g * nb + b) * cb..][..cb];
+            dst[2 * rr..2 * rr + 2].copy_from_slice(&src[..2]);
+            for c in 0..code_bytes(format) / 4 {
+                dst[2 * GROUP + 64 * c + 4 * rr..][..4].copy_from_slice(&src[2 + 4 * c..][..4]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Row `r` of an interleaved matrix of `nb` blocks per row, in the file's layout, into `row` (`nb` blocks).
+pub(crate) fn unpack_row(format: BlockFormat, packed: &[u8], nb: usize, r: usize, row: &mut [u8]) {
+    let (bb, cb) = (format.block_bytes(), column_bytes(format));
+    let (g, rr) = (r / GROUP, r % GROUP);
+    for (b, dst) in row.chunks_exact_mut(bb).enumerate().take(nb) {
+        let src = &packed[(g * nb + b) * cb..][..cb];
+        dst[..2].copy_from_slice(&src[2 * rr..2 * rr + 2]);
+        for c in 0..code_bytes(format) / 4 {
+            dst[2 + 4 * c..][..4].copy_from_slice(&src[2 * GROUP + 64 * c + 4 * rr..][..4]);
+        }
+    }
+}
+
+/// The signed value of element `j` of row `rr` in a group's block column `col`.
+fn value(format: BlockFormat, col: &[u8], rr: usize, j: usize) -> i32 {
+    let codes = &col[2 * GROUP..];
+    match format {
+        BlockFormat::Q8_0 => i32::from(codes[64 * (j / 4) + 4 * rr + j % 4] as i8),
+        _ => {
+            let byte = codes[64 * ((j % 16) / 4) + 4 * rr + j % 4];
+            let nibble = if j < 16 { byte & 0x0F } else { byte >> 4 };
+            if format == BlockFormat::IQ4_NL {
+                i32::from(IQ4_NL_GRID[usize::from(nibble)])
+            } else {
+                i32::from(nibble) - 8
+            }
+        }
+    }
+}
+
+/// The portable kernel and the reference: `out[t][rr]` := row `rr` of the group (`nb` block columns at
+/// `group`) dotted with token `t` of `x`, for `t < NT`.
+pub(crate) fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8], x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
+    let cb = column_bytes(format);
+    *out = [[0.0; GROUP]; NT];
+    for (b, col) in group.chunks_exact(cb).enumerate().take(x.nb) {
+        for rr in 0..GROUP {
+            let dw = half_at(col, 2 * rr);
+            for (t, o) in out.iter_mut().enumerate() {
+                let k = t * x.nb + b;
+                let xq = &x.qs[k * BLOCK..(k + 1) * BLOCK];
+                let dot: i32 = (0..BLOCK).map(|j| value(format, col, rr, j) * i32::from(xq[j])).sum();
+                o[rr] = (dot as f32).mul_add(dw * x.d[k], o[rr]);
+            }
+        }
+    }
+}
