@@ -140,6 +140,9 @@ fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, Run
     Ok(out)
 }
 
+/// Query rows × keys below which one layer's attention heads run on the calling thread.
+const FORK_HEADS_MIN: usize = 4096;
+
 /// Q/K/V of the normed input `xn` (`[n, n_embd]`) at positions `cache.past..`, appended to the cache,
 /// attended causally: the heads' outputs `[n, n_heads·head_dim]` (the input of o_proj). With
 /// `Threads::Single` everything runs on the calling thread (for callers that parallelize over sequences).
@@ -160,9 +163,7 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
     let mut k = vec![0f32; n * kvd];
     let mut v = vec![0f32; n * kvd];
     let f = &l.features;
-    linear_on(xn, n, &l.wq, qd, e, &mut q, "attn_q", threads)?;
-    linear_on(xn, n, &l.wk, kvd, e, &mut k, "attn_k", threads)?;
-    linear_on(xn, n, &l.wv, kvd, e, &mut v, "attn_v", threads)?;
+    Linear::forward_group(xn, n, e, &mut [(&l.wq, qd, &mut q, "attn_q"), (&l.wk, kvd, &mut k, "attn_k"), (&l.wv, kvd, &mut v, "attn_v")], threads)?;
     for (y, b) in [(&mut q, &f.q_bias), (&mut k, &f.k_bias), (&mut v, &f.v_bias)] {
         if let Some(b) = b {
             ops::add_bias(y, b);
@@ -184,7 +185,10 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
     let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
     let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window };
     let group = l.n_heads / l.n_kv_heads;
-    let per_head: Vec<Result<Vec<f32>, RuntimeError>> = match threads {
+    // A few rows against a short context is microseconds of work per head: cheaper on this thread than a
+    // fork-join (decode steps); the values are the same either way.
+    let fork = threads == Threads::Pool && n * (past + n) >= FORK_HEADS_MIN;
+    let per_head: Vec<Result<Vec<f32>, RuntimeError>> = match if fork { Threads::Pool } else { Threads::Single } {
         Threads::Pool => (0..l.n_heads).into_par_iter().map(|h| attend_head(&inputs, h, h / group)).collect(),
         Threads::Single => (0..l.n_heads).map(|h| attend_head(&inputs, h, h / group)).collect(),
     };
@@ -225,8 +229,7 @@ fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads
     gate.clear();
     gate.resize(n * ff, 0.0);
     let mut up = vec![0f32; n * ff];
-    linear_on(xn, n, &l.w_gate, ff, d.n_embd, gate, "ffn_gate", threads)?;
-    linear_on(xn, n, &l.w_up, ff, d.n_embd, &mut up, "ffn_up", threads)?;
+    Linear::forward_group(xn, n, d.n_embd, &mut [(&l.w_gate, ff, gate, "ffn_gate"), (&l.w_up, ff, &mut up, "ffn_up")], threads)?;
     match l.activation {
         Activation::Silu => ops::silu_mul(gate, &up),
         Activation::Relu => ops::relu_mul(gate, &up),

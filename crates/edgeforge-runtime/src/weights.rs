@@ -4,7 +4,7 @@
 
 use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
-use crate::kernels::blocks::{block_matmul, BlockLinear, Rounding};
+use crate::kernels::blocks::{block_matmul, block_matmul_group, BlockLinear, Rounding};
 use crate::kernels::qmatmul::{qmatmul, PackedLinear};
 
 /// A row-major `[out, in]` matrix as the forward pass multiplies by it. The dimensions are checked
@@ -78,6 +78,40 @@ impl Linear {
             Linear::Blocks(b) => b.out_dim() == out_dim && b.in_dim() == in_dim && block_matmul(b, x, n, y),
         };
         ok.then_some(()).ok_or(RuntimeError::Kernel { what })
+    }
+
+    /// `ys[i] = x · parts[i]ᵀ` for linears sharing the input `x` (`[n, in_dim]`): q, k and v, or gate and up.
+    /// Block weights on the integer path quantize `x` once and run in one parallel loop; anything else runs
+    /// one product after the other. The same values as `forward_on` on each.
+    pub(crate) fn forward_group(x: &[f32], n: usize, in_dim: usize, parts: &mut [(&Linear, usize, &mut [f32], &'static str)], threads: Threads) -> Result<(), RuntimeError> {
+        // Fixed-size tables: no allocation per call.
+        let Some(Linear::Blocks(first)) = parts.first().map(|p| p.0) else { return Self::forward_each(x, n, in_dim, parts, threads) };
+        let mut ws: [&BlockLinear; 4] = [first; 4];
+        let all_blocks = parts.len() <= ws.len()
+            && parts.iter().zip(ws.iter_mut()).all(|((w, out_dim, _, _), slot)| match w {
+                Linear::Blocks(w) if w.out_dim() == *out_dim && w.in_dim() == in_dim => {
+                    *slot = w;
+                    true
+                }
+                _ => false,
+            });
+        if !all_blocks {
+            return Self::forward_each(x, n, in_dim, parts, threads);
+        }
+        let (what, k) = (parts[0].3, parts.len());
+        let mut ys: [&mut [f32]; 4] = Default::default();
+        for (y, p) in ys.iter_mut().zip(parts.iter_mut()) {
+            *y = &mut *p.2;
+        }
+        block_matmul_group(&ws[..k], x, n, &mut ys[..k]).then_some(()).ok_or(RuntimeError::Kernel { what })
+    }
+
+    /// `forward_group` one product after the other.
+    fn forward_each(x: &[f32], n: usize, in_dim: usize, parts: &mut [(&Linear, usize, &mut [f32], &'static str)], threads: Threads) -> Result<(), RuntimeError> {
+        for (w, out_dim, y, what) in parts.iter_mut() {
+            w.forward_on(x, n, *out_dim, in_dim, y, what, threads)?;
+        }
+        Ok(())
     }
 
     /// Row `r` as floats into `out` (`in_dim` long): an embedding lookup.

@@ -175,6 +175,17 @@ impl ColumnBlock<'_> {
         true
     }
 
+    /// Row `r` of the block (its `width` columns), `None` past the last row.
+    pub fn row_mut(&mut self, r: usize) -> Option<&mut [f32]> {
+        if r >= self.rows {
+            return None;
+        }
+        // SAFETY: r < rows and col0 + width <= cols, so the `width` elements from r·cols + col0 lie inside the
+        // output of rows·cols elements `for_each_column_block_of` checked; these columns belong to this block
+        // only, and the returned borrow of `self` keeps any other access through the block out meanwhile.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.base.add(r * self.cols + self.col0), self.width) })
+    }
+
     /// The block := `a[rows × k] · b[k × width]` on this thread (gemm, no nested parallelism).
     #[must_use]
     pub fn matmul(&mut self, a: MatRef<'_>, b: MatRef<'_>) -> bool {
@@ -210,22 +221,73 @@ pub fn for_each_column_block<S>(
     init: impl Fn() -> S + Sync + Send,
     f: impl Fn(&mut S, ColumnBlock<'_>) -> bool + Sync + Send,
 ) -> bool {
+    for_each_column_block_of(&mut [Output { data: out, cols, width }], rows, init, |s, _, block| f(s, block))
+}
+
+/// Most outputs one `for_each_column_block_of` call takes.
+pub const MAX_OUTPUTS: usize = 4;
+
+/// One output of `for_each_column_block_of`: a row-major `rows × cols` matrix cut into blocks of `width`.
+pub struct Output<'a> {
+    pub data: &'a mut [f32],
+    pub cols: usize,
+    pub width: usize,
+}
+
+impl Default for Output<'_> {
+    /// An empty output (a placeholder in fixed-size tables).
+    fn default() -> Self {
+        Self { data: &mut [], cols: 0, width: 1 }
+    }
+}
+
+/// `for_each_column_block` over several outputs with the same number of rows (e.g. the q, k and v products
+/// of one input) in one parallel loop: `f` gets the output's index and one of its blocks. One fork-join for
+/// all of them instead of one each.
+#[must_use]
+pub fn for_each_column_block_of<S>(
+    outs: &mut [Output<'_>],
+    rows: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, ColumnBlock<'_>) -> bool + Sync + Send,
+) -> bool {
     use rayon::prelude::*;
-    if width == 0 || rows.checked_mul(cols) != Some(out.len()) {
+    if outs.len() > MAX_OUTPUTS || outs.iter().any(|o| o.width == 0 || rows.checked_mul(o.cols) != Some(o.data.len())) {
         return false;
     }
-    if rows == 0 || cols == 0 {
+    if rows == 0 {
         return true;
     }
-    let base = SharedOut(out.as_mut_ptr());
-    (0..cols.div_ceil(width)).into_par_iter().map_init(init, |state, b| {
-        let col0 = b * width;
+    // Fixed-size tables: no allocation per call (decode calls this hundreds of times per token).
+    let mut bases = [(SharedOut(std::ptr::null_mut()), 0usize, 1usize); MAX_OUTPUTS];
+    for (b, o) in bases.iter_mut().zip(outs.iter_mut()) {
+        *b = (SharedOut(o.data.as_mut_ptr()), o.cols, o.width);
+    }
+    let bases = &bases[..outs.len()];
+    let total: usize = bases.iter().map(|&(_, cols, width)| cols.div_ceil(width)).sum();
+    // Task `t`: the output it falls in, and its first column there.
+    let locate = |mut t: usize| {
+        for (i, &(_, cols, width)) in bases.iter().enumerate() {
+            let n = cols.div_ceil(width);
+            if t < n {
+                return (i, t * width);
+            }
+            t -= n;
+        }
+        (bases.len(), 0)
+    };
+    let run = |state: &mut S, t: usize| {
+        let (i, col0) = locate(t);
+        let Some(&(base, cols, width)) = bases.get(i) else { return false };
         let block = ColumnBlock { base: base.ptr(), rows, cols, col0, width: width.min(cols - col0), _out: std::marker::PhantomData };
-        f(state, block)
-    })
-    .collect::<Vec<bool>>()
-    .into_iter()
-    .all(|ok| ok)
+        f(state, i, block)
+    };
+    if total == 1 || rayon::current_num_threads() == 1 {
+        // No fork for a single task or a single thread.
+        let mut state = init();
+        return (0..total).all(|t| run(&mut state, t));
+    }
+    (0..total).into_par_iter().map_init(init, run).all(|ok| ok)
 }
 
 #[cfg(test)]

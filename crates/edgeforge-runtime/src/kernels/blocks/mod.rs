@@ -44,7 +44,7 @@ pub use q8::Q8Rows;
 use q8::Q8View;
 
 use crate::error::RuntimeError;
-use crate::kernels::matmul::{for_each_column_block, MatRef};
+use crate::kernels::matmul::{for_each_column_block, for_each_column_block_of, ColumnBlock, MatRef, Output, MAX_OUTPUTS};
 
 /// How a block weight multiplies its activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -344,80 +344,115 @@ fn rows_per_task(out_dim: usize) -> usize {
     (out_dim.div_ceil(threads * 4)).div_ceil(16).max(1) * 16
 }
 
+/// Whether `w` multiplies `n` tokens on the integer path.
+fn integer_path(w: &BlockLinear, n: usize) -> bool {
+    w.format != BlockFormat::F16 && (w.rounding == Rounding::Q8 || (w.rounding == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS))
+}
+
+/// `ys[i] = x · ws[i]ᵀ` for weights sharing one input (q, k and v; gate and up): when all of them take the
+/// integer path the activations are quantized once and every product runs in one parallel loop (one
+/// fork-join instead of one per weight); otherwise each goes through `block_matmul`. The values are those of
+/// `block_matmul` either way. At most `MAX_OUTPUTS` weights; `false` on inconsistent lengths.
+#[must_use]
+pub fn block_matmul_group(ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
+    if ws.len() != ys.len() {
+        return false;
+    }
+    if ws.iter().all(|w| integer_path(w, n)) {
+        return q8_matmul_group(DotIsa::best(), ws, x, n, ys);
+    }
+    ws.iter().zip(ys.iter_mut()).all(|(w, y)| block_matmul(w, x, n, y))
+}
+
 /// The integer path with an explicit kernel (tests and benchmarks): `false` on inconsistent lengths or an
 /// unsupported kernel.
 #[must_use]
 pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
-    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-    if !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+    q8_matmul_group(isa, &[w], x, n, &mut [y])
+}
+
+/// The integer path of weights sharing one input (`block_matmul_group`), on `isa`.
+#[must_use]
+fn q8_matmul_group(isa: DotIsa, ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
+    let Some(in_dim) = ws.first().map(|w| w.in_dim) else { return ys.is_empty() };
+    let consistent = |w: &BlockLinear, y: &[f32]| w.in_dim == in_dim && w.format != BlockFormat::F16 && n.checked_mul(w.out_dim) == Some(y.len());
+    if ws.len() != ys.len() || ws.len() > MAX_OUTPUTS || !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || !ws.iter().zip(ys.iter()).all(|(w, y)| consistent(w, y)) {
         return false;
     }
     if n == 0 {
         return true;
     }
-    let Some(dot) = RowDot::new(isa, w.format) else { return false };
     ACTS.with_borrow_mut(|acts| {
         acts.quantize(x, n, in_dim);
         let acts = &*acts;
-        if w.layout == Layout::Interleaved {
-            return interleaved_matmul(isa, w, acts, n, y);
+        let mut outs: [Output<'_>; MAX_OUTPUTS] = Default::default();
+        for ((o, y), w) in outs.iter_mut().zip(ys.iter_mut()).zip(ws) {
+            *o = Output { data: y, cols: w.out_dim, width: rows_per_task(w.out_dim) };
         }
-        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), Vec::new, |buf: &mut Vec<f32>, mut block| {
-            if n == 1 {
-                // Decode: the block's rows in one kernel call.
-                buf.resize(block.width(), 0.0);
-                let Some(token) = dot.tokens(acts, 0, 1) else { return false };
-                let rows = &w.bytes[block.col0() * w.row_bytes..(block.col0() + block.width()) * w.row_bytes];
-                return dot.run_rows(rows, token, buf) && buf.iter().enumerate().all(|(c, &v)| block.set(0, c, v));
+        for_each_column_block_of(&mut outs[..ws.len()], n, Vec::new, |buf: &mut Vec<f32>, i, mut block| {
+            let w = ws[i];
+            match w.layout {
+                Layout::Interleaved => interleaved_block(isa, w, acts, n, &mut block),
+                Layout::Rows => RowDot::new(isa, w.format).is_some_and(|dot| rows_block(dot, w, acts, n, &mut block, buf)),
             }
-            let mut out = [0f32; 4];
-            for t0 in (0..n).step_by(4) {
-                let nt = (n - t0).min(4);
-                let Some(tokens) = dot.tokens(acts, t0, nt) else { return false };
-                for c in 0..block.width() {
-                    if !dot.run(w.row(block.col0() + c), tokens, &mut out[..nt]) {
-                        return false;
-                    }
-                    for (t, &v) in out[..nt].iter().enumerate() {
-                        if !block.set(t0 + t, c, v) {
-                            return false;
-                        }
-                    }
-                }
-            }
-            true
         })
     })
 }
 
-/// The integer path of an interleaved weight: tasks of whole groups (`rows_per_task` is a multiple of 16),
-/// up to four tokens per kernel call.
-fn interleaved_matmul(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, y: &mut [f32]) -> bool {
-    let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
-    let group_bytes = nb * cb;
-    if w.bytes.len() != w.out_dim.div_ceil(interleave::GROUP) * group_bytes || acts.rows() != n || acts.blocks_per_row() != nb {
-        return false;
+/// One task of the integer path on the file's row layout: the block's rows against the `n` tokens.
+fn rows_block(dot: RowDot, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>, buf: &mut Vec<f32>) -> bool {
+    if n == 1 {
+        // Decode: the block's rows in one kernel call.
+        buf.resize(block.width(), 0.0);
+        let Some(token) = dot.tokens(acts, 0, 1) else { return false };
+        let rows = &w.bytes[block.col0() * w.row_bytes..(block.col0() + block.width()) * w.row_bytes];
+        return dot.run_rows(rows, token, buf) && block.row_mut(0).is_some_and(|o| {
+            o.copy_from_slice(buf);
+            true
+        });
     }
-    for_each_column_block(y, n, w.out_dim, rows_per_task(w.out_dim), || (), |_, mut block| {
-        let g0 = block.col0() / interleave::GROUP;
-        for g in g0..(block.col0() + block.width()).div_ceil(interleave::GROUP) {
-            let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
-            for t0 in (0..n).step_by(4) {
-                let nt = (n - t0).min(4);
-                let mut out = [[0f32; interleave::GROUP]; 4];
-                group_dot(isa, w.format, group, acts.view(t0, nt), nt, &mut out);
-                for (t, o) in out[..nt].iter().enumerate() {
-                    for (rr, &v) in o.iter().enumerate() {
-                        let c = g * interleave::GROUP + rr;
-                        if c < block.col0() + block.width() && !block.set(t0 + t, c - block.col0(), v) {
-                            return false;
-                        }
-                    }
+    let mut out = [0f32; 4];
+    for t0 in (0..n).step_by(4) {
+        let nt = (n - t0).min(4);
+        let Some(tokens) = dot.tokens(acts, t0, nt) else { return false };
+        for c in 0..block.width() {
+            if !dot.run(w.row(block.col0() + c), tokens, &mut out[..nt]) {
+                return false;
+            }
+            for (t, &v) in out[..nt].iter().enumerate() {
+                if !block.set(t0 + t, c, v) {
+                    return false;
                 }
             }
         }
-        true
-    })
+    }
+    true
+}
+
+/// One task of the integer path on an interleaved weight: whole groups (`rows_per_task` is a multiple of 16),
+/// up to four tokens per kernel call.
+fn interleaved_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
+    let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
+    let group_bytes = nb * cb;
+    let (col0, end) = (block.col0(), block.col0() + block.width());
+    if w.bytes.len() != w.out_dim.div_ceil(interleave::GROUP) * group_bytes || acts.rows() != n || acts.blocks_per_row() != nb || !col0.is_multiple_of(interleave::GROUP) {
+        return false;
+    }
+    for g in col0 / interleave::GROUP..end.div_ceil(interleave::GROUP) {
+        let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
+        // The group's rows inside this block (the last group of the matrix may be padding past `end`).
+        let (c0, c1) = (g * interleave::GROUP - col0, ((g + 1) * interleave::GROUP).min(end) - col0);
+        for t0 in (0..n).step_by(4) {
+            let nt = (n - t0).min(4);
+            let mut out = [[0f32; interleave::GROUP]; 4];
+            group_dot(isa, w.format, group, acts.view(t0, nt), nt, &mut out);
+            for (t, o) in out[..nt].iter().enumerate() {
+                let Some(row) = block.row_mut(t0 + t) else { return false };
+                row[c0..c1].copy_from_slice(&o[..c1 - c0]);
+            }
+        }
+    }
+    true
 }
 
 /// `out[t]` := the group's rows dotted with token `t` of `x`, `t < nt` (1..=4; `x` holds `nt` tokens and the

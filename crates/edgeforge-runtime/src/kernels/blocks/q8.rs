@@ -69,8 +69,29 @@ const ROUND: f32 = 12_582_912.0;
 
 /// One block: codes into `q`, returns (d at f16 precision, d·Σq, f16(d·Σq), Σq).
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, f32, i32) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (amax, sum) = block_codes(super::DotIsa::best(), x, q);
     let d = amax / 127.0;
+    let d16 = half::f16::from_f32(d).to_f32();
+    (d16, d16 * sum as f32, half::f16::from_f32(d * sum as f32).to_f32(), sum)
+}
+
+/// The codes of one block of 32 values into `q` on `isa` (AVX-512 when it is the best kernel, else the portable
+/// loop; both give the same bits, tested): returns (max|x|, Σq).
+pub(crate) fn block_codes(isa: super::DotIsa, x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == super::DotIsa::Avx512Vnni && isa.is_supported() {
+        if let (Ok(x), Ok(q)) = (<&[f32; BLOCK]>::try_from(x), <&mut [i8; BLOCK]>::try_from(&mut *q)) {
+            // SAFETY: the CPU has AVX-512 (checked above); `x` and `q` are whole blocks.
+            return unsafe { super::x86_group::block_codes(x, q) };
+        }
+    }
+    let _ = isa;
+    block_codes_scalar(x, q)
+}
+
+/// `block_codes`' portable loop.
+pub(crate) fn block_codes_scalar(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut codes = [0f32; BLOCK];
     for (c, &v) in codes.iter_mut().zip(x) {
@@ -83,6 +104,5 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, f32, i32) {
         *q = c as i8;
         sum += c as i32;
     }
-    let d16 = half::f16::from_f32(d).to_f32();
-    (d16, d16 * sum as f32, half::f16::from_f32(d * sum as f32).to_f32(), sum)
+    (amax, sum)
 }

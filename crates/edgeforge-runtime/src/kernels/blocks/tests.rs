@@ -344,3 +344,52 @@ fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits(
     }
     assert!(!wide || checked > 100, "{checked}");
 }
+
+#[test]
+fn wide_activation_rounding_gives_the_portable_loops_bits() {
+    if !DotIsa::Avx512Vnni.is_supported() {
+        eprintln!("wide activation rounding skipped (not on this CPU): avx512-vnni");
+        return;
+    }
+    let mut r = Rng(0x0c0d_e5);
+    let mut blocks: Vec<[f32; 32]> = (0..2000).map(|i| std::array::from_fn(|j| r.unit() * (1 + i % 9) as f32 * if j % 11 == 3 { 0.0 } else { 1.0 })).collect();
+    // Ties: with max|x| = 127 the scale is 1, so halves must round to even on both paths.
+    blocks.push(std::array::from_fn(|j| if j == 0 { 127.0 } else { j as f32 - 15.5 }));
+    blocks.push([0.0; 32]);
+    blocks.push(std::array::from_fn(|j| if j % 2 == 0 { -0.0 } else { 1e-30 }));
+    for x in &blocks {
+        let (mut wide, mut narrow) = ([0i8; 32], [0i8; 32]);
+        let got = q8::block_codes(DotIsa::Avx512Vnni, x, &mut wide);
+        let want = q8::block_codes_scalar(x, &mut narrow);
+        assert_eq!((got.0.to_bits(), got.1, wide), (want.0.to_bits(), want.1, narrow), "{x:?}");
+    }
+}
+
+#[test]
+fn grouped_products_give_each_products_bits() {
+    let mut r = Rng(0x6e0u64);
+    let cols = 160;
+    for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
+        let mut ws = [random_weight(&mut r, BlockFormat::Q4_0, 48, cols), random_weight(&mut r, BlockFormat::Q8_0, 17, cols), random_weight(&mut r, BlockFormat::Q5_1, 33, cols)];
+        ws.iter_mut().for_each(|w| w.set_rounding(rounding));
+        for n in [1usize, 3, 9] {
+            let x = activations(&mut r, n * cols);
+            let want: Vec<Vec<f32>> = ws.iter().map(|w| {
+                let mut y = vec![f32::NAN; n * w.out_dim()];
+                assert!(block_matmul(w, &x, n, &mut y));
+                y
+            }).collect();
+            let mut got: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.out_dim()]).collect();
+            let mut ys: Vec<&mut [f32]> = got.iter_mut().map(|y| &mut y[..]).collect();
+            let refs: Vec<&BlockLinear> = ws.iter().collect();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                assert!(pool.install(|| block_matmul_group(&refs, &x, n, &mut ys)));
+                for (g, w) in ys.iter().zip(&want) {
+                    assert_eq!(g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{rounding:?} n {n} threads {threads}");
+                }
+            }
+            assert!(!block_matmul_group(&refs, &x[1..], n, &mut ys), "short input");
+        }
+    }
+}

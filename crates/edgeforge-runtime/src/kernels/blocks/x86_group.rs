@@ -114,3 +114,26 @@ pub(super) unsafe fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8
         }
     }
 }
+
+/// One activation block's codes (llama.cpp's `q8_0` rounding): `q = round(x · 127 / max|x|)`, ties to even
+/// (`vcvtps2dq` under the default rounding mode, as the portable loop's `1.5 · 2^23` trick), clamped to ±127.
+/// Returns (max|x|, Σq); the same bits as `q8::block_codes_scalar` (tested).
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn block_codes(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+    // SAFETY: `x` is 32 floats: two 64-byte loads.
+    let (a, b) = unsafe { (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16))) };
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    let id = _mm512_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    let code = |v: __m512| _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, id), lo), hi));
+    let (ca, cb) = (code(a), code(b));
+    // SAFETY: `q` is 32 bytes: two 16-byte stores of the codes narrowed to bytes (all within ±127).
+    unsafe {
+        _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(ca));
+        _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(cb));
+    }
+    (amax, _mm512_reduce_add_epi32(_mm512_add_epi32(ca, cb)))
+}
