@@ -1,6 +1,7 @@
 //! The format table: where each GGUF block format keeps its scale, minimum, high bits and codes, and how
 //! its codes become the integers the kernels dot with the activations. Adding a 32-element format is one
-//! row in each `match` here plus its unpacking in `scalar` and `x86`.
+//! row in each `match` here plus its unpacking in `scalar` and `x86`; the K-quants (256-element super-blocks)
+//! have their own kernels in `kquant` and `x86_kquant`.
 //!
 //! Layouts (ggml's, little-endian; `d`, `m` are f16): Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`;
 //! Q5_0 `d, qh[4], qs[16]`; Q5_1 `d, m, qh[4], qs[16]`; Q8_0 `d, qs[32]` (i8); IQ4_NL `d, qs[16]`.
@@ -22,6 +23,9 @@ pub enum BlockFormat {
     Q5_1,
     Q8_0,
     IQ4_NL,
+    /// K-quant super-blocks of 256 (`kquant`).
+    Q4_K,
+    Q6_K,
     /// IEEE halves, one per element (multiplied in f32 by `f16`, not by the integer kernels).
     F16,
 }
@@ -41,12 +45,21 @@ impl BlockFormat {
     /// The formats of the integer kernels (every one but F16).
     pub const ALL: [BlockFormat; 6] = [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q8_0, Self::IQ4_NL];
 
-    /// Elements per block: 32, or 1 for F16.
+    /// The K-quant formats (their own activation blocks and kernels, `kquant`).
+    pub const K: [BlockFormat; 2] = [Self::Q4_K, Self::Q6_K];
+
+    /// Elements per block: 32, 256 for the K-quants, or 1 for F16.
     pub const fn block_elems(self) -> usize {
         match self {
             Self::F16 => 1,
+            Self::Q4_K | Self::Q6_K => super::kquant::QK,
             _ => BLOCK,
         }
+    }
+
+    /// Whether this is a K-quant format.
+    pub const fn is_k(self) -> bool {
+        matches!(self, Self::Q4_K | Self::Q6_K)
     }
 
     pub fn of(ty: GgmlType) -> Option<Self> {
@@ -57,6 +70,8 @@ impl BlockFormat {
             GgmlType::Q5_1 => Self::Q5_1,
             GgmlType::Q8_0 => Self::Q8_0,
             GgmlType::IQ4_NL => Self::IQ4_NL,
+            GgmlType::Q4_K => Self::Q4_K,
+            GgmlType::Q6_K => Self::Q6_K,
             GgmlType::F16 => Self::F16,
             _ => return None,
         })
@@ -70,6 +85,8 @@ impl BlockFormat {
             Self::Q5_1 => GgmlType::Q5_1,
             Self::Q8_0 => GgmlType::Q8_0,
             Self::IQ4_NL => GgmlType::IQ4_NL,
+            Self::Q4_K => GgmlType::Q4_K,
+            Self::Q6_K => GgmlType::Q6_K,
             Self::F16 => GgmlType::F16,
         }
     }
@@ -83,6 +100,8 @@ impl BlockFormat {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q4_K => 144,
+            Self::Q6_K => 210,
             Self::F16 => 2,
         }
     }
@@ -91,7 +110,8 @@ impl BlockFormat {
     pub(crate) fn qs_at(self) -> usize {
         match self {
             Self::Q4_0 | Self::Q8_0 | Self::IQ4_NL => 2,
-            Self::F16 => 0,
+            // (The K-quants' codes are not one run: `kquant` reads them.)
+            Self::F16 | Self::Q4_K | Self::Q6_K => 0,
             Self::Q4_1 => 4,
             Self::Q5_0 => 6,
             Self::Q5_1 => 8,
@@ -112,7 +132,7 @@ impl BlockFormat {
             Self::Q4_0 => Offset::Const(8.0),
             Self::Q5_0 => Offset::Const(16.0),
             Self::Q4_1 | Self::Q5_1 => Offset::Min,
-            Self::Q8_0 | Self::IQ4_NL | Self::F16 => Offset::None,
+            Self::Q8_0 | Self::IQ4_NL | Self::F16 | Self::Q4_K | Self::Q6_K => Offset::None,
         }
     }
 }

@@ -24,12 +24,15 @@
 mod f16;
 mod format;
 mod interleave;
+mod kquant;
 mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_group;
+#[cfg(target_arch = "x86_64")]
+mod x86_kquant;
 
 #[cfg(test)]
 mod tests;
@@ -262,6 +265,13 @@ pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool
             Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
         };
     }
+    if w.format.is_k() {
+        return match w.rounding {
+            Rounding::Q8 => kquant_matmul(DotIsa::best(), w, x, n, y),
+            Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => kquant_matmul(DotIsa::best(), w, x, n, y),
+            Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+        };
+    }
     match w.rounding {
         Rounding::Q8 => q8_matmul_with(DotIsa::best(), w, x, n, y),
         Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => q8_matmul_with(DotIsa::best(), w, x, n, y),
@@ -334,6 +344,8 @@ fn f16_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32], round_to_f16:
 thread_local! {
     /// The quantized activations of the current product, reused across calls (no allocation per token).
     static ACTS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
+    /// The same for the K-quant formats (`q8_K` blocks of 256).
+    static ACTS_K: RefCell<kquant::Q8KRows> = RefCell::new(kquant::Q8KRows::default());
     /// Rows of an interleaved weight put back in the file's layout for dequantization (grows, is reused).
     static ROW_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -344,9 +356,47 @@ fn rows_per_task(out_dim: usize) -> usize {
     (out_dim.div_ceil(threads * 4)).div_ceil(16).max(1) * 16
 }
 
+/// The integer path of a K-quant weight on `isa` (tests and benchmarks name it): `false` on inconsistent
+/// lengths, an unsupported kernel or a format that is not a K-quant.
+#[must_use]
+pub fn kquant_matmul(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    if !w.format.is_k() || !isa.is_supported() || w.layout != Layout::Rows || n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    if n == 0 {
+        return true;
+    }
+    ACTS_K.with_borrow_mut(|acts| {
+        acts.quantize(x, n, in_dim);
+        let acts = &*acts;
+        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| {
+            for t in 0..n {
+                let Some(token) = acts.token(t) else { return false };
+                let col0 = block.col0();
+                let Some(out) = block.row_mut(t) else { return false };
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = kquant_dot(isa, w.format, w.row(col0 + c), token);
+                }
+            }
+            true
+        })
+    })
+}
+
+/// One K-quant row (`x.nb` whole blocks, checked by `kquant_matmul`'s shapes) dotted with one token on `isa`.
+fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'_>) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `kquant_matmul` checked `isa` is supported; `row` is one whole row of `x.nb` blocks of `format`.
+        DotIsa::Avx512Vnni => unsafe { x86_kquant::row_dot(format, row, x) },
+        _ => kquant::row_dot(format, row, x),
+    }
+}
+
 /// Whether `w` multiplies `n` tokens on the integer path.
 fn integer_path(w: &BlockLinear, n: usize) -> bool {
-    w.format != BlockFormat::F16 && (w.rounding == Rounding::Q8 || (w.rounding == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS))
+    w.format.block_elems() == format::BLOCK && (w.rounding == Rounding::Q8 || (w.rounding == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS))
 }
 
 /// `ys[i] = x · ws[i]ᵀ` for weights sharing one input (q, k and v; gate and up): when all of them take the
@@ -375,7 +425,7 @@ pub fn q8_matmul_with(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut
 #[must_use]
 fn q8_matmul_group(isa: DotIsa, ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
     let Some(in_dim) = ws.first().map(|w| w.in_dim) else { return ys.is_empty() };
-    let consistent = |w: &BlockLinear, y: &[f32]| w.in_dim == in_dim && w.format != BlockFormat::F16 && n.checked_mul(w.out_dim) == Some(y.len());
+    let consistent = |w: &BlockLinear, y: &[f32]| w.in_dim == in_dim && w.format.block_elems() == format::BLOCK && n.checked_mul(w.out_dim) == Some(y.len());
     if ws.len() != ys.len() || ws.len() > MAX_OUTPUTS || !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || !ws.iter().zip(ys.iter()).all(|(w, y)| consistent(w, y)) {
         return false;
     }
@@ -487,7 +537,7 @@ struct RowDot {
 
 impl RowDot {
     fn new(isa: DotIsa, format: BlockFormat) -> Option<Self> {
-        (isa.is_supported() && format != BlockFormat::F16).then_some(Self { isa, format })
+        (isa.is_supported() && format.block_elems() == format::BLOCK).then_some(Self { isa, format })
     }
 
     /// Tokens `t0..t0 + nt` of `acts`, if they exist.

@@ -189,7 +189,7 @@ fn both_products_match_gemm_on_the_dequantized_matrix_for_any_thread_count() {
 fn inconsistent_block_weights_and_lengths_are_refused() {
     let bb = BlockFormat::Q4_0.block_bytes();
     let refused = |ty, len, rows, cols| matches!(BlockLinear::new("t", ty, vec![0; len], rows, cols), Err(RuntimeError::PackedWeight { .. }));
-    assert!(refused(GgmlType::Q6_K, 210, 1, 256), "no kernel");
+    assert!(refused(GgmlType::Q5_K, 176, 1, 256), "no kernel");
     assert!(refused(GgmlType::Q4_0, bb, 1, 16), "partial block");
     assert!(refused(GgmlType::Q4_0, bb - 1, 1, 32), "short");
     assert!(refused(GgmlType::Q4_0, bb, 0, 32), "empty");
@@ -392,4 +392,99 @@ fn grouped_products_give_each_products_bits() {
             assert!(!block_matmul_group(&refs, &x[1..], n, &mut ys), "short input");
         }
     }
+}
+
+/// `rows × cols` random K-quant blocks: random codes and sub-block scales, d and dmin in [0.001, 0.01].
+fn random_k_weight(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -> BlockLinear {
+    let bb = format.block_bytes();
+    let mut bytes: Vec<u8> = (0..rows * cols / 256 * bb).map(|_| r.next_u32() as u8).collect();
+    for b in bytes.chunks_exact_mut(bb) {
+        let mut d = || half::f16::from_f32(0.001 + 0.009 * (r.unit() + 1.0) / 2.0).to_le_bytes();
+        match format {
+            BlockFormat::Q4_K => {
+                let (dd, dm) = (d(), d());
+                b[..2].copy_from_slice(&dd);
+                b[2..4].copy_from_slice(&dm);
+            }
+            _ => {
+                let dd = d();
+                b[208..210].copy_from_slice(&dd);
+            }
+        }
+    }
+    BlockLinear::new("t", format.ggml(), bytes, rows, cols).unwrap()
+}
+
+#[test]
+fn k_quant_kernels_follow_llama_cpp_and_every_kernel_gives_the_scalar_bits() {
+    let mut r = Rng(0x4b_0a_4b);
+    let wide = DotIsa::Avx512Vnni.is_supported();
+    if !wide {
+        eprintln!("K-quant kernel skipped (not on this CPU): avx512-vnni; the portable kernel runs");
+    }
+    for format in BlockFormat::K {
+        for &(rows, cols) in &[(3usize, 256usize), (37, 512), (20, 1536)] {
+            let w = random_k_weight(&mut r, format, rows, cols);
+            let wf = deq(&w);
+            for n in [1usize, 2, 5] {
+                let x = activations(&mut r, n * cols);
+                let mut acts = kquant::Q8KRows::default();
+                acts.quantize(&x, n, cols);
+                for t in 0..n {
+                    let token = acts.token(t).unwrap();
+                    let xq: Vec<f64> = (0..cols).map(|k| f64::from(token.d[k / 256]) * f64::from(token.qs[k])).collect();
+                    for row in 0..rows {
+                        let want = kquant::row_dot(format, w.row(row), token);
+                        let terms = wf[row * cols..(row + 1) * cols].iter().zip(&xq);
+                        let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * b, m + (f64::from(a) * b).abs()));
+                        assert!((f64::from(want) - exact).abs() <= 1e-5 * mag + 1e-6, "{format:?} {rows}x{cols} row {row}: {want} vs {exact}");
+                        if wide {
+                            let got = kquant_dot(DotIsa::Avx512Vnni, format, w.row(row), token);
+                            assert_eq!(got.to_bits(), want.to_bits(), "avx512-vnni {format:?} {rows}x{cols} row {row} token {t}: {got} vs {want}");
+                        }
+                    }
+                }
+                // The whole product, on one and on two threads, and the exact path against gemm.
+                let mut ws = w.clone();
+                for rounding in [Rounding::Q8, Rounding::Exact] {
+                    ws.set_rounding(rounding);
+                    let run = |threads: usize| {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        let mut y = vec![f32::NAN; n * rows];
+                        assert!(pool.install(|| block_matmul(&ws, &x, n, &mut y)));
+                        y
+                    };
+                    let one = run(1);
+                    assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), run(2).iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                    if rounding == Rounding::Exact {
+                        let mut want = vec![0f32; n * rows];
+                        assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
+                        for (g, e) in one.iter().zip(&want) {
+                            assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{format:?} exact: {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn k_activation_blocks_round_as_llama_cpp_does() {
+    // The first value of largest magnitude sets the scale with its sign: d = max / -127.
+    let mut x: Vec<f32> = (0..256).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    x[7] = -3.0;
+    x[200] = 3.0;
+    x[9] = 0.5 * 3.0 / 127.0 * 5.0; // 2.5 steps: rounds to even
+    let mut acts = kquant::Q8KRows::default();
+    acts.quantize(&x, 1, 256);
+    let t = acts.token(0).unwrap();
+    assert_eq!(t.d[0], 1.0 / (-127.0 / -3.0f32));
+    assert_eq!((t.qs[7], t.qs[200], t.qs[9]), (-127, 127, 2));
+    for j in 0..16 {
+        assert_eq!(t.bsums[j], t.qs[16 * j..16 * j + 16].iter().map(|&q| i32::from(q)).sum::<i32>());
+    }
+    acts.quantize(&[0.0; 256], 1, 256);
+    let t = acts.token(0).unwrap();
+    assert!(t.d[0] == 0.0 && t.qs.iter().all(|&q| q == 0) && t.bsums.iter().all(|&s| s == 0));
 }

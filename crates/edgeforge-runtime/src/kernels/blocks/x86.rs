@@ -341,7 +341,7 @@ macro_rules! with_format {
             BlockFormat::Q5_1 => $kernel!(3),
             BlockFormat::Q8_0 => $kernel!(4),
             BlockFormat::IQ4_NL => $kernel!(5),
-            BlockFormat::F16 => {}
+            BlockFormat::F16 | BlockFormat::Q4_K | BlockFormat::Q6_K => {}
         }
     };
 }
