@@ -55,19 +55,8 @@ llama_version="$("$llama_bin/llama-bench" --version 2>&1 | grep -m1 version || t
 cargo build --release --locked -q -p edgeforge-cli >&2
 edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
 
-# FILE.gguf from the reference model with llama-quantize, unless FILE.stamp matches.
-make_file() {
-  local type=$1 out="$work/$1.gguf" want
-  want="llama.cpp: $llama_version; input: $(basename "$model") $(stat -c %s "$model") $(sha256sum "$model" | cut -d' ' -f1); command: llama-quantize --allow-requantize MODEL $type"
-  if [[ -f $out && -f $out.stamp && "$(cat "$out.stamp")" == "$want" ]]; then
-    log "cached  $type.gguf"
-    return 0
-  fi
-  log "making  $type.gguf"
-  "$llama_bin/llama-quantize" --allow-requantize "$model" "$out.tmp" "$type" > "$work/$type.log" 2>&1 || die "llama-quantize $type failed (log: $work/$type.log)"
-  mv "$out.tmp" "$out"
-  printf '%s\n' "$want" > "$out.stamp"
-}
+# make_file TYPE: TYPE.gguf from the reference model (cached by stamp).
+source benches/lib/llama-files.sh
 
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 

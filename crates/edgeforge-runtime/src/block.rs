@@ -97,11 +97,83 @@ struct HeadInputs<'a> {
     scale: f32,
     softcap: Option<f32>,
     window: Option<usize>,
+    /// The attention's arithmetic.
+    arith: Attention,
+}
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attention {
+    /// f32 keys, values and products (gemm per query block), softmax over each row.
+    #[default]
+    Exact,
+    /// llama.cpp's CPU flash attention on its default f16 KV cache, as `llama-perplexity` and `llama-cli` run
+    /// it (the `llamacpp` rounding): keys and values rounded to f16 when cached. Batches of at least
+    /// `LLAMA_FA_TILE_Q` rows (its tiled kernel) then compute in f32 as `Exact` does; fewer rows (its
+    /// one-row kernel: decode steps) round the query to f16 and keep the value accumulator in f16, rounded
+    /// after every key, with an online softmax (running maximum and sum, `expf`), divided by the sum at the end.
+    LlamaCpp,
+}
+
+/// Query rows from which llama.cpp's CPU flash attention takes its tiled f32 kernel (`GGML_FA_TILE_Q`).
+const LLAMA_FA_TILE_Q: usize = 64;
+
+/// `x` at f16 precision.
+#[inline]
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Head `h` (reading kv head `kvh`) as llama.cpp's one-row flash-attention kernel computes it
+/// (`Attention::LlamaCpp` below `LLAMA_FA_TILE_Q` rows; the cache already holds f16-rounded keys and values):
+/// `[n, head_dim]`.
+fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Vec<f32> {
+    let (hd, n, past, cw) = (x.head_dim, x.n, x.past, x.cache_width);
+    let mut out = vec![0f32; n * hd];
+    let (mut q, mut acc) = (vec![0f32; hd], vec![0f32; hd]);
+    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+        for (qv, &v) in q.iter_mut().zip(&x.q[r * x.q_width + h * hd..][..hd]) {
+            *qv = f16_round(v);
+        }
+        acc.fill(0.0);
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        let visible = past + r + 1;
+        // llama.cpp masks key p0 for query p1 when p1 - p0 >= window.
+        let first = x.window.map_or(0, |w| visible.saturating_sub(w));
+        for key in first..visible {
+            let k = &x.k[key * cw + kvh * hd..][..hd];
+            let mut s = k.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() * x.scale;
+            if let Some(c) = x.softcap {
+                s = c * (s / c).tanh();
+            }
+            let (ms, vs) = if s > m {
+                let old = m;
+                m = s;
+                let ms = (old - m).exp();
+                acc.iter_mut().for_each(|a| *a = f16_round(*a * ms));
+                (ms, 1.0)
+            } else {
+                (1.0, (s - m).exp())
+            };
+            for (a, &v) in acc.iter_mut().zip(&x.v[key * cw + kvh * hd..][..hd]) {
+                *a = f16_round(v.mul_add(vs, *a));
+            }
+            sum = sum * ms + vs;
+        }
+        let inv = 1.0 / sum;
+        for (o, &a) in o.iter_mut().zip(&acc) {
+            *o = a * inv;
+        }
+    }
+    out
 }
 
 /// Head `h` (reading kv head `kvh`): softmax(cap(q·kᵀ · scale)) · v over the visible keys (causal, and
 /// inside the window if the layer has one), `[n, head_dim]`.
 fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, RuntimeError> {
+    if x.arith == Attention::LlamaCpp && x.n < LLAMA_FA_TILE_Q {
+        return Ok(attend_head_llamacpp(x, h, kvh));
+    }
     let (hd, n, past) = (x.head_dim, x.n, x.past);
     let scale = x.scale;
     let mut out = vec![0f32; n * hd];
@@ -147,15 +219,15 @@ const FORK_HEADS_MIN: usize = 4096;
 /// attended causally: the heads' outputs `[n, n_heads·head_dim]` (the input of o_proj). With
 /// `Threads::Single` everything runs on the calling thread (for callers that parallelize over sequences).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
+pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, arith: Attention) -> Result<Vec<f32>, RuntimeError> {
     let mut heads_out = Vec::new();
-    attention_heads_into(l, d, xn, n, cache, rope, threads, &mut heads_out)?;
+    attention_heads_into(l, d, xn, n, cache, rope, threads, arith, &mut heads_out)?;
     Ok(heads_out)
 }
 
 /// `attention_heads` into `heads_out` (resized; its allocation reused).
 #[allow(clippy::too_many_arguments)]
-fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, heads_out: &mut Vec<f32>) -> Result<(), RuntimeError> {
+fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, arith: Attention, heads_out: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let (e, hd) = (d.n_embd, d.head_dim);
     let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
     let LayerCache { k: kc, v: vc, width: cw, past } = cache;
@@ -178,12 +250,16 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
     }
     rope.apply(&mut q, qd);
     rope.apply(&mut k, kvd);
+    if arith == Attention::LlamaCpp {
+        // llama.cpp's default KV cache holds halves.
+        k.iter_mut().chain(v.iter_mut()).for_each(|x| *x = f16_round(*x));
+    }
     for r in 0..n {
         kc[(past + r) * cw..][..kvd].copy_from_slice(&k[r * kvd..(r + 1) * kvd]);
         vc[(past + r) * cw..][..kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
     }
     let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
-    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window };
+    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
     let group = l.n_heads / l.n_kv_heads;
     // A few rows against a short context is microseconds of work per head: cheaper on this thread than a
     // fork-join (decode steps); the values are the same either way.
@@ -345,7 +421,7 @@ impl Block {
         let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let rope = self.rope_for(n);
         let cache = LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 };
-        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, out)
+        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, Attention::Exact, out)
     }
 
     pub fn add_attention_output(&self, heads: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {
@@ -466,7 +542,7 @@ mod tests {
             let q: Vec<f32> = (0..n * qd).map(|_| next()).collect();
             let k: Vec<f32> = (0..total * cw).map(|_| next()).collect();
             let v: Vec<f32> = (0..total * cw).map(|_| next()).collect();
-            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), softcap: None, window: None };
+            let x = HeadInputs { q: &q, q_width: qd, k: &k, v: &v, cache_width: cw, n, past, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), softcap: None, window: None, arith: Attention::Exact };
             for h in 0..heads {
                 let got: Vec<u32> = attend_head(&x, h, 0).unwrap().iter().map(|v| v.to_bits()).collect();
                 let want: Vec<u32> = full_head(&x, h, 0).iter().map(|v| v.to_bits()).collect();

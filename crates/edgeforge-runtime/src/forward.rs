@@ -25,13 +25,14 @@ pub enum CaptureSite {
 pub struct LlamaRuntime {
     w: LlamaWeights,
     kv_width: usize,
+    attention: block::Attention,
 }
 
 impl LlamaRuntime {
     pub fn new(w: LlamaWeights) -> Result<Self, RuntimeError> {
         w.validate()?;
         let kv_width = w.max_kv_width();
-        Ok(Self { w, kv_width })
+        Ok(Self { w, kv_width, attention: block::Attention::Exact })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -44,7 +45,10 @@ impl LlamaRuntime {
 
     /// Set how every block weight rounds its activations: `Rounding::Exact` (f32, the default) or
     /// `Rounding::Q8` (llama.cpp's 8-bit activation blocks and integer dot products).
+    /// `Rounding::Q8` also computes attention as llama.cpp's default does (f16 KV cache, flash attention:
+    /// `block::Attention::LlamaCpp`), so that perplexity reproduces llama-perplexity's figure.
     pub fn set_rounding(&mut self, rounding: crate::Rounding) {
+        self.attention = if rounding == crate::Rounding::Q8 { block::Attention::LlamaCpp } else { block::Attention::Exact };
         let w = &mut self.w;
         w.token_embd.set_rounding(rounding);
         if let Some(o) = &mut w.output {
@@ -206,7 +210,7 @@ impl LlamaRuntime {
         block::attn_norm(l, d, x, xn);
         capture(CaptureSite::Attention, xn);
         let layer_cache = LayerCache { k: &mut cache.k[li], v: &mut cache.v[li], width: cache.width, past: cache.len };
-        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope, Threads::Pool)?;
+        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope, Threads::Pool, self.attention)?;
         capture(CaptureSite::AttentionOutput, &heads);
         block::add_attention_output(l, d, &heads, n, x, &mut s.bufs[1], Threads::Pool)?;
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Benchmark (issue 14, item 3): `edgeforge eval perplexity --rounding llamacpp` against llama-perplexity on
+# quantized files made by llama-quantize, side by side in one run.
+#
+# What it does:
+#   1. Files: the reference model (scripts/fetch-model.sh, Q4_1) and its Q4_0, Q5_1, Q6_K and Q4_K_M versions
+#      made with the pinned llama.cpp's `llama-quantize --allow-requantize` (benches/lib/llama-files.sh,
+#      cached by stamp). On SmolLM2 (n_embd 576, not a multiple of 256) llama-quantize gives the K-quant types
+#      only to tensors whose rows are (ffn_down); the rest fall back to Q5_0/Q8_0, as llama.cpp decides.
+#   2. For each file, one after the other: llama-perplexity on wiki.test.raw, ctx 512, CHUNKS chunks, THREADS
+#      threads, with its defaults (f16 KV cache, flash attention auto: on) — the figure users see — and, for
+#      reference, with an f32 KV cache and no flash attention (`-ctk f32 -ctv f32 -fa off`); then ours, `eval
+#      perplexity --rounding llamacpp` (activations rounded as llama.cpp rounds them: q8_0/q8_1 blocks for the
+#      32-element formats, q8_K for the K-quants, f16 for F16 weights; keys and values rounded to f16 as its
+#      default cache holds them) and `--rounding exact` (our default float figure).
+#   3. Writes $REPORT_DIR/rounding-vs-llamacpp.{json,md}: the four figures per file, the difference of ours
+#      (llamacpp rounding) from llama-perplexity's default figure, and the target |difference| <= 0.05%.
+#
+# How long (2 shared cores): about 3 minutes per file at 25 chunks.
+#
+# Usage: benches/rounding-vs-llamacpp.sh
+#   FILES="Q4_1 Q4_0 Q5_1 Q6_K Q4_K_M"  CHUNKS=25  THREADS=2
+#   BENCH_WORK=~/.cache/edgeforge/bench/runtime   (shares made files with runtime-vs-llamacpp.sh)
+#   REPORT_DIR=reports/bench
+# Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+files="${FILES:-Q4_1 Q4_0 Q5_1 Q6_K Q4_K_M}"
+chunks="${CHUNKS:-25}"
+threads="${THREADS:-2}"
+report_dir="${REPORT_DIR:-reports/bench}"
+mkdir -p "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" "$report_dir"
+work="$(cd "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+die() { echo "rounding-vs-llamacpp: $*" >&2; exit 1; }
+
+model="$(scripts/fetch-model.sh | tail -n 1)"
+[[ -f $model ]] || die "scripts/fetch-model.sh did not print a model file (got '$model')"
+llama_bin="$(scripts/build-llamacpp.sh | tail -n 1)"
+[[ -x $llama_bin/llama-perplexity ]] || die "no llama-perplexity in '$llama_bin'"
+llama_version="$("$llama_bin/llama-perplexity" --version 2>&1 | grep -m1 version || true)"
+cargo build --release --locked -q -p edgeforge-cli >&2
+edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
+text="$(cd .. && pwd)/shared/data/wiki.test.raw"
+[[ -f $text ]] || die "$text not found (../shared/data)"
+source benches/lib/llama-files.sh
+
+results="$work/rounding.tsv"
+: > "$results"
+llama_ppl() { # FILE EXTRA_ARGS... -> perplexity
+  local f=$1; shift
+  "$llama_bin/llama-perplexity" -m "$f" -f "$text" -c 512 -b 512 --chunks "$chunks" -t "$threads" "$@" > "$work/llama-ppl.txt" 2>&1 \
+    || die "llama-perplexity failed on $f (log: $work/llama-ppl.txt)"
+  sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$work/llama-ppl.txt"
+}
+ours_ppl() { # FILE ROUNDING -> perplexity
+  "$edgeforge" eval perplexity --model "$1" --text "$text" --ctx 512 --batch 512 --chunks "$chunks" --threads "$threads" --rounding "$2" --json 2> "$work/edgeforge-ppl.err" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["perplexity"])' || die "edgeforge eval perplexity failed on $1 (log: $work/edgeforge-ppl.err)"
+}
+
+for f in $files; do
+  case $f in
+    Q4_1) path=$model ;;
+    *) make_file "$f"; path="$work/$f.gguf" ;;
+  esac
+  log "$f: llama-perplexity (f32 KV), llama-perplexity (defaults), edgeforge llamacpp, edgeforge exact"
+  a="$(llama_ppl "$path" -ctk f32 -ctv f32 -fa off)"
+  b="$(llama_ppl "$path")"
+  c="$(ours_ppl "$path" llamacpp)"
+  d="$(ours_ppl "$path" exact)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$f" "$(stat -c %s "$path")" "$a" "$b" "$c" "$d" >> "$results"
+done
+
+python3 - "$results" "$report_dir" "$chunks" "$threads" "$llama_version" "$(git rev-parse --short HEAD)" <<'EOF'
+import json, os, sys
+results, report_dir, chunks, threads, llama_version, commit = sys.argv[1:]
+rows = []
+for line in open(results):
+    f, size, a, b, c, d = line.rstrip("\n").split("\t")
+    a, b, c, d = float(a), float(b), float(c), float(d)
+    rows.append({"file": f, "bytes": int(size), "llama_f32_kv": a, "llama_default": b, "edgeforge_llamacpp": c, "edgeforge_exact": d,
+                 "diff_pct": 100 * (c - b) / b, "exact_diff_pct": 100 * (d - b) / b, "pass": abs(100 * (c - b) / b) <= 0.05})
+protocol = f"wiki.test.raw, ctx 512, {chunks} chunks, {threads} threads"
+report = {"protocol": protocol, "llama_cpp": llama_version, "edgeforge_commit": commit, "target": "|edgeforge --rounding llamacpp - llama-perplexity (defaults)| <= 0.05%", "rows": rows}
+with open(os.path.join(report_dir, "rounding-vs-llamacpp.json"), "w") as fh:
+    json.dump(report, fh, indent=2)
+md = ["# Perplexity with llama.cpp's activation rounding vs llama-perplexity", "",
+      f"{protocol}; llama.cpp {llama_version}; edgeforge {commit}. Files made by `llama-quantize --allow-requantize` from the reference model "
+      "(Q4_1 is the reference model itself). llama-perplexity with its defaults (f16 KV cache, flash attention on: the comparison) and, "
+      "for reference, with an f32 KV cache and no flash attention (`-ctk f32 -ctv f32 -fa off`). Differences are from llama.cpp's default figure. "
+      "Produced by benches/rounding-vs-llamacpp.sh.", "",
+      "| file | MiB | llama.cpp (f32 KV, no FA) | llama.cpp (defaults) | edgeforge `--rounding llamacpp` | difference | edgeforge exact (default) | target <= 0.05% |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+for r in rows:
+    md.append(f"| {r['file']} | {r['bytes'] / 2**20:.1f} | {r['llama_f32_kv']:.4f} | {r['llama_default']:.4f} | {r['edgeforge_llamacpp']:.4f} | {r['diff_pct']:+.3f}% | {r['edgeforge_exact']:.4f} ({r['exact_diff_pct']:+.2f}%) | {'PASS' if r['pass'] else 'FAIL'} |")
+with open(os.path.join(report_dir, "rounding-vs-llamacpp.md"), "w") as fh:
+    fh.write("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
