@@ -127,9 +127,8 @@ fn f16_round(x: f32) -> f32 {
 /// Head `h` (reading kv head `kvh`) as llama.cpp's one-row flash-attention kernel computes it
 /// (`Attention::LlamaCpp` below `LLAMA_FA_TILE_Q` rows; the cache already holds f16-rounded keys and values):
 /// `[n, head_dim]`.
-fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Vec<f32> {
-    let (hd, n, past, cw) = (x.head_dim, x.n, x.past, x.cache_width);
-    let mut out = vec![0f32; n * hd];
+fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) {
+    let (hd, past, cw) = (x.head_dim, x.past, x.cache_width);
     let (mut q, mut acc) = (vec![0f32; hd], vec![0f32; hd]);
     for (r, o) in out.chunks_exact_mut(hd).enumerate() {
         for (qv, &v) in q.iter_mut().zip(&x.q[r * x.q_width + h * hd..][..hd]) {
@@ -165,26 +164,42 @@ fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Vec<f32> {
             *o = a * inv;
         }
     }
-    out
 }
 
 /// Head `h` (reading kv head `kvh`): softmax(cap(q·kᵀ · scale)) · v over the visible keys (causal, and
 /// inside the window if the layer has one), `[n, head_dim]`.
+#[cfg(test)]
 fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, RuntimeError> {
+    let mut out = vec![0f32; x.n * x.head_dim];
+    attend_head_into(x, h, kvh, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// A worker's attention scores, reused across heads, layers and tokens (no allocation per decode step).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `attend_head` into `out` (`[n, head_dim]`).
+fn attend_head_into(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
     if x.arith == Attention::LlamaCpp && x.n < LLAMA_FA_TILE_Q {
-        return Ok(attend_head_llamacpp(x, h, kvh));
+        attend_head_llamacpp(x, h, kvh, out);
+        return Ok(());
     }
+    SCORES.with_borrow_mut(|scores| attend_head_exact(x, h, kvh, out, scores))
+}
+
+/// The f32 attention of one head (`Attention::Exact`), with `scores` as scratch.
+fn attend_head_exact(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32], scores: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let (hd, n, past) = (x.head_dim, x.n, x.past);
     let scale = x.scale;
-    let mut out = vec![0f32; n * hd];
-    let mut scores = Vec::new();
     for (r0, r1) in query_blocks(n, past) {
         let (rows, keys) = (r1 - r0, past + r1);
         scores.clear();
         scores.resize(rows * keys, 0.0);
         let qh = MatRef { data: x.q, offset: r0 * x.q_width + h * hd, rows, cols: hd, row_stride: x.q_width, col_stride: 1 };
         let kt = MatRef { data: x.k, offset: kvh * hd, rows: hd, cols: keys, row_stride: 1, col_stride: x.cache_width };
-        if !matmul(&mut scores, 0, keys, qh, kt, false, Threads::Single) {
+        if !matmul(scores, 0, keys, qh, kt, false, Threads::Single) {
             return Err(RuntimeError::Kernel { what: "attention scores" });
         }
         for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
@@ -203,53 +218,72 @@ fn attend_head(x: &HeadInputs<'_>, h: usize, kvh: usize) -> Result<Vec<f32>, Run
                 _ => ops::softmax_prefix(row, visible),
             }
         }
-        let p = MatRef::row_major(&scores, rows, keys);
+        let p = MatRef::row_major(scores, rows, keys);
         let vh = MatRef { data: x.v, offset: kvh * hd, rows: keys, cols: hd, row_stride: x.cache_width, col_stride: 1 };
-        if !matmul(&mut out, r0 * hd, hd, p, vh, false, Threads::Single) {
+        if !matmul(out, r0 * hd, hd, p, vh, false, Threads::Single) {
             return Err(RuntimeError::Kernel { what: "attention values" });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Query rows × keys below which one layer's attention heads run on the calling thread.
 const FORK_HEADS_MIN: usize = 4096;
 
+/// Buffers of one layer's attention (q, k, v and the heads' outputs), reused across layers and decode steps
+/// when the caller keeps them (the forward pass keeps them with the KV cache).
+#[derive(Debug, Default)]
+pub(crate) struct AttnScratch {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    per_head: Vec<f32>,
+}
+
+/// `v` resized to `len` (its allocation kept), as a slice.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
+}
+
 /// Q/K/V of the normed input `xn` (`[n, n_embd]`) at positions `cache.past..`, appended to the cache,
 /// attended causally: the heads' outputs `[n, n_heads·head_dim]` (the input of o_proj). With
 /// `Threads::Single` everything runs on the calling thread (for callers that parallelize over sequences).
+/// Into `heads_out` (resized; its allocation reused), with `scratch` for q, k, v and the heads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_heads(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, arith: Attention) -> Result<Vec<f32>, RuntimeError> {
-    let mut heads_out = Vec::new();
-    attention_heads_into(l, d, xn, n, cache, rope, threads, arith, &mut heads_out)?;
-    Ok(heads_out)
-}
-
-/// `attention_heads` into `heads_out` (resized; its allocation reused).
-#[allow(clippy::too_many_arguments)]
-fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, cache: LayerCache<'_>, rope: &RopeTable, threads: Threads, arith: Attention, heads_out: &mut Vec<f32>) -> Result<(), RuntimeError> {
+pub(crate) fn attention_heads_into(
+    l: &LayerWeights,
+    d: BlockDims,
+    xn: &[f32],
+    n: usize,
+    cache: LayerCache<'_>,
+    rope: &RopeTable,
+    threads: Threads,
+    arith: Attention,
+    scratch: &mut AttnScratch,
+    heads_out: &mut Vec<f32>,
+) -> Result<(), RuntimeError> {
     let (e, hd) = (d.n_embd, d.head_dim);
     let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
     let LayerCache { k: kc, v: vc, width: cw, past } = cache;
-    let mut q = vec![0f32; n * qd];
-    let mut k = vec![0f32; n * kvd];
-    let mut v = vec![0f32; n * kvd];
+    let AttnScratch { q, k, v, per_head } = scratch;
+    let (q, k, v) = (sized(q, n * qd), sized(k, n * kvd), sized(v, n * kvd));
     let f = &l.features;
-    Linear::forward_group(xn, n, e, &mut [(&l.wq, qd, &mut q, "attn_q"), (&l.wk, kvd, &mut k, "attn_k"), (&l.wv, kvd, &mut v, "attn_v")], threads)?;
-    for (y, b) in [(&mut q, &f.q_bias), (&mut k, &f.k_bias), (&mut v, &f.v_bias)] {
+    Linear::forward_group(xn, n, e, &mut [(&l.wq, qd, &mut *q, "attn_q"), (&l.wk, kvd, &mut *k, "attn_k"), (&l.wv, kvd, &mut *v, "attn_v")], threads)?;
+    for (y, b) in [(&mut *q, &f.q_bias), (&mut *k, &f.k_bias), (&mut *v, &f.v_bias)] {
         if let Some(b) = b {
             ops::add_bias(y, b);
         }
     }
-    for (y, w) in [(&mut q, &f.q_norm), (&mut k, &f.k_norm)] {
+    for (y, w) in [(&mut *q, &f.q_norm), (&mut *k, &f.k_norm)] {
         if let Some(w) = w {
             // Per head: rows of head_dim.
-            let src = y.clone();
+            let src = y.to_vec();
             ops::rms_norm(&src, w, d.rms_eps, y);
         }
     }
-    rope.apply(&mut q, qd);
-    rope.apply(&mut k, kvd);
+    rope.apply(q, qd);
+    rope.apply(k, kvd);
     if arith == Attention::LlamaCpp {
         // llama.cpp's default KV cache holds halves.
         k.iter_mut().chain(v.iter_mut()).for_each(|x| *x = f16_round(*x));
@@ -259,19 +293,19 @@ fn attention_heads_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, ca
         vc[(past + r) * cw..][..kvd].copy_from_slice(&v[r * kvd..(r + 1) * kvd]);
     }
     let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
-    let inputs = HeadInputs { q: &q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
+    let inputs = HeadInputs { q, q_width: qd, k: kc, v: vc, cache_width: cw, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
     let group = l.n_heads / l.n_kv_heads;
     // A few rows against a short context is microseconds of work per head: cheaper on this thread than a
     // fork-join (decode steps); the values are the same either way.
     let fork = threads == Threads::Pool && n * (past + n) >= FORK_HEADS_MIN;
-    let per_head: Vec<Result<Vec<f32>, RuntimeError>> = match if fork { Threads::Pool } else { Threads::Single } {
-        Threads::Pool => (0..l.n_heads).into_par_iter().map(|h| attend_head(&inputs, h, h / group)).collect(),
-        Threads::Single => (0..l.n_heads).map(|h| attend_head(&inputs, h, h / group)).collect(),
-    };
-    heads_out.clear();
-    heads_out.resize(n * qd, 0.0);
-    for (h, out) in per_head.into_iter().enumerate() {
-        let out = out?;
+    let per_head = sized(per_head, l.n_heads * n * hd);
+    if fork {
+        per_head.par_chunks_mut(n * hd).enumerate().try_for_each(|(h, out)| attend_head_into(&inputs, h, h / group, out))?;
+    } else {
+        per_head.chunks_mut(n * hd).enumerate().try_for_each(|(h, out)| attend_head_into(&inputs, h, h / group, out))?;
+    }
+    let heads_out = sized(heads_out, n * qd);
+    for (h, out) in per_head.chunks_exact(n * hd).enumerate() {
         for r in 0..n {
             heads_out[r * qd + h * hd..][..hd].copy_from_slice(&out[r * hd..(r + 1) * hd]);
         }
@@ -293,23 +327,15 @@ pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32]
 }
 
 /// `act(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)` (act = the layer's activation): the input of down_proj, `[n, n_ff]`.
-pub(crate) fn ffn_hidden(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads) -> Result<Vec<f32>, RuntimeError> {
-    let mut gate = Vec::new();
-    ffn_hidden_into(l, d, xn, n, threads, &mut gate)?;
-    Ok(gate)
-}
-
-/// `ffn_hidden` into `gate` (resized; its allocation reused).
-fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
+/// Into `gate` (resized; its allocation reused), with `up` as scratch.
+pub(crate) fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, up: &mut Vec<f32>, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let ff = l.n_ff;
-    gate.clear();
-    gate.resize(n * ff, 0.0);
-    let mut up = vec![0f32; n * ff];
-    Linear::forward_group(xn, n, d.n_embd, &mut [(&l.w_gate, ff, gate, "ffn_gate"), (&l.w_up, ff, &mut up, "ffn_up")], threads)?;
+    let (gate, up) = (sized(gate, n * ff), sized(up, n * ff));
+    Linear::forward_group(xn, n, d.n_embd, &mut [(&l.w_gate, ff, &mut *gate, "ffn_gate"), (&l.w_up, ff, &mut *up, "ffn_up")], threads)?;
     match l.activation {
-        Activation::Silu => ops::silu_mul(gate, &up),
-        Activation::Relu => ops::relu_mul(gate, &up),
-        Activation::GeluTanh => ops::gelu_mul(gate, &up),
+        Activation::Silu => ops::silu_mul(gate, up),
+        Activation::Relu => ops::relu_mul(gate, up),
+        Activation::GeluTanh => ops::gelu_mul(gate, up),
     }
     Ok(())
 }
@@ -421,7 +447,7 @@ impl Block {
         let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let rope = self.rope_for(n);
         let cache = LayerCache { k: &mut k, v: &mut v, width: kvd, past: 0 };
-        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, Attention::Exact, out)
+        attention_heads_into(&self.layer, self.dims, xn, n, cache, &rope, self.threads, Attention::Exact, &mut AttnScratch::default(), out)
     }
 
     pub fn add_attention_output(&self, heads: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {
@@ -448,7 +474,7 @@ impl Block {
     /// `ffn_hidden` into `out`, reusing its allocation.
     pub fn ffn_hidden_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
-        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, out)
+        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, &mut Vec::new(), out)
     }
 
     pub fn add_ffn_output(&self, hidden: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {

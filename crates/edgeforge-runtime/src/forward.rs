@@ -71,7 +71,7 @@ impl LlamaRuntime {
     /// logits of `tokens[logits_from..]`, row-major `[tokens.len() - logits_from, vocab]`.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize) -> Result<Vec<f32>, RuntimeError> {
         let w = &self.w;
-        let (n, e) = (tokens.len(), w.n_embd);
+        let n = tokens.len();
         if logits_from > n {
             return Err(RuntimeError::LogitsFrom { from: logits_from, n });
         }
@@ -93,19 +93,33 @@ impl LlamaRuntime {
             return Ok(Vec::new());
         }
 
-        let mut x = vec![0f32; n * e];
-        x.par_chunks_mut(e).zip(tokens.par_iter()).try_for_each(|(row, &t)| w.token_embd.row_into(t as usize, row, "token_embd"))?;
-        self.scale_embeddings(&mut x);
-        let mut ropes = RopeTables::default();
-        let d = BlockDims::of(w);
-        let mut scratch = Scratch::default();
-        for (li, layer) in w.layers.iter().enumerate() {
-            let rope = ropes.get(w.head_dim, &block::rope_params(layer, d), cache.len, n);
-            self.layer(li, layer, &mut x, n, cache, &rope, &mut scratch, &mut |_, _| {})?;
-        }
-        cache.len += n;
+        // The context's buffers, moved out for the call and put back whatever happens.
+        let mut ws = std::mem::take(&mut cache.ws);
+        let out = self.forward_with(cache, tokens, logits_from, &mut ws);
+        cache.ws = ws;
+        out
+    }
 
-        self.head_logits(&x[logits_from * e..], n - logits_from)
+    /// `forward` with the buffers `ws`.
+    fn forward_with(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize, ws: &mut Workspace) -> Result<Vec<f32>, RuntimeError> {
+        let w = &self.w;
+        let (n, e) = (tokens.len(), w.n_embd);
+        let mut x = std::mem::take(&mut ws.x);
+        x.resize(n * e, 0.0);
+        let out = (|| {
+            x.par_chunks_mut(e).zip(tokens.par_iter()).try_for_each(|(row, &t)| w.token_embd.row_into(t as usize, row, "token_embd"))?;
+            self.scale_embeddings(&mut x);
+            let mut ropes = RopeTables::default();
+            let d = BlockDims::of(w);
+            for (li, layer) in w.layers.iter().enumerate() {
+                let rope = ropes.get(w.head_dim, &block::rope_params(layer, d), cache.len, n, self.attention == block::Attention::LlamaCpp);
+                self.layer(li, layer, &mut x, n, cache, &rope, ws, &mut |_, _| {})?;
+            }
+            cache.len += n;
+            self.head_logits(&x[logits_from * e..], n - logits_from)
+        })();
+        ws.x = x;
+        out
     }
 
     /// Embedding rows times the model's embedding scale (Gemma's √n_embd), if it has one.
@@ -177,7 +191,7 @@ impl LlamaRuntime {
         }
         let mut cache = KvCache::new(self.w.layers.len(), self.kv_width, n);
         let rope = RopeTable::new(self.w.head_dim, &block::rope_params(l, BlockDims::of(&self.w)), 0, n);
-        self.layer(li, l, x, n, &mut cache, &rope, &mut Scratch::default(), capture)
+        self.layer(li, l, x, n, &mut cache, &rope, &mut Workspace::default(), capture)
     }
 
     /// Swap in new weights for one layer (e.g. after quantizing it), checked like the originals.
@@ -201,38 +215,43 @@ impl LlamaRuntime {
         n: usize,
         cache: &mut KvCache,
         rope: &RopeTable,
-        s: &mut Scratch,
+        s: &mut Workspace,
         capture: &mut dyn FnMut(CaptureSite, &[f32]),
     ) -> Result<(), RuntimeError> {
         let d = BlockDims::of(&self.w);
         let e = d.n_embd;
-        let xn = s.buf(0, n * e);
+        let xn = sized(&mut s.bufs[0], n * e);
         block::attn_norm(l, d, x, xn);
         capture(CaptureSite::Attention, xn);
         let layer_cache = LayerCache { k: &mut cache.k[li], v: &mut cache.v[li], width: cache.width, past: cache.len };
-        let heads = block::attention_heads(l, d, xn, n, layer_cache, rope, Threads::Pool, self.attention)?;
-        capture(CaptureSite::AttentionOutput, &heads);
-        block::add_attention_output(l, d, &heads, n, x, &mut s.bufs[1], Threads::Pool)?;
+        block::attention_heads_into(l, d, xn, n, layer_cache, rope, Threads::Pool, self.attention, &mut s.attn, &mut s.heads)?;
+        capture(CaptureSite::AttentionOutput, &s.heads);
+        block::add_attention_output(l, d, &s.heads, n, x, &mut s.bufs[1], Threads::Pool)?;
 
-        let xn = s.buf(0, n * e);
+        let xn = sized(&mut s.bufs[0], n * e);
         block::ffn_norm(l, d, x, xn);
         capture(CaptureSite::FeedForward, xn);
-        let hidden = block::ffn_hidden(l, d, xn, n, Threads::Pool)?;
-        capture(CaptureSite::FeedForwardDown, &hidden);
-        block::add_ffn_output(l, d, &hidden, n, x, &mut s.bufs[1], Threads::Pool)
+        block::ffn_hidden_into(l, d, xn, n, Threads::Pool, &mut s.up, &mut s.hidden)?;
+        capture(CaptureSite::FeedForwardDown, &s.hidden);
+        block::add_ffn_output(l, d, &s.hidden, n, x, &mut s.bufs[1], Threads::Pool)
     }
 }
 
-/// Reused per-call buffers of the model width.
-#[derive(Default)]
-struct Scratch {
+/// Buffers of the forward pass (hidden states, normed inputs, q/k/v, heads, the feed-forward's hidden
+/// state): kept with a KV cache, so every call on that context reuses them and decode steps do not allocate
+/// them again.
+#[derive(Debug, Default)]
+pub(crate) struct Workspace {
+    x: Vec<f32>,
     bufs: [Vec<f32>; 2],
+    attn: block::AttnScratch,
+    heads: Vec<f32>,
+    up: Vec<f32>,
+    hidden: Vec<f32>,
 }
 
-impl Scratch {
-    fn buf(&mut self, i: usize, len: usize) -> &mut [f32] {
-        let b = &mut self.bufs[i];
-        b.resize(len, 0.0);
-        &mut b[..len]
-    }
+/// `v` resized to `len` (its allocation kept), as a slice.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
 }

@@ -6,6 +6,8 @@ pub struct KvCache {
     pub(crate) width: usize,
     pub(crate) k: Vec<Vec<f32>>,
     pub(crate) v: Vec<Vec<f32>>,
+    /// The forward pass's buffers for this context, reused by every call (no allocation per decode step).
+    pub(crate) ws: crate::forward::Workspace,
 }
 
 impl KvCache {
@@ -16,6 +18,7 @@ impl KvCache {
             width,
             k: (0..n_layers).map(|_| vec![0.0; capacity * width]).collect(),
             v: (0..n_layers).map(|_| vec![0.0; capacity * width]).collect(),
+            ws: Default::default(),
         }
     }
 

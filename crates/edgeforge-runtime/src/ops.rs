@@ -8,8 +8,9 @@ use crate::kernels::exp::exp_in_place;
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
     out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(o, xr)| {
-        let mean_sq = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
-        let scale = (1.0 / (mean_sq + f64::from(eps)).sqrt()) as f32;
+        // As ggml computes it: f32 squares summed in f64, the mean and the scale in f32.
+        let mean_sq = (xr.iter().map(|&v| f64::from(v * v)).sum::<f64>() / n as f64) as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
         for ((o, &v), &w) in o.iter_mut().zip(xr).zip(weight) {
             *o = v * scale * w;
         }

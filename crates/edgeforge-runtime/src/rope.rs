@@ -52,6 +52,26 @@ impl RopeTable {
         Self { head_dim, kind: p.kind, cos_sin }
     }
 
+    /// The angles as llama.cpp's CPU RoPE computes them, in f32: `theta_scale = powf(base, −2 / head_dim)`,
+    /// pair `i`'s angle the previous pair's times `theta_scale` (starting from the position), divided by the
+    /// pair's frequency factor and times `freq_scale`, then `cosf`/`sinf`. Used with the `llamacpp` rounding,
+    /// so that its figures reproduce llama.cpp's (the angles drift from the exact ones by a few ulps per pair).
+    pub fn new_ggml(head_dim: usize, p: &RopeParams, start: usize, n: usize) -> Self {
+        let half = head_dim / 2;
+        let theta_scale = p.base.powf(-2.0 / head_dim as f32);
+        let mut cos_sin = Vec::with_capacity(n * half);
+        for pos in start..start + n {
+            let mut theta = pos as f32;
+            for i in 0..half {
+                let factor = p.factors.as_ref().and_then(|f| f.get(i)).copied().unwrap_or(1.0);
+                let t = p.freq_scale * (theta / factor);
+                cos_sin.push((t.cos(), t.sin()));
+                theta *= theta_scale;
+            }
+        }
+        Self { head_dim, kind: p.kind, cos_sin }
+    }
+
     /// cos and sin of every (position, pair), row-major `[positions, head_dim/2]`: the same angles for other
     /// implementations of this RoPE (the distillation model reads them).
     pub fn cos_sin(&self) -> &[(f32, f32)] {
@@ -99,12 +119,28 @@ pub(crate) struct RopeTables {
 }
 
 impl RopeTables {
-    pub fn get(&mut self, head_dim: usize, p: &RopeParams, start: usize, n: usize) -> Arc<RopeTable> {
+    /// The table of `p` for positions `start..start + n` (llama.cpp's f32 angles when `ggml`).
+    pub fn get(&mut self, head_dim: usize, p: &RopeParams, start: usize, n: usize, ggml: bool) -> Arc<RopeTable> {
         if let Some((_, t)) = self.tables.iter().find(|(q, _)| q == p) {
             return Arc::clone(t);
         }
-        let t = Arc::new(RopeTable::new(head_dim, p, start, n));
+        let t = Arc::new(if ggml { RopeTable::new_ggml(head_dim, p, start, n) } else { RopeTable::new(head_dim, p, start, n) });
         self.tables.push((p.clone(), Arc::clone(&t)));
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_cpp_angles_stay_within_a_few_ulps_of_the_exact_ones() {
+        let p = RopeParams::norm(100_000.0);
+        let (exact, ggml) = (RopeTable::new(64, &p, 0, 600), RopeTable::new_ggml(64, &p, 0, 600));
+        assert_eq!(ggml.cos_sin()[..32], vec![(1.0f32, 0.0f32); 32][..], "position 0 does not turn");
+        let worst = exact.cos_sin().iter().zip(ggml.cos_sin()).map(|(a, b)| (a.0 - b.0).abs().max((a.1 - b.1).abs())).fold(0f32, f32::max);
+        // f32 angles of up to 600 rad carry ~600 · 2^-24 of rounding, plus the drift of the repeated products.
+        assert!(worst > 0.0 && worst < 2e-4, "{worst}");
     }
 }

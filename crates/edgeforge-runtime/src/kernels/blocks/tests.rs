@@ -2,7 +2,7 @@
 //! and both products against gemm on the dequantized matrix, for every format. Kernels this CPU cannot run
 //! are reported as skipped by name.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
 
 use super::*;
 use crate::kernels::matmul::{matmul, Threads};
@@ -351,7 +351,7 @@ fn wide_activation_rounding_gives_the_portable_loops_bits() {
         eprintln!("wide activation rounding skipped (not on this CPU): avx512-vnni");
         return;
     }
-    let mut r = Rng(0x0c0d_e5);
+    let mut r = Rng(0x000c_0de5);
     let mut blocks: Vec<[f32; 32]> = (0..2000).map(|i| std::array::from_fn(|j| r.unit() * (1 + i % 9) as f32 * if j % 11 == 3 { 0.0 } else { 1.0 })).collect();
     // Ties: with max|x| = 127 the scale is 1, so halves must round to even on both paths.
     blocks.push(std::array::from_fn(|j| if j == 0 { 127.0 } else { j as f32 - 15.5 }));

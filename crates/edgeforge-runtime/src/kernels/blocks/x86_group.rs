@@ -7,6 +7,9 @@
 //! same order: results are bit-identical to the scalar kernel (tested). Our own kernel: no maintained crate
 //! multiplies ggml's block formats.
 
+// Token and sub-block loops index several arrays in step; iterators would obscure it.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use edgeforge_core::blocks::IQ4_NL_GRID;

@@ -5,6 +5,9 @@
 //! bit-identical to the portable kernel (tested). Our own kernels: no maintained crate multiplies ggml's
 //! K-quant blocks.
 
+// Token and sub-block loops index several arrays in step; iterators would obscure it.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::format::BlockFormat;
