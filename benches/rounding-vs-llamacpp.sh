@@ -29,24 +29,11 @@ cd "$(dirname "$0")/.."
 files="${FILES:-Q4_1 Q4_0 Q5_1 Q6_K Q4_K_M}"
 chunks="${CHUNKS:-25}"
 threads="${THREADS:-2}"
-report_dir="${REPORT_DIR:-reports/bench}"
-mkdir -p "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" "$report_dir"
-work="$(cd "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
-
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-die() { echo "rounding-vs-llamacpp: $*" >&2; exit 1; }
-
-model="$(scripts/fetch-model.sh | tail -n 1)"
-[[ -f $model ]] || die "scripts/fetch-model.sh did not print a model file (got '$model')"
-llama_bin="$(scripts/build-llamacpp.sh | tail -n 1)"
-[[ -x $llama_bin/llama-perplexity ]] || die "no llama-perplexity in '$llama_bin'"
-llama_version="$("$llama_bin/llama-perplexity" --version 2>&1 | grep -m1 version || true)"
-cargo build --release --locked -q -p edgeforge-cli >&2
-edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
+# Work and report folders, the model, llama.cpp and our CLI; make_file TYPE (cached by stamp).
+source benches/lib/llama-files.sh
+setup_llama_bench rounding-vs-llamacpp llama-perplexity
 text="$(cd .. && pwd)/shared/data/wiki.test.raw"
 [[ -f $text ]] || die "$text not found (../shared/data)"
-source benches/lib/llama-files.sh
 
 results="$work/rounding.tsv"
 : > "$results"

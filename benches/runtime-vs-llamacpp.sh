@@ -39,24 +39,9 @@ reps="${REPS:-3}"
 pp="${PP:-512}"
 tg="${TG:-128}"
 rounding="${ROUNDING:-fast}"
-report_dir="${REPORT_DIR:-reports/bench}"
-mkdir -p "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" "$report_dir"
-work="$(cd "${BENCH_WORK:-$HOME/.cache/edgeforge/bench/runtime}" && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/edgeforge/target}"
-
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-die() { echo "runtime-vs-llamacpp: $*" >&2; exit 1; }
-
-model="$(scripts/fetch-model.sh | tail -n 1)"
-[[ -f $model ]] || die "scripts/fetch-model.sh did not print a model file (got '$model')"
-llama_bin="$(scripts/build-llamacpp.sh | tail -n 1)"
-[[ -x $llama_bin/llama-bench ]] || die "no llama-bench in '$llama_bin'"
-llama_version="$("$llama_bin/llama-bench" --version 2>&1 | grep -m1 version || true)"
-cargo build --release --locked -q -p edgeforge-cli >&2
-edgeforge="$CARGO_TARGET_DIR/release/edgeforge"
-
-# make_file TYPE: TYPE.gguf from the reference model (cached by stamp).
+# Work and report folders, the model, llama.cpp and our CLI; make_file TYPE (cached by stamp).
 source benches/lib/llama-files.sh
+setup_llama_bench runtime-vs-llamacpp llama-bench
 
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -241,7 +241,7 @@ pub(crate) struct AttnScratch {
 }
 
 /// `v` resized to `len` (its allocation kept), as a slice.
-fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(crate) fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     v.resize(len, 0.0);
     &mut v[..len]
 }

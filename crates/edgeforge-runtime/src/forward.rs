@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::block::{self, linear, BlockDims, LayerCache};
+use crate::block::{self, linear, sized, BlockDims, LayerCache};
 use crate::error::RuntimeError;
 use crate::kernels::matmul::Threads;
 use crate::kv_cache::KvCache;
@@ -248,10 +248,4 @@ pub(crate) struct Workspace {
     heads: Vec<f32>,
     up: Vec<f32>,
     hidden: Vec<f32>,
-}
-
-/// `v` resized to `len` (its allocation kept), as a slice.
-fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    v.resize(len, 0.0);
-    &mut v[..len]
 }
