@@ -93,6 +93,11 @@ impl LlamaRuntime {
             return Ok(Vec::new());
         }
 
+        if n > WORKSPACE_MAX_TOKENS {
+            // A long batch (a prompt) gets buffers of its own, freed after the call: kept with the cache they
+            // would stay resident, sized for the prompt, while the context decodes.
+            return self.forward_with(cache, tokens, logits_from, &mut Workspace::default());
+        }
         // The context's buffers, moved out for the call and put back whatever happens.
         let mut ws = std::mem::take(&mut cache.ws);
         let out = self.forward_with(cache, tokens, logits_from, &mut ws);
@@ -236,6 +241,9 @@ impl LlamaRuntime {
         block::add_ffn_output(l, d, &s.hidden, n, x, &mut s.bufs[1], Threads::Pool)
     }
 }
+
+/// Largest call whose buffers are kept with the KV cache (decode steps and short batches).
+const WORKSPACE_MAX_TOKENS: usize = 16;
 
 /// Buffers of the forward pass (hidden states, normed inputs, q/k/v, heads, the feed-forward's hidden
 /// state): kept with a KV cache, so every call on that context reuses them and decode steps do not allocate
