@@ -140,7 +140,7 @@ pub enum Layout {
     /// The file's order: row after row (a view into the file's map when loaded from GGUF).
     Rows,
     /// Sixteen rows interleaved per block column (`interleave`), for the AVX-512 VNNI integer kernel: made
-    /// once, when a Q4_0, Q8_0 or IQ4_NL weight is set to an integer rounding on a CPU with that kernel.
+    /// once, when a weight in a 32-element format is set to an integer rounding on a CPU with that kernel.
     Interleaved,
 }
 

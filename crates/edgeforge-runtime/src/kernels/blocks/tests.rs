@@ -287,7 +287,7 @@ fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits(
         eprintln!("interleaved kernel skipped (not on this CPU): avx512-vnni; the scalar interleaved kernel runs");
     }
     let mut checked = 0;
-    for format in [BlockFormat::Q4_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL] {
+    for format in BlockFormat::ALL {
         for &(rows, cols) in &[(1usize, 32usize), (16, 64), (37, 576), (49, 160)] {
             let original = random_weight(&mut r, format, rows, cols);
             let mut w = original.clone();

@@ -1,8 +1,9 @@
 //! The AVX-512 VNNI kernel of the interleaved layout (`interleave`): per block column, 16 rows at once. Each
 //! 64-byte chunk of codes holds four codes of each of the 16 rows; `vpdpbusd` multiplies them, as unsigned
 //! bytes, by four activation codes broadcast to every 32-bit lane, so lane `r` accumulates row `r`'s dot. The
-//! unsigned bytes are `q` (Q4_0 nibbles, 0..15) or `v + 128` (Q8_0 bytes, IQ4_NL grid values, flipped with one
-//! xor); the offset (`8` or `128` times the activation block's integer sum) is subtracted in integers, so each
+//! unsigned bytes are the codes (4 or 5 bits; the fifth from the row's high bits) or `v + 128` (Q8_0 bytes, IQ4_NL
+//! grid values, flipped with one xor); the offset (`8`, `16` or `128` times the activation block's integer sum) is
+//! subtracted in integers (Q4_1/Q5_1 add `m · s` in f32 instead), so each
 //! lane holds exactly the signed dot of `interleave::group_dot`, and the float steps are the same ones in the
 //! same order: results are bit-identical to the scalar kernel (tested). Our own kernel: no maintained crate
 //! multiplies ggml's block formats.
@@ -14,7 +15,7 @@ use std::arch::x86_64::*;
 
 use edgeforge_core::blocks::IQ4_NL_GRID;
 
-use super::format::{BlockFormat, BLOCK};
+use super::format::{BlockFormat, Offset, BLOCK};
 use super::interleave::{column_bytes, GROUP};
 use super::q8::Q8View;
 
@@ -23,7 +24,16 @@ use super::q8::Q8View;
 const PREFETCH_BYTES: usize = 1536;
 
 /// Formats by index, for the const parameter.
-const FORMATS: [BlockFormat; 3] = [BlockFormat::Q4_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL];
+const FORMATS: [BlockFormat; 6] = BlockFormat::ALL;
+
+/// 0x10 in byte `i` of each 32-bit lane where bit `i` (0..4) of the lane's `t` is set: the fifth bits of
+/// four codes. (`t & 0xF` times 0x00204081 puts bit `i` at bit `8i`, and only there among the bytes' low bits.)
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn fifth_bits(t: __m512i) -> __m512i {
+    let spread = _mm512_mullo_epi32(_mm512_and_si512(t, _mm512_set1_epi32(0xF)), _mm512_set1_epi32(0x0020_4081));
+    _mm512_slli_epi32::<4>(_mm512_and_si512(spread, _mm512_set1_epi32(0x0101_0101)))
+}
 
 /// Four activation codes (bytes `o .. o + 4` at `p`) in every 32-bit lane.
 ///
@@ -48,37 +58,58 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
     let low = _mm512_set1_epi8(0x0F);
     let flip = _mm512_set1_epi8(-128);
     let grid = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_NL_GRID.as_ptr().cast()));
-    let (xq, xd, xs) = (x.qs.as_ptr(), x.d.as_ptr(), x.sq.as_ptr());
+    let (xq, xd, xs, xs16) = (x.qs.as_ptr(), x.d.as_ptr(), x.sq.as_ptr(), x.s16.as_ptr());
+    let with_min = matches!(format.offset(), Offset::Min);
+    let qs_at = GROUP * format.qs_at();
+    let bias = match format.offset() {
+        Offset::Const(k) => k as i32,
+        Offset::None => 128,
+        Offset::Min => 0,
+    };
     let mut acc = [_mm512_setzero_ps(); NT];
+    let mut off = [_mm512_setzero_ps(); NT];
     for b in 0..nb {
         // SAFETY: block column `b < nb` lies inside the group the caller vouches for: its 16 scales are its
         // first 32 bytes, its code chunks the 64-byte runs after them.
         let col = unsafe { group.add(b * cb) };
         _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(PREFETCH_BYTES).cast());
-        // SAFETY: as above.
+        // SAFETY (all three): the 16 scales, minimums (32 bytes after the scales) and high bits (16 · qh_at
+        // bytes in) are fields of the block column, read only for the formats that have them.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
+        let mw = if with_min { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
+        let qh = match format.qh_at() {
+            Some(at) => Some(unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) }),
+            None => None,
+        };
         // SAFETY: chunk `c` is 64 bytes inside the block column (`c` < 4 for nibble formats, < 8 for Q8_0).
         macro_rules! chunk {
             ($c:expr) => {
-                unsafe { _mm512_loadu_si512(col.add(2 * GROUP + 64 * $c).cast()) }
+                unsafe { _mm512_loadu_si512(col.add(qs_at + 64 * $c).cast()) }
             };
         }
         for t in 0..NT {
             let k = t * nb + b;
             // SAFETY: token `t < NT` has `nb` blocks in `x`: block `k` (32 codes, its scale and sum) is inside.
-            let (xb, dx, sq) = unsafe { (xq.add(k * BLOCK), *xd.add(k), *xs.add(k)) };
+            let (xb, dx, sq, s16) = unsafe { (xq.add(k * BLOCK), *xd.add(k), *xs.add(k), *xs16.add(k)) };
             let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            let bias = if format == BlockFormat::Q8_0 {
+            if format == BlockFormat::Q8_0 {
                 for c in (0..8).step_by(2) {
                     // SAFETY (both): bytes 4c.. and 4c + 4.. of the block's 32 codes.
                     a0 = _mm512_dpbusd_epi32(a0, _mm512_xor_si512(chunk!(c), flip), unsafe { quad(xb, 4 * c) });
                     a1 = _mm512_dpbusd_epi32(a1, _mm512_xor_si512(chunk!(c + 1), flip), unsafe { quad(xb, 4 * c + 4) });
                 }
-                128
             } else {
                 for c in 0..4 {
                     let bytes = chunk!(c);
                     let (lo, hi) = (_mm512_and_si512(bytes, low), _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low));
+                    let (lo, hi) = match qh {
+                        // Codes 4c.. take bits 4c.. of their row's high bits, codes 16 + 4c.. bits 16 + 4c...
+                        Some(h) => {
+                            let (sl, sh) = (_mm_cvtsi32_si128(4 * c as i32), _mm_cvtsi32_si128(16 + 4 * c as i32));
+                            (_mm512_or_si512(lo, fifth_bits(_mm512_srl_epi32(h, sl))), _mm512_or_si512(hi, fifth_bits(_mm512_srl_epi32(h, sh))))
+                        }
+                        None => (lo, hi),
+                    };
                     let (lo, hi) = if format == BlockFormat::IQ4_NL {
                         (_mm512_xor_si512(_mm512_shuffle_epi8(grid, lo), flip), _mm512_xor_si512(_mm512_shuffle_epi8(grid, hi), flip))
                     } else {
@@ -88,15 +119,18 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
                     a0 = _mm512_dpbusd_epi32(a0, lo, unsafe { quad(xb, 4 * c) });
                     a1 = _mm512_dpbusd_epi32(a1, hi, unsafe { quad(xb, 16 + 4 * c) });
                 }
-                if format == BlockFormat::IQ4_NL { 128 } else { 8 }
-            };
+            }
             let dot = _mm512_sub_epi32(_mm512_add_epi32(a0, a1), _mm512_set1_epi32(bias * sq));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc[t]);
+            if with_min {
+                off[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(s16), off[t]);
+            }
         }
     }
     for t in 0..NT {
+        let v = if with_min { _mm512_add_ps(acc[t], off[t]) } else { acc[t] };
         // SAFETY: `out[t]` is 16 floats.
-        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), v) };
     }
 }
 
@@ -111,8 +145,11 @@ pub(super) unsafe fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8
     unsafe {
         match format {
             BlockFormat::Q4_0 => group_kernel::<0, NT>(p, x, out),
-            BlockFormat::Q8_0 => group_kernel::<1, NT>(p, x, out),
-            BlockFormat::IQ4_NL => group_kernel::<2, NT>(p, x, out),
+            BlockFormat::Q4_1 => group_kernel::<1, NT>(p, x, out),
+            BlockFormat::Q5_0 => group_kernel::<2, NT>(p, x, out),
+            BlockFormat::Q5_1 => group_kernel::<3, NT>(p, x, out),
+            BlockFormat::Q8_0 => group_kernel::<4, NT>(p, x, out),
+            BlockFormat::IQ4_NL => group_kernel::<5, NT>(p, x, out),
             _ => {}
         }
     }
