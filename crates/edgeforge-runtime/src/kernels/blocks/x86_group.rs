@@ -77,10 +77,7 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
         // bytes in) are fields of the block column, read only for the formats that have them.
         let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
         let mw = if with_min { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
-        let qh = match format.qh_at() {
-            Some(at) => Some(unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) }),
-            None => None,
-        };
+        let qh = format.qh_at().map(|at| unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) });
         // SAFETY: chunk `c` is 64 bytes inside the block column (`c` < 4 for nibble formats, < 8 for Q8_0).
         macro_rules! chunk {
             ($c:expr) => {
