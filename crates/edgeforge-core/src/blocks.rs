@@ -204,8 +204,8 @@ fn iq4_nl(b: &[u8; 18], out: &mut [f32; 32]) {
 }
 
 /// The six-bit scale and min of Q4_K sub-block `j` (0..8) from the 12 packed scale bytes
-/// (llama.cpp's `get_scale_min_k4`).
-fn scale_min_k4(s: &[u8; 12], j: usize) -> (u8, u8) {
+/// (llama.cpp's `get_scale_min_k4`). Public for the runtime's Q4_K kernels.
+pub fn scale_min_k4(s: &[u8; 12], j: usize) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

@@ -16,6 +16,8 @@
 //! Layouts (ggml's): Q4_K `d, dmin, scales[12], qs[128]` (chunk c of 64 elements: 32 bytes of qs, low nibbles
 //! sub-block 2c, high nibbles 2c + 1); Q6_K `ql[128], qh[64], scales[16] (i8), d` (see `q6_codes`).
 
+use edgeforge_core::blocks::scale_min_k4;
+
 use super::format::{half_at, BlockFormat};
 
 /// Elements per super-block.
@@ -89,15 +91,6 @@ fn quantize_block(x: &[f32], q: &mut [i8], bsums: &mut [i32]) -> f32 {
     1.0 / iscale
 }
 
-/// Q4_K's 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes (ggml's `get_scale_min_k4`).
-pub(crate) fn scale_min(s: &[u8], j: usize) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-    }
-}
-
 /// The 256 codes (0..63) of a Q6_K block in element order.
 pub(crate) fn q6_codes(b: &[u8]) -> [u8; QK] {
     let mut q = [0u8; QK];
@@ -118,10 +111,11 @@ pub(crate) fn q6_codes(b: &[u8]) -> [u8; QK] {
 fn super_block(format: BlockFormat, b: &[u8], x: &[i8], bsums: &[i32]) -> (i32, i32, f32, f32) {
     match format {
         BlockFormat::Q4_K => {
-            let (scales, qs) = (&b[4..16], &b[16..144]);
+            let Ok(scales) = <&[u8; 12]>::try_from(&b[4..16]) else { return (0, 0, f32::NAN, 0.0) };
+            let qs = &b[16..144];
             let (mut isum, mut msum) = (0i32, 0i32);
             for j in 0..8 {
-                let (sc, m) = scale_min(scales, j);
+                let (sc, m) = scale_min_k4(scales, j);
                 let (chunk, high) = (&qs[32 * (j / 2)..32 * (j / 2) + 32], j % 2 == 1);
                 let dot: i32 = chunk.iter().zip(&x[32 * j..32 * j + 32]).map(|(&q, &v)| i32::from(if high { q >> 4 } else { q & 0x0F }) * i32::from(v)).sum();
                 isum += i32::from(sc) * dot;

@@ -10,8 +10,10 @@
 
 use std::arch::x86_64::*;
 
-use super::format::BlockFormat;
-use super::kquant::{scale_min, step, Q8KView, QK};
+use edgeforge_core::blocks::scale_min_k4;
+
+use super::format::{half_at, BlockFormat};
+use super::kquant::{step, Q8KView, QK};
 
 /// Two 32-byte runs of activation codes, at `p + a` and `p + b`, as one 64-byte register.
 ///
@@ -50,10 +52,11 @@ unsafe fn q4k(row: &[u8], x: Q8KView<'_>) -> f32 {
     let mut acc = 0f32;
     for i in 0..x.nb {
         let b = &row[i * 144..(i + 1) * 144];
+        let Ok(scales) = <&[u8; 12]>::try_from(&b[4..16]) else { return f32::NAN };
         let mut sc = [0i32; 8];
         let mut msum = 0i32;
         for j in 0..8 {
-            let (s, m) = scale_min(&b[4..16], j);
+            let (s, m) = scale_min_k4(scales, j);
             sc[j] = i32::from(s);
             msum += i32::from(m) * (x.bsums[16 * i + 2 * j] + x.bsums[16 * i + 2 * j + 1]);
         }
@@ -71,7 +74,7 @@ unsafe fn q4k(row: &[u8], x: Q8KView<'_>) -> f32 {
             isum = _mm512_add_epi32(isum, scaled(dl, lanes(&[sc[4 * c], sc[4 * c + 2]])));
             isum = _mm512_add_epi32(isum, scaled(dh, lanes(&[sc[4 * c + 1], sc[4 * c + 3]])));
         }
-        acc = step(acc, x.d[i], half(b, 0), half(b, 2), _mm512_reduce_add_epi32(isum), msum);
+        acc = step(acc, x.d[i], half_at(b, 0), half_at(b, 2), _mm512_reduce_add_epi32(isum), msum);
     }
     acc
 }
@@ -110,13 +113,9 @@ unsafe fn q6k(row: &[u8], x: Q8KView<'_>) -> f32 {
             isum = _mm512_add_epi32(isum, scaled(da, lanes(&sc[8 * h..8 * h + 4])));
             isum = _mm512_add_epi32(isum, scaled(db, lanes(&sc[8 * h + 4..8 * h + 8])));
         }
-        acc = step(acc, x.d[i], half(b, 208), 0.0, _mm512_reduce_add_epi32(isum) - offset, 0);
+        acc = step(acc, x.d[i], half_at(b, 208), 0.0, _mm512_reduce_add_epi32(isum) - offset, 0);
     }
     acc
-}
-
-fn half(b: &[u8], at: usize) -> f32 {
-    super::format::half_at(b, at)
 }
 
 /// `kquant::row_dot` on AVX-512 VNNI.
