@@ -26,6 +26,9 @@ pub struct StepLog {
     /// The objective's term: KL(teacher‖student)·T², or the next-token cross-entropy with
     /// `objective: next-token` (the report's `objective` says which).
     pub kl: f64,
+    /// The next-token cross-entropy added to the KL with `ce_weight` > 0 (else 0).
+    #[serde(default)]
+    pub ce: f64,
     pub hidden_mse: f64,
     pub lr: f64,
     pub grad_norm: f64,

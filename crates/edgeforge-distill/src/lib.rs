@@ -15,6 +15,7 @@ pub mod model;
 mod options;
 mod schedule;
 mod swap;
+pub mod teacher;
 mod train;
 mod tune;
 
@@ -22,8 +23,8 @@ use edgeforge_core::pass::{Effects, Estimate, Needs, OptionIssue, Pass, PassCont
 use edgeforge_core::{Model, ModelConfig};
 
 pub use error::DistillError;
-pub use loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, TeacherTargets};
-pub use options::{BackendChoice, DistillOptions, Objective};
+pub use loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, top_k, TeacherTargets};
+pub use options::{BackendChoice, DistillOptions, Objective, TeacherEngine};
 pub use swap::{ActivationSwap, ActivationSwapOptions, SwapTo};
 pub use train::{device, train, TrainContext, TrainReport};
 pub use tune::{mean_kl, runtime_log_probs, TuneScales, TuneScalesOptions};
@@ -57,12 +58,18 @@ fn summarize(r: &TrainReport) -> Vec<String> {
         r.threads,
         if r.stopped_by_budget { ", stopped by max_minutes" } else { "" }
     ));
+    if let Some(engine) = r.teacher_engine {
+        notes.push(format!("teacher run by {engine}: {:.1} s of the {:.0} s for its targets", r.teacher_s, r.elapsed_s));
+    }
     if let (Some(a), Some(b)) = (first, last) {
         let term = match r.objective {
             Objective::Distill => "KL(teacher‖student)·T²",
             Objective::NextToken => "next-token cross-entropy (no teacher)",
         };
         notes.push(format!("{term}: {a:.4} at the first step → {b:.4} at the last"));
+        if let (Some(a), Some(b), true) = (r.log.first(), r.log.last(), r.objective == Objective::Distill && r.log.iter().any(|s| s.ce > 0.0)) {
+            notes.push(format!("next-token cross-entropy (ce_weight term): {:.4} at the first step → {:.4} at the last", a.ce, b.ce));
+        }
     }
     // A coarse loss curve: about ten points, averaged over the steps between them.
     let n = r.log.len();

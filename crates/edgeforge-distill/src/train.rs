@@ -20,6 +20,7 @@ use crate::loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, top_k
 use crate::model::{Llama, Positions};
 use crate::options::{BackendChoice, DistillOptions, Objective};
 use crate::schedule::Schedule;
+use crate::teacher::{top_k_rows, RuntimeTeacher};
 
 /// The device of a backend choice, failing clearly when the backend was not compiled in.
 pub fn device(choice: BackendChoice) -> Result<Device> {
@@ -90,6 +91,10 @@ pub struct TrainReport {
     pub backend: String,
     pub threads: usize,
     pub objective: Objective,
+    /// What ran the teacher (`None` without one) and the wall time its targets took in this run (inside
+    /// `elapsed_s`, so inside `max_minutes`).
+    pub teacher_engine: Option<&'static str>,
+    pub teacher_s: f64,
     pub log: Vec<StepLog>,
     /// (tensor, format before, relative change) of each tensor the student changed.
     #[serde(skip)]
@@ -134,10 +139,18 @@ pub(crate) fn token_tensor(rows: &[&[u32]], device: &Device) -> Tensor<2, Int> {
 /// Teacher top-k per sequence, `[seq_len, k]` ids and log-probabilities, filled on first visit.
 type TopKCache = HashMap<usize, (Vec<i64>, Vec<f32>)>;
 
+/// What runs the teacher: a burn module (with its positions) or the native runtime. One per run: boxing the
+/// larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Teacher {
+    Burn(Llama, Positions),
+    Runtime(RuntimeTeacher),
+}
+
 struct Trainer<'a> {
     o: &'a DistillOptions,
-    /// The teacher and its positions (`None` for the next-token objective).
-    teacher: Option<(Llama, Positions)>,
+    /// The teacher (`None` for the next-token objective).
+    teacher: Option<Teacher>,
     base: Device,
     ad: Device,
     pos_ad: Positions,
@@ -145,35 +158,83 @@ struct Trainer<'a> {
     top_k_cache: TopKCache,
     /// The teacher block index of each student block.
     origins: Vec<usize>,
+    /// Wall time spent computing teacher targets in this run.
+    teacher_s: f64,
 }
 
 impl Trainer<'_> {
-    /// Teacher targets for the sequences `ids` (rows of `tokens`), from the cache when possible; and the
-    /// teacher's hidden states when the loss needs them.
-    fn targets(&mut self, ids: &[usize], tokens: Tensor<2, Int>) -> Result<(TeacherTargets, Vec<Tensor<2>>)> {
-        let t = self.o.temperature;
-        let want_hidden = self.o.hidden_mse_weight > 0.0;
-        if let (Some(k), false) = (self.o.teacher_top_k, want_hidden) {
-            if ids.iter().all(|i| self.top_k_cache.contains_key(i)) {
-                let (mut tok, mut lp) = (Vec::new(), Vec::new());
-                for i in ids {
-                    if let Some((a, b)) = self.top_k_cache.get(i) {
-                        tok.extend_from_slice(a);
-                        lp.extend_from_slice(b);
-                    }
-                }
-                let k = k.min(tok.len() / (ids.len() * self.seq_len).max(1));
-                let n = ids.len() * self.seq_len;
-                let ids_t = Tensor::<2, Int>::from_data(TensorData::new(tok, [n, k]), &self.ad);
-                let lp_t = Tensor::<2>::from_data(TensorData::new(lp, [n, k]), &self.ad);
-                return Ok((TeacherTargets::TopK { ids: ids_t, log_probs: lp_t }, Vec::new()));
-            }
+    /// Teacher targets for the sequences `ids` (`rows`), from the cache when possible; and the teacher's
+    /// hidden states when the loss needs them.
+    fn targets(&mut self, ids: &[usize], rows: &[&[u32]]) -> Result<(TeacherTargets, Vec<Tensor<2>>)> {
+        if let Some(cached) = self.cached(ids) {
+            return Ok((cached, Vec::new()));
         }
-        let (teacher, pos) = self.teacher.as_ref().ok_or(DistillError::Missing { what: "a teacher (objective: distill)" })?;
-        let out = teacher.forward(tokens, pos, want_hidden);
-        let lp = teacher_log_probs(out.logits, t);
+        let started = Instant::now();
+        let out = match &self.teacher {
+            Some(Teacher::Runtime(rt)) => self.runtime_targets(rt, ids, rows),
+            Some(Teacher::Burn(teacher, pos)) => self.burn_targets(teacher, pos, ids, rows),
+            None => Err(DistillError::Missing { what: "a teacher (objective: distill)" }),
+        };
+        self.teacher_s += started.elapsed().as_secs_f64();
+        let (targets, hidden, new_entries) = out?;
+        self.top_k_cache.extend(new_entries);
+        Ok((targets, hidden))
+    }
+
+    /// The cached top-k targets of `ids` when every one of them has been seen (and no hidden states needed).
+    fn cached(&self, ids: &[usize]) -> Option<TeacherTargets> {
+        let k = self.o.teacher_top_k?;
+        if self.o.hidden_mse_weight > 0.0 || !ids.iter().all(|i| self.top_k_cache.contains_key(i)) {
+            return None;
+        }
+        let (mut tok, mut lp) = (Vec::new(), Vec::new());
+        for (a, b) in ids.iter().filter_map(|i| self.top_k_cache.get(i)) {
+            tok.extend_from_slice(a);
+            lp.extend_from_slice(b);
+        }
+        let n = ids.len() * self.seq_len;
+        let k = k.min(tok.len() / n.max(1));
+        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(tok, [n, k]), &self.ad);
+        let lp_t = Tensor::<2>::from_data(TensorData::new(lp, [n, k]), &self.ad);
+        Some(TeacherTargets::TopK { ids: ids_t, log_probs: lp_t })
+    }
+
+    /// Targets from the runtime: one prefill per sequence, log-softmax and top-k on the CPU.
+    fn runtime_targets(&self, rt: &RuntimeTeacher, ids: &[usize], rows: &[&[u32]]) -> Result<(TeacherTargets, Vec<Tensor<2>>, Vec<CacheEntry>)> {
+        let (t, vocab, n) = (self.o.temperature, rt.vocab_size(), rows.len() * self.seq_len);
+        let mut entries = Vec::new();
+        let targets = match self.o.teacher_top_k {
+            None => {
+                let mut all = Vec::with_capacity(n * vocab);
+                for r in rows {
+                    all.extend(rt.log_probs(r, t)?);
+                }
+                TeacherTargets::Full(Tensor::<2>::from_data(TensorData::new(all, [n, vocab]), &self.ad))
+            }
+            Some(k) => {
+                let (mut tok, mut lps) = (Vec::new(), Vec::new());
+                for (&i, r) in ids.iter().zip(rows) {
+                    let (a, b) = top_k_rows(&rt.log_probs(r, t)?, vocab, k);
+                    tok.extend_from_slice(&a);
+                    lps.extend_from_slice(&b);
+                    entries.push((i, (a, b)));
+                }
+                let k = tok.len() / n.max(1);
+                let ids_t = Tensor::<2, Int>::from_data(TensorData::new(tok, [n, k]), &self.ad);
+                TeacherTargets::TopK { ids: ids_t, log_probs: Tensor::<2>::from_data(TensorData::new(lps, [n, k]), &self.ad) }
+            }
+        };
+        Ok((targets, Vec::new(), entries))
+    }
+
+    /// Targets from the burn teacher (full or top-k), and its hidden states when the loss needs them.
+    fn burn_targets(&self, teacher: &Llama, pos: &Positions, ids: &[usize], rows: &[&[u32]]) -> Result<(TeacherTargets, Vec<Tensor<2>>, Vec<CacheEntry>)> {
+        let want_hidden = self.o.hidden_mse_weight > 0.0;
+        let out = teacher.forward(token_tensor(rows, &self.base), pos, want_hidden);
+        let lp = teacher_log_probs(out.logits, self.o.temperature);
         // Each student block is compared with the teacher block it descends from (depth pruning skips some).
         let hidden = self.origins.iter().filter_map(|&j| out.hidden.get(j).cloned()).map(|h| h.autodiff()).collect();
+        let mut entries = Vec::new();
         let targets = match self.o.teacher_top_k {
             None => TeacherTargets::Full(lp.autodiff()),
             Some(k) => {
@@ -184,14 +245,17 @@ impl Trainer<'_> {
                 let per_seq = self.seq_len * k;
                 for (j, &i) in ids.iter().enumerate() {
                     let range = j * per_seq..(j + 1) * per_seq;
-                    self.top_k_cache.insert(i, (tok_v[range.clone()].to_vec(), lp_v[range].to_vec()));
+                    entries.push((i, (tok_v[range.clone()].to_vec(), lp_v[range].to_vec())));
                 }
                 TeacherTargets::TopK { ids: tok.autodiff(), log_probs: lps.autodiff() }
             }
         };
-        Ok((targets, hidden))
+        Ok((targets, hidden, entries))
     }
 }
+
+/// One sequence's cached top-k targets.
+type CacheEntry = (usize, (Vec<i64>, Vec<f32>));
 
 /// The teacher must share the student's vocabulary, and hidden-state matching needs its blocks and width.
 fn check_teacher(teacher: &Llama, student: &Llama, origins: &[usize], o: &DistillOptions) -> Result<()> {
@@ -204,21 +268,46 @@ fn check_teacher(teacher: &Llama, student: &Llama, origins: &[usize], o: &Distil
     Ok(())
 }
 
-/// One micro-batch's loss terms: the objective's term (KL or cross-entropy) and the hidden-state MSE.
-fn micro_batch_loss(tr: &mut Trainer<'_>, llama: &Llama, ids: &[usize], rows: &[&[u32]]) -> Result<(Tensor<1>, Option<Tensor<1>>)> {
+/// The teacher as `o` asks for it: the native runtime or a burn module.
+fn load_teacher(teacher: &Model, student: &Llama, origins: &[usize], o: &DistillOptions, base: &Device, seq_len: usize) -> Result<Teacher> {
+    if o.runtime_teacher() {
+        let rt = RuntimeTeacher::new(teacher)?;
+        if rt.vocab_size() != student.dims.vocab_size {
+            return Err(DistillError::Shape { tensor: "token_embd.weight".into(), message: "teacher and student vocabularies differ".into() });
+        }
+        return Ok(Teacher::Runtime(rt));
+    }
+    let t = llama_from_model(teacher, base, Trainable { embeddings: false, blocks: false })?;
+    check_teacher(&t, student, origins, o)?;
+    let pos = Positions::new(seq_len, &t, base);
+    Ok(Teacher::Burn(t, pos))
+}
+
+/// One micro-batch's loss terms: the objective's term (KL or cross-entropy), the next-token cross-entropy
+/// added to the KL (`ce_weight` > 0) and the hidden-state MSE.
+struct Terms {
+    main: Tensor<1>,
+    ce: Option<Tensor<1>>,
+    mse: Option<Tensor<1>>,
+}
+
+fn micro_batch_loss(tr: &mut Trainer<'_>, llama: &Llama, ids: &[usize], rows: &[&[u32]]) -> Result<Terms> {
     let o = tr.o;
     if o.objective == Objective::NextToken {
         let out = llama.forward(token_tensor(rows, &tr.ad), &tr.pos_ad, false);
-        return Ok((next_token_loss(out.logits, rows), None));
+        return Ok(Terms { main: next_token_loss(out.logits, rows), ce: None, mse: None });
     }
-    let (targets, teacher_hidden) = tr.targets(ids, token_tensor(rows, &tr.base))?;
+    let (targets, teacher_hidden) = tr.targets(ids, rows)?;
     let out = llama.forward(token_tensor(rows, &tr.ad), &tr.pos_ad, o.hidden_mse_weight > 0.0);
-    Ok((kl_loss(out.logits, &targets, o.temperature), hidden_mse(&out.hidden, &teacher_hidden)))
+    let ce = (o.ce_weight > 0.0).then(|| next_token_loss(out.logits.clone(), rows));
+    Ok(Terms { main: kl_loss(out.logits, &targets, o.temperature), ce, mse: hidden_mse(&out.hidden, &teacher_hidden) })
 }
 
 /// Distill `teacher` into `student` (in place); with the next-token objective `teacher` may be `None`.
 /// Returns what happened; `Err(Cancelled)` leaves the last checkpoint in the work folder.
 pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, cx: &TrainContext<'_>) -> Result<TrainReport> {
+    // The budget counts from here: loading the student and the teacher is part of the time spent.
+    let started = Instant::now();
     let base = device(o.backend)?;
     let ad = base.clone().autodiff();
     let threads = rayon::current_num_threads();
@@ -241,6 +330,8 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
         backend: format!("{:?}", o.backend).to_lowercase(),
         threads,
         objective: o.objective,
+        teacher_engine: None,
+        teacher_s: 0.0,
         log: Vec::new(),
         changed: Vec::new(),
     };
@@ -253,11 +344,7 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
     let teacher_llama = match (o.objective, teacher) {
         (Objective::NextToken, _) => None,
         (Objective::Distill, None) => return Err(DistillError::Missing { what: "the recipe's input model as teacher" }),
-        (Objective::Distill, Some(t)) => {
-            let t = llama_from_model(t, &base, Trainable { embeddings: false, blocks: false })?;
-            check_teacher(&t, &llama, &origins, o)?;
-            Some(t)
-        }
+        (Objective::Distill, Some(t)) => Some(load_teacher(t, &llama, &origins, o, &base, seq_len)?),
     };
     let mut optim: ModuleOptimizer = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(o.weight_decay as f32).init();
     let print = fingerprint(o, cx.seed, cx.sequences);
@@ -273,19 +360,16 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
     let mut tr = Trainer {
         o,
         pos_ad: Positions::new(seq_len, &llama, &ad),
-        teacher: teacher_llama.map(|t| {
-            let pos = Positions::new(seq_len, &t, &base);
-            (t, pos)
-        }),
+        teacher: teacher_llama,
         base,
         ad,
         seq_len,
         top_k_cache: HashMap::new(),
         origins,
+        teacher_s: 0.0,
     };
     let schedule = Schedule { peak_lr: o.lr, warmup_steps: o.warmup_steps, total_steps: o.steps, min_frac: o.min_lr_frac };
     let mut order = DataOrder::new(sequences.len(), cx.seed);
-    let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     let steps_before = state.step;
     (cx.progress)(state.step.min(o.steps), o.steps);
@@ -301,24 +385,29 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
         let step_started = Instant::now();
         let lr = schedule.lr(state.step);
         let mut accum = GradientsAccumulator::<Llama>::new();
-        let (mut kl_sum, mut mse_sum) = (0f64, 0f64);
+        let (mut kl_sum, mut ce_sum, mut mse_sum) = (0f64, 0f64, 0f64);
         for _ in 0..o.grad_accum {
             let ids: Vec<usize> = (0..o.batch_size as u64).map(|i| order.at(state.cursor + i)).collect();
             state.cursor += o.batch_size as u64;
             let rows: Vec<&[u32]> = ids.iter().map(|&i| sequences[i]).collect();
-            let (kl, mse) = micro_batch_loss(&mut tr, &llama, &ids, &rows)?;
-            let mut loss = kl.clone();
-            if let Some(mse) = mse {
+            let terms = micro_batch_loss(&mut tr, &llama, &ids, &rows)?;
+            let mut loss = terms.main.clone();
+            if let Some(ce) = terms.ce {
+                ce_sum += f64::from(ce.clone().detach().into_scalar::<f32>());
+                loss = loss + ce.mul_scalar(o.ce_weight);
+            }
+            if let Some(mse) = terms.mse {
                 mse_sum += f64::from(mse.clone().detach().into_scalar::<f32>());
                 loss = loss + mse.mul_scalar(o.hidden_mse_weight);
             }
             let loss = loss.div_scalar(o.grad_accum as f64);
             let grads = loss.backward();
-            kl_sum += f64::from(kl.detach().into_scalar::<f32>());
+            kl_sum += f64::from(terms.main.detach().into_scalar::<f32>());
             accum.accumulate(&llama, GradientsParams::from_grads(grads, &llama));
         }
-        let (kl, mse) = (kl_sum / o.grad_accum as f64, mse_sum / o.grad_accum as f64);
-        let loss = kl + o.hidden_mse_weight * mse;
+        let n = o.grad_accum as f64;
+        let (kl, ce, mse) = (kl_sum / n, ce_sum / n, mse_sum / n);
+        let loss = kl + o.ce_weight * ce + o.hidden_mse_weight * mse;
         if !loss.is_finite() {
             return Err(DistillError::Diverged { step: state.step, loss });
         }
@@ -330,7 +419,7 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
         state.step += 1;
         state.tokens += tokens_per_step;
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        state.log.push(StepLog { step: state.step, loss, kl, hidden_mse: mse, lr, grad_norm, tokens_per_s: tokens_per_step as f64 / dt.max(1e-9) });
+        state.log.push(StepLog { step: state.step, loss, kl, ce, hidden_mse: mse, lr, grad_norm, tokens_per_s: tokens_per_step as f64 / dt.max(1e-9) });
         (cx.progress)(state.step, o.steps);
         let term = if o.objective == Objective::NextToken { "cross-entropy" } else { "KL" };
         (cx.status)(format!("loss {loss:.4} ({term} {kl:.4}), lr {lr:.2e}, {:.1} tok/s", tokens_per_step as f64 / dt.max(1e-9)));
@@ -350,6 +439,11 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
     report.elapsed_s = state.elapsed_s;
     report.tokens_per_s = (state.step - steps_before) as f64 * tokens_per_step as f64 / run_s.max(1e-9);
     report.log = state.log;
+    report.teacher_s = tr.teacher_s;
+    report.teacher_engine = tr.teacher.as_ref().map(|t| match t {
+        Teacher::Runtime(_) => "runtime",
+        Teacher::Burn(..) => "burn",
+    });
     report.changed = crate::load::write_back(&llama, student)?;
     Ok(report)
 }
