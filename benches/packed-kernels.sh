@@ -76,10 +76,12 @@ rs, ri, p = model["ratios_packed_over_f32_same_weights"], model["ratios_packed_o
 md += ["", "Packed / f32 path, same weights: "
        f"INT4 decode ×{rs['int4_decode']:.2f}, prefill ×{rs['int4_prefill']:.2f}; INT8 decode ×{rs['int8_decode']:.2f}, prefill ×{rs['int8_prefill']:.2f}.",
        "Packed / input model on the f32 path: "
-       f"INT4 decode ×{ri['int4_decode']:.2f}, prefill ×{ri['int4_prefill']:.2f}; INT8 decode ×{ri['int8_decode']:.2f}, prefill ×{ri['int8_prefill']:.2f}.", "",
+       f"INT4 decode ×{ri['int4_decode']:.2f}, prefill ×{ri['int4_prefill']:.2f}; INT8 decode ×{ri['int8_decode']:.2f}, prefill ×{ri['int8_prefill']:.2f}.",
+       "Packed integer path (`--rounding fast`: 8-bit activation blocks, integer dot products) / packed f32 kernels, decode: "
+       f"INT4 ×{model['ratios_integer_over_packed_float']['int4_decode']:.2f}, INT8 ×{model['ratios_integer_over_packed_float']['int8_decode']:.2f}.", "",
        f"Same INT4 weights, 2-chunk perplexity: f32 path {p['f32_path']:.6f} ({p['seconds_median_f32_path']:.2f} s), "
        f"packed {p['packed']:.6f} ({p['seconds_median_packed']:.2f} s), relative difference {p['rel_diff']:.1e}.", "",
-       "## End to end (`edgeforge run`, 10-chunk perplexity; peak RSS of the whole run)", "",
+       "## End to end (`edgeforge run`, 10-chunk perplexity; latency with `--rounding fast`; peak RSS of the whole run)", "",
        "| recipe | perplexity input → result | ppl seconds | decode tok/s | prefill tok/s | peak RSS at eval | process max RSS |", "|---|---|---|---|---|---|---|"]
 for r, o in out["recipes"].items():
     md.append(f"| {r} RTN | {o['perplexity_before']:.4f} → {o['perplexity_after']:.4f} | {o['perplexity_seconds']:.1f} | {o['decode_tok_s']:.1f} | {o['prefill_tok_s']:.1f} | {mib(o['eval_peak_rss_bytes'])} | {mib(o['process_max_rss_bytes'])} |")

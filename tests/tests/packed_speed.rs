@@ -9,7 +9,7 @@
 use edgeforge_core::quantized::QuantFormat;
 use edgeforge_core::{load_model, Model, TensorData};
 use edgeforge_eval::{latency, perplexity, LatencyOptions, PerplexityOptions};
-use edgeforge_runtime::{weights_from_model_as, LlamaRuntime, WeightStorage};
+use edgeforge_runtime::{weights_from_model_as, LlamaRuntime, Rounding, WeightStorage};
 use edgeforge_tests::{reference_model, shared_data};
 
 /// Round-to-nearest of every linear except the embedding / tied head, as `quantize-rtn` does by default.
@@ -38,12 +38,20 @@ fn packed_vs_f32_model_speed() {
     let input = load_model(&reference_model()).unwrap();
     let int4 = pool.install(|| rtn(load_model(&reference_model()).unwrap(), |_| QuantFormat { bits: 4, group_size: 64, symmetric: true }));
     let int8 = pool.install(|| rtn(load_model(&reference_model()).unwrap(), |row| QuantFormat { bits: 8, group_size: row, symmetric: true }));
+    // The packed weights on the integer path: 8-bit activation blocks and integer dot products for decode steps.
+    let integer = |m: &Model| {
+        let mut rt = LlamaRuntime::new(weights_from_model_as(m, WeightStorage::Packed).unwrap()).unwrap();
+        rt.set_rounding(Rounding::Q8Decode);
+        rt
+    };
     let configs: Vec<(&str, LlamaRuntime)> = vec![
         ("input Q4_1 GGUF, f32 path", LlamaRuntime::new(weights_from_model_as(&input, WeightStorage::F32).unwrap()).unwrap()),
         ("int4-g64-sym RTN, f32 path (dequantized)", LlamaRuntime::new(weights_from_model_as(&int4, WeightStorage::F32).unwrap()).unwrap()),
         ("int4-g64-sym RTN, packed", LlamaRuntime::new(weights_from_model_as(&int4, WeightStorage::Packed).unwrap()).unwrap()),
         ("int8-per-channel-sym RTN, f32 path (dequantized)", LlamaRuntime::new(weights_from_model_as(&int8, WeightStorage::F32).unwrap()).unwrap()),
         ("int8-per-channel-sym RTN, packed", LlamaRuntime::new(weights_from_model_as(&int8, WeightStorage::Packed).unwrap()).unwrap()),
+        ("int4-g64-sym RTN, packed integer (--rounding fast)", integer(&int4)),
+        ("int8-per-channel-sym RTN, packed integer (--rounding fast)", integer(&int8)),
     ];
     let opts = LatencyOptions { prompt_tokens: 128, gen_tokens: 32, repeats: 3, seed: 0 };
     let mut decode = vec![Vec::new(); configs.len()];
@@ -100,6 +108,9 @@ fn packed_vs_f32_model_speed() {
         "ratios_packed_over_f32_same_weights": {
             "int4_decode": ratio(2, 1, &decode), "int4_prefill": ratio(2, 1, &prefill),
             "int8_decode": ratio(4, 3, &decode), "int8_prefill": ratio(4, 3, &prefill),
+        },
+        "ratios_integer_over_packed_float": {
+            "int4_decode": ratio(5, 2, &decode), "int8_decode": ratio(6, 4, &decode),
         },
         "ratios_packed_over_input_f32": {
             "int4_decode": ratio(2, 0, &decode), "int4_prefill": ratio(2, 0, &prefill),

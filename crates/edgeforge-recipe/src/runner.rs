@@ -116,7 +116,7 @@ pub fn evaluate(
     }
     // Every layer's weights at once, unless the only evaluation is a streamed perplexity.
     let needs_runtime = r.eval.latency.is_some() || r.eval.perplexity.as_ref().is_some_and(|p| !p.stream);
-    let runtime = if needs_runtime { Some(LlamaRuntime::new(weights_from_model(model)?)?) } else { None };
+    let mut runtime = if needs_runtime { Some(LlamaRuntime::new(weights_from_model(model)?)?) } else { None };
     let mut metrics = Metrics::default();
     if let Some(p) = &r.eval.perplexity {
         let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, p.slice, model)?;
@@ -149,7 +149,11 @@ pub fn evaluate(
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    if let (Some(l), Some(runtime)) = (&r.eval.latency, &runtime) {
+    if let (Some(l), Some(runtime)) = (&r.eval.latency, &mut runtime) {
+        // Timed as `edgeforge eval latency` times by default (`--rounding fast`): 8-bit activation blocks and
+        // integer dot products for decode steps on block and packed weights, f32 for the prompt batch.
+        runtime.set_rounding(edgeforge_runtime::Rounding::Q8Decode);
+        let runtime = &*runtime;
         let stage = format!("{label}: latency");
         progress(Progress::Stage { label: &stage, total: 0 });
         let run = || {

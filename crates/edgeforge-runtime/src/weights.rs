@@ -39,10 +39,12 @@ impl Linear {
         matches!(self, Linear::Packed(_))
     }
 
-    /// Choose how a block weight rounds its activations (no effect on f32 and packed weights).
+    /// Choose how a block or packed weight rounds its activations (no effect on f32 weights).
     pub fn set_rounding(&mut self, rounding: Rounding) {
-        if let Linear::Blocks(b) = self {
-            b.set_rounding(rounding);
+        match self {
+            Linear::Blocks(b) => b.set_rounding(rounding),
+            Linear::Packed(p) => p.set_rounding(rounding),
+            Linear::F32(_) => {}
         }
     }
 

@@ -12,8 +12,9 @@ use common::time;
 
 use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use edgeforge_runtime::kernels::matmul::{matmul, MatRef, Threads};
-use edgeforge_runtime::kernels::qmatmul::{qmatmul_with, Isa, Strategy};
-use edgeforge_runtime::PackedLinear;
+use edgeforge_runtime::kernels::blocks::DotIsa;
+use edgeforge_runtime::kernels::qmatmul::{int_matmul_with, qmatmul_with, Isa, Strategy};
+use edgeforge_runtime::{PackedLinear, Rounding};
 
 fn random_quant(seed: u64, rows: usize, cols: usize, format: QuantFormat) -> QuantTensor {
     let mut s = seed;
@@ -80,6 +81,17 @@ fn packed_vs_f32_linear_speed() {
                                 f32_s / s
                             );
                         }
+                    }
+                    // The integer path (8-bit activation blocks, `--rounding llamacpp`/`fast`), best kernel and AVX2.
+                    let mut wi = w.clone();
+                    wi.set_rounding(Rounding::Q8);
+                    let mut dots = vec![DotIsa::best()];
+                    if DotIsa::Avx2.is_supported() && DotIsa::best() != DotIsa::Avx2 {
+                        dots.push(DotIsa::Avx2);
+                    }
+                    for dot in dots {
+                        let s = time(|| assert!(int_matmul_with(dot, &wi, &x, n, &mut y)));
+                        let _ = writeln!(md, "| {name} | {n} | {:.1} µs | {} | {} | integer | {:.1} µs | {:.2} |", f32_s * 1e6, format.label(cols), dot.name(), s * 1e6, f32_s / s);
                     }
                 }
             }

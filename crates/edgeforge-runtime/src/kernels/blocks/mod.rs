@@ -44,7 +44,7 @@ use edgeforge_core::GgmlType;
 
 pub use format::BlockFormat;
 pub use q8::Q8Rows;
-use q8::Q8View;
+pub(crate) use q8::Q8View;
 
 use crate::error::RuntimeError;
 use crate::kernels::matmul::{for_each_column_block, for_each_column_block_of, ColumnBlock, MatRef, Output, MAX_OUTPUTS};
@@ -351,7 +351,7 @@ thread_local! {
 }
 
 /// Output rows per task of the integer path: enough tasks for every worker to get several, at least 16 rows.
-fn rows_per_task(out_dim: usize) -> usize {
+pub(crate) fn rows_per_task(out_dim: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     (out_dim.div_ceil(threads * 4)).div_ceil(16).max(1) * 16
 }

@@ -14,6 +14,7 @@
 //! reproducible for a given thread count (and in fact independent of it).
 #![allow(unsafe_code)]
 
+mod interleave;
 mod packed;
 mod scalar;
 
@@ -21,16 +22,20 @@ mod scalar;
 mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_int;
 
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 pub use packed::{Bits, PackedLinear};
 use packed::Row;
 
-use crate::kernels::matmul::{for_each_column_block, MatRef};
+use crate::kernels::blocks::{rows_per_task, DotIsa, Q8Rows, Rounding, Q8_DECODE_MAX_TOKENS};
+use crate::kernels::matmul::{for_each_column_block, ColumnBlock, MatRef};
 
 /// Instruction sets a row kernel can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +190,10 @@ impl Kernel {
 /// as an internal error) when lengths disagree.
 #[must_use]
 pub fn qmatmul(w: &PackedLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    let integer = w.interleaved().is_some() && (w.rounding() == Rounding::Q8 || (w.rounding() == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS));
+    if integer {
+        return int_matmul_with(DotIsa::best(), w, x, n, y);
+    }
     qmatmul_with(Isa::best(), Strategy::Auto, w, x, n, y)
 }
 
@@ -205,10 +214,10 @@ pub fn qmatmul_with(isa: Isa, strategy: Strategy, w: &PackedLinear, x: &[f32], n
         Strategy::Tiled => false,
     };
     if fused {
-        for_each_column_block(y, n, out_dim, FUSED_ROWS_PER_TASK, || (), |_, mut block| {
+        for_each_column_block(y, n, out_dim, FUSED_ROWS_PER_TASK, Vec::new, |buf: &mut Vec<u8>, mut block| {
             let mut dots = [0f32; 4];
             for c in 0..block.width() {
-                let row = w.row(block.col0() + c);
+                let row = w.row_in(block.col0() + c, buf);
                 for t0 in (0..n).step_by(4) {
                     let nt = (n - t0).min(4);
                     if !kernel.row_dot(row, &x[t0 * in_dim..], in_dim, &mut dots[..nt]) {
@@ -230,4 +239,90 @@ pub fn qmatmul_with(isa: Isa, strategy: Strategy, w: &PackedLinear, x: &[f32], n
             w.dequantize_rows_with(kernel, block.col0(), tile) && block.matmul(xs, MatRef::transposed(tile, block.width(), in_dim))
         })
     }
+}
+
+thread_local! {
+    /// The quantized activations of the current integer product, reused across calls (no allocation per token).
+    static ACTS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
+}
+
+/// The integer path (`interleave`) with an explicit kernel: `false` on inconsistent lengths, an unsupported
+/// kernel or a weight that is not interleaved (`PackedLinear::set_rounding`).
+#[must_use]
+pub fn int_matmul_with(isa: DotIsa, w: &PackedLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
+    let (out_dim, in_dim) = (w.out_dim(), w.in_dim());
+    let Some(il) = w.interleaved() else { return false };
+    if !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+        return false;
+    }
+    if n == 0 {
+        return true;
+    }
+    ACTS.with_borrow_mut(|acts| {
+        acts.quantize(x, n, in_dim);
+        let acts = &*acts;
+        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| int_block(isa, w.bits(), il, acts, n, &mut block))
+    })
+}
+
+/// One task of the integer path: whole groups of 16 rows, up to four tokens per kernel call.
+fn int_block(isa: DotIsa, bits: Bits, il: &interleave::Interleaved, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
+    let gcb = il.group_code_bytes(bits);
+    let (col0, end) = (block.col0(), block.col0() + block.width());
+    if acts.rows() != n || acts.blocks_per_row() != il.nb || !col0.is_multiple_of(interleave::GROUP) {
+        return false;
+    }
+    for g in col0 / interleave::GROUP..end.div_ceil(interleave::GROUP) {
+        let Some(codes) = il.codes.get(g * gcb..(g + 1) * gcb) else { return false };
+        let (scales, zeros) = il.group_params(g);
+        // The group's rows inside this block (the last group of the matrix may be padding past `end`).
+        let (c0, c1) = (g * interleave::GROUP - col0, ((g + 1) * interleave::GROUP).min(end) - col0);
+        for t0 in (0..n).step_by(4) {
+            let nt = (n - t0).min(4);
+            let mut out = [[0f32; interleave::GROUP]; 4];
+            let args = interleave::GroupArgs { bits, codes, scales, zeros, bpg: il.blocks_per_group, x: acts.view(t0, nt) };
+            if !group_dot(isa, args, &mut out) {
+                return false;
+            }
+            for (t, o) in out[..nt].iter().enumerate() {
+                let Some(row) = block.row_mut(t0 + t) else { return false };
+                row[c0..c1].copy_from_slice(&o[..c1 - c0]);
+            }
+        }
+    }
+    true
+}
+
+/// `out[t]` := the group's 16 rows dotted with token `t` of `a.x`, for its 1..=4 tokens, on `isa` (the caller
+/// checked it is supported). `false` on inconsistent lengths.
+fn group_dot(isa: DotIsa, a: interleave::GroupArgs<'_>, out: &mut [[f32; interleave::GROUP]; 4]) -> bool {
+    if !a.is_consistent() {
+        return false;
+    }
+    macro_rules! run {
+        ($b8:literal, $nt:literal) => {{
+            let Some(o) = out.first_chunk_mut::<$nt>() else { return false };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `isa` is supported (checked by `int_matmul_with`) and every length the kernel reads
+                // was checked by `is_consistent` above.
+                DotIsa::Avx512Vnni => unsafe { x86_int::group_dot_avx512::<$b8, $nt>(a, o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above; AVX-VNNI CPUs run the AVX2 kernel (they have AVX2).
+                DotIsa::Avx2 | DotIsa::AvxVnni => unsafe { x86_int::group_dot_avx2::<$b8, $nt>(a, o) },
+                _ => interleave::group_dot::<$nt>(a, o),
+            }
+        }};
+    }
+    match (a.bits, a.x.tokens) {
+        (Bits::Four, 1) => run!(false, 1),
+        (Bits::Four, 2) => run!(false, 2),
+        (Bits::Four, 3) => run!(false, 3),
+        (Bits::Four, _) => run!(false, 4),
+        (Bits::Eight, 1) => run!(true, 1),
+        (Bits::Eight, 2) => run!(true, 2),
+        (Bits::Eight, 3) => run!(true, 3),
+        (Bits::Eight, _) => run!(true, 4),
+    }
+    true
 }

@@ -9,10 +9,14 @@
 //!   codes to whole blocks (none for SmolLM2's rows of 576 and 1536);
 //! - scales are widened from f16 to f32 (exact), so no conversion happens per group.
 
+use std::cell::RefCell;
+
 use edgeforge_core::quantized::QuantTensor;
 use rayon::prelude::*;
 
+use super::interleave::{self, Interleaved};
 use crate::error::RuntimeError;
+use crate::kernels::blocks::Rounding;
 
 /// Elements per 4-bit block.
 pub(crate) const BLOCK: usize = 32;
@@ -91,6 +95,15 @@ pub struct PackedLinear {
     scales: Vec<f32>,
     /// `out_dim × groups_per_row` when asymmetric, empty when symmetric.
     zeros: Vec<u8>,
+    /// How products round their activations (`set_rounding`).
+    rounding: Rounding,
+    /// The codes interleaved for the integer path (then `codes` is empty), made by `set_rounding`.
+    interleaved: Option<Interleaved>,
+}
+
+thread_local! {
+    /// A row's codes put back in the row-major layout when the weight is interleaved (grows, is reused).
+    static ROW_CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Zero points of one row.
@@ -230,7 +243,7 @@ impl PackedLinear {
             }
         };
         let scales = q.scales.iter().map(|s| s.to_f32()).collect();
-        Ok(Self { bits, group_size: f.group_size, symmetric: f.symmetric, out_dim, in_dim, groups_per_row, row_bytes, codes, scales, zeros })
+        Ok(Self { bits, group_size: f.group_size, symmetric: f.symmetric, out_dim, in_dim, groups_per_row, row_bytes, codes, scales, zeros, rounding: Rounding::Exact, interleaved: None })
     }
 
     pub fn out_dim(&self) -> usize {
@@ -253,22 +266,74 @@ impl PackedLinear {
         self.symmetric
     }
 
-    /// Bytes held in memory (codes, f32 scales, zero points).
+    /// Bytes held in memory (codes, f32 scales, zero points, and their interleaved copies).
     pub fn resident_bytes(&self) -> usize {
-        self.codes.len() + self.scales.len() * 4 + self.zeros.len()
+        self.codes.len() + self.scales.len() * 4 + self.zeros.len() + self.interleaved.as_ref().map_or(0, Interleaved::resident_bytes)
     }
 
-    /// Row `r` (< out_dim).
-    #[inline]
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
+    }
+
+    /// Choose how products round their activations. Any rounding but `Exact` interleaves the codes for the
+    /// integer path when the shape allows (`interleave::eligible`), in place of the row-major codes (no second
+    /// copy); `Exact` puts them back. Values of the exact path are the same either way.
+    pub fn set_rounding(&mut self, rounding: Rounding) {
+        self.rounding = rounding;
+        let want = rounding != Rounding::Exact && interleave::eligible(self.in_dim, self.group_size);
+        if want && self.interleaved.is_none() {
+            if let Some(il) = Interleaved::new(self.bits, self.out_dim, self.in_dim, self.group_size, |r| self.row_major(r, &self.codes)) {
+                self.interleaved = Some(il);
+                self.codes = Vec::new();
+            }
+        } else if !want {
+            if let Some(il) = self.interleaved.take() {
+                let mut codes = vec![0u8; self.out_dim * self.row_bytes];
+                for (r, dst) in codes.chunks_exact_mut(self.row_bytes).enumerate() {
+                    il.unpack_codes(self.bits, r, dst);
+                }
+                self.codes = codes;
+            }
+        }
+    }
+
+    /// The interleaved codes, when the weight takes the integer path.
+    pub(crate) fn interleaved(&self) -> Option<&Interleaved> {
+        self.interleaved.as_ref()
+    }
+
+    /// Row `r` (< out_dim) of a weight in the row-major layout (tests).
+    #[cfg(test)]
     pub(crate) fn row(&self, r: usize) -> Row<'_> {
+        self.row_major(r, &self.codes)
+    }
+
+    /// Row `r` with its codes from `codes` (`out_dim × row_bytes` row-major bytes, or this row's alone).
+    #[inline]
+    fn row_major<'a>(&'a self, r: usize, codes: &'a [u8]) -> Row<'a> {
         let gpr = self.groups_per_row;
+        let rb = self.row_bytes;
+        let codes = if codes.len() == rb { codes } else { &codes[r * rb..(r + 1) * rb] };
         Row {
             bits: self.bits,
             group_size: self.group_size,
             len: self.in_dim,
-            codes: &self.codes[r * self.row_bytes..(r + 1) * self.row_bytes],
+            codes,
             scales: &self.scales[r * gpr..(r + 1) * gpr],
             zeros: if self.symmetric { Zeros::Symmetric(self.bits.symmetric_zero()) } else { Zeros::PerGroup(&self.zeros[r * gpr..(r + 1) * gpr]) },
+        }
+    }
+
+    /// Row `r` (< out_dim) in either layout: an interleaved row's codes are put back into `buf`.
+    #[inline]
+    pub(crate) fn row_in<'a>(&'a self, r: usize, buf: &'a mut Vec<u8>) -> Row<'a> {
+        match &self.interleaved {
+            None => self.row_major(r, &self.codes),
+            Some(il) => {
+                buf.resize(self.row_bytes, 0);
+                il.unpack_codes(self.bits, r, buf);
+                self.row_major(r, buf)
+            }
         }
     }
 
@@ -285,6 +350,6 @@ impl PackedLinear {
         if !out.len().is_multiple_of(self.in_dim) || r0.checked_add(out.len() / self.in_dim).is_none_or(|end| end > self.out_dim) {
             return false;
         }
-        out.chunks_exact_mut(self.in_dim).enumerate().all(|(i, dst)| kernel.dequant_row(self.row(r0 + i), dst))
+        ROW_CODES.with_borrow_mut(|buf| out.chunks_exact_mut(self.in_dim).enumerate().all(|(i, dst)| kernel.dequant_row(self.row_in(r0 + i, buf), dst)))
     }
 }

@@ -8,6 +8,7 @@ use edgeforge_core::quantized::{QuantFormat, QuantTensor};
 use half::f16;
 
 use super::*;
+use crate::kernels::blocks::{DotIsa, Q8Rows, Rounding};
 use crate::kernels::matmul::{matmul, Threads};
 
 use crate::kernels::test_rng::Rng;
@@ -203,4 +204,150 @@ fn wrong_lengths_are_refused() {
     assert!(!k.row_dot(w.row(0), &x, 15, &mut out));
     assert!(!k.row_dot(w.row(0), &x, 16, &mut []));
     assert!(!k.dequant_row(w.row(0), &mut [0f32; 15]));
+}
+
+/// Shapes and formats of the integer path: rows of whole blocks, groups of whole blocks (a partial last
+/// group at 576 / 128), per-channel.
+fn int_formats(cols: usize) -> Vec<QuantFormat> {
+    let mut out = Vec::new();
+    for bits in [4u8, 8] {
+        for symmetric in [true, false] {
+            for group_size in [32, 64, 128, cols] {
+                out.push(QuantFormat { bits, group_size, symmetric });
+            }
+        }
+    }
+    out
+}
+
+/// The integer path's value computed from the core's tensor directly (independent of the interleaved
+/// layout): per block `dot = Σ (c − z) · x_q` in integers, `acc = fma(dot, s · d_x, acc)`.
+fn int_reference(q: &QuantTensor, rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
+    let mut acts = Q8Rows::default();
+    acts.quantize(x, n, cols);
+    let view = acts.view(0, n);
+    let gpr = q.format.groups_per_row(cols);
+    let code = |i: usize| if q.format.bits == 8 { i32::from(q.codes[i]) } else { i32::from((q.codes[i / 2] >> (4 * (i % 2))) & 0x0F) };
+    let mut y = vec![0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            let mut acc = 0f32;
+            for b in 0..cols / 32 {
+                let g = r * gpr + b * 32 / q.format.group_size;
+                let z = if q.format.symmetric { 1 << (q.format.bits - 1) } else { i32::from(q.zeros[g]) };
+                let k = t * view.nb + b;
+                let dot: i32 = (0..32).map(|j| (code(r * cols + b * 32 + j) - z) * i32::from(view.qs[k * 32 + j])).sum();
+                acc = (dot as f32).mul_add(q.scales[g].to_f32() * view.d[k], acc);
+            }
+            y[t * rows + r] = acc;
+        }
+    }
+    y
+}
+
+#[test]
+fn integer_path_is_bit_identical_to_its_reference_on_every_kernel() {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut ran = std::collections::BTreeSet::new();
+    for &(rows, cols) in &[(1usize, 32usize), (16, 64), (17, 96), (40, 576), (33, 1536)] {
+        for format in int_formats(cols) {
+            let q = random_quant(&mut r, rows, cols, format);
+            let mut w = PackedLinear::from_quant("t", &q, rows, cols).unwrap();
+            w.set_rounding(Rounding::Q8);
+            assert!(w.interleaved().is_some(), "{} {rows}x{cols} not interleaved", format.label(cols));
+            for n in [1usize, 2, 3, 4, 5, 9] {
+                let x: Vec<f32> = (0..n * cols).map(|_| r.unit() * 3.0).collect();
+                let want = int_reference(&q, rows, cols, &x, n);
+                for isa in DotIsa::ALL {
+                    if !isa.is_supported() {
+                        continue;
+                    }
+                    let mut got = vec![f32::NAN; n * rows];
+                    assert!(int_matmul_with(isa, &w, &x, n, &mut got));
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} {} {rows}x{cols} n {n}: {:?} vs {:?}", isa.name(), format.label(cols), &got[..rows.min(4)], &want[..rows.min(4)]);
+                    ran.insert(isa.name());
+                }
+                // The default entry point takes the integer path under `Rounding::Q8`.
+                let mut got = vec![f32::NAN; n * rows];
+                assert!(qmatmul(&w, &x, n, &mut got));
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+    for isa in DotIsa::ALL {
+        if !isa.is_supported() {
+            eprintln!("skipped: packed integer kernel on {} (not supported by this CPU)", isa.name());
+        }
+    }
+    eprintln!("packed integer kernels run: {ran:?}");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        assert!(ran.contains("avx2"), "the AVX2 kernel did not run on an AVX2 CPU");
+    }
+}
+
+#[test]
+fn integer_path_stays_close_to_the_float_product() {
+    let mut r = Rng(31);
+    let (rows, cols) = (48, 576);
+    for format in int_formats(cols) {
+        let q = random_quant(&mut r, rows, cols, format);
+        let deq = q.dequantize(rows * cols);
+        let mut w = PackedLinear::from_quant("t", &q, rows, cols).unwrap();
+        w.set_rounding(Rounding::Q8);
+        let n = 3;
+        let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
+        let mut want = vec![0f32; n * rows];
+        assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&deq, rows, cols), false, Threads::Single));
+        let mut got = vec![0f32; n * rows];
+        assert!(qmatmul(&w, &x, n, &mut got));
+        for t in 0..n {
+            for o in 0..rows {
+                let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&deq[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                // 8-bit activation blocks: each code is off by at most half a step of max|x| / 127 (plus the
+                // f16 rounding of the block scale).
+                assert_close(got[t * rows + o], want[t * rows + o], mag, 1.0 / 127.0, &format!("{} ({t}, {o})", format.label(cols)));
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaving_keeps_the_weight_and_exact_restores_the_float_path() {
+    let mut r = Rng(99);
+    let (rows, cols) = (37, 576);
+    for format in int_formats(cols) {
+        let q = random_quant(&mut r, rows, cols, format);
+        let mut w = PackedLinear::from_quant("t", &q, rows, cols).unwrap();
+        let before = w.resident_bytes();
+        let want = q.dequantize(rows * cols);
+        let x: Vec<f32> = (0..9 * cols).map(|_| r.unit()).collect();
+        let mut exact = vec![0f32; 9 * rows];
+        assert!(qmatmul(&w, &x, 9, &mut exact));
+        w.set_rounding(Rounding::Q8Decode);
+        assert!(w.interleaved().is_some());
+        // One copy of the codes (interleaved, padded to 48 rows), not two.
+        assert!(w.resident_bytes() < 2 * before, "{} {} vs {before}", format.label(cols), w.resident_bytes());
+        let mut got = vec![0f32; rows * cols];
+        assert!(w.dequantize_rows(0, &mut got));
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: rows from the interleaved layout", format.label(cols));
+        // Q8Decode: batches past 8 tokens keep the exact tiles, decode steps take the integer path.
+        let mut y = vec![0f32; 9 * rows];
+        assert!(qmatmul(&w, &x, 9, &mut y));
+        assert_eq!(y, exact);
+        let mut one = vec![0f32; rows];
+        assert!(qmatmul(&w, &x[..cols], 1, &mut one));
+        assert_eq!(one, int_reference(&q, rows, cols, &x[..cols], 1));
+        w.set_rounding(Rounding::Exact);
+        assert!(w.interleaved().is_none());
+        assert_eq!(w.resident_bytes(), before);
+        assert!(qmatmul(&w, &x, 9, &mut y));
+        assert_eq!(y, exact);
+    }
+    // Rows that are not whole blocks keep the float kernels.
+    let q = random_quant(&mut r, 4, 100, QuantFormat { bits: 4, group_size: 32, symmetric: true });
+    let mut w = PackedLinear::from_quant("t", &q, 4, 100).unwrap();
+    w.set_rounding(Rounding::Q8);
+    assert!(w.interleaved().is_none());
 }
