@@ -1,5 +1,6 @@
 //! Benchmark (ignored; `cargo test --release -p edgeforge-runtime --test block_bench -- --ignored --nocapture`):
-//! the block-format products on SmolLM2-135M's linear shapes, one decode token, per kernel and rounding.
+//! the block-format products on SmolLM2-135M's linear shapes, one decode token, per kernel, layout (the file's
+//! rows or the 16-row interleaved layout) and rounding.
 //! Prints per-shape microseconds and the sum over one token's products (30 layers + the output head).
 //! No timed assertions: the figures depend on the machine.
 
@@ -9,7 +10,7 @@ mod common;
 use common::time;
 
 use edgeforge_core::GgmlType;
-use edgeforge_runtime::kernels::blocks::{block_matmul, q8_matmul_with, BlockLinear, DotIsa, Rounding};
+use edgeforge_runtime::kernels::blocks::{block_matmul, q8_matmul_with, BlockLinear, DotIsa, Layout, Rounding};
 
 fn weight(ty: GgmlType, rows: usize, cols: usize) -> BlockLinear {
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
@@ -38,18 +39,19 @@ fn block_products_on_smollm2_shapes() {
     let shapes = [("attn_q/o", 576, 576, 60), ("attn_k/v", 192, 576, 60), ("ffn_gate/up", 1536, 576, 60), ("ffn_down", 576, 1536, 30), ("output", 49152, 576, 1)];
     let threads = rayon::current_num_threads();
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-        for isa in DotIsa::ALL.into_iter().filter(|i| i.is_supported()) {
+        for (isa, layout) in DotIsa::ALL.into_iter().filter(|i| i.is_supported()).flat_map(|i| [(i, Layout::Rows), (i, Layout::Interleaved)]) {
             let mut total = 0.0;
             let mut line = String::new();
             for &(name, rows, cols, per_token) in &shapes {
-                let w = weight(if name == "output" { GgmlType::Q8_0 } else { ty }, rows, cols);
+                let mut w = weight(if name == "output" { GgmlType::Q8_0 } else { ty }, rows, cols);
+                assert!(w.set_layout(layout));
                 let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
                 let mut y = vec![0f32; rows];
                 let s = time(|| assert!(q8_matmul_with(isa, &w, &x, 1, &mut y)));
                 total += s * per_token as f64;
                 line += &format!(" {name} {:.1} µs;", s * 1e6);
             }
-            println!("{ty:?} {} ({threads} threads):{line} one token's products {:.2} ms", isa.name(), total * 1e3);
+            println!("{ty:?} {} {layout:?} ({threads} threads):{line} one token's products {:.2} ms", isa.name(), total * 1e3);
         }
         let mut w = weight(ty, 1536, 576);
         w.set_rounding(Rounding::Exact);

@@ -32,7 +32,11 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_group;
 #[cfg(target_arch = "x86_64")]
+mod x86_group_avx2;
+#[cfg(target_arch = "x86_64")]
 mod x86_kquant;
+#[cfg(target_arch = "x86_64")]
+mod x86_kquant_avx2;
 
 #[cfg(test)]
 mod tests;
@@ -112,12 +116,39 @@ impl DotIsa {
         }
     }
 
-    /// The kernel used by default: the best supported one, detected once per process.
+    /// The kernel used by default, chosen once per process: the one named by `EDGEFORGE_ISA` (`scalar`,
+    /// `avx2`, `avx-vnni`, `avx512-vnni`; `auto` or unset: detect) if this CPU supports it, else the best
+    /// supported one. A value that is unknown or not supported here is refused with a message on stderr and
+    /// the detected kernel is used.
     pub fn best() -> DotIsa {
         static BEST: OnceLock<DotIsa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [DotIsa::Avx512Vnni, DotIsa::AvxVnni, DotIsa::Avx2].into_iter().find(|i| i.is_supported()).unwrap_or(DotIsa::Scalar)
+            let detected = DotIsa::detect();
+            match DotIsa::from_env(std::env::var("EDGEFORGE_ISA").ok().as_deref()) {
+                Ok(forced) => forced.unwrap_or(detected),
+                Err(why) => {
+                    eprintln!("edgeforge: EDGEFORGE_ISA refused ({why}); using the detected kernel, {}", detected.name());
+                    detected
+                }
+            }
         })
+    }
+
+    /// The best kernel this CPU supports.
+    pub fn detect() -> DotIsa {
+        [DotIsa::Avx512Vnni, DotIsa::AvxVnni, DotIsa::Avx2].into_iter().find(|i| i.is_supported()).unwrap_or(DotIsa::Scalar)
+    }
+
+    /// The kernel an `EDGEFORGE_ISA` value forces: `None` for unset, empty or `auto`; an error naming the
+    /// value when it is unknown or this CPU cannot run it.
+    pub fn from_env(value: Option<&str>) -> Result<Option<DotIsa>, String> {
+        let Some(v) = value.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("auto")) else { return Ok(None) };
+        let names = || DotIsa::ALL.map(DotIsa::name).join(", ");
+        match DotIsa::ALL.into_iter().find(|i| i.name().eq_ignore_ascii_case(v)) {
+            None => Err(format!("unknown value {v:?}; expected auto, {}", names())),
+            Some(isa) if !isa.is_supported() => Err(format!("{v} is not supported on this CPU")),
+            Some(isa) => Ok(Some(isa)),
+        }
     }
 }
 
@@ -139,8 +170,9 @@ pub struct BlockLinear {
 pub enum Layout {
     /// The file's order: row after row (a view into the file's map when loaded from GGUF).
     Rows,
-    /// Sixteen rows interleaved per block column (`interleave`), for the AVX-512 VNNI integer kernel: made
-    /// once, when a weight in a 32-element format is set to an integer rounding on a CPU with that kernel.
+    /// Sixteen rows interleaved per block column (`interleave`), for the x86 group kernels (AVX-512 VNNI,
+    /// AVX-VNNI, AVX2): made once, when a weight in a 32-element format is set to an integer rounding and the
+    /// kernel in use (`DotIsa::best`) has a group kernel.
     Interleaved,
 }
 
@@ -215,11 +247,11 @@ impl BlockLinear {
         self.rounding
     }
 
-    /// Choose the arithmetic; an integer rounding on a CPU with AVX-512 VNNI also interleaves the formats that
-    /// have that kernel (`Layout::Interleaved`).
+    /// Choose the arithmetic; an integer rounding also interleaves the formats that have a group kernel on
+    /// the kernel in use (`Layout::Interleaved`, `has_group_kernel`).
     pub fn set_rounding(&mut self, rounding: Rounding) {
         self.rounding = rounding;
-        if rounding != Rounding::Exact && interleave::supports(self.format) && DotIsa::best() == DotIsa::Avx512Vnni {
+        if rounding != Rounding::Exact && interleave::supports(self.format) && has_group_kernel(DotIsa::best()) {
             self.set_layout(Layout::Interleaved);
         }
     }
@@ -376,7 +408,7 @@ pub fn kquant_matmul(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut 
                 let col0 = block.col0();
                 let Some(out) = block.row_mut(t) else { return false };
                 for (c, o) in out.iter_mut().enumerate() {
-                    *o = kquant_dot(isa, w.format, w.row(col0 + c), token);
+                    *o = kquant_dot(isa, w.format, w.row(col0 + c), token).0;
                 }
             }
             true
@@ -384,13 +416,18 @@ pub fn kquant_matmul(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut 
     })
 }
 
-/// One K-quant row (`x.nb` whole blocks, checked by `kquant_matmul`'s shapes) dotted with one token on `isa`.
-fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'_>) -> f32 {
+/// One K-quant row (`x.nb` whole blocks, checked by `kquant_matmul`'s shapes) dotted with one token on `isa`,
+/// and the kernel that ran (AVX-VNNI CPUs run the AVX2 kernel; tests check the wide kernels ran).
+#[inline]
+fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'_>) -> (f32, DotIsa) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `kquant_matmul` checked `isa` is supported; `row` is one whole row of `x.nb` blocks of `format`.
-        DotIsa::Avx512Vnni => unsafe { x86_kquant::row_dot(format, row, x) },
-        _ => kquant::row_dot(format, row, x),
+        DotIsa::Avx512Vnni => (unsafe { x86_kquant::row_dot(format, row, x) }, isa),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; every x86 kernel's features include AVX2, FMA and F16C.
+        DotIsa::Avx2 | DotIsa::AvxVnni => (unsafe { x86_kquant_avx2::row_dot(format, row, x) }, DotIsa::Avx2),
+        _ => (kquant::row_dot(format, row, x), DotIsa::Scalar),
     }
 }
 
@@ -505,19 +542,33 @@ fn interleaved_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, bloc
     true
 }
 
+/// Whether `isa` has a kernel of the interleaved layout that beats the row kernels (every x86 one; the
+/// portable group kernel is only the reference).
+fn has_group_kernel(isa: DotIsa) -> bool {
+    cfg!(target_arch = "x86_64") && isa != DotIsa::Scalar
+}
+
 /// `out[t]` := the group's rows dotted with token `t` of `x`, `t < nt` (1..=4; `x` holds `nt` tokens and the
-/// group `x.nb` block columns, checked by the caller), on `isa`.
-fn group_dot(isa: DotIsa, format: BlockFormat, group: &[u8], x: Q8View<'_>, nt: usize, out: &mut [[f32; interleave::GROUP]; 4]) {
+/// group `x.nb` block columns, checked by the caller), on `isa`. Returns the kernel that ran (the portable
+/// one for `DotIsa::Scalar`), so tests can tell a wide kernel from the fallback.
+fn group_dot(isa: DotIsa, format: BlockFormat, group: &[u8], x: Q8View<'_>, nt: usize, out: &mut [[f32; interleave::GROUP]; 4]) -> DotIsa {
     macro_rules! run {
         ($nt:literal) => {{
-            let Some(o) = out.first_chunk_mut::<$nt>() else { return };
+            let Some(o) = out.first_chunk_mut::<$nt>() else { return DotIsa::Scalar };
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `isa` was checked supported by the caller (`q8_matmul_with`); `group` holds `x.nb`
                 // whole block columns of an interleaved format and `x` holds `nt` tokens (checked by the caller).
                 DotIsa::Avx512Vnni => unsafe { x86_group::group_dot::<$nt>(format, group, x, o) },
-                _ => interleave::group_dot::<$nt>(format, group, x, o),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above (AVX2 is part of every x86 kernel's features; AVX-VNNI checked for it).
+                DotIsa::Avx2 | DotIsa::AvxVnni => unsafe { x86_group_avx2::group_dot::<$nt>(isa, format, group, x, o) },
+                _ => {
+                    interleave::group_dot::<$nt>(format, group, x, o);
+                    return DotIsa::Scalar;
+                }
             }
+            isa
         }};
     }
     match nt {

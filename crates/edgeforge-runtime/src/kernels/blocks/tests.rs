@@ -279,14 +279,31 @@ fn exact_tiles_are_wider_than_gemms_small_matrix_path() {
     }
 }
 
+/// The x86 kernels of the interleaved layout and the K-quants that this CPU runs; each one it cannot run is
+/// printed as skipped, by name.
+fn wide_kernels_or_report(what: &str) -> Vec<DotIsa> {
+    let (run, skipped): (Vec<DotIsa>, Vec<DotIsa>) = [DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni].into_iter().partition(|i| i.is_supported());
+    for isa in &skipped {
+        eprintln!("skipped: {what} kernel {} (not supported on this CPU or target)", isa.name());
+    }
+    run
+}
+
+/// A product on `isa` in a pool of `threads`.
+fn product_on(threads: usize, f: impl FnOnce() -> bool + Send) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    assert!(pool.install(f));
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|v| v.to_bits()).collect()
+}
+
 #[test]
 fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits() {
     let mut r = Rng(0x1a7e_41ea_7e00_0016);
-    let wide = DotIsa::Avx512Vnni.is_supported();
-    if !wide {
-        eprintln!("interleaved kernel skipped (not on this CPU): avx512-vnni; the scalar interleaved kernel runs");
-    }
-    let mut checked = 0;
+    let isas = wide_kernels_or_report("interleaved");
+    let mut checked = vec![0usize; isas.len()];
     for format in BlockFormat::ALL {
         for &(rows, cols) in &[(1usize, 32usize), (16, 64), (37, 576), (49, 160)] {
             let original = random_weight(&mut r, format, rows, cols);
@@ -323,26 +340,32 @@ fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits(
                             assert!((want[t][rr] - by_row[t]).abs() <= tol, "{format:?} {rows}x{cols} row {} token {t}: {} vs {}", g * 16 + rr, want[t][rr], by_row[t]);
                         }
                     }
-                    if wide {
+                    for (i, &isa) in isas.iter().enumerate() {
                         let mut got = [[f32::NAN; 16]; 4];
-                        group_dot(DotIsa::Avx512Vnni, format, group, acts.view(0, n), n, &mut got);
+                        // The dispatch names the kernel that ran: a wide ISA must not fall back to the reference.
+                        assert_eq!(group_dot(isa, format, group, acts.view(0, n), n, &mut got), isa);
                         for t in 0..n {
-                            assert_eq!(got[t].map(f32::to_bits), want[t].map(f32::to_bits), "avx512-vnni {format:?} {rows}x{cols} group {g} token {t}");
+                            assert_eq!(got[t].map(f32::to_bits), want[t].map(f32::to_bits), "{} {format:?} {rows}x{cols} group {g} token {t}", isa.name());
                         }
-                        checked += 1;
+                        checked[i] += 1;
                     }
                 }
-                // The whole product: the kernel's values, whatever the pool.
-                let mut y = vec![f32::NAN; n * rows];
-                let isa = if wide { DotIsa::Avx512Vnni } else { DotIsa::Scalar };
-                assert!(q8_matmul_with(isa, &w, &x, n, &mut y));
+                // The whole product on every kernel, on one and two threads: the portable kernel's bits.
                 let mut scalar = vec![f32::NAN; n * rows];
                 assert!(q8_matmul_with(DotIsa::Scalar, &w, &x, n, &mut scalar));
-                assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                for &isa in &isas {
+                    for threads in [1, 2] {
+                        let mut y = vec![f32::NAN; n * rows];
+                        product_on(threads, || q8_matmul_with(isa, &w, &x, n, &mut y));
+                        assert_eq!(bits(&y), bits(&scalar), "{} {format:?} {rows}x{cols} n {n} threads {threads}", isa.name());
+                    }
+                }
             }
         }
     }
-    assert!(!wide || checked > 100, "{checked}");
+    for (isa, checked) in isas.iter().zip(&checked) {
+        assert!(*checked > 100, "{}: {checked}", isa.name());
+    }
 }
 
 #[test]
@@ -418,10 +441,7 @@ fn random_k_weight(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -
 #[test]
 fn k_quant_kernels_follow_llama_cpp_and_every_kernel_gives_the_scalar_bits() {
     let mut r = Rng(0x4b_0a_4b);
-    let wide = DotIsa::Avx512Vnni.is_supported();
-    if !wide {
-        eprintln!("K-quant kernel skipped (not on this CPU): avx512-vnni; the portable kernel runs");
-    }
+    let isas = wide_kernels_or_report("K-quant");
     for format in BlockFormat::K {
         for &(rows, cols) in &[(3usize, 256usize), (37, 512), (20, 1536)] {
             let w = random_k_weight(&mut r, format, rows, cols);
@@ -438,13 +458,25 @@ fn k_quant_kernels_follow_llama_cpp_and_every_kernel_gives_the_scalar_bits() {
                         let terms = wf[row * cols..(row + 1) * cols].iter().zip(&xq);
                         let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * b, m + (f64::from(a) * b).abs()));
                         assert!((f64::from(want) - exact).abs() <= 1e-5 * mag + 1e-6, "{format:?} {rows}x{cols} row {row}: {want} vs {exact}");
-                        if wide {
-                            let got = kquant_dot(DotIsa::Avx512Vnni, format, w.row(row), token);
-                            assert_eq!(got.to_bits(), want.to_bits(), "avx512-vnni {format:?} {rows}x{cols} row {row} token {t}: {got} vs {want}");
+                        for &isa in &isas {
+                            // AVX-VNNI CPUs run the AVX2 kernel; a wide ISA must not fall back to the portable one.
+                            let (got, ran) = kquant_dot(isa, format, w.row(row), token);
+                            assert_eq!(ran, if isa == DotIsa::AvxVnni { DotIsa::Avx2 } else { isa });
+                            assert_eq!(got.to_bits(), want.to_bits(), "{} {format:?} {rows}x{cols} row {row} token {t}: {got} vs {want}", isa.name());
                         }
                     }
                 }
-                // The whole product, on one and on two threads, and the exact path against gemm.
+                // The whole product on every kernel, on one and two threads: the portable kernel's bits.
+                let mut scalar = vec![f32::NAN; n * rows];
+                assert!(kquant_matmul(DotIsa::Scalar, &w, &x, n, &mut scalar));
+                for &isa in &isas {
+                    for threads in [1, 2] {
+                        let mut y = vec![f32::NAN; n * rows];
+                        product_on(threads, || kquant_matmul(isa, &w, &x, n, &mut y));
+                        assert_eq!(bits(&y), bits(&scalar), "{} {format:?} {rows}x{cols} n {n} threads {threads}", isa.name());
+                    }
+                }
+                // The default kernel, on one and on two threads, and the exact path against gemm.
                 let mut ws = w.clone();
                 for rounding in [Rounding::Q8, Rounding::Exact] {
                     ws.set_rounding(rounding);
@@ -487,4 +519,22 @@ fn k_activation_blocks_round_as_llama_cpp_does() {
     acts.quantize(&[0.0; 256], 1, 256);
     let t = acts.token(0).unwrap();
     assert!(t.d[0] == 0.0 && t.qs.iter().all(|&q| q == 0) && t.bsums.iter().all(|&s| s == 0));
+}
+
+#[test]
+fn the_isa_can_be_forced_by_name_and_bad_names_are_refused() {
+    for v in [None, Some(""), Some("auto"), Some(" AUTO ")] {
+        assert_eq!(DotIsa::from_env(v), Ok(None), "{v:?}");
+    }
+    for isa in DotIsa::ALL {
+        let got = DotIsa::from_env(Some(isa.name()));
+        if isa.is_supported() {
+            assert_eq!(got, Ok(Some(isa)));
+        } else {
+            assert!(got.is_err_and(|e| e.contains("not supported")), "{}", isa.name());
+        }
+    }
+    let err = DotIsa::from_env(Some("neon-ish")).unwrap_err();
+    assert!(err.contains("neon-ish") && err.contains("avx2"), "{err}");
+    assert!(DotIsa::best().is_supported());
 }
