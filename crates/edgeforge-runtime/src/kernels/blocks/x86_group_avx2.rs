@@ -5,8 +5,8 @@
 //! lane give that row's partial dot in its lane, as in the AVX-512 kernel (`x86_group`).
 //!
 //! Integers: the nibble formats' codes (at most 31) go in unsigned and their offset (`8` or `16` times the
-//! activation block's code sum) is subtracted in integers; with AVX2 two `vpmaddubsw` results are added in
-//! i16 before `vpmaddwd` (at most 2 · 2 · 31 · 127 = 15,748: no saturation). Signed values (Q8_0 bytes, IQ4_NL
+//! activation block's code sum) is subtracted in integers; with AVX2 the `vpmaddubsw` results of several
+//! chunks are added in i16 before `vpmaddwd` (`i16_pairs`: sums stay under 32,768). Signed values (Q8_0 bytes, IQ4_NL
 //! grid values) take the sign trick on AVX2, `|w| · sign(x, w)` (pairs at most 2 · 128 · 127 = 32,512, under
 //! i16's limit), and `v + 128` with a `128 · Σx` offset on AVX-VNNI, as on AVX-512. Either way each lane holds
 //! exactly the signed dot of `interleave::group_dot`, and the float steps are the reference's, in its order:
@@ -120,31 +120,55 @@ unsafe fn pair<const F: usize>(col: *const u8, h: usize, c: usize, qh: __m256i) 
     (lo, hi)
 }
 
-/// `a` plus the four-code dots of the pairs (`u0`, `s0`) and (`u1`, `s1`) per i32 lane, AVX2: two
-/// `vpmaddubsw` added in i16 when `fuse` (the products are small enough, see the module comment), else each
-/// widened on its own.
+/// Pairs whose `vpmaddubsw` results AVX2 may add up in i16 before widening them: 4 for the 4-bit codes
+/// (8 · 2 · 15 · 127 = 30,480), 2 for the 5-bit ones (4 · 2 · 31 · 127 = 31,496), 0 for signed values (each
+/// pair of products may reach 32,512: widened at once).
+const fn i16_pairs(format: BlockFormat) -> usize {
+    match format {
+        BlockFormat::Q4_0 | BlockFormat::Q4_1 => 4,
+        BlockFormat::Q5_0 | BlockFormat::Q5_1 => 2,
+        _ => 0,
+    }
+}
+
+/// The four-code dots of (`u0`, `s0`) and (`u1`, `s1`) per i32 lane added to `a`, AVX2: into the i16 sums
+/// `a16` when `narrow` (then `widen_avx2` after `i16_pairs` pairs), else widened at once.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn dot2_avx2(a: __m256i, u0: __m256i, s0: __m256i, u1: __m256i, s1: __m256i, fuse: bool) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
+fn dot2_avx2(a: &mut __m256i, a16: &mut __m256i, [u0, s0, u1, s1]: [__m256i; 4], narrow: bool) {
     let (p0, p1) = (_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
-    if fuse {
-        return _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones));
+    if narrow {
+        *a16 = _mm256_add_epi16(*a16, _mm256_add_epi16(p0, p1));
+    } else {
+        let ones = _mm256_set1_epi16(1);
+        *a = _mm256_add_epi32(*a, _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)));
     }
-    _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)))
 }
 
-/// `dot2_avx2` with AVX-VNNI's `vpdpbusd` (exact in i32: `fuse` is moot).
+/// `a += a16` widened to i32 lanes (pairs of i16 sums), `a16 := 0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn widen_avx2(a: &mut __m256i, a16: &mut __m256i) {
+    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a16, _mm256_set1_epi16(1)));
+    *a16 = _mm256_setzero_si256();
+}
+
+/// `dot2_avx2` with AVX-VNNI's `vpdpbusd`: exact in i32, nothing kept in i16.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 #[inline]
-fn dot2_avxvnni(a: __m256i, u0: __m256i, s0: __m256i, u1: __m256i, s1: __m256i, _fuse: bool) -> __m256i {
-    _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(a, u0, s0), u1, s1)
+fn dot2_avxvnni(a: &mut __m256i, _a16: &mut __m256i, [u0, s0, u1, s1]: [__m256i; 4], _narrow: bool) {
+    *a = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(*a, u0, s0), u1, s1);
 }
 
-/// One kernel per instruction set: the same loop around `$dot2`. `$flip`: signed values enter as `v + 128`
-/// (exact dot products in i32) rather than through the sign trick (i16 pairs).
+/// `widen_avx2` for AVX-VNNI: nothing to widen.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+fn widen_avxvnni(_a: &mut __m256i, _a16: &mut __m256i) {}
+
+/// One kernel per instruction set: the same loop around `$dot2` and `$widen`. `$flip`: signed values enter as
+/// `v + 128` (exact dot products in i32) rather than through the sign trick (i16 pairs).
 macro_rules! group_kernel {
-    ($name:ident, $features:literal, $dot2:ident, $flip:literal) => {
+    ($name:ident, $features:literal, $dot2:ident, $widen:ident, $flip:literal) => {
         /// Halves `h0 .. h0 + H` (rows `8 · h0 ..`) of `out[t]` := the group's rows dotted with token `t`.
         ///
         /// # Safety
@@ -170,7 +194,8 @@ macro_rules! group_kernel {
                 for hh in 0..H {
                     // SAFETY: `col` is a whole block column and `h0 + hh < 2` (the caller's contract).
                     let (dw, mw, qh) = unsafe { half_fields::<F>(col, h0 + hh) };
-                    let mut a = [_mm256_setzero_si256(); NT];
+                    let (mut a, mut a16) = ([_mm256_setzero_si256(); NT], [_mm256_setzero_si256(); NT]);
+                    let narrow = i16_pairs(format);
                     for c in 0..4 {
                         // SAFETY: as above, `c < 4`.
                         let (w0, w1) = unsafe { pair::<F>(col, h0 + hh, c, qh) };
@@ -187,7 +212,10 @@ macro_rules! group_kernel {
                                 (quad(xb, o0), quad(xb, o1))
                             };
                             let (s0, s1) = if signed && !$flip { (_mm256_sign_epi8(x0, w0), _mm256_sign_epi8(x1, w1)) } else { (x0, x1) };
-                            a[t] = $dot2(a[t], u0, s0, u1, s1, !signed);
+                            $dot2(&mut a[t], &mut a16[t], [u0, s0, u1, s1], narrow > 0);
+                            if narrow > 0 && (c + 1) % narrow == 0 {
+                                $widen(&mut a[t], &mut a16[t]);
+                            }
                         }
                     }
                     for t in 0..NT {
@@ -213,8 +241,8 @@ macro_rules! group_kernel {
     };
 }
 
-group_kernel!(group_avx2, "avx2,fma,f16c", dot2_avx2, false);
-group_kernel!(group_avxvnni, "avx2,fma,f16c,avxvnni", dot2_avxvnni, true);
+group_kernel!(group_avx2, "avx2,fma,f16c", dot2_avx2, widen_avx2, false);
+group_kernel!(group_avxvnni, "avx2,fma,f16c,avxvnni", dot2_avxvnni, widen_avxvnni, true);
 
 /// One format's kernel on `isa`: both halves in one pass for up to two tokens; one half per pass for more
 /// (the accumulators of both halves and four tokens would not fit in sixteen registers).
