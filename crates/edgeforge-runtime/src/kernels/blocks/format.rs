@@ -1,7 +1,8 @@
 //! The format table: where each GGUF block format keeps its scale, minimum, high bits and codes, and how
 //! its codes become the integers the kernels dot with the activations. Adding a 32-element format is one
-//! row in each `match` here plus its unpacking in `scalar` and `x86`; the K-quants (256-element super-blocks)
-//! have their own kernels in `kquant` and `x86_kquant`.
+//! row in each `match` here plus its unpacking in `scalar`, `x86`, `interleave` and the group kernels
+//! (`x86_group`, `x86_group_avx2`); the K-quants (256-element super-blocks) have their own kernels in
+//! `kquant`, `x86_kquant` and `x86_kquant_avx2`.
 //!
 //! Layouts (ggml's, little-endian; `d`, `m` are f16): Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`;
 //! Q5_0 `d, qh[4], qs[16]`; Q5_1 `d, m, qh[4], qs[16]`; Q8_0 `d, qs[32]` (i8); IQ4_NL `d, qs[16]`.

@@ -1,5 +1,6 @@
-//! The interleaved layout of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL), for the integer path on AVX-512 VNNI: sixteen rows are interleaved per column of blocks, so one
-//! `vpdpbusd` multiplies four codes of each of 16 rows by four activation codes broadcast to every lane, and
+//! The interleaved layout of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL), for the x86
+//! integer kernels (AVX-512 VNNI in `x86_group`; AVX-VNNI and AVX2 in `x86_group_avx2`, 16 rows as two halves
+//! of 8): sixteen rows are interleaved per column of blocks, so one `vpdpbusd` multiplies four codes of each of 16 rows by four activation codes broadcast to every lane, and
 //! each i32 lane of the result is one row's partial sum. A block column of 16 rows then costs a handful of
 //! full-width instructions and one vector of 16 scales, with no horizontal reduction per row, and the matrix is
 //! read as one contiguous stream. (llama.cpp repacks Q4_0 for its x86 kernels for the same reason.)

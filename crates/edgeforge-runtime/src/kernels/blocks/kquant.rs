@@ -11,7 +11,8 @@
 //!   signed), the row gaining `(d_x·d)·isum`;
 //!
 //! the integers llama.cpp's kernels compute per super-block. The portable kernel here is the reference the
-//! AVX-512 kernel (`x86_kquant`) matches bit for bit (tested).
+//! AVX-512 VNNI kernel (`x86_kquant`) and the AVX2 kernel (`x86_kquant_avx2`, also run on AVX-VNNI CPUs)
+//! match bit for bit (tested).
 //!
 //! Layouts (ggml's): Q4_K `d, dmin, scales[12], qs[128]` (chunk c of 64 elements: 32 bytes of qs, low nibbles
 //! sub-block 2c, high nibbles 2c + 1); Q6_K `ql[128], qh[64], scales[16] (i8), d` (see `q6_codes`).

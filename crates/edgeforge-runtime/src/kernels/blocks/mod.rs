@@ -12,7 +12,8 @@
 //!   32 signed bytes with one scale (`Q8Rows`, llama.cpp's `q8_0`/`q8_1`), and each weight block is dotted
 //!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, a scalar loop
 //!   otherwise), then scaled in f32. This moves 4–8x fewer bytes than f32 and is what decode runs on when
-//!   speed matters.
+//!   speed matters. On every x86 kernel the 32-element formats are first interleaved 16 rows per block
+//!   column (`interleave`), K-quants keep the file's rows; `EDGEFORGE_ISA` forces a kernel (`DotIsa::best`).
 //!
 //! The integer kernels are our own rather than a library's because no maintained Rust crate multiplies
 //! ggml's block formats; they are tested against dequantize-then-f32 references (`tests`).
