@@ -139,14 +139,16 @@ pub fn latency(runtime: &LlamaRuntime, opts: &LatencyOptions) -> Result<LatencyR
     if opts.gen_tokens > 0 {
         let tg_scoped = scope == PeakRssScope::Measurement && edgeforge_core::process::reset_peak_rss();
         cache.clear();
-        runtime.forward(&mut cache, &prompt[..1], 0)?;
+        // One logits vector for every step, as a generation loop keeps it (`forward_into`).
+        let mut logits = Vec::new();
+        runtime.forward_into(&mut cache, &prompt[..1], 0, &mut logits)?;
         for _ in 0..opts.repeats {
             cache.clear();
             let mut next = prompt[0];
             let t0 = Instant::now();
             for _ in 0..opts.gen_tokens {
                 let t1 = Instant::now();
-                let logits = runtime.forward(&mut cache, &[next], 0)?;
+                runtime.forward_into(&mut cache, &[next], 0, &mut logits)?;
                 next = argmax(&logits);
                 t.decode_step_s.push(t1.elapsed().as_secs_f64());
             }

@@ -70,6 +70,14 @@ impl LlamaRuntime {
     /// Run `tokens` at positions `cache.len()..`, append their keys and values to the cache, and return the
     /// logits of `tokens[logits_from..]`, row-major `[tokens.len() - logits_from, vocab]`.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut logits = Vec::new();
+        self.forward_into(cache, tokens, logits_from, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// `forward` into `logits` (resized, its allocation reused): a decode loop that passes the same vector
+    /// every step allocates nothing per token.
+    pub fn forward_into(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize, logits: &mut Vec<f32>) -> Result<(), RuntimeError> {
         let w = &self.w;
         let n = tokens.len();
         if logits_from > n {
@@ -90,23 +98,24 @@ impl LlamaRuntime {
             return Err(RuntimeError::TokenOutOfRange { id, position, vocab_size: w.vocab_size });
         }
         if n == 0 {
-            return Ok(Vec::new());
+            logits.clear();
+            return Ok(());
         }
 
         if n > WORKSPACE_MAX_TOKENS {
             // A long batch (a prompt) gets buffers of its own, freed after the call: kept with the cache they
             // would stay resident, sized for the prompt, while the context decodes.
-            return self.forward_with(cache, tokens, logits_from, &mut Workspace::default());
+            return self.forward_with(cache, tokens, logits_from, &mut Workspace::default(), logits);
         }
         // The context's buffers, moved out for the call and put back whatever happens.
         let mut ws = std::mem::take(&mut cache.ws);
-        let out = self.forward_with(cache, tokens, logits_from, &mut ws);
+        let out = self.forward_with(cache, tokens, logits_from, &mut ws, logits);
         cache.ws = ws;
         out
     }
 
-    /// `forward` with the buffers `ws`.
-    fn forward_with(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize, ws: &mut Workspace) -> Result<Vec<f32>, RuntimeError> {
+    /// `forward_into` with the buffers `ws`.
+    fn forward_with(&self, cache: &mut KvCache, tokens: &[u32], logits_from: usize, ws: &mut Workspace, logits: &mut Vec<f32>) -> Result<(), RuntimeError> {
         let w = &self.w;
         let (n, e) = (tokens.len(), w.n_embd);
         let mut x = std::mem::take(&mut ws.x);
@@ -121,7 +130,7 @@ impl LlamaRuntime {
                 self.layer(li, layer, &mut x, n, cache, &rope, ws, &mut |_, _| {})?;
             }
             cache.len += n;
-            self.head_logits(&x[logits_from * e..], n - logits_from)
+            self.head_logits_into(&x[logits_from * e..], n - logits_from, &mut ws.normed, logits)
         })();
         ws.x = x;
         out
@@ -143,17 +152,25 @@ impl LlamaRuntime {
 
     /// Logits `[n, vocab]` of the last layer's hidden states `x` (`[n, n_embd]`): output norm, then head.
     pub fn head_logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut logits = Vec::new();
+        self.head_logits_into(x, n, &mut Vec::new(), &mut logits)?;
+        Ok(logits)
+    }
+
+    /// `head_logits` into `logits`, with `normed` for the normed states (both resized, allocations reused).
+    fn head_logits_into(&self, x: &[f32], n: usize, normed: &mut Vec<f32>, logits: &mut Vec<f32>) -> Result<(), RuntimeError> {
         let w = &self.w;
-        let normed = self.output_normed(x, n);
+        let normed = block::sized(normed, n * w.n_embd);
+        ops::rms_norm(&x[..n * w.n_embd], &w.output_norm, w.rms_eps, normed);
         let head = w.output.as_ref().unwrap_or(&w.token_embd);
-        let mut logits = vec![0f32; n * w.vocab_size];
-        linear(&normed, n, head, w.vocab_size, w.n_embd, &mut logits, "output")?;
+        let logits = block::sized(logits, n * w.vocab_size);
+        linear(normed, n, head, w.vocab_size, w.n_embd, logits, "output")?;
         if let Some(c) = w.head.final_softcap {
             // ggml's order: scale by 1/c, tanh, scale by c.
             let inv = 1.0 / c;
             logits.par_iter_mut().for_each(|z| *z = c * (*z * inv).tanh());
         }
-        Ok(logits)
+        Ok(())
     }
 
     /// Swap the token embedding (and, when tied, the output head), e.g. to measure its quantization alone;
@@ -256,4 +273,6 @@ pub(crate) struct Workspace {
     heads: Vec<f32>,
     up: Vec<f32>,
     hidden: Vec<f32>,
+    /// The output norm's states (the head's input).
+    normed: Vec<f32>,
 }

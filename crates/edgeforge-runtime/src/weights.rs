@@ -5,7 +5,9 @@
 use crate::error::RuntimeError;
 use crate::kernels::matmul::{matmul, MatRef, Threads};
 use crate::kernels::blocks::{block_matmul, block_matmul_group, BlockLinear, Rounding};
-use crate::kernels::qmatmul::{qmatmul, PackedLinear};
+use crate::kernels::blocks::DotIsa;
+use crate::kernels::matmul::MAX_OUTPUTS;
+use crate::kernels::qmatmul::{int_matmul_group, integer_path, qmatmul, PackedLinear};
 
 /// A row-major `[out, in]` matrix as the forward pass multiplies by it. The dimensions are checked
 /// against the model's shape by `LlamaWeights::validate`.
@@ -86,6 +88,9 @@ impl Linear {
     /// Block weights on the integer path quantize `x` once and run in one parallel loop; anything else runs
     /// one product after the other. The same values as `forward_on` on each.
     pub(crate) fn forward_group(x: &[f32], n: usize, in_dim: usize, parts: &mut [(&Linear, usize, &mut [f32], &'static str)], threads: Threads) -> Result<(), RuntimeError> {
+        if let Some(r) = Self::forward_packed_group(x, n, in_dim, parts) {
+            return r;
+        }
         // Fixed-size tables: no allocation per call.
         let Some(Linear::Blocks(first)) = parts.first().map(|p| p.0) else { return Self::forward_each(x, n, in_dim, parts, threads) };
         let mut ws: [&BlockLinear; 4] = [first; 4];
@@ -106,6 +111,30 @@ impl Linear {
             *y = &mut *p.2;
         }
         block_matmul_group(&ws[..k], x, n, &mut ys[..k]).then_some(()).ok_or(RuntimeError::Kernel { what })
+    }
+
+    /// `forward_group` on packed weights that all take the integer path for `n` tokens: one activation
+    /// quantization and one parallel loop (`None` when they do not).
+    fn forward_packed_group(x: &[f32], n: usize, in_dim: usize, parts: &mut [(&Linear, usize, &mut [f32], &'static str)]) -> Option<Result<(), RuntimeError>> {
+        let Some(Linear::Packed(first)) = parts.first().map(|p| p.0) else { return None };
+        let mut ws: [&PackedLinear; MAX_OUTPUTS] = [first; MAX_OUTPUTS];
+        let all = parts.len() <= ws.len()
+            && parts.iter().zip(ws.iter_mut()).all(|((w, out_dim, _, _), slot)| match w {
+                Linear::Packed(w) if w.out_dim() == *out_dim && w.in_dim() == in_dim && integer_path(w, n) => {
+                    *slot = w;
+                    true
+                }
+                _ => false,
+            });
+        if !all {
+            return None;
+        }
+        let (what, k) = (parts[0].3, parts.len());
+        let mut ys: [&mut [f32]; MAX_OUTPUTS] = Default::default();
+        for (y, p) in ys.iter_mut().zip(parts.iter_mut()) {
+            *y = &mut *p.2;
+        }
+        Some(int_matmul_group(DotIsa::best(), &ws[..k], x, n, &mut ys[..k]).then_some(()).ok_or(RuntimeError::Kernel { what }))
     }
 
     /// `forward_group` one product after the other.

@@ -149,7 +149,8 @@ impl Engine {
             if let Some(d) = self.token_delay {
                 std::thread::sleep(d);
             }
-            logits = self.runtime.forward(cache, &[token], 0).map_err(|e| e.to_string())?;
+            // The same logits vector every step: no allocation per token.
+            self.runtime.forward_into(cache, &[token], 0, &mut logits).map_err(|e| e.to_string())?;
         };
         // Text held back for a stop sequence that never came is sent; after a stop sequence nothing is.
         if done.reason != FinishReason::Cancelled && !cut {

@@ -35,7 +35,7 @@ pub use packed::{Bits, PackedLinear};
 use packed::Row;
 
 use crate::kernels::blocks::{rows_per_task, DotIsa, Q8Rows, Rounding, Q8_DECODE_MAX_TOKENS};
-use crate::kernels::matmul::{for_each_column_block, ColumnBlock, MatRef};
+use crate::kernels::matmul::{for_each_column_block, for_each_column_block_of, ColumnBlock, MatRef, Output, MAX_OUTPUTS};
 
 /// Instruction sets a row kernel can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +190,7 @@ impl Kernel {
 /// as an internal error) when lengths disagree.
 #[must_use]
 pub fn qmatmul(w: &PackedLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
-    let integer = w.interleaved().is_some() && (w.rounding() == Rounding::Q8 || (w.rounding() == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS));
-    if integer {
+    if integer_path(w, n) {
         return int_matmul_with(DotIsa::best(), w, x, n, y);
     }
     qmatmul_with(Isa::best(), Strategy::Auto, w, x, n, y)
@@ -246,13 +245,26 @@ thread_local! {
     static ACTS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
 }
 
+/// Whether `w` multiplies `n` tokens on the integer path under its rounding.
+pub(crate) fn integer_path(w: &PackedLinear, n: usize) -> bool {
+    w.interleaved().is_some() && (w.rounding() == Rounding::Q8 || (w.rounding() == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS))
+}
+
 /// The integer path (`interleave`) with an explicit kernel: `false` on inconsistent lengths, an unsupported
 /// kernel or a weight that is not interleaved (`PackedLinear::set_rounding`).
 #[must_use]
 pub fn int_matmul_with(isa: DotIsa, w: &PackedLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
-    let (out_dim, in_dim) = (w.out_dim(), w.in_dim());
-    let Some(il) = w.interleaved() else { return false };
-    if !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+    int_matmul_group(isa, &[w], x, n, &mut [y])
+}
+
+/// `ys[i] = x · ws[i]ᵀ` on the integer path for weights sharing one input (q, k and v; gate and up): the
+/// activations are quantized once and every product runs in one parallel loop. The values are those of
+/// `int_matmul_with` on each. At most `MAX_OUTPUTS` weights; `false` on inconsistent lengths.
+#[must_use]
+pub fn int_matmul_group(isa: DotIsa, ws: &[&PackedLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
+    let Some(in_dim) = ws.first().map(|w| w.in_dim()) else { return ys.is_empty() };
+    let consistent = |w: &PackedLinear, y: &[f32]| w.in_dim() == in_dim && w.interleaved().is_some() && n.checked_mul(w.out_dim()) == Some(y.len());
+    if ws.len() != ys.len() || ws.len() > MAX_OUTPUTS || !isa.is_supported() || n.checked_mul(in_dim) != Some(x.len()) || !ws.iter().zip(ys.iter()).all(|(w, y)| consistent(w, y)) {
         return false;
     }
     if n == 0 {
@@ -261,7 +273,13 @@ pub fn int_matmul_with(isa: DotIsa, w: &PackedLinear, x: &[f32], n: usize, y: &m
     ACTS.with_borrow_mut(|acts| {
         acts.quantize(x, n, in_dim);
         let acts = &*acts;
-        for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| int_block(isa, w.bits(), il, acts, n, &mut block))
+        let mut outs: [Output<'_>; MAX_OUTPUTS] = Default::default();
+        for ((o, y), w) in outs.iter_mut().zip(ys.iter_mut()).zip(ws) {
+            *o = Output { data: y, cols: w.out_dim(), width: rows_per_task(w.out_dim()) };
+        }
+        for_each_column_block_of(&mut outs[..ws.len()], n, || (), |_, i, mut block| {
+            ws[i].interleaved().is_some_and(|il| int_block(isa, ws[i].bits(), il, acts, n, &mut block))
+        })
     })
 }
 

@@ -351,3 +351,36 @@ fn interleaving_keeps_the_weight_and_exact_restores_the_float_path() {
     w.set_rounding(Rounding::Q8);
     assert!(w.interleaved().is_none());
 }
+
+#[test]
+fn integer_group_equals_each_product_alone() {
+    let mut r = Rng(4242);
+    let cols = 576;
+    let shapes = [(576usize, QuantFormat { bits: 4, group_size: 64, symmetric: true }), (192, QuantFormat { bits: 4, group_size: 128, symmetric: false }), (200, QuantFormat { bits: 8, group_size: cols, symmetric: true })];
+    let ws: Vec<PackedLinear> = shapes
+        .iter()
+        .map(|&(rows, f)| {
+            let mut w = PackedLinear::from_quant("t", &random_quant(&mut r, rows, cols, f), rows, cols).unwrap();
+            w.set_rounding(Rounding::Q8Decode);
+            w
+        })
+        .collect();
+    for n in [1usize, 3, 8] {
+        let x: Vec<f32> = (0..n * cols).map(|_| r.unit()).collect();
+        let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.out_dim()]).collect();
+        let mut refs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+        let wrefs: Vec<&PackedLinear> = ws.iter().collect();
+        assert!(int_matmul_group(DotIsa::best(), &wrefs, &x, n, &mut refs));
+        for (w, y) in ws.iter().zip(&ys) {
+            let mut alone = vec![0f32; n * w.out_dim()];
+            assert!(qmatmul(w, &x, n, &mut alone));
+            assert!(alone.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()), "n {n}, {} rows", w.out_dim());
+        }
+    }
+    // More outputs than one loop takes, or a weight off the integer path, are refused.
+    let mut plain = PackedLinear::from_quant("t", &random_quant(&mut r, 16, cols, shapes[0].1), 16, cols).unwrap();
+    plain.set_rounding(Rounding::Exact);
+    let x = vec![0.5f32; cols];
+    let mut y = vec![0f32; 16];
+    assert!(!int_matmul_group(DotIsa::best(), &[&plain], &x, 1, &mut [&mut y]));
+}
