@@ -58,8 +58,13 @@ fn summarize(r: &TrainReport) -> Vec<String> {
         r.threads,
         if r.stopped_by_budget { ", stopped by max_minutes" } else { "" }
     ));
-    if let Some(engine) = r.teacher_engine {
-        notes.push(format!("teacher run by {engine}: {:.1} s of the {:.0} s for its targets", r.teacher_s, r.elapsed_s));
+    match (r.teacher_engine, r.teacher_thread_s) {
+        (Some(engine), Some(busy)) => notes.push(format!(
+            "teacher run by {engine} on a thread of its own: {busy:.1} s computing top-k targets while the student trained; training waited {:.1} s of the {:.0} s for them",
+            r.teacher_s, r.elapsed_s
+        )),
+        (Some(engine), None) => notes.push(format!("teacher run by {engine}: {:.1} s of the {:.0} s for its targets", r.teacher_s, r.elapsed_s)),
+        _ => {}
     }
     if let (Some(a), Some(b)) = (first, last) {
         let term = match r.objective {

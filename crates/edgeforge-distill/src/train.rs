@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -20,7 +21,7 @@ use crate::loss::{hidden_mse, kl_loss, next_token_loss, teacher_log_probs, top_k
 use crate::model::{Llama, Positions};
 use crate::options::{BackendChoice, DistillOptions, Objective};
 use crate::schedule::Schedule;
-use crate::teacher::{top_k_rows, RuntimeTeacher};
+use crate::teacher::{Prefetch, RuntimeTeacher};
 
 /// The device of a backend choice, failing clearly when the backend was not compiled in.
 pub fn device(choice: BackendChoice) -> Result<Device> {
@@ -95,6 +96,9 @@ pub struct TrainReport {
     /// `elapsed_s`, so inside `max_minutes`).
     pub teacher_engine: Option<&'static str>,
     pub teacher_s: f64,
+    /// Seconds the teacher's own thread spent computing targets while the student trained (`None` when
+    /// the targets were computed on the training thread only).
+    pub teacher_thread_s: Option<f64>,
     pub log: Vec<StepLog>,
     /// (tensor, format before, relative change) of each tensor the student changed.
     #[serde(skip)]
@@ -144,7 +148,7 @@ type TopKCache = HashMap<usize, (Vec<i64>, Vec<f32>)>;
 #[allow(clippy::large_enum_variant)]
 enum Teacher {
     Burn(Llama, Positions),
-    Runtime(RuntimeTeacher),
+    Runtime(Arc<RuntimeTeacher>),
 }
 
 struct Trainer<'a> {
@@ -158,8 +162,10 @@ struct Trainer<'a> {
     top_k_cache: TopKCache,
     /// The teacher block index of each student block.
     origins: Vec<usize>,
-    /// Wall time spent computing teacher targets in this run.
+    /// Wall time the training thread spent computing (or waiting for) teacher targets in this run.
     teacher_s: f64,
+    /// The runtime teacher's top-k targets computed ahead on a thread of its own.
+    prefetch: Option<Prefetch>,
 }
 
 impl Trainer<'_> {
@@ -170,6 +176,10 @@ impl Trainer<'_> {
             return Ok((cached, Vec::new()));
         }
         let started = Instant::now();
+        if let Some(cached) = self.wait_for_prefetch(ids)? {
+            self.teacher_s += started.elapsed().as_secs_f64();
+            return Ok((cached, Vec::new()));
+        }
         let out = match &self.teacher {
             Some(Teacher::Runtime(rt)) => self.runtime_targets(rt, ids, rows),
             Some(Teacher::Burn(teacher, pos)) => self.burn_targets(teacher, pos, ids, rows),
@@ -179,6 +189,18 @@ impl Trainer<'_> {
         let (targets, hidden, new_entries) = out?;
         self.top_k_cache.extend(new_entries);
         Ok((targets, hidden))
+    }
+
+    /// Take prefetched entries until `ids` are all cached; `None` when the prefetch thread is done first.
+    fn wait_for_prefetch(&mut self, ids: &[usize]) -> Result<Option<TeacherTargets>> {
+        while let Some(entry) = self.prefetch.as_ref().and_then(Prefetch::next) {
+            let (i, e) = entry?;
+            self.top_k_cache.insert(i, e);
+            if let Some(cached) = self.cached(ids) {
+                return Ok(Some(cached));
+            }
+        }
+        Ok(None)
     }
 
     /// The cached top-k targets of `ids` when every one of them has been seen (and no hidden states needed).
@@ -214,7 +236,7 @@ impl Trainer<'_> {
             Some(k) => {
                 let (mut tok, mut lps) = (Vec::new(), Vec::new());
                 for (&i, r) in ids.iter().zip(rows) {
-                    let (a, b) = top_k_rows(&rt.log_probs(r, t)?, vocab, k);
+                    let (a, b) = rt.top_k(r, t, k)?;
                     tok.extend_from_slice(&a);
                     lps.extend_from_slice(&b);
                     entries.push((i, (a, b)));
@@ -268,6 +290,27 @@ fn check_teacher(teacher: &Llama, student: &Llama, origins: &[usize], o: &Distil
     Ok(())
 }
 
+/// With the runtime teacher and `teacher_top_k`, a thread computing the targets of every sequence in the
+/// order training first visits them from `cursor` on (the whole planned run), so the teacher works while
+/// the student trains.
+fn start_prefetch(tr: &Trainer<'_>, sequences: &[&[u32]], seed: u64, cursor: u64) -> Option<Prefetch> {
+    let (Some(Teacher::Runtime(rt)), Some(k)) = (&tr.teacher, tr.o.teacher_top_k) else { return None };
+    let o = tr.o;
+    let end = o.steps.saturating_mul((o.batch_size * o.grad_accum) as u64);
+    let mut order = DataOrder::new(sequences.len(), seed);
+    let mut seen = vec![false; sequences.len()];
+    let mut work = Vec::new();
+    let mut c = cursor;
+    while c < end && work.len() < sequences.len() {
+        let i = order.at(c);
+        if !std::mem::replace(&mut seen[i], true) {
+            work.push((i, sequences[i].to_vec()));
+        }
+        c += 1;
+    }
+    Some(Prefetch::start(rt.clone(), work, o.temperature, k, 2 * o.batch_size * o.grad_accum))
+}
+
 /// The teacher as `o` asks for it: the native runtime or a burn module.
 fn load_teacher(teacher: &Model, student: &Llama, origins: &[usize], o: &DistillOptions, base: &Device, seq_len: usize) -> Result<Teacher> {
     if o.runtime_teacher() {
@@ -275,7 +318,7 @@ fn load_teacher(teacher: &Model, student: &Llama, origins: &[usize], o: &Distill
         if rt.vocab_size() != student.dims.vocab_size {
             return Err(DistillError::Shape { tensor: "token_embd.weight".into(), message: "teacher and student vocabularies differ".into() });
         }
-        return Ok(Teacher::Runtime(rt));
+        return Ok(Teacher::Runtime(Arc::new(rt)));
     }
     let t = llama_from_model(teacher, base, Trainable { embeddings: false, blocks: false })?;
     check_teacher(&t, student, origins, o)?;
@@ -332,6 +375,7 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
         objective: o.objective,
         teacher_engine: None,
         teacher_s: 0.0,
+        teacher_thread_s: None,
         log: Vec::new(),
         changed: Vec::new(),
     };
@@ -367,9 +411,11 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
         top_k_cache: HashMap::new(),
         origins,
         teacher_s: 0.0,
+        prefetch: None,
     };
     let schedule = Schedule { peak_lr: o.lr, warmup_steps: o.warmup_steps, total_steps: o.steps, min_frac: o.min_lr_frac };
     let mut order = DataOrder::new(sequences.len(), cx.seed);
+    tr.prefetch = start_prefetch(&tr, &sequences, cx.seed, state.cursor);
     let elapsed_before = state.elapsed_s;
     let steps_before = state.step;
     (cx.progress)(state.step.min(o.steps), o.steps);
@@ -429,6 +475,8 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
             }
         }
     }
+    // Stop the teacher's thread (it may be computing targets the run will not reach).
+    let teacher_thread_s = tr.prefetch.take().map(|p| p.busy_s());
     if let (Some(dir), true) = (cx.work_dir, report.stopped_by_budget) {
         checkpoint::save(dir, &llama, &optim, &state)?;
     }
@@ -440,6 +488,7 @@ pub fn train(teacher: Option<&Model>, student: &mut Model, o: &DistillOptions, c
     report.tokens_per_s = (state.step - steps_before) as f64 * tokens_per_step as f64 / run_s.max(1e-9);
     report.log = state.log;
     report.teacher_s = tr.teacher_s;
+    report.teacher_thread_s = teacher_thread_s;
     report.teacher_engine = tr.teacher.as_ref().map(|t| match t {
         Teacher::Runtime(_) => "runtime",
         Teacher::Burn(..) => "burn",

@@ -33,7 +33,11 @@ fn burn_top_k(model: &Model, tokens: &[u32], t: f64, k: usize) -> (Vec<i64>, Vec
 /// last rank is not compared: its neighbour below, rank k + 1, is not in the lists).
 fn assert_same_top_k(model: &Model, tokens: &[u32], t: f64, k: usize, tol: f32) {
     let rt = RuntimeTeacher::new(model).unwrap();
-    let (rt_ids, rt_lp) = top_k_rows(&rt.log_probs(tokens, t).unwrap(), rt.vocab_size(), k);
+    let (rt_ids, rt_lp) = rt.top_k(tokens, t, k).unwrap();
+    // The same as the top-k of the full log-probabilities (which skips the full log-softmax).
+    let (_, full_lp) = top_k_rows(&rt.log_probs(tokens, t).unwrap(), rt.vocab_size(), k);
+    let d = rt_lp.iter().zip(&full_lp).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d < 1e-5, "top-k from logits vs from log-probabilities: {d}");
     let (b_ids, b_lp) = burn_top_k(model, tokens, t, k);
     assert_eq!(rt_ids.len(), tokens.len() * k);
     assert_eq!(rt_ids.len(), b_ids.len());
@@ -139,4 +143,35 @@ fn bad_teacher_options_are_refused() {
     assert_eq!(fields(DistillOptions { ce_weight: 0.5, ..next.clone() }), ["objective"]);
     assert_eq!(fields(DistillOptions { teacher_engine: TeacherEngine::Runtime, ..next.clone() }), ["objective"]);
     assert!(fields(DistillOptions { ce_weight: 0.0, ..next }).is_empty());
+}
+
+#[test]
+fn runtime_top_k_teacher_resumes_bit_identically() {
+    // The runtime teacher's top-k targets come from a thread of their own (prefetch); a run cancelled at
+    // step 3 and resumed (its cache empty again) must end where an uninterrupted run ends.
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = load_model(&write_tiny_gguf(dir.path(), "teacher.gguf", &SPEC)).unwrap();
+    let student_path = write_tiny_gguf(dir.path(), "student.gguf", &TinySpec { seed: 33, ..SPEC });
+    let cal = calibration(teacher.config.vocab_size);
+    let o = DistillOptions { checkpoint_every: 1, ..options(TeacherEngine::Auto, Some(8)) };
+    let run = |student: &mut Model, work: &std::path::Path, cancel_after: Option<u64>| {
+        let cancel = AtomicBool::new(false);
+        let progress = |done: u64, _: u64| {
+            if cancel_after.is_some_and(|k| done >= k) {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let cx = PassContext { seed: 4, calibration: Some(&cal), progress: &progress, status: &|_| {}, cancel: &cancel, original: Some(&teacher), work_dir: Some(work) };
+        Distill::new(o.clone()).run(student, &cx).map(|out| out.notes)
+    };
+    let weights = |m: &Model| m.tensors.iter().map(|(n, t)| (n.clone(), t.to_f32(n).unwrap())).collect::<Vec<_>>();
+    let mut straight = load_model(&student_path).unwrap();
+    let notes = run(&mut straight, &dir.path().join("straight"), None).unwrap();
+    assert!(notes.iter().any(|n| n.contains("on a thread of its own")), "{notes:?}");
+    let work = dir.path().join("interrupted");
+    assert!(run(&mut load_model(&student_path).unwrap(), &work, Some(3)).is_err());
+    let mut resumed = load_model(&student_path).unwrap();
+    let notes = run(&mut resumed, &work, None).unwrap();
+    assert!(notes.iter().any(|n| n.contains("resumed from the checkpoint at step 3")), "{notes:?}");
+    assert_eq!(weights(&resumed), weights(&straight));
 }
