@@ -583,7 +583,7 @@ fn prune_reconstruct_distill_quantize_on_a_tiny_model_writes_a_gguf_that_loads()
     let text: String = (0..400).map(|i| format!("the cat {i} sat on the mat = {} ", i * 7)).collect();
     std::fs::write(dir.path().join("cal.txt"), &text).unwrap();
     let recipe = format!(
-        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 6, seq_len: 32, seed: 3 }}\npasses:\n  - pass: prune\n    mlp: {{ ratio: 0.5, criterion: wanda, keep_multiple: 16 }}\n    depth: {{ blocks: 1 }}\n  - pass: reconstruct\n    target: stream\n    all_blocks: true\n  - pass: distill\n    steps: 3\n    batch_size: 2\n    lr: 0.001\n  - pass: gptq\n    bits: 8\n    group_size: per-channel\neval:\n  perplexity: {{ dataset: cal.txt, ctx: 32, chunks: 2 }}\ntargets:\n  - {{ format: gguf }}\n"
+        "{GOOD_HEAD}calibration: {{ dataset: cal.txt, samples: 6, seq_len: 32, seed: 3 }}\npasses:\n  - pass: prune\n    mlp: {{ ratio: 0.5, criterion: wanda, keep_multiple: 16 }}\n    depth: {{ blocks: 1 }}\n  - pass: reconstruct\n    target: stream\n    all_blocks: true\n  - pass: distill\n    steps: 3\n    batch_size: 2\n    lr: 0.001\n  - pass: gptq\n    bits: 8\n    group_size: per-channel\neval:\n  perplexity: {{ dataset: cal.txt, ctx: 32, chunks: 2, after_each_pass: true }}\ntargets:\n  - {{ format: gguf }}\n"
     );
     std::fs::write(dir.path().join("p.yaml"), recipe).unwrap();
     let (code, stdout, stderr) = run(&["run", "p.yaml", "--out", "out"], dir.path());
@@ -591,6 +591,16 @@ fn prune_reconstruct_distill_quantize_on_a_tiny_model_writes_a_gguf_that_loads()
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
     let names: Vec<&str> = report["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap_or("")).collect();
     assert_eq!(names, ["prune", "reconstruct", "distill", "gptq"]);
+    // after_each_pass: a perplexity after every pass, each a different model; the last one is the result's.
+    let ppl = |v: &serde_json::Value| v["perplexity"].as_f64().unwrap();
+    let after: Vec<f64> = report["passes"].as_array().unwrap().iter().map(|p| ppl(&p["perplexity_after"])).collect();
+    let before = ppl(&report["metrics_before"]["perplexity"]);
+    assert!(after.iter().all(|p| p.is_finite() && *p != before), "{after:?} vs {before}");
+    assert!(after.windows(2).all(|w| w[0] != w[1]), "{after:?}");
+    assert_eq!(after[3], ppl(&report["metrics_after"]["perplexity"]));
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    let row = md.lines().find(|l| l.starts_with("| after pass 1: prune | perplexity (")).unwrap_or_else(|| panic!("{md}"));
+    assert!(row.contains(&format!("| {:.4} ±", after[0])), "{row}");
     assert!(report["model_after"]["params"].as_u64() < report["model_before"]["params"].as_u64(), "{}", report["model_after"]);
     let g = edgeforge_core::load_model(&dir.path().join("out/p.gguf")).unwrap();
     assert_eq!((g.config.n_layers, g.config.n_ff), (1, 32), "one block of two left, 64 → 32 channels");

@@ -20,7 +20,7 @@ use edgeforge_report::{
 use edgeforge_runtime::{weights_from_model, LlamaRuntime};
 
 use crate::parse::RecipeFile;
-use crate::schema::Recipe;
+use crate::schema::{PerplexityEval, Recipe};
 use crate::validate::{resolve_path, validate};
 use crate::{checkpoint, RecipeError};
 
@@ -101,7 +101,8 @@ fn eval_error(e: edgeforge_eval::EvalError) -> RecipeError {
     }
 }
 
-/// Perplexity and latency of `model` as the recipe's eval section asks.
+/// Perplexity and latency of `model` as the recipe's eval section asks (`known_perplexity`: this model's
+/// perplexity when already computed, e.g. after the last pass).
 pub fn evaluate(
     rf: &RecipeFile,
     model: &Model,
@@ -109,45 +110,19 @@ pub fn evaluate(
     progress: &(dyn Fn(Progress<'_>) + Sync),
     cancel: &AtomicBool,
     label: &str,
+    known_perplexity: Option<PerplexityMetric>,
 ) -> Result<Metrics, RecipeError> {
     let r = &rf.recipe;
     if r.eval.perplexity.is_none() && r.eval.latency.is_none() {
         return Ok(Metrics::default());
     }
+    let score = r.eval.perplexity.as_ref().filter(|_| known_perplexity.is_none());
     // Every layer's weights at once, unless the only evaluation is a streamed perplexity.
-    let needs_runtime = r.eval.latency.is_some() || r.eval.perplexity.as_ref().is_some_and(|p| !p.stream);
+    let needs_runtime = r.eval.latency.is_some() || score.is_some_and(|p| !p.stream);
     let mut runtime = if needs_runtime { Some(LlamaRuntime::new(weights_from_model(model)?)?) } else { None };
-    let mut metrics = Metrics::default();
-    if let Some(p) = &r.eval.perplexity {
-        let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, p.slice, model)?;
-        let opts = PerplexityOptions { ctx: p.ctx.get(), batch: p.batch.map_or(p.ctx.get(), |b| b.get()), max_chunks: p.chunks.map(|c| c.get()) };
-        let total = (tokens.len() / opts.ctx).min(opts.max_chunks.unwrap_or(usize::MAX)) as u64;
-        let stage = format!("{label}: perplexity");
-        progress(Progress::Stage { label: &stage, total });
-        let t = Instant::now();
-        let on_chunk = |c: edgeforge_eval::ChunkProgress| {
-            progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: Some(format!("ppl {:.4}", c.perplexity)) });
-            until_cancelled(cancel)
-        };
-        let res = match &runtime {
-            Some(runtime) if !p.stream => edgeforge_eval::perplexity(runtime, &tokens, bos, &opts, on_chunk),
-            _ => {
-                let budget = edgeforge_eval::streamed::DEFAULT_ACTIVATION_BUDGET;
-                edgeforge_eval::perplexity_streamed(model, edgeforge_runtime::Rounding::Exact, &tokens, bos, &opts, budget, on_chunk)
-            }
-        }
-        .map_err(eval_error)?;
-        progress(Progress::Done);
-        metrics.perplexity = Some(PerplexityMetric {
-            perplexity: res.perplexity,
-            ppl_stderr: res.ppl_stderr,
-            ctx: res.ctx,
-            chunks: res.chunks,
-            tokens_scored: res.tokens_scored,
-            dataset: text.dataset.clone().unwrap_or_else(|| text.path.display().to_string()),
-            dataset_sha256: text.sha256.clone(),
-            seconds: t.elapsed().as_secs_f64(),
-        });
+    let mut metrics = Metrics { perplexity: known_perplexity, ..Metrics::default() };
+    if let Some(p) = score {
+        metrics.perplexity = Some(evaluate_perplexity(rf, p, model, runtime.as_ref(), progress, cancel, label)?);
     }
     if let (Some(l), Some(runtime)) = (&r.eval.latency, &mut runtime) {
         // Timed as `edgeforge eval latency` times by default (`--rounding fast`): 8-bit activation blocks and
@@ -174,6 +149,54 @@ pub fn evaluate(
         metrics.latency = Some(res);
     }
     Ok(metrics)
+}
+
+/// Perplexity of `model` as `p` asks, on `runtime` (built from `model`) or, streamed, one block at a time.
+fn evaluate_perplexity(
+    rf: &RecipeFile,
+    p: &PerplexityEval,
+    model: &Model,
+    runtime: Option<&LlamaRuntime>,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+    cancel: &AtomicBool,
+    label: &str,
+) -> Result<PerplexityMetric, RecipeError> {
+    let (text, tokens, bos) = eval_tokens(rf, &p.dataset.value, p.slice, model)?;
+    let opts = PerplexityOptions { ctx: p.ctx.get(), batch: p.batch.map_or(p.ctx.get(), |b| b.get()), max_chunks: p.chunks.map(|c| c.get()) };
+    let total = (tokens.len() / opts.ctx).min(opts.max_chunks.unwrap_or(usize::MAX)) as u64;
+    let stage = format!("{label}: perplexity");
+    progress(Progress::Stage { label: &stage, total });
+    let t = Instant::now();
+    let on_chunk = |c: edgeforge_eval::ChunkProgress| {
+        progress(Progress::Advance { done: c.chunks_done as u64, total: None, message: Some(format!("ppl {:.4}", c.perplexity)) });
+        until_cancelled(cancel)
+    };
+    let res = match runtime {
+        Some(runtime) if !p.stream => edgeforge_eval::perplexity(runtime, &tokens, bos, &opts, on_chunk),
+        _ => {
+            let budget = edgeforge_eval::streamed::DEFAULT_ACTIVATION_BUDGET;
+            edgeforge_eval::perplexity_streamed(model, edgeforge_runtime::Rounding::Exact, &tokens, bos, &opts, budget, on_chunk)
+        }
+    }
+    .map_err(eval_error)?;
+    progress(Progress::Done);
+    Ok(PerplexityMetric {
+        perplexity: res.perplexity,
+        ppl_stderr: res.ppl_stderr,
+        ctx: res.ctx,
+        chunks: res.chunks,
+        tokens_scored: res.tokens_scored,
+        dataset: text.dataset.clone().unwrap_or_else(|| text.path.display().to_string()),
+        dataset_sha256: text.sha256.clone(),
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// The perplexity after a pass, when the recipe asks for one after each (`eval.perplexity.after_each_pass`).
+fn perplexity_after_pass(rf: &RecipeFile, model: &Model, opts: &RunOptions<'_>, label: &str) -> Result<Option<PerplexityMetric>, RecipeError> {
+    let Some(p) = rf.recipe.eval.perplexity.as_ref().filter(|p| p.after_each_pass) else { return Ok(None) };
+    let runtime = if p.stream { None } else { Some(LlamaRuntime::new(weights_from_model(model)?)?) };
+    evaluate_perplexity(rf, p, model, runtime.as_ref(), opts.progress, opts.cancel, label).map(Some)
 }
 
 /// KL divergence of `model` from `base` (the input model, loaded again from its file) as eval.kld asks.
@@ -229,7 +252,7 @@ fn baseline_metrics(rf: &RecipeFile, model: &Model, seed: u64, opts: &RunOptions
             return Ok(m.metrics);
         }
     }
-    let metrics = evaluate(rf, model, seed, opts.progress, opts.cancel, "input")?;
+    let metrics = evaluate(rf, model, seed, opts.progress, opts.cancel, "input", None)?;
     if let Some(p) = &cached {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -279,7 +302,9 @@ pub fn run(rf: &RecipeFile, opts: &RunOptions<'_>) -> Result<Report, RecipeError
     let PassesDone { model, mut reports } = run_passes(rf, &validated.passes, model, &model_path, &ckpt_dir, seed, opts)?;
     cancelled(opts)?;
 
-    let mut metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result")? };
+    // With a perplexity after each pass, the last one is the result's.
+    let known = reports.last().and_then(|p| p.perplexity_after.clone());
+    let mut metrics_after = if validated.passes.is_empty() { metrics_before.clone() } else { evaluate(rf, &model, seed, opts.progress, opts.cancel, "result", known)? };
     if !validated.passes.is_empty() {
         metrics_after.kld = evaluate_kld(rf, &model_path, &model, opts.progress, opts.cancel)?;
     }
@@ -361,7 +386,8 @@ fn run_passes(
         let label = format!("pass {}/{}: {}", i + 1, passes.len(), pass.name());
         let work_dir = ckpt_dir.join(format!("pass-{i}-{}.work", pass.name()));
         let services = PassServices { seed, calibration: calibration.as_ref(), original: original.as_ref(), work_dir: &work_dir };
-        let report = run_pass(i, pass.as_ref(), &mut model, &label, &services, opts)?;
+        let mut report = run_pass(i, pass.as_ref(), &mut model, &label, &services, opts)?;
+        report.perplexity_after = perplexity_after_pass(rf, &model, opts, &label)?;
         let cal_tokens = rf.recipe.calibration.as_ref().map(|c| (c.samples.get() * c.seq_len.get()) as u64);
         let sample = crate::measured::Sample {
             seconds: report.seconds,
@@ -430,6 +456,7 @@ fn run_pass(i: usize, pass: &dyn Pass, model: &mut Model, label: &str, s: &PassS
         bytes_after: after.total.bytes,
         changed: outcome.changed,
         notes: if peak_is_own { outcome.notes } else { [outcome.notes, vec!["peak RSS is the process's lifetime peak (could not reset it)".into()]].concat() },
+        perplexity_after: None,
     })
 }
 

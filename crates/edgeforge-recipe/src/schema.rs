@@ -170,6 +170,10 @@ pub struct PerplexityEval {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<[f64; 2]>")]
     pub slice: Option<edgeforge_eval::datasets::Slice>,
+    /// Also score the model after every pass (shown per pass in the report): what each step of a pipeline
+    /// costs or recovers (e.g. a pruned student before and after distillation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_each_pass: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

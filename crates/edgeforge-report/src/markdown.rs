@@ -5,7 +5,7 @@ use std::fmt::Write;
 use edgeforge_core::summary::count;
 
 use crate::compare::Comparison;
-use crate::schema::{Metrics, Report};
+use crate::schema::{Metrics, PerplexityMetric, Report};
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |x| format!("{x:.digits$}"))
@@ -65,13 +65,13 @@ pub fn comparison_table(c: &Comparison) -> String {
     o
 }
 
+fn perplexity_row(o: &mut String, label: &str, p: &PerplexityMetric) {
+    let _ = writeln!(o, "| {label} | perplexity ({}, ctx {}, {}) | {:.4} ± {:.4} |", p.dataset, p.ctx, count(p.chunks as u64, "chunk"), p.perplexity, p.ppl_stderr);
+}
+
 fn metrics_rows(o: &mut String, label: &str, m: &Metrics) {
     if let Some(p) = &m.perplexity {
-        let _ = writeln!(
-            o,
-            "| {label} | perplexity ({}, ctx {}, {}) | {:.4} ± {:.4} |",
-            p.dataset, p.ctx, count(p.chunks as u64, "chunk"), p.perplexity, p.ppl_stderr
-        );
+        perplexity_row(o, label, p);
     }
     if let Some(k) = &m.kld {
         let _ = writeln!(
@@ -138,6 +138,11 @@ pub fn report(r: &Report) -> String {
     }
     let _ = writeln!(o, "\n## Metrics\n\n| model | measurement | value |\n|---|---|---|");
     metrics_rows(&mut o, "before", &r.metrics_before);
+    for (i, p) in r.passes.iter().enumerate() {
+        if let Some(ppl) = &p.perplexity_after {
+            perplexity_row(&mut o, &format!("after pass {}: {}", i + 1, p.name), ppl);
+        }
+    }
     metrics_rows(&mut o, "after", &r.metrics_after);
     if !r.artifacts.is_empty() {
         let _ = writeln!(o, "\n## Artifacts\n\n| file | format | profile | size | sha256 |\n|---|---|---|---|---|");

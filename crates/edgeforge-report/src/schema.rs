@@ -73,6 +73,9 @@ pub struct PassReport {
     pub bytes_after: u64,
     pub changed: Vec<TensorChange>,
     pub notes: Vec<String>,
+    /// The model's perplexity right after this pass (`eval.perplexity.after_each_pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_after: Option<PerplexityMetric>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
