@@ -2,7 +2,7 @@
 # Benchmark (issue 14): our runtime against llama.cpp on the same GGUF files, side by side.
 #
 # What it does:
-#   1. Files: the reference model (scripts/fetch-model.sh, Q4_1) and its Q4_0, Q8_0 and F16 versions made
+#   1. Files: the reference model (scripts/fetch-model.sh, Q4_1) and its Q4_0, Q8_0, F16 and BF16 versions made
 #      with the pinned llama.cpp's `llama-quantize --allow-requantize` (scripts/build-llamacpp.sh), plus our
 #      GPTQ Q4_0 export when OURS_GGUF names it. Each made file is cached under $BENCH_WORK with a NAME.stamp
 #      (llama.cpp version, the input's bytes and sha256, the command) and rebuilt only when the stamp changes.
@@ -21,7 +21,7 @@
 # How long (2 shared cores): ~1 min per file, thread count and round for both tools at pp512/tg128/r3.
 #
 # Usage: benches/runtime-vs-llamacpp.sh
-#   FILES="Q4_1 Q4_0 Q8_0 F16"   which files (Q4_1 = the reference model itself)
+#   FILES="Q4_1 Q4_0 Q8_0 F16 BF16"   which files (Q4_1 = the reference model itself)
 #   OURS_GGUF=path.gguf          also our GPTQ Q4_0 export (row "gptq-Q4_0")
 #   THREADS_LIST="1 2"  ROUNDS=2  REPS=3  PP=512  TG=128
 #   ROUNDING=fast                our --rounding (fast: llama.cpp's 8-bit activations for decode steps)
@@ -32,7 +32,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-files="${FILES:-Q4_1 Q4_0 Q8_0 F16}"
+files="${FILES:-Q4_1 Q4_0 Q8_0 F16 BF16}"
 threads_list="${THREADS_LIST:-1 2}"
 rounds="${ROUNDS:-2}"
 reps="${REPS:-3}"

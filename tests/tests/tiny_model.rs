@@ -182,3 +182,61 @@ fn half_precision_hf_folders_round_once() {
         .filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// F16 and BF16 GGUF matrices stay 2 bytes per weight in the runtime (`Linear::Blocks` of that format, not an
+/// f32 copy) and give the float path's logits: a prompt's batch on the exact tiles gives the same bits, decode
+/// steps on the 16-bit float row kernels the same values up to the order of additions.
+#[test]
+fn half_weights_run_as_blocks_with_the_float_paths_logits() {
+    use edgeforge_core::{GgmlType, TensorData};
+    use edgeforge_runtime::{weights_from_model_as, BlockFormat, Linear, WeightStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let f32_file = write_tiny_gguf(dir.path(), "tiny.gguf", &TinySpec { tied: false, seed: 21, ..TinySpec::default() });
+    for (dtype, format) in [(GgmlType::F16, BlockFormat::F16), (GgmlType::BF16, BlockFormat::BF16)] {
+        // Matrices in `dtype` (norms stay F32), written and loaded back as a GGUF file.
+        let mut m = load_model(&f32_file).unwrap();
+        for (name, t) in &mut m.tensors {
+            if t.shape.len() == 2 {
+                let v = t.to_f32(name).unwrap();
+                let bytes: Vec<u8> = match dtype {
+                    GgmlType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                    _ => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                };
+                t.data = TensorData::Blocks { dtype, bytes: bytes.into() };
+            }
+        }
+        let path = dir.path().join(format!("{}.gguf", dtype.name()));
+        edgeforge_export::gguf_model::write_gguf(&m, &path, "tiny").unwrap();
+        let m = load_model(&path).unwrap();
+        assert_eq!(m.tensors["blk.0.ffn_up.weight"].format_name(), dtype.name());
+
+        let blocks = weights_from_model(&m).unwrap();
+        let float = weights_from_model_as(&m, WeightStorage::F32).unwrap();
+        let mut linears: Vec<&Linear> = blocks.layers.iter().flat_map(|l| l.linears()).collect();
+        linears.extend([&blocks.token_embd, blocks.output.as_ref().unwrap()]);
+        for w in linears {
+            assert!(matches!(w, Linear::Blocks(b) if b.format() == format), "{dtype:?}: a linear is not kept as {format:?} blocks");
+        }
+        let (half_bytes, float_bytes) = (blocks.resident_bytes(), float.resident_bytes());
+        assert!(half_bytes * 100 < float_bytes * 55, "{dtype:?}: {half_bytes} B resident vs {float_bytes} B as f32");
+
+        let (blocks, float) = (LlamaRuntime::new(blocks).unwrap(), LlamaRuntime::new(float).unwrap());
+        let prompt: Vec<u32> = (0..24).map(|i| (i * 37 % 260) as u32).collect();
+        let run = |rt: &LlamaRuntime| {
+            let mut cache = rt.new_cache(prompt.len() + 4);
+            let mut out = vec![rt.forward(&mut cache, &prompt, 0).unwrap()];
+            for &t in &[5u32, 77, 140, 3] {
+                out.push(rt.forward(&mut cache, &[t], 0).unwrap());
+            }
+            out
+        };
+        let (got, want) = (run(&blocks), run(&float));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got[0]), bits(&want[0]), "{dtype:?}: the prompt's logits differ from the float path's");
+        for (step, (g, w)) in got.iter().zip(&want).enumerate().skip(1) {
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{dtype:?} decode step {step}: logits moved by {diff} (largest {scale})");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Model IR → runtime weights. Linear weights (the seven projections of each layer, the token embedding
 //! and the output head) that a quantization pass left as `TensorData::Quantized` stay packed and run on the
-//! packed kernels; GGUF blocks with a native kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) keep the file's
-//! bytes and run on the block kernels; every other tensor (float, K-quants, norms) is dequantized to f32.
+//! packed kernels; GGUF tensors with a native kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q6_K, F16,
+//! BF16: `BlockFormat::of`) keep the file's bytes and run on the block kernels; every other tensor (F32, other
+//! block types, norms) is dequantized to f32.
 
 use std::collections::BTreeMap;
 

@@ -29,6 +29,8 @@ pub enum BlockFormat {
     Q6_K,
     /// IEEE halves, one per element (multiplied in f32 by `f16`, not by the integer kernels).
     F16,
+    /// bfloat16 (the upper half of an f32), one per element (multiplied in f32 by `f16` as F16 is).
+    BF16,
 }
 
 /// What the per-block term added beside the integer dot product is.
@@ -43,18 +45,21 @@ pub(crate) enum Offset {
 }
 
 impl BlockFormat {
-    /// The formats of the integer kernels (every one but F16).
+    /// The formats of the integer kernels (every one but the K-quants, F16 and BF16).
     pub const ALL: [BlockFormat; 6] = [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q8_0, Self::IQ4_NL];
 
     /// The K-quant formats (their own activation blocks and kernels, `kquant`).
     pub const K: [BlockFormat; 2] = [Self::Q4_K, Self::Q6_K];
 
-    /// Elements per block: 32, 256 for the K-quants, or 1 for F16.
+    /// The 16-bit float formats (one element per block, `f16`'s kernels).
+    pub const HALVES: [BlockFormat; 2] = [Self::F16, Self::BF16];
+
+    /// Elements per block: 32, 256 for the K-quants, or 1 for F16 and BF16.
     pub const fn block_elems(self) -> usize {
         match self {
-            Self::F16 => 1,
+            Self::F16 | Self::BF16 => 1,
             Self::Q4_K | Self::Q6_K => super::kquant::QK,
-            _ => BLOCK,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::IQ4_NL => BLOCK,
         }
     }
 
@@ -74,6 +79,7 @@ impl BlockFormat {
             GgmlType::Q4_K => Self::Q4_K,
             GgmlType::Q6_K => Self::Q6_K,
             GgmlType::F16 => Self::F16,
+            GgmlType::BF16 => Self::BF16,
             _ => return None,
         })
     }
@@ -89,6 +95,7 @@ impl BlockFormat {
             Self::Q4_K => GgmlType::Q4_K,
             Self::Q6_K => GgmlType::Q6_K,
             Self::F16 => GgmlType::F16,
+            Self::BF16 => GgmlType::BF16,
         }
     }
 
@@ -103,7 +110,7 @@ impl BlockFormat {
             Self::Q8_0 => 34,
             Self::Q4_K => 144,
             Self::Q6_K => 210,
-            Self::F16 => 2,
+            Self::F16 | Self::BF16 => 2,
         }
     }
 
@@ -112,7 +119,7 @@ impl BlockFormat {
         match self {
             Self::Q4_0 | Self::Q8_0 | Self::IQ4_NL => 2,
             // (The K-quants' codes are not one run: `kquant` reads them.)
-            Self::F16 | Self::Q4_K | Self::Q6_K => 0,
+            Self::F16 | Self::BF16 | Self::Q4_K | Self::Q6_K => 0,
             Self::Q4_1 => 4,
             Self::Q5_0 => 6,
             Self::Q5_1 => 8,
@@ -133,7 +140,7 @@ impl BlockFormat {
             Self::Q4_0 => Offset::Const(8.0),
             Self::Q5_0 => Offset::Const(16.0),
             Self::Q4_1 | Self::Q5_1 => Offset::Min,
-            Self::Q8_0 | Self::IQ4_NL | Self::F16 | Self::Q4_K | Self::Q6_K => Offset::None,
+            Self::Q8_0 | Self::IQ4_NL | Self::F16 | Self::BF16 | Self::Q4_K | Self::Q6_K => Offset::None,
         }
     }
 }

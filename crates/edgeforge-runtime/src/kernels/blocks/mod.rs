@@ -1,6 +1,6 @@
-//! `y = x · Wᵀ` with `W` kept in its GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, and F16): the
-//! file's bytes, row after row, never expanded to a float copy of the matrix. (F16 rows are multiplied in
-//! f32 by `f16`; the rest of this comment is about the 8-bit formats.)
+//! `y = x · Wᵀ` with `W` kept in its GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q6_K, F16
+//! and BF16): the file's bytes, row after row, never expanded to a float copy of the matrix. (F16 and BF16
+//! rows are multiplied in f32 by `f16`; the rest of this comment is about the 8-bit formats.)
 //!
 //! Two arithmetics, chosen per weight (`Rounding`):
 //! - `Rounding::Exact` (the default): activations stay f32. Rows are dequantized a tile at a time into a
@@ -291,11 +291,10 @@ const TILE_FLOATS: usize = 32 * 1024;
 /// inconsistent lengths.
 #[must_use]
 pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
-    if w.format == BlockFormat::F16 {
-        return match w.rounding {
-            Rounding::Q8 => f16_matmul(w, x, n, y, true),
-            Rounding::Exact | Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => f16_matmul(w, x, n, y, false),
-            Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+    if f16::Half::of(w.format).is_some() {
+        return match half_path(w, n) {
+            Some(path) => half_matmul_group(path, &[w], x, n, &mut [y]),
+            None => exact_matmul(w, x, n, y),
         };
     }
     if w.format.is_k() {
@@ -345,26 +344,57 @@ fn exact_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool {
     })
 }
 
-/// F16 weights times f32 activations (rounded to f16 first when `round_to_f16`, as llama.cpp does), row by
-/// row: the decode path of F16 weights (batches take the exact tiles).
-fn f16_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32], round_to_f16: bool) -> bool {
-    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-    if n.checked_mul(in_dim) != Some(x.len()) || n.checked_mul(out_dim) != Some(y.len()) {
+/// How F16/BF16 weights multiply `n` tokens on the row kernels: the weight type, and whether the activations
+/// are first rounded to it (`Rounding::Q8`, as llama.cpp does: `f16::Half::round`). `None`: not a 16-bit float
+/// weight, or a batch that takes the exact tiles.
+fn half_path(w: &BlockLinear, n: usize) -> Option<(f16::Half, bool)> {
+    let half = f16::Half::of(w.format)?;
+    match w.rounding {
+        Rounding::Q8 => Some((half, true)),
+        Rounding::Exact | Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => Some((half, false)),
+        Rounding::Exact | Rounding::Q8Decode => None,
+    }
+}
+
+/// `ys[i] = x · ws[i]ᵀ` for 16-bit float weights sharing one input and one `half_path` (`path`), in one
+/// parallel loop over all their output rows; the activations are rounded once, into a per-thread buffer
+/// reused across calls. `false` on inconsistent lengths.
+fn half_matmul_group(path: (f16::Half, bool), ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
+    let Some(in_dim) = ws.first().map(|w| w.in_dim) else { return ys.is_empty() };
+    let consistent = |w: &BlockLinear, y: &[f32]| w.in_dim == in_dim && f16::Half::of(w.format) == Some(path.0) && n.checked_mul(w.out_dim) == Some(y.len());
+    if ws.len() != ys.len() || ws.len() > MAX_OUTPUTS || n.checked_mul(in_dim) != Some(x.len()) || !ws.iter().zip(ys.iter()).all(|(w, y)| consistent(w, y)) {
         return false;
     }
-    let rounded: Vec<f32>;
-    let x = if round_to_f16 {
-        rounded = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-        &rounded[..]
-    } else {
-        x
-    };
+    if !path.1 {
+        return half_rows(path.0, ws, x, n, ys);
+    }
+    ROUNDED.with_borrow_mut(|rounded| {
+        rounded.clear();
+        rounded.extend(x.iter().map(|&v| path.0.round(v)));
+        half_rows(path.0, ws, rounded, n, ys)
+    })
+}
+
+/// `half_matmul_group`'s products once the activations are final (lengths checked by the caller): one
+/// token's rows in one kernel call (four rows at a time), several tokens row by row (each row read once); the
+/// same bits either way.
+fn half_rows(half: f16::Half, ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
+    let in_dim = ws.first().map_or(0, |w| w.in_dim);
     let isa = DotIsa::best();
-    for_each_column_block(y, n, out_dim, rows_per_task(out_dim), || (), |_, mut block| {
+    let mut outs: [Output<'_>; MAX_OUTPUTS] = Default::default();
+    for ((o, y), w) in outs.iter_mut().zip(ys.iter_mut()).zip(ws) {
+        *o = Output { data: y, cols: w.out_dim, width: rows_per_task(w.out_dim) };
+    }
+    for_each_column_block_of(&mut outs[..ws.len()], n, || (), |_, i, mut block| {
+        let w = ws[i];
+        if n == 1 {
+            let rows = &w.bytes[block.col0() * w.row_bytes..(block.col0() + block.width()) * w.row_bytes];
+            return block.row_mut(0).is_some_and(|out| f16::rows_dot(isa, half, rows, x, out));
+        }
         for c in 0..block.width() {
             let row = w.row(block.col0() + c);
             for t in 0..n {
-                let Some(v) = f16::dot(isa, row, &x[t * in_dim..(t + 1) * in_dim]) else { return false };
+                let Some(v) = f16::dot(isa, half, row, &x[t * in_dim..(t + 1) * in_dim]) else { return false };
                 if !block.set(t, c, v) {
                     return false;
                 }
@@ -381,6 +411,8 @@ thread_local! {
     static ACTS_K: RefCell<kquant::Q8KRows> = RefCell::new(kquant::Q8KRows::default());
     /// Rows of an interleaved weight put back in the file's layout for dequantization (grows, is reused).
     static ROW_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The activations of the current F16/BF16 product rounded to the weight's type (`Rounding::Q8`).
+    static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output rows per task of the integer path: enough tasks for every worker to get several, at least 16 rows.
@@ -439,7 +471,8 @@ fn integer_path(w: &BlockLinear, n: usize) -> bool {
 
 /// `ys[i] = x · ws[i]ᵀ` for weights sharing one input (q, k and v; gate and up): when all of them take the
 /// integer path the activations are quantized once and every product runs in one parallel loop (one
-/// fork-join instead of one per weight); otherwise each goes through `block_matmul`. The values are those of
+/// fork-join instead of one per weight), and likewise when all are F16 (or all BF16) weights on the row
+/// kernels; otherwise each goes through `block_matmul`. The values are those of
 /// `block_matmul` either way. At most `MAX_OUTPUTS` weights; `false` on inconsistent lengths.
 #[must_use]
 pub fn block_matmul_group(ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) -> bool {
@@ -448,6 +481,11 @@ pub fn block_matmul_group(ws: &[&BlockLinear], x: &[f32], n: usize, ys: &mut [&m
     }
     if ws.iter().all(|w| integer_path(w, n)) {
         return q8_matmul_group(DotIsa::best(), ws, x, n, ys);
+    }
+    if let Some(path) = ws.first().and_then(|w| half_path(w, n)) {
+        if ws.iter().all(|w| half_path(w, n) == Some(path)) {
+            return half_matmul_group(path, ws, x, n, ys);
+        }
     }
     ws.iter().zip(ys.iter_mut()).all(|(w, y)| block_matmul(w, x, n, y))
 }

@@ -212,58 +212,193 @@ fn inconsistent_block_weights_and_lengths_are_refused() {
 
 #[test]
 fn the_format_table_agrees_with_the_core_type_table() {
-    for f in BlockFormat::ALL {
-        assert_eq!((f.block_bytes(), BlockFormat::of(f.ggml())), (f.ggml().block_bytes(), Some(f)));
+    for f in BlockFormat::ALL.into_iter().chain(BlockFormat::K).chain(BlockFormat::HALVES) {
+        assert_eq!((f.block_bytes(), f.block_elems(), BlockFormat::of(f.ggml())), (f.ggml().block_bytes(), f.ggml().block_elems(), Some(f)), "{f:?}");
+        assert_eq!(f16::Half::of(f).is_some(), BlockFormat::HALVES.contains(&f), "{f:?}");
     }
+    assert_eq!(BlockFormat::of(GgmlType::BF16), Some(BlockFormat::BF16));
+    assert_eq!(BlockFormat::BF16.offset(), format::Offset::None);
 }
 
-fn random_f16(r: &mut Rng, rows: usize, cols: usize) -> BlockLinear {
-    let bytes: Vec<u8> = (0..rows * cols).flat_map(|_| half::f16::from_f32(r.unit() * 0.3).to_le_bytes()).collect();
-    BlockLinear::new("t", GgmlType::F16, bytes, rows, cols).unwrap()
+/// `rows × cols` random weights of a 16-bit float format (F16 or BF16), in ±0.3.
+fn random_half(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -> BlockLinear {
+    let half = f16::Half::of(format).unwrap();
+    let bytes: Vec<u8> = (0..rows * cols)
+        .flat_map(|_| {
+            let v = r.unit() * 0.3;
+            match half {
+                f16::Half::F16 => half::f16::from_f32(v).to_le_bytes(),
+                f16::Half::Bf16 => half::bf16::from_f32(v).to_le_bytes(),
+            }
+        })
+        .collect();
+    BlockLinear::new("t", format.ggml(), bytes, rows, cols).unwrap()
 }
 
 #[test]
-fn f16_rows_match_the_f64_dot_on_every_kernel() {
+fn half_rows_match_the_f64_dot_and_the_portable_kernel_on_every_kernel() {
     let mut r = Rng(99);
     let isas = supported_or_report();
-    for cols in [1usize, 15, 16, 31, 32, 33, 100, 576] {
-        let w = random_f16(&mut r, 2, cols);
-        let wf = deq(&w);
-        let x = activations(&mut r, cols);
-        for row in 0..2 {
-            let terms = wf[row * cols..(row + 1) * cols].iter().zip(&x);
-            let (want, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * f64::from(b), m + f64::from((a * b).abs())));
+    for format in BlockFormat::HALVES {
+        let half = f16::Half::of(format).unwrap();
+        for cols in [1usize, 15, 16, 31, 32, 33, 100, 576] {
+            let w = random_half(&mut r, format, 2, cols);
+            let wf = deq(&w);
+            let x = activations(&mut r, cols);
+            for row in 0..2 {
+                let terms = wf[row * cols..(row + 1) * cols].iter().zip(&x);
+                let (want, mag) = terms.fold((0f64, 0f64), |(s, m), (&a, &b)| (s + f64::from(a) * f64::from(b), m + f64::from((a * b).abs())));
+                let portable = f16::dot(DotIsa::Scalar, half, w.row(row), &x).unwrap();
+                for &isa in &isas {
+                    let got = f16::dot(isa, half, w.row(row), &x).unwrap();
+                    assert!((f64::from(got) - want).abs() <= 1e-6 * mag + 1e-7, "{format:?} {} cols {cols}: {got} vs {want}", isa.name());
+                    // Only the order of the additions differs from the portable kernel (the same bits below
+                    // one vector's worth of weights, where the wide kernels run the portable loop).
+                    assert!((f64::from(got) - f64::from(portable)).abs() <= 1e-6 * mag + 1e-7, "{format:?} {} cols {cols}: {got} vs portable {portable}", isa.name());
+                    if cols < 16 {
+                        assert_eq!(got.to_bits(), portable.to_bits(), "{format:?} {} cols {cols}", isa.name());
+                    }
+                }
+            }
+            assert!(f16::dot(DotIsa::Scalar, half, w.row(0), &x[1..]).is_none());
+        }
+        // The decode path: consecutive rows in one call (four at a time, then the rest), each with `dot`'s bits.
+        for (rows, cols) in [(1usize, 33usize), (3, 1), (4, 100), (5, 32), (9, 576)] {
+            let w = random_half(&mut r, format, rows, cols);
+            let x = activations(&mut r, cols);
+            let all = &w.bytes[..];
             for &isa in &isas {
-                let got = f16::dot(isa, w.row(row), &x).unwrap();
-                assert!((f64::from(got) - want).abs() <= 1e-6 * mag + 1e-7, "{} cols {cols}: {got} vs {want}", isa.name());
+                let mut out = vec![f32::NAN; rows];
+                assert!(f16::rows_dot(isa, half, all, &x, &mut out));
+                for (row, got) in out.iter().enumerate() {
+                    let want = f16::dot(isa, half, w.row(row), &x).unwrap();
+                    assert_eq!(got.to_bits(), want.to_bits(), "{format:?} {} {rows}x{cols} row {row}", isa.name());
+                }
+                assert!(!f16::rows_dot(isa, half, all, &x, &mut out[1..]), "fewer outputs than rows");
+                assert!(!f16::rows_dot(isa, half, all, &x[1..], &mut out), "rows not of x's length");
             }
         }
-        assert!(f16::dot(DotIsa::Scalar, w.row(0), &x[1..]).is_none());
+    }
+}
+
+/// Every kernel widens every weight exactly, special values included: a one-hot activation picks one weight.
+#[test]
+fn half_kernels_widen_every_weight_exactly() {
+    let isas = supported_or_report();
+    // Zeros, the smallest subnormals, the largest finite values, ones and an odd pattern of each type.
+    let patterns: [(BlockFormat, [u16; 9]); 2] = [
+        (BlockFormat::F16, [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, 0x3c00, 0x3555]),
+        (BlockFormat::BF16, [0x0000, 0x8000, 0x0001, 0x807f, 0x0080, 0x7f7f, 0xff7f, 0x3f80, 0x3eab]),
+    ];
+    for (format, bits) in patterns {
+        let half = f16::Half::of(format).unwrap();
+        // 67 weights: two AVX-512 steps, the AVX2 steps and a portable tail all see every pattern.
+        let cols = 67;
+        let row: Vec<u8> = (0..cols).flat_map(|j| bits[j % bits.len()].to_le_bytes()).collect();
+        for j in 0..cols {
+            let b = bits[j % bits.len()];
+            let want = match half {
+                f16::Half::F16 => half::f16::from_bits(b).to_f32(),
+                f16::Half::Bf16 => f32::from_bits(u32::from(b) << 16),
+            };
+            let mut x = vec![0f32; cols];
+            x[j] = 1.0;
+            for &isa in &isas {
+                let got = f16::dot(isa, half, &row, &x).unwrap();
+                // Adding the other terms' +0 turns −0 into +0: compare values, and bits when non-zero.
+                assert!(got == want && (want == 0.0 || got.to_bits() == want.to_bits()), "{format:?} {} {b:#06x} at {j}: {got:e} vs {want:e}", isa.name());
+            }
+        }
+    }
+}
+
+/// ggml's `ggml_compute_fp32_to_bf16` (ggml/src/ggml-impl.h): round to nearest even, NaN made quiet.
+fn ggml_fp32_to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
+#[test]
+fn bf16_activation_rounding_is_ggmls() {
+    let mut r = Rng(0xbf16);
+    let edges = [
+        0x3f80_8000u32, // a tie, even below: stays
+        0x3f81_8000,    // a tie, odd below: rounds up
+        0x3f80_8001,    // just above a tie
+        0x3f80_7fff,    // just below a tie
+        0x7f7f_ffff,    // largest finite f32: rounds to infinity
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0000, // quiet NaN
+        0x7f80_0001, // signalling NaN with a low payload only: must stay a NaN
+        0xff81_2345,
+        0x0000_8000, // subnormals
+        0x8001_ffff,
+        0x0000_0000,
+        0x8000_0000,
+    ];
+    for u in edges.into_iter().chain((0..100_000).map(|_| r.next_u32())) {
+        let x = f32::from_bits(u);
+        let want = ggml_fp32_to_bf16(x);
+        assert_eq!(half::bf16::from_f32(x).to_bits(), want, "{u:#010x}");
+        assert_eq!(f16::Half::Bf16.round(x).to_bits(), u32::from(want) << 16, "{u:#010x}");
     }
 }
 
 #[test]
-fn f16_products_match_gemm_in_every_rounding() {
+fn half_products_match_gemm_in_every_rounding() {
     let mut r = Rng(5);
     let (rows, cols) = (37, 96);
-    let mut w = random_f16(&mut r, rows, cols);
-    let wf = deq(&w);
-    for n in [1usize, 2, 9] {
-        let x = activations(&mut r, n * cols);
-        let mut want = vec![0f32; n * rows];
-        assert!(matmul(&mut want, 0, rows, MatRef::row_major(&x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
-        for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
-            w.set_rounding(rounding);
-            let mut y = vec![f32::NAN; n * rows];
-            assert!(block_matmul(&w, &x, n, &mut y));
-            for (i, (&g, &e)) in y.iter().zip(&want).enumerate() {
-                let (t, o) = (i / rows, i % rows);
-                let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&wf[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
-                // Q8 rounds the activations to f16 (relative 2^-11 per term).
-                let rel = if rounding == Rounding::Q8 { 1e-3 } else { 1e-5 };
-                assert!((g - e).abs() <= rel * mag + 1e-6, "{rounding:?} n {n} ({t}, {o}): {g} vs {e}");
+    for format in BlockFormat::HALVES {
+        let half = f16::Half::of(format).unwrap();
+        let mut w = random_half(&mut r, format, rows, cols);
+        let wf = deq(&w);
+        let gemm = |x: &[f32], n: usize| {
+            let mut y = vec![0f32; n * rows];
+            assert!(matmul(&mut y, 0, rows, MatRef::row_major(x, n, cols), MatRef::transposed(&wf, rows, cols), false, Threads::Single));
+            y
+        };
+        // Larger, smaller, then larger again than the previous product: the rounded activations' buffer is reused.
+        for n in [9usize, 1, 2, 3] {
+            let x = activations(&mut r, n * cols);
+            let check = |y: &[f32], want: &[f32], rel: f32, what: &str| {
+                for (i, (&g, &e)) in y.iter().zip(want).enumerate() {
+                    let (t, o) = (i / rows, i % rows);
+                    let mag: f32 = x[t * cols..(t + 1) * cols].iter().zip(&wf[o * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                    assert!((g - e).abs() <= rel * mag + 1e-6, "{format:?} {what} n {n} ({t}, {o}): {g} vs {e}");
+                }
+            };
+            let exact = gemm(&x, n);
+            // llama.cpp's arithmetic: the activations rounded to the weight's type, then f32 products.
+            let rounded: Vec<f32> = x.iter().map(|&v| half.round(v)).collect();
+            let exact_of_rounded = gemm(&rounded, n);
+            for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
+                w.set_rounding(rounding);
+                assert_eq!(w.layout(), Layout::Rows, "{format:?}: 16-bit float rows are never interleaved");
+                let mut y = vec![f32::NAN; n * rows];
+                assert!(block_matmul(&w, &x, n, &mut y));
+                if n <= Q8_DECODE_MAX_TOKENS {
+                    // Row kernels: a token alone (the decode kernel over many rows) gives its bits in the batch.
+                    let mut alone = vec![f32::NAN; rows];
+                    assert!(block_matmul(&w, &x[(n - 1) * cols..], 1, &mut alone));
+                    assert_eq!(bits(&alone), bits(&y[(n - 1) * rows..]), "{format:?} {rounding:?} n {n}");
+                }
+                let what = format!("{rounding:?}");
+                if rounding == Rounding::Q8 {
+                    check(&y, &exact_of_rounded, 1e-5, &what);
+                    // The rounding happened, and is the type's: F16 moves a term by up to 2^-11, BF16 by 2^-8.
+                    assert!(y.iter().zip(&exact).any(|(a, b)| a != b), "{format:?} n {n}: Q8 did not round the activations");
+                    check(&y, &exact, if half == f16::Half::F16 { 1e-3 } else { 8e-3 }, &what);
+                } else {
+                    check(&y, &exact, 1e-5, &what);
+                }
             }
         }
+        let mut y = vec![0f32; rows];
+        assert!(!block_matmul(&w, &activations(&mut r, cols + 1), 1, &mut y), "{format:?}: wrong activation length");
     }
 }
 
@@ -392,8 +527,10 @@ fn wide_activation_rounding_gives_the_portable_loops_bits() {
 fn grouped_products_give_each_products_bits() {
     let mut r = Rng(0x6e0u64);
     let cols = 160;
-    for rounding in [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode] {
-        let mut ws = [random_weight(&mut r, BlockFormat::Q4_0, 48, cols), random_weight(&mut r, BlockFormat::Q8_0, 17, cols), random_weight(&mut r, BlockFormat::Q5_1, 33, cols)];
+    use BlockFormat::{BF16, F16, Q4_0, Q5_1, Q8_0};
+    // Integer formats, 16-bit floats of one type (grouped too) and of both types (each product alone).
+    for (formats, rounding) in [[Q4_0, Q8_0, Q5_1], [BF16; 3], [F16; 3], [F16, BF16, F16]].into_iter().flat_map(|f| [Rounding::Exact, Rounding::Q8, Rounding::Q8Decode].map(|r| (f, r))) {
+        let mut ws = [(formats[0], 48), (formats[1], 17), (formats[2], 33)].map(|(f, rows)| if f16::Half::of(f).is_some() { random_half(&mut r, f, rows, cols) } else { random_weight(&mut r, f, rows, cols) });
         ws.iter_mut().for_each(|w| w.set_rounding(rounding));
         for n in [1usize, 3, 9] {
             let x = activations(&mut r, n * cols);
@@ -409,7 +546,7 @@ fn grouped_products_give_each_products_bits() {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 assert!(pool.install(|| block_matmul_group(&refs, &x, n, &mut ys)));
                 for (g, w) in ys.iter().zip(&want) {
-                    assert_eq!(g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{rounding:?} n {n} threads {threads}");
+                    assert_eq!(bits(g), bits(w), "{formats:?} {rounding:?} n {n} threads {threads}");
                 }
             }
             assert!(!block_matmul_group(&refs, &x[1..], n, &mut ys), "short input");

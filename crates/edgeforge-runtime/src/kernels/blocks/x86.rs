@@ -330,8 +330,8 @@ unsafe fn rows_avx512vnni<const F: u8>(rows: &[u8], x: Q8View<'_>, out: &mut [f3
     }
 }
 
-/// `$kernel!(index)` for the format's index in `FORMATS` (F16 rows never reach the integer kernels:
-/// `RowDot::new` refuses them).
+/// `$kernel!(index)` for the format's index in `FORMATS` (F16, BF16 and K-quant rows never reach these
+/// kernels: `RowDot::new` refuses them).
 macro_rules! with_format {
     ($format:expr, $kernel:ident) => {
         match $format {
@@ -341,7 +341,7 @@ macro_rules! with_format {
             BlockFormat::Q5_1 => $kernel!(3),
             BlockFormat::Q8_0 => $kernel!(4),
             BlockFormat::IQ4_NL => $kernel!(5),
-            BlockFormat::F16 | BlockFormat::Q4_K | BlockFormat::Q6_K => {}
+            BlockFormat::F16 | BlockFormat::BF16 | BlockFormat::Q4_K | BlockFormat::Q6_K => {}
         }
     };
 }
