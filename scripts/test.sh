@@ -33,4 +33,7 @@ if [[ ! -d ../shared/data ]]; then
   echo "test.sh: ../shared/data (the evaluation texts) is missing beside this checkout" >&2
   exit 2
 fi
+# The aarch64 NEON kernels under QEMU user-mode emulation (cross toolchain installed as root when missing;
+# a named SKIPPED line when it cannot be): the runtime's lib tests and tiny-model tests, about 6 minutes cold.
+scripts/test-aarch64.sh
 cargo test --release --workspace --locked "$@"

@@ -1,8 +1,8 @@
 //! The format table: where each GGUF block format keeps its scale, minimum, high bits and codes, and how
 //! its codes become the integers the kernels dot with the activations. Adding a 32-element format is one
-//! row in each `match` here plus its unpacking in `scalar`, `x86`, `interleave` and the group kernels
+//! row in each `match` here plus its unpacking in `scalar`, `x86`, `neon`, `interleave` and the group kernels
 //! (`x86_group`, `x86_group_avx2`); the K-quants (256-element super-blocks) have their own kernels in
-//! `kquant`, `x86_kquant` and `x86_kquant_avx2`.
+//! `kquant`, `x86_kquant`, `x86_kquant_avx2` and `neon_kquant`.
 //!
 //! Layouts (ggml's, little-endian; `d`, `m` are f16): Q4_0 `d, qs[16]`; Q4_1 `d, m, qs[16]`;
 //! Q5_0 `d, qh[4], qs[16]`; Q5_1 `d, m, qh[4], qs[16]`; Q8_0 `d, qs[32]` (i8); IQ4_NL `d, qs[16]`.
@@ -150,3 +150,23 @@ impl BlockFormat {
 pub(crate) fn half_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
+
+/// `$kernel!(index)` for the format's index in `BlockFormat::ALL` (the SIMD row kernels' const parameter, `x86`
+/// and `neon`; F16, BF16 and K-quant rows never reach those kernels: `RowDot::new` refuses them).
+macro_rules! with_format {
+    ($format:expr, $kernel:ident) => {{
+        use $crate::kernels::blocks::BlockFormat as F;
+        match $format {
+            F::Q4_0 => $kernel!(0),
+            F::Q4_1 => $kernel!(1),
+            F::Q5_0 => $kernel!(2),
+            F::Q5_1 => $kernel!(3),
+            F::Q8_0 => $kernel!(4),
+            F::IQ4_NL => $kernel!(5),
+            F::F16 | F::BF16 | F::Q4_K | F::Q6_K => {}
+        }
+    }};
+}
+
+#[allow(unused_imports)] // Used by the SIMD kernels only (none on other targets).
+pub(crate) use with_format;

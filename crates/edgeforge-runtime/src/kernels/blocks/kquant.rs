@@ -11,8 +11,8 @@
 //!   signed), the row gaining `(d_x·d)·isum`;
 //!
 //! the integers llama.cpp's kernels compute per super-block. The portable kernel here is the reference the
-//! AVX-512 VNNI kernel (`x86_kquant`) and the AVX2 kernel (`x86_kquant_avx2`, also run on AVX-VNNI CPUs)
-//! match bit for bit (tested).
+//! AVX-512 VNNI kernel (`x86_kquant`), the AVX2 kernel (`x86_kquant_avx2`, also run on AVX-VNNI CPUs) and
+//! the NEON kernel (`neon_kquant`, aarch64 with dotprod) match bit for bit (tested).
 //!
 //! Layouts (ggml's): Q4_K `d, dmin, scales[12], qs[128]` (chunk c of 64 elements: 32 bytes of qs, low nibbles
 //! sub-block 2c, high nibbles 2c + 1); Q6_K `ql[128], qh[64], scales[16] (i8), d` (see `q6_codes`).
@@ -145,6 +145,38 @@ pub(crate) fn row_dot(format: BlockFormat, row: &[u8], x: Q8KView<'_>) -> f32 {
         acc = step(acc, x.d[i], d, dmin, isum, msum);
     }
     acc
+}
+
+/// A Q4_K super-block's eight sub-block scales and its `msum` (module comment), from the block `b` and the
+/// token's 16 sums of this super-block (`bsums`); `None` when `b` is shorter than a block's scales.
+#[inline(always)]
+pub(crate) fn q4_scales(b: &[u8], bsums: &[i32]) -> Option<([i32; 8], i32)> {
+    let scales = <&[u8; 12]>::try_from(b.get(4..16)?).ok()?;
+    let (mut sc, mut msum) = ([0i32; 8], 0i32);
+    for (j, sc) in sc.iter_mut().enumerate() {
+        let (s, m) = scale_min_k4(scales, j);
+        *sc = i32::from(s);
+        msum += i32::from(m) * (bsums[2 * j] + bsums[2 * j + 1]);
+    }
+    Some((sc, msum))
+}
+
+/// A Q6_K super-block's 16 signed sub-block scales and `Σ_j sc_j · 32 · bsums_j`, the codes' offset of 32
+/// in integers (`isum` is the codes' dot minus it).
+#[inline(always)]
+pub(crate) fn q6_scales(b: &[u8], bsums: &[i32]) -> ([i32; 16], i32) {
+    let sc: [i32; 16] = std::array::from_fn(|j| i32::from(b[192 + j] as i8));
+    (sc, (0..16).map(|j| sc[j] * 32 * bsums[j]).sum())
+}
+
+/// `q4k()` for Q4_K, `q6k()` for Q6_K, NaN for any other format: the dispatch of every K-quant kernel.
+#[inline(always)]
+pub(crate) fn by_format(format: BlockFormat, q4k: impl FnOnce() -> f32, q6k: impl FnOnce() -> f32) -> f32 {
+    match format {
+        BlockFormat::Q4_K => q4k(),
+        BlockFormat::Q6_K => q6k(),
+        _ => f32::NAN,
+    }
 }
 
 /// One super-block's contribution, the float steps every kernel takes in this order.

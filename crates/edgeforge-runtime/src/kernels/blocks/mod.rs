@@ -10,10 +10,11 @@
 //!   batches.
 //! - `Rounding::Q8` (llama.cpp's arithmetic): the activations are quantized once per product to blocks of
 //!   32 signed bytes with one scale (`Q8Rows`, llama.cpp's `q8_0`/`q8_1`), and each weight block is dotted
-//!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, a scalar loop
-//!   otherwise), then scaled in f32. This moves 4–8x fewer bytes than f32 and is what decode runs on when
+//!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, `sdot` with
+//!   aarch64 NEON and the dot-product extension, a scalar loop otherwise), then scaled in f32. This moves 4–8x fewer bytes than f32 and is what decode runs on when
 //!   speed matters. On every x86 kernel the 32-element formats are first interleaved 16 rows per block
-//!   column (`interleave`), K-quants keep the file's rows; `EDGEFORGE_ISA` forces a kernel (`DotIsa::best`).
+//!   column (`interleave`), K-quants keep the file's rows; NEON runs every format on the file's rows (`neon`,
+//!   `neon_kquant`: the portable kernels' bits, tested under QEMU). `EDGEFORGE_ISA` forces a kernel (`DotIsa::best`).
 //!
 //! The integer kernels are our own rather than a library's because no maintained Rust crate multiplies
 //! ggml's block formats; they are tested against dequantize-then-f32 references (`tests`).
@@ -26,6 +27,10 @@ mod f16;
 mod format;
 mod interleave;
 mod kquant;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_kquant;
 mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -80,10 +85,12 @@ pub enum DotIsa {
     AvxVnni,
     /// x86_64 AVX-512 VNNI (`vpdpbusd`, EVEX-encoded on 256-bit registers with AVX-512VL).
     Avx512Vnni,
+    /// aarch64 NEON with the dot-product extension (`sdot`), row kernels only (no interleaved layout).
+    Neon,
 }
 
 impl DotIsa {
-    pub const ALL: [DotIsa; 4] = [DotIsa::Scalar, DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni];
+    pub const ALL: [DotIsa; 5] = [DotIsa::Scalar, DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni, DotIsa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -91,6 +98,7 @@ impl DotIsa {
             DotIsa::Avx2 => "avx2",
             DotIsa::AvxVnni => "avx-vnni",
             DotIsa::Avx512Vnni => "avx512-vnni",
+            DotIsa::Neon => "neon",
         }
     }
 
@@ -112,13 +120,15 @@ impl DotIsa {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::Neon => std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
     }
 
     /// The kernel used by default, chosen once per process: the one named by `EDGEFORGE_ISA` (`scalar`,
-    /// `avx2`, `avx-vnni`, `avx512-vnni`; `auto` or unset: detect) if this CPU supports it, else the best
+    /// `avx2`, `avx-vnni`, `avx512-vnni`, `neon`; `auto` or unset: detect) if this CPU supports it, else the best
     /// supported one. A value that is unknown or not supported here is refused with a message on stderr and
     /// the detected kernel is used.
     pub fn best() -> DotIsa {
@@ -135,9 +145,9 @@ impl DotIsa {
         })
     }
 
-    /// The best kernel this CPU supports.
+    /// The best kernel this CPU supports (an aarch64 CPU without the dot-product extension gets `Scalar`).
     pub fn detect() -> DotIsa {
-        [DotIsa::Avx512Vnni, DotIsa::AvxVnni, DotIsa::Avx2].into_iter().find(|i| i.is_supported()).unwrap_or(DotIsa::Scalar)
+        [DotIsa::Avx512Vnni, DotIsa::AvxVnni, DotIsa::Avx2, DotIsa::Neon].into_iter().find(|i| i.is_supported()).unwrap_or(DotIsa::Scalar)
     }
 
     /// The kernel an `EDGEFORGE_ISA` value forces: `None` for unset, empty or `auto`; an error naming the
@@ -460,6 +470,10 @@ fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; every x86 kernel's features include AVX2, FMA and F16C.
         DotIsa::Avx2 | DotIsa::AvxVnni => (unsafe { x86_kquant_avx2::row_dot(format, row, x) }, DotIsa::Avx2),
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `kquant_matmul` checked `isa` is supported (NEON and dotprod); `row` is one whole row of
+        // `x.nb` blocks of `format`.
+        DotIsa::Neon => (unsafe { neon_kquant::row_dot(format, row, x) }, isa),
         _ => (kquant::row_dot(format, row, x), DotIsa::Scalar),
     }
 }
@@ -582,32 +596,38 @@ fn interleaved_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, bloc
 }
 
 /// Whether `isa` has a kernel of the interleaved layout that beats the row kernels (every x86 one; the
-/// portable group kernel is only the reference).
+/// portable group kernel is only the reference, and NEON has row kernels only).
 fn has_group_kernel(isa: DotIsa) -> bool {
-    cfg!(target_arch = "x86_64") && isa != DotIsa::Scalar
+    matches!(isa, DotIsa::Avx2 | DotIsa::AvxVnni | DotIsa::Avx512Vnni)
 }
 
 /// `out[t]` := the group's rows dotted with token `t` of `x`, `t < nt` (1..=4; `x` holds `nt` tokens and the
 /// group `x.nb` block columns, checked by the caller), on `isa`. Returns the kernel that ran (the portable
-/// one for `DotIsa::Scalar`), so tests can tell a wide kernel from the fallback.
+/// one for `DotIsa::Scalar` and `DotIsa::Neon`, which has no group kernel), so tests can tell a wide kernel
+/// from the fallback.
 fn group_dot(isa: DotIsa, format: BlockFormat, group: &[u8], x: Q8View<'_>, nt: usize, out: &mut [[f32; interleave::GROUP]; 4]) -> DotIsa {
     macro_rules! run {
         ($nt:literal) => {{
             let Some(o) = out.first_chunk_mut::<$nt>() else { return DotIsa::Scalar };
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `isa` was checked supported by the caller (`q8_matmul_with`); `group` holds `x.nb`
-                // whole block columns of an interleaved format and `x` holds `nt` tokens (checked by the caller).
-                DotIsa::Avx512Vnni => unsafe { x86_group::group_dot::<$nt>(format, group, x, o) },
+                DotIsa::Avx512Vnni => {
+                    // SAFETY: `isa` was checked supported by the caller (`q8_matmul_with`); `group` holds `x.nb`
+                    // whole block columns of an interleaved format and `x` holds `nt` tokens (checked by the caller).
+                    unsafe { x86_group::group_dot::<$nt>(format, group, x, o) };
+                    isa
+                }
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above (AVX2 is part of every x86 kernel's features; AVX-VNNI checked for it).
-                DotIsa::Avx2 | DotIsa::AvxVnni => unsafe { x86_group_avx2::group_dot::<$nt>(isa, format, group, x, o) },
+                DotIsa::Avx2 | DotIsa::AvxVnni => {
+                    // SAFETY: as above (AVX2 is part of every x86 kernel's features; AVX-VNNI checked for it).
+                    unsafe { x86_group_avx2::group_dot::<$nt>(isa, format, group, x, o) };
+                    isa
+                }
                 _ => {
                     interleave::group_dot::<$nt>(format, group, x, o);
-                    return DotIsa::Scalar;
+                    DotIsa::Scalar
                 }
             }
-            isa
         }};
     }
     match nt {
@@ -666,6 +686,12 @@ impl RowDot {
                 // `out.len()` whole rows of `x.nb` blocks and `x` at least one token (checked above).
                 unsafe { x86::rows_dot(self.isa, self.format, rows, x, out) }
             }
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::Neon => {
+                // SAFETY: a `RowDot` exists only for a supported kernel (NEON and dotprod) and a block format;
+                // `rows` holds `out.len()` whole rows of `x.nb` blocks and `x` at least one token (checked above).
+                unsafe { neon::rows_dot(self.format, rows, x, out) }
+            }
             _ => {
                 for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
                     let mut v = [0f32; 1];
@@ -686,6 +712,12 @@ impl RowDot {
                 // SAFETY: a `RowDot` exists only for a kernel this CPU supports; `run` checked that `row` holds
                 // `x.nb` whole blocks of the format and that `x` holds at least `NT` tokens of `x.nb` blocks.
                 unsafe { x86::row_dot::<NT>(self.isa, self.format, row, x, &mut o) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::Neon => {
+                // SAFETY: a `RowDot` exists only for a kernel this CPU supports (NEON and dotprod); `run`
+                // checked that `row` holds `x.nb` whole blocks of the format and `x` at least `NT` tokens.
+                unsafe { neon::row_dot::<NT>(self.format, row, x, &mut o) }
             }
             _ => scalar::row_dot::<NT>(self.format, row, x, &mut o),
         }

@@ -82,6 +82,10 @@ fn every_integer_kernel_matches_the_scalar_kernel() {
                         let mut got = vec![f32::NAN; nt];
                         assert!(RowDot::new(isa, format).unwrap().run(w.row(row), acts.view(0, 4), &mut got));
                         for t in 0..nt {
+                            // NEON takes the scalar kernel's f32 steps in its order: the same bits.
+                            if isa == DotIsa::Neon {
+                                assert_eq!(got[t].to_bits(), want[t].to_bits(), "neon {format:?} cols {cols} row {row} token {t}/{nt}: {} vs {}", got[t], want[t]);
+                            }
                             // Same integers per block; only the order of the f32 additions differs, so the bound
                             // is a few ulps of the sum of the terms' magnitudes (offset terms cancel the codes').
                             let tol = 5e-7 * magnitude(format, &acts, t, cols);
@@ -414,10 +418,15 @@ fn exact_tiles_are_wider_than_gemms_small_matrix_path() {
     }
 }
 
-/// The x86 kernels of the interleaved layout and the K-quants that this CPU runs; each one it cannot run is
+/// The kernels of the interleaved layout (x86 only).
+const GROUP_KERNELS: &[DotIsa] = &[DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni];
+/// The K-quant kernels (x86 and NEON).
+const K_KERNELS: &[DotIsa] = &[DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni, DotIsa::Neon];
+
+/// The `kernels` (of the interleaved layout or the K-quants) that this CPU runs; each one it cannot run is
 /// printed as skipped, by name.
-fn wide_kernels_or_report(what: &str) -> Vec<DotIsa> {
-    let (run, skipped): (Vec<DotIsa>, Vec<DotIsa>) = [DotIsa::Avx2, DotIsa::AvxVnni, DotIsa::Avx512Vnni].into_iter().partition(|i| i.is_supported());
+fn wide_kernels_or_report(what: &str, kernels: &[DotIsa]) -> Vec<DotIsa> {
+    let (run, skipped): (Vec<DotIsa>, Vec<DotIsa>) = kernels.iter().partition(|i| i.is_supported());
     for isa in &skipped {
         eprintln!("skipped: {what} kernel {} (not supported on this CPU or target)", isa.name());
     }
@@ -437,7 +446,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn interleaved_weights_keep_their_values_and_every_kernel_gives_the_scalar_bits() {
     let mut r = Rng(0x1a7e_41ea_7e00_0016);
-    let isas = wide_kernels_or_report("interleaved");
+    let isas = wide_kernels_or_report("interleaved", GROUP_KERNELS);
     let mut checked = vec![0usize; isas.len()];
     for format in BlockFormat::ALL {
         for &(rows, cols) in &[(1usize, 32usize), (16, 64), (37, 576), (49, 160)] {
@@ -578,7 +587,7 @@ fn random_k_weight(r: &mut Rng, format: BlockFormat, rows: usize, cols: usize) -
 #[test]
 fn k_quant_kernels_follow_llama_cpp_and_every_kernel_gives_the_scalar_bits() {
     let mut r = Rng(0x4b_0a_4b);
-    let isas = wide_kernels_or_report("K-quant");
+    let isas = wide_kernels_or_report("K-quant", K_KERNELS);
     for format in BlockFormat::K {
         for &(rows, cols) in &[(3usize, 256usize), (37, 512), (20, 1536)] {
             let w = random_k_weight(&mut r, format, rows, cols);
@@ -672,6 +681,22 @@ fn the_isa_can_be_forced_by_name_and_bad_names_are_refused() {
         }
     }
     let err = DotIsa::from_env(Some("neon-ish")).unwrap_err();
-    assert!(err.contains("neon-ish") && err.contains("avx2"), "{err}");
+    assert!(err.contains("neon-ish") && err.contains("avx2") && err.contains("neon"), "{err}");
     assert!(DotIsa::best().is_supported());
+}
+
+#[test]
+fn neon_is_detected_where_it_runs_and_keeps_the_row_layout() {
+    assert!(!has_group_kernel(DotIsa::Neon) && !has_group_kernel(DotIsa::Scalar));
+    if cfg!(target_arch = "aarch64") {
+        // Without the dot-product extension (e.g. QEMU's cortex-a72) the portable kernels run.
+        let want = if DotIsa::Neon.is_supported() { DotIsa::Neon } else { DotIsa::Scalar };
+        assert_eq!(DotIsa::detect(), want);
+        eprintln!("aarch64: detected kernel {}", want.name());
+        let mut w = random_weight(&mut Rng(3), BlockFormat::Q4_0, 16, 64);
+        w.set_rounding(Rounding::Q8);
+        assert_eq!(w.layout(), Layout::Rows, "no interleaved layout on aarch64");
+    } else {
+        assert!(!DotIsa::Neon.is_supported());
+    }
 }

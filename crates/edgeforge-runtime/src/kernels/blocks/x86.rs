@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use edgeforge_core::blocks::IQ4_NL_GRID;
 
-use super::format::{BlockFormat, Offset, BLOCK};
+use super::format::{with_format, BlockFormat, Offset, BLOCK};
 use super::q8::Q8View;
 use super::DotIsa;
 
@@ -328,22 +328,6 @@ unsafe fn rows_avx512vnni<const F: u8>(rows: &[u8], x: Q8View<'_>, out: &mut [f3
         // SAFETY: one whole row; `x` holds at least one token.
         unsafe { rows_group_avx512vnni::<F, 1>(row, row_bytes, x, std::slice::from_mut(o)) };
     }
-}
-
-/// `$kernel!(index)` for the format's index in `FORMATS` (F16, BF16 and K-quant rows never reach these
-/// kernels: `RowDot::new` refuses them).
-macro_rules! with_format {
-    ($format:expr, $kernel:ident) => {
-        match $format {
-            BlockFormat::Q4_0 => $kernel!(0),
-            BlockFormat::Q4_1 => $kernel!(1),
-            BlockFormat::Q5_0 => $kernel!(2),
-            BlockFormat::Q5_1 => $kernel!(3),
-            BlockFormat::Q8_0 => $kernel!(4),
-            BlockFormat::IQ4_NL => $kernel!(5),
-            BlockFormat::F16 | BlockFormat::BF16 | BlockFormat::Q4_K | BlockFormat::Q6_K => {}
-        }
-    };
 }
 
 /// Kernels over consecutive rows for one token (decode): the row loop runs inside the instruction set's

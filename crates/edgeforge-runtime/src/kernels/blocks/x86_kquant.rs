@@ -10,10 +10,8 @@
 
 use std::arch::x86_64::*;
 
-use edgeforge_core::blocks::scale_min_k4;
-
 use super::format::{half_at, BlockFormat};
-use super::kquant::{step, Q8KView, QK};
+use super::kquant::{by_format, q4_scales, q6_scales, step, Q8KView, QK};
 
 /// Two 32-byte runs of activation codes, at `p + a` and `p + b`, as one 64-byte register.
 ///
@@ -52,14 +50,7 @@ unsafe fn q4k(row: &[u8], x: Q8KView<'_>) -> f32 {
     let mut acc = 0f32;
     for i in 0..x.nb {
         let b = &row[i * 144..(i + 1) * 144];
-        let Ok(scales) = <&[u8; 12]>::try_from(&b[4..16]) else { return f32::NAN };
-        let mut sc = [0i32; 8];
-        let mut msum = 0i32;
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(scales, j);
-            sc[j] = i32::from(s);
-            msum += i32::from(m) * (x.bsums[16 * i + 2 * j] + x.bsums[16 * i + 2 * j + 1]);
-        }
+        let Some((sc, msum)) = q4_scales(b, &x.bsums[16 * i..16 * i + 16]) else { return f32::NAN };
         let xq = x.qs[i * QK..(i + 1) * QK].as_ptr();
         let mut isum = _mm512_setzero_si512();
         for c in 0..2 {
@@ -93,8 +84,7 @@ unsafe fn q6k(row: &[u8], x: Q8KView<'_>) -> f32 {
     let mut acc = 0f32;
     for i in 0..x.nb {
         let b = &row[i * 210..(i + 1) * 210];
-        let sc: [i32; 16] = std::array::from_fn(|j| i32::from(b[192 + j] as i8));
-        let offset: i32 = (0..16).map(|j| sc[j] * 32 * x.bsums[16 * i + j]).sum();
+        let (sc, offset) = q6_scales(b, &x.bsums[16 * i..16 * i + 16]);
         let xq = x.qs[i * QK..(i + 1) * QK].as_ptr();
         let mut isum = _mm512_setzero_si512();
         for h in 0..2 {
@@ -124,12 +114,6 @@ unsafe fn q6k(row: &[u8], x: Q8KView<'_>) -> f32 {
 /// `row` holds at least `x.nb` whole blocks of `format` (Q4_K or Q6_K); the CPU supports AVX-512
 /// F/BW/VL/VNNI, AVX2, FMA and F16C.
 pub(super) unsafe fn row_dot(format: BlockFormat, row: &[u8], x: Q8KView<'_>) -> f32 {
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match format {
-            BlockFormat::Q4_K => q4k(row, x),
-            BlockFormat::Q6_K => q6k(row, x),
-            _ => f32::NAN,
-        }
-    }
+    // SAFETY (both): forwarded from this function's contract.
+    by_format(format, || unsafe { q4k(row, x) }, || unsafe { q6k(row, x) })
 }

@@ -1,7 +1,9 @@
 //! aarch64 NEON kernels (4 lanes), same arithmetic as the x86 kernels: integer `code − zero`, widened to
 //! f32, then fused multiply-add into the activations (one scale per group, one reduction per row) or
-//! `scale · value` stored (tiles, bit-identical to the scalar code). Compiled for aarch64 in development
-//! (`cargo check --target aarch64-unknown-linux-gnu`), not yet run on hardware.
+//! `scale · value` stored (tiles, bit-identical to the scalar code). Run by the tests under QEMU user-mode
+//! emulation (`scripts/test-aarch64.sh`: `-cpu max` and `cortex-a72`), which checks results, not speed; not
+//! yet run or timed on aarch64 hardware. (The packed integer path, `int_matmul_with`, has no NEON kernel:
+//! on aarch64 it runs the portable group kernel.)
 //!
 //! Callers (`super::Kernel`) guarantee before calling: NEON present, the row is well formed
 //! (`Row::is_well_formed`) and `x` holds `(NT − 1) · x_stride + row.len` values (`out` holds `row.len`).
