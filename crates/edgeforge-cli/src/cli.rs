@@ -381,7 +381,7 @@ pub enum RoundingArg {
     Exact,
     /// Activations rounded to 8-bit blocks and integer dot products, as llama.cpp computes.
     Llamacpp,
-    /// `llamacpp` for decode steps (up to 8 tokens), `exact` for larger batches: the fastest of both.
+    /// `llamacpp`'s integer products for decode steps (up to 8 tokens) and, on x86, for prompt batches of the 32-element formats; `exact` for other batches (K-quants, F16/BF16): the fastest of both.
     Fast,
 }
 

@@ -6,8 +6,8 @@
 //! - `Rounding::Exact` (the default): activations stay f32. Rows are dequantized a tile at a time into a
 //!   small per-worker buffer (by `edgeforge_core::blocks`, the same values the float path gets) and
 //!   multiplied with gemm. This is what perplexity runs on, so its figures do not change.
-//! - `Rounding::Q8Decode` (what `eval latency` times by default): `Q8` for decode steps, `Exact` for
-//!   batches.
+//! - `Rounding::Q8Decode` (what `eval latency` times by default): `Q8` for decode steps, and for batches
+//!   of weights in the interleaved layout (faster than gemm there, measured); `Exact` for other batches.
 //! - `Rounding::Q8` (llama.cpp's arithmetic): the activations are quantized once per product to blocks of
 //!   32 signed bytes with one scale (`Q8Rows`, llama.cpp's `q8_0`/`q8_1`), and each weight block is dotted
 //!   with them in integers (`vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` with AVX2, `sdot` with
@@ -67,8 +67,9 @@ pub enum Rounding {
     Exact,
     /// Activations rounded to 8-bit blocks once per product, integer dot products (llama.cpp's arithmetic).
     Q8,
-    /// `Q8` for products of up to `Q8_DECODE_MAX_TOKENS` tokens (decode steps, where it is fastest), `Exact`
-    /// for larger batches (prefill, where gemm on dequantized tiles is faster than our integer kernels).
+    /// `Q8` for products of up to `Q8_DECODE_MAX_TOKENS` tokens (decode steps, where it is fastest) and for
+    /// batches of weights in the interleaved layout (the x86 group kernels, faster than gemm there too);
+    /// `Exact` for other batches (K-quants, weights kept in rows: gemm on dequantized tiles is faster).
     Q8Decode,
 }
 
@@ -314,10 +315,10 @@ pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool
             Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
         };
     }
-    match w.rounding {
-        Rounding::Q8 => q8_matmul_with(DotIsa::best(), w, x, n, y),
-        Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => q8_matmul_with(DotIsa::best(), w, x, n, y),
-        Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
+    if integer_path(w, n) {
+        q8_matmul_with(DotIsa::best(), w, x, n, y)
+    } else {
+        exact_matmul(w, x, n, y)
     }
 }
 
@@ -478,9 +479,19 @@ fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'
     }
 }
 
-/// Whether `w` multiplies `n` tokens on the integer path.
+/// Whether `w` (a 32-element format) multiplies `n` tokens on the integer path: always under `Rounding::Q8`;
+/// under `Rounding::Q8Decode` for decode steps (up to `Q8_DECODE_MAX_TOKENS` tokens) and, when the weight is
+/// in the interleaved layout (the x86 group kernels), for batches too. There the group kernels beat gemm on
+/// dequantized tiles at prefill: `eval latency -p 512` on this repository's Xeon, 2026-12-06, 13–84% faster
+/// on Q4_0, Q4_1 and Q8_0 files at 1 and 2 threads. Weights kept in rows (other CPUs) and the K-quants (whose
+/// kernels ran pp512 at 0.4–0.6x of the exact tiles) keep the exact tiles for batches.
 fn integer_path(w: &BlockLinear, n: usize) -> bool {
-    w.format.block_elems() == format::BLOCK && (w.rounding == Rounding::Q8 || (w.rounding == Rounding::Q8Decode && n <= Q8_DECODE_MAX_TOKENS))
+    w.format.block_elems() == format::BLOCK
+        && match w.rounding {
+            Rounding::Q8 => true,
+            Rounding::Q8Decode => n <= Q8_DECODE_MAX_TOKENS || w.layout == Layout::Interleaved,
+            Rounding::Exact => false,
+        }
 }
 
 /// `ys[i] = x · ws[i]ᵀ` for weights sharing one input (q, k and v; gate and up): when all of them take the
