@@ -309,11 +309,7 @@ pub fn block_matmul(w: &BlockLinear, x: &[f32], n: usize, y: &mut [f32]) -> bool
         };
     }
     if w.format.is_k() {
-        return match w.rounding {
-            Rounding::Q8 => kquant_matmul(DotIsa::best(), w, x, n, y),
-            Rounding::Q8Decode if n <= Q8_DECODE_MAX_TOKENS => kquant_matmul(DotIsa::best(), w, x, n, y),
-            Rounding::Exact | Rounding::Q8Decode => exact_matmul(w, x, n, y),
-        };
+        return if rounds_to_q8(w, n) { kquant_matmul(DotIsa::best(), w, x, n, y) } else { exact_matmul(w, x, n, y) };
     }
     if integer_path(w, n) {
         q8_matmul_with(DotIsa::best(), w, x, n, y)
@@ -486,12 +482,17 @@ fn kquant_dot(isa: DotIsa, format: BlockFormat, row: &[u8], x: kquant::Q8KView<'
 /// on Q4_0, Q4_1 and Q8_0 files at 1 and 2 threads. Weights kept in rows (other CPUs) and the K-quants (whose
 /// kernels ran pp512 at 0.4–0.6x of the exact tiles) keep the exact tiles for batches.
 fn integer_path(w: &BlockLinear, n: usize) -> bool {
-    w.format.block_elems() == format::BLOCK
-        && match w.rounding {
-            Rounding::Q8 => true,
-            Rounding::Q8Decode => n <= Q8_DECODE_MAX_TOKENS || w.layout == Layout::Interleaved,
-            Rounding::Exact => false,
-        }
+    w.format.block_elems() == format::BLOCK && rounds_to_q8(w, n)
+}
+
+/// Whether `w`'s rounding puts a product of `n` tokens on 8-bit activations (`integer_path`'s policy, which
+/// the K-quants share: they are never interleaved, so their batches keep the exact tiles).
+fn rounds_to_q8(w: &BlockLinear, n: usize) -> bool {
+    match w.rounding {
+        Rounding::Q8 => true,
+        Rounding::Q8Decode => n <= Q8_DECODE_MAX_TOKENS || w.layout == Layout::Interleaved,
+        Rounding::Exact => false,
+    }
 }
 
 /// `ys[i] = x · ws[i]ᵀ` for weights sharing one input (q, k and v; gate and up): when all of them take the
