@@ -109,9 +109,10 @@ pub enum Attention {
     Exact,
     /// llama.cpp's CPU flash attention on its default f16 KV cache, as `llama-perplexity` and `llama-cli` run
     /// it (the `llamacpp` rounding): keys and values rounded to f16 when cached. Batches of at least
-    /// `LLAMA_FA_TILE_Q` rows (its tiled kernel) then compute in f32 as `Exact` does; fewer rows (its
-    /// one-row kernel: decode steps) round the query to f16 and keep the value accumulator in f16, rounded
-    /// after every key, with an online softmax (running maximum and sum, `expf`), divided by the sum at the end.
+    /// `LLAMA_FA_TILE_Q` rows take its tiled f32 kernel (`attend_head_llamacpp_tiled`, bit for bit); fewer
+    /// rows (its one-row kernel: decode steps) round the query to f16 and keep the value accumulator in f16,
+    /// rounded after every key, with an online softmax (running maximum and sum, `expf`), divided by the sum
+    /// at the end. The rest of the block follows llama.cpp's arithmetic too (its SiLU: `ggml_arith`).
     LlamaCpp,
 }
 
@@ -166,6 +167,25 @@ fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32
     }
 }
 
+/// Head `h` (reading kv head `kvh`) as llama.cpp's tiled flash-attention kernel computes it (batches of at
+/// least `LLAMA_FA_TILE_Q` rows; keys and values already f16-rounded in the cache): `ggml_arith::TiledHead`.
+fn attend_head_llamacpp_tiled(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) {
+    let hd = x.head_dim;
+    let head = crate::kernels::ggml_arith::TiledHead {
+        q: &x.q[h * hd..],
+        q_stride: x.q_width,
+        k: &x.k[kvh * hd..],
+        v: &x.v[kvh * hd..],
+        kv_stride: x.cache_width,
+        head_dim: hd,
+        past: x.past,
+        scale: x.scale,
+        softcap: x.softcap,
+        window: x.window,
+    };
+    head.attend(out);
+}
+
 /// Head `h` (reading kv head `kvh`): softmax(cap(q·kᵀ · scale)) · v over the visible keys (causal, and
 /// inside the window if the layer has one), `[n, head_dim]`.
 #[cfg(test)]
@@ -182,8 +202,12 @@ thread_local! {
 
 /// `attend_head` into `out` (`[n, head_dim]`).
 fn attend_head_into(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
-    if x.arith == Attention::LlamaCpp && x.n < LLAMA_FA_TILE_Q {
-        attend_head_llamacpp(x, h, kvh, out);
+    if x.arith == Attention::LlamaCpp {
+        if x.n < LLAMA_FA_TILE_Q {
+            attend_head_llamacpp(x, h, kvh, out);
+        } else {
+            attend_head_llamacpp_tiled(x, h, kvh, out);
+        }
         return Ok(());
     }
     SCORES.with_borrow_mut(|scores| attend_head_exact(x, h, kvh, out, scores))
@@ -313,6 +337,27 @@ pub(crate) fn attention_heads_into(
     Ok(())
 }
 
+/// Every head of layer `l` over `n` rows at positions `0..n`, with q (`[n, n_heads·head_dim]`, rotated) and
+/// the cache's k and v (`[n, n_kv_heads·head_dim]`) given: `[n, n_heads·head_dim]` (parity tests).
+#[cfg(test)]
+pub(crate) fn attend_all_heads(q: &[f32], k: &[f32], v: &[f32], l: &LayerWeights, d: BlockDims, n: usize, arith: Attention) -> Vec<f32> {
+    let hd = d.head_dim;
+    let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
+    let f = &l.features;
+    let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
+    let inputs = HeadInputs { q, q_width: qd, k, v, cache_width: kvd, n, past: 0, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
+    let group = l.n_heads / l.n_kv_heads;
+    let mut out = vec![0f32; n * qd];
+    let mut head = vec![0f32; n * hd];
+    for h in 0..l.n_heads {
+        attend_head_into(&inputs, h, h / group, &mut head).expect("attention");
+        for r in 0..n {
+            out[r * qd + h * hd..][..hd].copy_from_slice(&head[r * hd..(r + 1) * hd]);
+        }
+    }
+    out
+}
+
 /// `x += heads · W_oᵀ` (the attention residual).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32], n: usize, x: &mut [f32], scratch: &mut Vec<f32>, threads: Threads) -> Result<(), RuntimeError> {
@@ -328,11 +373,13 @@ pub(crate) fn add_attention_output(l: &LayerWeights, d: BlockDims, heads: &[f32]
 
 /// `act(xn · W_gateᵀ) ⊙ (xn · W_upᵀ)` (act = the layer's activation): the input of down_proj, `[n, n_ff]`.
 /// Into `gate` (resized; its allocation reused), with `up` as scratch.
-pub(crate) fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, up: &mut Vec<f32>, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ffn_hidden_into(l: &LayerWeights, d: BlockDims, xn: &[f32], n: usize, threads: Threads, arith: Attention, up: &mut Vec<f32>, gate: &mut Vec<f32>) -> Result<(), RuntimeError> {
     let ff = l.n_ff;
     let (gate, up) = (sized(gate, n * ff), sized(up, n * ff));
     Linear::forward_group(xn, n, d.n_embd, &mut [(&l.w_gate, ff, &mut *gate, "ffn_gate"), (&l.w_up, ff, &mut *up, "ffn_up")], threads)?;
     match l.activation {
+        Activation::Silu if arith == Attention::LlamaCpp => crate::kernels::ggml_arith::swiglu_rows(gate, up, ff),
         Activation::Silu => ops::silu_mul(gate, up),
         Activation::Relu => ops::relu_mul(gate, up),
         Activation::GeluTanh => ops::gelu_mul(gate, up),
@@ -474,7 +521,7 @@ impl Block {
     /// `ffn_hidden` into `out`, reusing its allocation.
     pub fn ffn_hidden_into(&self, xn: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
         self.check_len("normed hidden states", xn.len(), n * self.dims.n_embd)?;
-        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, &mut Vec::new(), out)
+        ffn_hidden_into(&self.layer, self.dims, xn, n, self.threads, Attention::Exact, &mut Vec::new(), out)
     }
 
     pub fn add_ffn_output(&self, hidden: &[f32], n: usize, x: &mut [f32]) -> Result<(), RuntimeError> {

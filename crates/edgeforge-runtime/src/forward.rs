@@ -253,7 +253,7 @@ impl LlamaRuntime {
         let xn = sized(&mut s.bufs[0], n * e);
         block::ffn_norm(l, d, x, xn);
         capture(CaptureSite::FeedForward, xn);
-        block::ffn_hidden_into(l, d, xn, n, Threads::Pool, &mut s.up, &mut s.hidden)?;
+        block::ffn_hidden_into(l, d, xn, n, Threads::Pool, self.attention, &mut s.up, &mut s.hidden)?;
         capture(CaptureSite::FeedForwardDown, &s.hidden);
         block::add_ffn_output(l, d, &s.hidden, n, x, &mut s.bufs[1], Threads::Pool)
     }

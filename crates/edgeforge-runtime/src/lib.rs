@@ -11,6 +11,8 @@ mod from_model;
 pub mod kernels;
 mod kv_cache;
 mod ops;
+#[cfg(test)]
+mod parity;
 mod rope;
 mod weights;
 

@@ -30,6 +30,9 @@ pub struct RopeTable {
     head_dim: usize,
     kind: RopeKind,
     cos_sin: Vec<(f32, f32)>,
+    /// Rotate as llama.cpp's build does (`new_ggml`): `fma(x0, cos, −x1·sin)`, `fma(x0, sin, x1·cos)` (GCC
+    /// contracts ggml's `x0*cos - x1*sin` so; checked bit for bit by `parity.rs`).
+    fused: bool,
 }
 
 impl RopeTable {
@@ -49,7 +52,7 @@ impl RopeTable {
                 cos_sin.push((theta.cos() as f32, theta.sin() as f32));
             }
         }
-        Self { head_dim, kind: p.kind, cos_sin }
+        Self { head_dim, kind: p.kind, cos_sin, fused: false }
     }
 
     /// The angles as llama.cpp's CPU RoPE computes them, in f32: `theta_scale = powf(base, −2 / head_dim)`,
@@ -69,7 +72,7 @@ impl RopeTable {
                 theta *= theta_scale;
             }
         }
-        Self { head_dim, kind: p.kind, cos_sin }
+        Self { head_dim, kind: p.kind, cos_sin, fused: true }
     }
 
     /// cos and sin of every (position, pair), row-major `[positions, head_dim/2]`: the same angles for other
@@ -86,24 +89,21 @@ impl RopeTable {
     /// Rotate `x` (`n` rows of `width` = heads × head_dim) in place; row r is position start + r.
     pub fn apply(&self, x: &mut [f32], width: usize) {
         let half = self.head_dim / 2;
-        let kind = self.kind;
+        let (kind, fused) = (self.kind, self.fused);
+        let rotate = move |x0: f32, x1: f32, c: f32, s: f32| if fused { (x0.mul_add(c, -(x1 * s)), x0.mul_add(s, x1 * c)) } else { (x0 * c - x1 * s, x0 * s + x1 * c) };
         x.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
             let cs = &self.cos_sin[r * half..(r + 1) * half];
             for head in row.chunks_exact_mut(self.head_dim) {
                 match kind {
                     RopeKind::Norm => {
                         for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cs) {
-                            let (a, b) = (pair[0], pair[1]);
-                            pair[0] = a * c - b * s;
-                            pair[1] = a * s + b * c;
+                            (pair[0], pair[1]) = rotate(pair[0], pair[1], c, s);
                         }
                     }
                     RopeKind::Neox => {
                         let (lo, hi) = head.split_at_mut(half);
                         for ((a, b), &(c, s)) in lo.iter_mut().zip(hi.iter_mut()).zip(cs) {
-                            let (x0, x1) = (*a, *b);
-                            *a = x0 * c - x1 * s;
-                            *b = x0 * s + x1 * c;
+                            (*a, *b) = rotate(*a, *b, c, s);
                         }
                     }
                 }

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod exp;
+pub(crate) mod ggml_arith;
 pub mod matmul;
 pub mod qmatmul;
 #[cfg(test)]

@@ -25,6 +25,7 @@
 
 mod f16;
 mod format;
+mod ggml_lanes;
 mod interleave;
 mod kquant;
 #[cfg(target_arch = "aarch64")]
@@ -263,7 +264,15 @@ impl BlockLinear {
     /// the kernel in use (`Layout::Interleaved`, `has_group_kernel`).
     pub fn set_rounding(&mut self, rounding: Rounding) {
         self.rounding = rounding;
-        if rounding != Rounding::Exact && interleave::supports(self.format) && has_group_kernel(DotIsa::best()) {
+        // The llamacpp rounding (`Q8`) sums in llama.cpp's order (`ggml_lanes`): interleaved for the AVX-512
+        // kernels of that order, on the row layout elsewhere.
+        let isa = DotIsa::best();
+        let group = match rounding {
+            Rounding::Q8Decode => has_group_kernel(isa),
+            Rounding::Q8 => isa == DotIsa::Avx512Vnni,
+            Rounding::Exact => false,
+        };
+        if group && interleave::supports(self.format) {
             self.set_layout(Layout::Interleaved);
         }
     }
@@ -543,12 +552,55 @@ fn q8_matmul_group(isa: DotIsa, ws: &[&BlockLinear], x: &[f32], n: usize, ys: &m
         }
         for_each_column_block_of(&mut outs[..ws.len()], n, Vec::new, |buf: &mut Vec<f32>, i, mut block| {
             let w = ws[i];
+            if w.rounding == Rounding::Q8 {
+                return ggml_block(isa, w, acts, n, &mut block);
+            }
             match w.layout {
                 Layout::Interleaved => interleaved_block(isa, w, acts, n, &mut block),
                 Layout::Rows => RowDot::new(isa, w.format).is_some_and(|dot| rows_block(dot, w, acts, n, &mut block, buf)),
             }
         })
     })
+}
+
+/// One task of the integer path under the llamacpp rounding: the block's rows against the `n` tokens, summed
+/// as llama.cpp sums them (`ggml_lanes`): on interleaved weights the AVX-512 kernels (`group_kernel_lanes`,
+/// or `group_kernel` for `SumOrder::Block`), on rows the portable code, four tokens per pass over a row
+/// (`isa` other than `Scalar` takes its AVX2 + FMA build where the CPU has it).
+fn ggml_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
+    let order = ggml_lanes::sum_order(w.format, w.out_dim);
+    if acts.rows() != n || acts.blocks_per_row() * format::BLOCK != w.in_dim {
+        return false;
+    }
+    if w.layout == Layout::Interleaved {
+        return match order {
+            ggml_lanes::SumOrder::Block => interleaved_block(isa, w, acts, n, block),
+            ggml_lanes::SumOrder::Lanes => interleaved_lanes_block(isa, w, acts, n, block),
+        };
+    }
+    let wide = isa != DotIsa::Scalar;
+    for t0 in (0..n).step_by(4) {
+        let nt = (n - t0).min(4);
+        let x = acts.view(t0, nt);
+        for c in 0..block.width() {
+            let row = w.row(block.col0() + c);
+            let mut out = [0f32; 4];
+            match nt {
+                1 => out[0] = ggml_lanes::row_dot::<1>(w.format, order, row, x, &mut [0.0], wide)[0],
+                2 => out[..2].copy_from_slice(ggml_lanes::row_dot::<2>(w.format, order, row, x, &mut [0.0; 2], wide)),
+                3 => out[..3].copy_from_slice(ggml_lanes::row_dot::<3>(w.format, order, row, x, &mut [0.0; 3], wide)),
+                _ => {
+                    ggml_lanes::row_dot::<4>(w.format, order, row, x, &mut out, wide);
+                }
+            }
+            for (t, &v) in out[..nt].iter().enumerate() {
+                if !block.set(t0 + t, c, v) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// One task of the integer path on the file's row layout: the block's rows against the `n` tokens.
@@ -575,6 +627,45 @@ fn rows_block(dot: RowDot, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut
                 if !block.set(t0 + t, c, v) {
                     return false;
                 }
+            }
+        }
+    }
+    true
+}
+
+/// `interleaved_block` in llama.cpp's lane order (`x86_group::group_dot_lanes`, two tokens per call; only
+/// AVX-512 interleaves weights for the llamacpp rounding, `set_rounding`).
+fn interleaved_lanes_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
+    let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
+    let group_bytes = nb * cb;
+    let (col0, end) = (block.col0(), block.col0() + block.width());
+    #[cfg(target_arch = "x86_64")]
+    let wide = isa == DotIsa::Avx512Vnni && isa.is_supported();
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    if !wide || w.bytes.len() != w.out_dim.div_ceil(interleave::GROUP) * group_bytes || !col0.is_multiple_of(interleave::GROUP) {
+        return false;
+    }
+    for g in col0 / interleave::GROUP..end.div_ceil(interleave::GROUP) {
+        let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
+        let (c0, c1) = (g * interleave::GROUP - col0, ((g + 1) * interleave::GROUP).min(end) - col0);
+        for t0 in (0..n).step_by(2) {
+            let nt = (n - t0).min(2);
+            let mut out = [[0f32; interleave::GROUP]; 2];
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: AVX-512 VNNI was checked above; `group` holds `nb` whole block columns of an interleaved
+                // format and the view holds `nt` tokens of `nb` blocks (checked by `ggml_block`).
+                let x = acts.view(t0, nt);
+                if nt == 2 {
+                    unsafe { x86_group::group_dot_lanes::<2>(w.format, group, x, &mut out) };
+                } else if let Some(o) = out.first_chunk_mut::<1>() {
+                    unsafe { x86_group::group_dot_lanes::<1>(w.format, group, x, o) };
+                }
+            }
+            for (t, o) in out[..nt].iter().enumerate() {
+                let Some(row) = block.row_mut(t0 + t) else { return false };
+                row[c0..c1].copy_from_slice(&o[..c1 - c0]);
             }
         }
     }

@@ -152,6 +152,114 @@ pub(super) unsafe fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8
     }
 }
 
+/// `out[t][r]` := row `r` of the group dotted with token `t`, summed as llama.cpp's x86 build sums it
+/// (`ggml_lanes`: eight float lanes per row, lane `j` taking `fma(d_w · d_x, Σ of products 4j..4j+3, lane)` per
+/// block, then `hsum_float_8`'s order, then the minimum term). Each lane's integer sum is one `vpdpbusd` of
+/// four codes, started from minus the offset times the four activation codes' sum (the offset formats).
+///
+/// # Safety
+/// As `group_kernel` (`NT` ≤ 2 keeps the 8 · `NT` accumulators in registers).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn group_kernel_lanes<const F: usize, const NT: usize>(group: *const u8, x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
+    let format = FORMATS[F];
+    let (cb, nb) = (column_bytes(format), x.nb);
+    let (low, flip, zero) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(-128), _mm512_setzero_si512());
+    let grid = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_NL_GRID.as_ptr().cast()));
+    let (xq, xd, xs16) = (x.qs.as_ptr(), x.d.as_ptr(), x.s16.as_ptr());
+    let with_min = matches!(format.offset(), Offset::Min);
+    let qs_at = GROUP * format.qs_at();
+    let bias = match format.offset() {
+        Offset::Const(k) => k as u8,
+        Offset::None => 128,
+        Offset::Min => 0,
+    };
+    let bias_v = _mm512_set1_epi8(bias as i8);
+    let mut acc = [[_mm512_setzero_ps(); 8]; NT];
+    let mut off = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        // SAFETY: as in `group_kernel`: block column `b < nb` lies inside the group.
+        let col = unsafe { group.add(b * cb) };
+        _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(PREFETCH_BYTES).cast());
+        // SAFETY (all three): fields of the block column, read only for the formats that have them.
+        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
+        let mw = if with_min { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
+        let qh = format.qh_at().map(|at| unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) });
+        // SAFETY: chunk `c` is 64 bytes inside the block column (`c` < 4 for nibble formats, < 8 for Q8_0).
+        macro_rules! chunk {
+            ($c:expr) => {
+                unsafe { _mm512_loadu_si512(col.add(qs_at + 64 * $c).cast()) }
+            };
+        }
+        for t in 0..NT {
+            let k = t * nb + b;
+            // SAFETY: token `t < NT` has `nb` blocks in `x`: block `k` is inside.
+            let (xb, dx, s16) = unsafe { (xq.add(k * BLOCK), *xd.add(k), *xs16.add(k)) };
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+            let lane = |codes: __m512i, o: usize| {
+                // SAFETY: `o + 4 <= 32`: four of the block's codes.
+                let q = unsafe { quad(xb, o) };
+                let start = if bias == 0 { zero } else { _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias_v, q)) };
+                _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, codes, q))
+            };
+            if format == BlockFormat::Q8_0 {
+                for c in 0..8 {
+                    acc[t][c] = _mm512_fmadd_ps(lane(_mm512_xor_si512(chunk!(c), flip), 4 * c), d, acc[t][c]);
+                }
+            } else {
+                for c in 0..4 {
+                    let bytes = chunk!(c);
+                    let (lo, hi) = (_mm512_and_si512(bytes, low), _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low));
+                    let (lo, hi) = match qh {
+                        Some(h) => {
+                            let (sl, sh) = (_mm_cvtsi32_si128(4 * c as i32), _mm_cvtsi32_si128(16 + 4 * c as i32));
+                            (_mm512_or_si512(lo, fifth_bits(_mm512_srl_epi32(h, sl))), _mm512_or_si512(hi, fifth_bits(_mm512_srl_epi32(h, sh))))
+                        }
+                        None => (lo, hi),
+                    };
+                    let (lo, hi) = if format == BlockFormat::IQ4_NL {
+                        (_mm512_xor_si512(_mm512_shuffle_epi8(grid, lo), flip), _mm512_xor_si512(_mm512_shuffle_epi8(grid, hi), flip))
+                    } else {
+                        (lo, hi)
+                    };
+                    acc[t][c] = _mm512_fmadd_ps(lane(lo, 4 * c), d, acc[t][c]);
+                    acc[t][4 + c] = _mm512_fmadd_ps(lane(hi, 16 + 4 * c), d, acc[t][4 + c]);
+                }
+            }
+            if with_min {
+                off[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(s16), off[t]);
+            }
+        }
+    }
+    for t in 0..NT {
+        let l = &acc[t];
+        let q: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(l[i], l[i + 4]));
+        let v = _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]));
+        let v = if with_min { _mm512_add_ps(v, off[t]) } else { v };
+        // SAFETY: `out[t]` is 16 floats.
+        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), v) };
+    }
+}
+
+/// `group_kernel_lanes` for one or two tokens.
+///
+/// # Safety
+/// As `group_dot`.
+pub(super) unsafe fn group_dot_lanes<const NT: usize>(format: BlockFormat, group: &[u8], x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
+    let p = group.as_ptr();
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match format {
+            BlockFormat::Q4_0 => group_kernel_lanes::<0, NT>(p, x, out),
+            BlockFormat::Q4_1 => group_kernel_lanes::<1, NT>(p, x, out),
+            BlockFormat::Q5_0 => group_kernel_lanes::<2, NT>(p, x, out),
+            BlockFormat::Q5_1 => group_kernel_lanes::<3, NT>(p, x, out),
+            BlockFormat::Q8_0 => group_kernel_lanes::<4, NT>(p, x, out),
+            BlockFormat::IQ4_NL => group_kernel_lanes::<5, NT>(p, x, out),
+            _ => {}
+        }
+    }
+}
+
 /// One activation block's codes (llama.cpp's `q8_0` rounding): `q = round(x · 127 / max|x|)`, ties to even
 /// (`vcvtps2dq` under the default rounding mode, as the portable loop's `1.5 · 2^23` trick), clamped to ±127.
 /// Returns (max|x|, Σq); the same bits as `q8::block_codes_scalar` (tested).
