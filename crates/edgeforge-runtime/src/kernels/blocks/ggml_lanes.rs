@@ -30,7 +30,7 @@ pub(crate) enum SumOrder {
 
 /// The order llama.cpp sums a `format` weight of `rows` rows in.
 pub(crate) fn sum_order(format: BlockFormat, rows: usize) -> SumOrder {
-    if matches!(format, BlockFormat::Q4_0 | BlockFormat::IQ4_NL) && rows % 8 == 0 {
+    if matches!(format, BlockFormat::Q4_0 | BlockFormat::IQ4_NL) && rows.is_multiple_of(8) {
         SumOrder::Block
     } else {
         SumOrder::Lanes

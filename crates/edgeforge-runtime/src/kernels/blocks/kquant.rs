@@ -109,7 +109,7 @@ pub(crate) fn q6_codes(b: &[u8]) -> [u8; QK] {
 }
 
 /// The super-block's integers and scales: (isum, msum, d, dmin) as in the module comment.
-fn super_block(format: BlockFormat, b: &[u8], x: &[i8], bsums: &[i32]) -> (i32, i32, f32, f32) {
+pub(crate) fn super_block(format: BlockFormat, b: &[u8], x: &[i8], bsums: &[i32]) -> (i32, i32, f32, f32) {
     match format {
         BlockFormat::Q4_K => {
             let Ok(scales) = <&[u8; 12]>::try_from(&b[4..16]) else { return (0, 0, f32::NAN, 0.0) };

@@ -25,6 +25,7 @@
 
 mod f16;
 mod format;
+mod ggml_kquant;
 mod ggml_lanes;
 mod interleave;
 mod kquant;
@@ -457,7 +458,10 @@ pub fn kquant_matmul(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut 
                 let col0 = block.col0();
                 let Some(out) = block.row_mut(t) else { return false };
                 for (c, o) in out.iter_mut().enumerate() {
-                    *o = kquant_dot(isa, w.format, w.row(col0 + c), token).0;
+                    let row = w.row(col0 + c);
+                    // The llamacpp rounding sums in llama.cpp's order where `ggml_kquant` has it.
+                    let ggml = if w.rounding == Rounding::Q8 { ggml_kquant::row_dot(w.format, row, token, w.out_dim, n, isa != DotIsa::Scalar) } else { None };
+                    *o = ggml.unwrap_or_else(|| kquant_dot(isa, w.format, row, token).0);
                 }
             }
             true
