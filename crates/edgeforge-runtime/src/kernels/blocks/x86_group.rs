@@ -35,6 +35,30 @@ fn fifth_bits(t: __m512i) -> __m512i {
     _mm512_slli_epi32::<4>(_mm512_and_si512(spread, _mm512_set1_epi32(0x0101_0101)))
 }
 
+/// The unsigned codes of chunk `c` of a nibble format's block column: codes `4c..4c + 4` (low nibbles) and
+/// `16 + 4c..` (high nibbles) of each of the 16 rows, with their fifth bits from `qh` (Q5_0/Q5_1) and, for
+/// IQ4_NL, looked up in `grid` and flipped to `v + 128`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn nibble_codes(format: BlockFormat, bytes: __m512i, qh: Option<__m512i>, c: usize, grid: __m512i) -> (__m512i, __m512i) {
+    let low = _mm512_set1_epi8(0x0F);
+    let (lo, hi) = (_mm512_and_si512(bytes, low), _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low));
+    let (lo, hi) = match qh {
+        // Codes 4c.. take bits 4c.. of their row's high bits, codes 16 + 4c.. bits 16 + 4c...
+        Some(h) => {
+            let (sl, sh) = (_mm_cvtsi32_si128(4 * c as i32), _mm_cvtsi32_si128(16 + 4 * c as i32));
+            (_mm512_or_si512(lo, fifth_bits(_mm512_srl_epi32(h, sl))), _mm512_or_si512(hi, fifth_bits(_mm512_srl_epi32(h, sh))))
+        }
+        None => (lo, hi),
+    };
+    if format == BlockFormat::IQ4_NL {
+        let flip = _mm512_set1_epi8(-128);
+        (_mm512_xor_si512(_mm512_shuffle_epi8(grid, lo), flip), _mm512_xor_si512(_mm512_shuffle_epi8(grid, hi), flip))
+    } else {
+        (lo, hi)
+    }
+}
+
 /// Four activation codes (bytes `o .. o + 4` at `p`) in every 32-bit lane.
 ///
 /// # Safety
@@ -55,7 +79,6 @@ unsafe fn quad(p: *const i8, o: usize) -> __m512i {
 unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
     let format = FORMATS[F];
     let (cb, nb) = (column_bytes(format), x.nb);
-    let low = _mm512_set1_epi8(0x0F);
     let flip = _mm512_set1_epi8(-128);
     let grid = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_NL_GRID.as_ptr().cast()));
     let (xq, xd, xs, xs16) = (x.qs.as_ptr(), x.d.as_ptr(), x.sq.as_ptr(), x.s16.as_ptr());
@@ -97,21 +120,7 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
                 }
             } else {
                 for c in 0..4 {
-                    let bytes = chunk!(c);
-                    let (lo, hi) = (_mm512_and_si512(bytes, low), _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low));
-                    let (lo, hi) = match qh {
-                        // Codes 4c.. take bits 4c.. of their row's high bits, codes 16 + 4c.. bits 16 + 4c...
-                        Some(h) => {
-                            let (sl, sh) = (_mm_cvtsi32_si128(4 * c as i32), _mm_cvtsi32_si128(16 + 4 * c as i32));
-                            (_mm512_or_si512(lo, fifth_bits(_mm512_srl_epi32(h, sl))), _mm512_or_si512(hi, fifth_bits(_mm512_srl_epi32(h, sh))))
-                        }
-                        None => (lo, hi),
-                    };
-                    let (lo, hi) = if format == BlockFormat::IQ4_NL {
-                        (_mm512_xor_si512(_mm512_shuffle_epi8(grid, lo), flip), _mm512_xor_si512(_mm512_shuffle_epi8(grid, hi), flip))
-                    } else {
-                        (lo, hi)
-                    };
+                    let (lo, hi) = nibble_codes(format, chunk!(c), qh, c, grid);
                     // SAFETY (both): elements 4c.. (low nibbles) and 16 + 4c.. (high nibbles) of the 32 codes.
                     a0 = _mm512_dpbusd_epi32(a0, lo, unsafe { quad(xb, 4 * c) });
                     a1 = _mm512_dpbusd_epi32(a1, hi, unsafe { quad(xb, 16 + 4 * c) });
@@ -163,7 +172,7 @@ pub(super) unsafe fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8
 unsafe fn group_kernel_lanes<const F: usize, const NT: usize>(group: *const u8, x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
     let format = FORMATS[F];
     let (cb, nb) = (column_bytes(format), x.nb);
-    let (low, flip, zero) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(-128), _mm512_setzero_si512());
+    let (flip, zero) = (_mm512_set1_epi8(-128), _mm512_setzero_si512());
     let grid = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_NL_GRID.as_ptr().cast()));
     let (xq, xd, xs16) = (x.qs.as_ptr(), x.d.as_ptr(), x.s16.as_ptr());
     let with_min = matches!(format.offset(), Offset::Min);
@@ -207,20 +216,7 @@ unsafe fn group_kernel_lanes<const F: usize, const NT: usize>(group: *const u8, 
                 }
             } else {
                 for c in 0..4 {
-                    let bytes = chunk!(c);
-                    let (lo, hi) = (_mm512_and_si512(bytes, low), _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low));
-                    let (lo, hi) = match qh {
-                        Some(h) => {
-                            let (sl, sh) = (_mm_cvtsi32_si128(4 * c as i32), _mm_cvtsi32_si128(16 + 4 * c as i32));
-                            (_mm512_or_si512(lo, fifth_bits(_mm512_srl_epi32(h, sl))), _mm512_or_si512(hi, fifth_bits(_mm512_srl_epi32(h, sh))))
-                        }
-                        None => (lo, hi),
-                    };
-                    let (lo, hi) = if format == BlockFormat::IQ4_NL {
-                        (_mm512_xor_si512(_mm512_shuffle_epi8(grid, lo), flip), _mm512_xor_si512(_mm512_shuffle_epi8(grid, hi), flip))
-                    } else {
-                        (lo, hi)
-                    };
+                    let (lo, hi) = nibble_codes(format, chunk!(c), qh, c, grid);
                     acc[t][c] = _mm512_fmadd_ps(lane(lo, 4 * c), d, acc[t][c]);
                     acc[t][4 + c] = _mm512_fmadd_ps(lane(hi, 16 + 4 * c), d, acc[t][4 + c]);
                 }
