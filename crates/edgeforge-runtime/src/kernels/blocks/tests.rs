@@ -700,3 +700,39 @@ fn neon_is_detected_where_it_runs_and_keeps_the_row_layout() {
         assert!(!DotIsa::Neon.is_supported());
     }
 }
+
+/// The llamacpp rounding (`Rounding::Q8`) on every 32-element format: the product (on AVX-512 the
+/// interleaved lane-order kernel `x86_group::group_kernel_lanes`, or `group_kernel` for the repacked formats'
+/// block order; elsewhere the rows) gives, row by row, the bits of the portable `ggml_lanes::row_dot` in
+/// llama.cpp's order for that weight (`sum_order`), for 1 to 5 tokens and both orders' row counts.
+#[test]
+fn llamacpp_rounding_products_give_the_portable_llama_order_bits() {
+    let mut r = Rng(0x11a3_acc0_0000_0031);
+    let lanes_kernel = DotIsa::best() == DotIsa::Avx512Vnni;
+    if !lanes_kernel {
+        eprintln!("skipped: llamacpp lane-order kernel avx512-vnni (not supported on this CPU); the rows path is checked");
+    }
+    for format in BlockFormat::ALL {
+        for &(rows, cols) in &[(16usize, 64usize), (37, 576), (48, 160)] {
+            let mut w = random_weight(&mut r, format, rows, cols);
+            let original = w.clone();
+            w.set_rounding(Rounding::Q8);
+            assert_eq!(w.layout() == Layout::Interleaved, lanes_kernel && interleave::supports(format), "{format:?}");
+            let order = ggml_lanes::sum_order(format, rows);
+            for n in 1..=5 {
+                let x = activations(&mut r, n * cols);
+                let mut got = vec![f32::NAN; n * rows];
+                product_on(2, || block_matmul(&w, &x, n, &mut got));
+                let mut acts = Q8Rows::default();
+                acts.quantize(&x, n, cols);
+                for t in 0..n {
+                    for c in 0..rows {
+                        let mut want = [0f32; 1];
+                        ggml_lanes::row_dot::<1>(format, order, original.row(c), acts.view(t, 1), &mut want, false);
+                        assert_eq!(got[t * rows + c].to_bits(), want[0].to_bits(), "{format:?} {order:?} {rows}x{cols} n {n} token {t} row {c}");
+                    }
+                }
+            }
+        }
+    }
+}
