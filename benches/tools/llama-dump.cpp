@@ -2,9 +2,11 @@
 // edgeforge's `--rounding llamacpp` arithmetic can be checked op by op against the pinned llama.cpp build
 // (benches/llamacpp-bitexact.sh builds and runs this). Not part of the product.
 //
-// Usage: llama-dump MODEL TEXT N_TOKENS OUT_DIR
+// Usage: llama-dump MODEL TEXT N_TOKENS OUT_DIR [DECODE]
 // Writes OUT_DIR/index.tsv (seq, name, op, type, ne0..ne3, src names) and OUT_DIR/<seq>.bin (the tensor's
-// elements in row-major order, contiguous, in its own type), plus OUT_DIR/tokens.txt.
+// elements in row-major order, contiguous, in its own type), plus OUT_DIR/tokens.txt. With DECODE = 1, then
+// decodes the next token of the text on its own (a decode step at position N_TOKENS) and writes its tensors
+// the same way to OUT_DIR/decode.
 #include "llama.h"
 #include "ggml.h"
 #include "ggml-backend.h"
@@ -64,8 +66,9 @@ static bool on_tensor(struct ggml_tensor * t, bool ask, void * user) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 5) { fprintf(stderr, "usage: %s MODEL TEXT N_TOKENS OUT_DIR\n", argv[0]); return 2; }
+    if (argc != 5 && argc != 6) { fprintf(stderr, "usage: %s MODEL TEXT N_TOKENS OUT_DIR [DECODE]\n", argv[0]); return 2; }
     const int n = atoi(argv[3]);
+    const int steps = argc == 6 ? atoi(argv[5]) : 0;
     Dump d;
     d.dir = argv[4];
     llama_backend_init();
@@ -81,11 +84,11 @@ int main(int argc, char ** argv) {
     // As llama-perplexity: tokenize the whole text with the BOS the vocabulary asks for, then put BOS first.
     const bool add_bos = llama_vocab_get_add_bos(vocab);
     int nt = llama_tokenize(vocab, text.c_str(), (int) text.size(), toks.data(), (int) toks.size(), add_bos, false);
-    if (nt < n) { fprintf(stderr, "text has %d tokens, fewer than %d\n", nt, n); return 1; }
-    toks.resize(n);
+    if (nt < n + steps) { fprintf(stderr, "text has %d tokens, fewer than %d\n", nt, n + steps); return 1; }
+    toks.resize(n + steps);
     if (add_bos) toks[0] = llama_vocab_bos(vocab);
     auto cp = llama_context_default_params();
-    cp.n_ctx = n;
+    cp.n_ctx = n + steps;
     cp.n_batch = n;
     cp.n_ubatch = n;
     cp.n_threads = 2;
@@ -105,12 +108,24 @@ int main(int argc, char ** argv) {
     if (llama_decode(ctx, b) != 0) { fprintf(stderr, "decode failed\n"); return 1; }
     fclose(d.index);
     FILE * tf = fopen((d.dir + "/tokens.txt").c_str(), "w");
-    for (int i = 0; i < n; i++) fprintf(tf, "%d\n", toks[i]);
+    for (int i = 0; i < n + steps; i++) fprintf(tf, "%d\n", toks[i]);
     fclose(tf);
     // The logits as llama_get_logits returns them ([n, n_vocab] f32).
     FILE * lf = fopen((d.dir + "/logits.bin").c_str(), "wb");
     fwrite(llama_get_logits(ctx), sizeof(float), (size_t) n * llama_vocab_n_tokens(vocab), lf);
     fclose(lf);
+    if (steps > 0) {
+        d.dir += "/decode";
+        d.seq = 0;
+        d.index = fopen((d.dir + "/index.tsv").c_str(), "w");
+        if (!d.index) { fprintf(stderr, "cannot write %s/index.tsv (create the folder first)\n", d.dir.c_str()); return 1; }
+        llama_batch one = llama_batch_init(1, 0, 1);
+        one.token[0] = toks[n]; one.pos[0] = n; one.n_seq_id[0] = 1; one.seq_id[0][0] = 0; one.logits[0] = 1;
+        one.n_tokens = 1;
+        if (llama_decode(ctx, one) != 0) { fprintf(stderr, "decode step failed\n"); return 1; }
+        fclose(d.index);
+        llama_batch_free(one);
+    }
     llama_batch_free(b);
     llama_free(ctx);
     llama_model_free(model);

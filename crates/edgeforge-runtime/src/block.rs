@@ -108,16 +108,12 @@ pub enum Attention {
     #[default]
     Exact,
     /// llama.cpp's CPU flash attention on its default f16 KV cache, as `llama-perplexity` and `llama-cli` run
-    /// it (the `llamacpp` rounding): keys and values rounded to f16 when cached. Batches of at least
-    /// `LLAMA_FA_TILE_Q` rows take its tiled f32 kernel (`attend_head_llamacpp_tiled`, bit for bit); fewer
-    /// rows (its one-row kernel: decode steps) round the query to f16 and keep the value accumulator in f16,
-    /// rounded after every key, with an online softmax (running maximum and sum, `expf`), divided by the sum
-    /// at the end. The rest of the block follows llama.cpp's arithmetic too (its SiLU: `ggml_arith`).
+    /// it (the `llamacpp` rounding): keys and values rounded to f16 when cached, then its tiled f32 kernel
+    /// (batches of 64 rows or more) or its one-row kernel (f16 query and value accumulator), bit for bit
+    /// (`ggml_arith::GgmlHead`). The rest of the block follows llama.cpp's arithmetic too (its SiLU).
     LlamaCpp,
 }
 
-/// Query rows from which llama.cpp's CPU flash attention takes its tiled f32 kernel (`GGML_FA_TILE_Q`).
-const LLAMA_FA_TILE_Q: usize = 64;
 
 /// `x` at f16 precision.
 #[inline]
@@ -125,53 +121,11 @@ fn f16_round(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
-/// Head `h` (reading kv head `kvh`) as llama.cpp's one-row flash-attention kernel computes it
-/// (`Attention::LlamaCpp` below `LLAMA_FA_TILE_Q` rows; the cache already holds f16-rounded keys and values):
-/// `[n, head_dim]`.
+/// Head `h` (reading kv head `kvh`) as llama.cpp's CPU flash attention computes it (`Attention::LlamaCpp`;
+/// the cache already holds f16-rounded keys and values): `ggml_arith::GgmlHead`.
 fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) {
-    let (hd, past, cw) = (x.head_dim, x.past, x.cache_width);
-    let (mut q, mut acc) = (vec![0f32; hd], vec![0f32; hd]);
-    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-        for (qv, &v) in q.iter_mut().zip(&x.q[r * x.q_width + h * hd..][..hd]) {
-            *qv = f16_round(v);
-        }
-        acc.fill(0.0);
-        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-        let visible = past + r + 1;
-        // llama.cpp masks key p0 for query p1 when p1 - p0 >= window.
-        let first = x.window.map_or(0, |w| visible.saturating_sub(w));
-        for key in first..visible {
-            let k = &x.k[key * cw + kvh * hd..][..hd];
-            let mut s = k.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() * x.scale;
-            if let Some(c) = x.softcap {
-                s = c * (s / c).tanh();
-            }
-            let (ms, vs) = if s > m {
-                let old = m;
-                m = s;
-                let ms = (old - m).exp();
-                acc.iter_mut().for_each(|a| *a = f16_round(*a * ms));
-                (ms, 1.0)
-            } else {
-                (1.0, (s - m).exp())
-            };
-            for (a, &v) in acc.iter_mut().zip(&x.v[key * cw + kvh * hd..][..hd]) {
-                *a = f16_round(v.mul_add(vs, *a));
-            }
-            sum = sum * ms + vs;
-        }
-        let inv = 1.0 / sum;
-        for (o, &a) in o.iter_mut().zip(&acc) {
-            *o = a * inv;
-        }
-    }
-}
-
-/// Head `h` (reading kv head `kvh`) as llama.cpp's tiled flash-attention kernel computes it (batches of at
-/// least `LLAMA_FA_TILE_Q` rows; keys and values already f16-rounded in the cache): `ggml_arith::TiledHead`.
-fn attend_head_llamacpp_tiled(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) {
     let hd = x.head_dim;
-    let head = crate::kernels::ggml_arith::TiledHead {
+    let head = crate::kernels::ggml_arith::GgmlHead {
         q: &x.q[h * hd..],
         q_stride: x.q_width,
         k: &x.k[kvh * hd..],
@@ -203,11 +157,7 @@ thread_local! {
 /// `attend_head` into `out` (`[n, head_dim]`).
 fn attend_head_into(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
     if x.arith == Attention::LlamaCpp {
-        if x.n < LLAMA_FA_TILE_Q {
-            attend_head_llamacpp(x, h, kvh, out);
-        } else {
-            attend_head_llamacpp_tiled(x, h, kvh, out);
-        }
+        attend_head_llamacpp(x, h, kvh, out);
         return Ok(());
     }
     SCORES.with_borrow_mut(|scores| attend_head_exact(x, h, kvh, out, scores))
@@ -337,15 +287,17 @@ pub(crate) fn attention_heads_into(
     Ok(())
 }
 
-/// Every head of layer `l` over `n` rows at positions `0..n`, with q (`[n, n_heads·head_dim]`, rotated) and
-/// the cache's k and v (`[n, n_kv_heads·head_dim]`) given: `[n, n_heads·head_dim]` (parity tests).
+/// Every head of layer `l` over `n` rows at positions `past..past + n`, with q (`[n, n_heads·head_dim]`,
+/// rotated) and the cache's k and v (`[past + n, n_kv_heads·head_dim]`) given: `[n, n_heads·head_dim]`
+/// (parity tests).
 #[cfg(test)]
-pub(crate) fn attend_all_heads(q: &[f32], k: &[f32], v: &[f32], l: &LayerWeights, d: BlockDims, n: usize, arith: Attention) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_all_heads(q: &[f32], k: &[f32], v: &[f32], l: &LayerWeights, d: BlockDims, n: usize, past: usize, arith: Attention) -> Vec<f32> {
     let hd = d.head_dim;
     let (qd, kvd) = (l.n_heads * hd, l.n_kv_heads * hd);
     let f = &l.features;
     let scale = f.attn_scale.unwrap_or_else(|| 1.0 / (hd as f32).sqrt());
-    let inputs = HeadInputs { q, q_width: qd, k, v, cache_width: kvd, n, past: 0, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
+    let inputs = HeadInputs { q, q_width: qd, k, v, cache_width: kvd, n, past, head_dim: hd, scale, softcap: f.attn_softcap, window: f.window, arith };
     let group = l.n_heads / l.n_kv_heads;
     let mut out = vec![0f32; n * qd];
     let mut head = vec![0f32; n * hd];

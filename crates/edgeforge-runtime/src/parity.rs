@@ -102,11 +102,25 @@ fn every_op_gives_llamacpps_bits_on_its_inputs() {
         eprintln!("SKIPPED every_op_gives_llamacpps_bits_on_its_inputs: set EDGEFORGE_LLAMA_DUMP (benches/llamacpp-bitexact.sh) and EDGEFORGE_TEST_MODEL");
         return;
     };
-    let dump = Dump::open(&dir);
-    let w = weights(&path);
+    check(&dir, &dir, &path, false);
+    // A decode step after the batch, when the dump has one (`llama-dump ... 1`).
+    if dir.join("decode/index.tsv").is_file() {
+        eprintln!("decode step:");
+        check(&dir.join("decode"), &dir, &path, true);
+    }
+}
+
+/// Every op of the dump in `dir` (tokens in `base`), fed llama.cpp's inputs: a batch at positions `0..n`, or
+/// (`decode`) one token after the batch, attending over the cache llama.cpp held.
+fn check(dir: &Path, base: &Path, path: &Path, decode: bool) {
+    let dump = Dump::open(dir);
+    let w = weights(path);
     let d = BlockDims::of(&w);
     let (e, hd) = (w.n_embd, w.head_dim);
     let n = dump.by_name_op[&("embd".to_string(), "GET_ROWS".to_string())].ne[1];
+    let tokens: Vec<u32> = std::fs::read_to_string(base.join("tokens.txt")).expect("tokens").lines().map(|l| l.parse().expect("token")).collect();
+    // A decode step's position is the batch's length: the token after it.
+    let past = if decode { tokens.len() - n } else { 0 };
     let mut t: Vec<(&str, Tally)> = Vec::new();
     let mut tally = |what: &'static str, ours: &[f32], theirs: &[f32]| {
         match t.iter_mut().find(|(n, _)| *n == what) {
@@ -123,9 +137,8 @@ fn every_op_gives_llamacpps_bits_on_its_inputs() {
         crate::block::linear(x, n, lw, out, inp, &mut y, "parity").expect("linear");
         y
     };
-    let tokens: Vec<u32> = std::fs::read_to_string(dir.join("tokens.txt")).expect("tokens").lines().map(|l| l.parse().expect("token")).collect();
     let mut embd = vec![0f32; n * e];
-    for (row, &tok) in embd.chunks_exact_mut(e).zip(&tokens) {
+    for (row, &tok) in embd.chunks_exact_mut(e).zip(&tokens[past..]) {
         w.token_embd.row_into(tok as usize, row, "token_embd").expect("row");
     }
     tally("get_rows", &embd, &dump.get("embd", "GET_ROWS"));
@@ -139,15 +152,31 @@ fn every_op_gives_llamacpps_bits_on_its_inputs() {
         for (name, lw, out) in [("Qcur", &l.wq, qd), ("Kcur", &l.wk, kvd), ("Vcur", &l.wv, kvd)] {
             tally("mul_mat q/k/v", &linear(&xn_ref, lw, out, e), &dump.get(&format!("{name}-{li}"), "MUL_MAT"));
         }
-        let rope = crate::rope::RopeTable::new_ggml(hd, &crate::block::rope_params(l, d), 0, n);
+        let rope = crate::rope::RopeTable::new_ggml(hd, &crate::block::rope_params(l, d), past, n);
         for (name, width) in [("Qcur", qd), ("Kcur", kvd)] {
             let mut x = dump.get(&format!("{name}-{li}"), "MUL_MAT");
             rope.apply(&mut x, width);
             tally("rope", &x, &dump.get(&format!("{name}-{li}"), "ROPE"));
         }
         let q = dump.get(&format!("Qcur-{li}"), "ROPE");
-        let (k, v) = (dump.get(&format!("cache_k_l{li} (view)"), "SET_ROWS"), dump.get(&format!("cache_v_l{li} (view)"), "SET_ROWS"));
-        let heads = crate::block::attend_all_heads(&q, &k, &v, l, d, n, Attention::LlamaCpp);
+        let (k, v) = if decode {
+            // The cache views flash attention read, `[kv head][key][dim]`, into rows of keys.
+            let rows = |name: &str| {
+                let c = dump.get(&format!("cache_{name}_l{li} (view) (permuted)"), "PERMUTE");
+                let keys = c.len() / kvd;
+                let mut out = vec![0f32; (past + n) * kvd];
+                for key in 0..past + n {
+                    for h in 0..l.n_kv_heads {
+                        out[key * kvd + h * hd..][..hd].copy_from_slice(&c[(h * keys + key) * hd..][..hd]);
+                    }
+                }
+                out
+            };
+            (rows("k"), rows("v"))
+        } else {
+            (dump.get(&format!("cache_k_l{li} (view)"), "SET_ROWS"), dump.get(&format!("cache_v_l{li} (view)"), "SET_ROWS"))
+        };
+        let heads = crate::block::attend_all_heads(&q, &k, &v, l, d, n, past, Attention::LlamaCpp);
         let heads_ref = dump.get(&format!("kqv_out-{li}"), "RESHAPE");
         tally("flash_attn_ext", &heads, &heads_ref);
         tally("mul_mat o", &linear(&heads_ref, &l.wo, e, qd), &dump.get(&format!("attn_out-{li}"), "MUL_MAT"));

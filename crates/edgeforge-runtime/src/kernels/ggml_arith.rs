@@ -96,14 +96,20 @@ pub(crate) fn hsum8(v: &[f32; 8]) -> f32 {
 
 /// Keys per tile of llama.cpp's tiled flash-attention kernel (`GGML_FA_TILE_KV`).
 const FA_TILE_KV: usize = 64;
+/// Query rows from which llama.cpp's CPU flash attention takes its tiled kernel (`GGML_FA_TILE_Q`).
+const FA_TILE_Q: usize = 64;
 
-/// One attention head as llama.cpp's tiled CPU flash-attention kernel computes it (`n ≥ GGML_FA_TILE_Q`
-/// rows): per row, keys in tiles of `FA_TILE_KV` from key 0; each score a chain of fused multiply-adds over
-/// the head's dimensions, times the scale (soft-capped as ggml does: `tanh(s · scale / c) · c`); per tile the
-/// running maximum rescales the accumulator and the sum (libm `expf`), the tile's probabilities come from
-/// `expf` above and add to the sum in f64, 16 lanes at a time; the values accumulate key by key with fused
-/// multiply-adds; the row ends times 1 / sum.
-pub(crate) struct TiledHead<'a> {
+/// One attention head as llama.cpp's CPU flash attention computes it on its f16 KV cache. Its tiled kernel
+/// (`FA_TILE_Q` rows or more): per row, keys in tiles of `FA_TILE_KV` from key 0; each score a chain of fused
+/// multiply-adds over the head's dimensions, times the scale (soft-capped as ggml does: `tanh(s · scale / c)
+/// · c`); per tile the running maximum rescales the accumulator and the sum (libm `expf`), the tile's
+/// probabilities come from `expf` above and add to the sum in f64, 16 lanes at a time; the values accumulate
+/// key by key with fused multiply-adds; the row ends times 1 / sum. Its one-row kernel (fewer rows: decode
+/// steps): the query rounded to f16, each score `ggml_vec_dot_f16` (`dot_f16`) times the scale, key by key
+/// an online softmax on an f16 value accumulator rounded after every key (`fma(v, p, acc)`), the sum
+/// `fma(sum, ms, p)`, libm `expf`; the row ends times 1 / sum. (Not reproduced: its split-KV path for one
+/// query over 512 keys or more, whose partial sums depend on the thread count.)
+pub(crate) struct GgmlHead<'a> {
     /// Row `r`'s query at `q[r · q_stride..][..head_dim]`.
     pub q: &'a [f32],
     pub q_stride: usize,
@@ -119,7 +125,7 @@ pub(crate) struct TiledHead<'a> {
     pub window: Option<usize>,
 }
 
-impl TiledHead<'_> {
+impl GgmlHead<'_> {
     /// The head's rows into `out` (`[rows, head_dim]`).
     pub(crate) fn attend(&self, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -143,6 +149,54 @@ impl TiledHead<'_> {
 
     #[inline(always)]
     fn attend_body(&self, out: &mut [f32]) {
+        if out.len() < FA_TILE_Q * self.head_dim {
+            self.one_row_body(out);
+        } else {
+            self.tiled_body(out);
+        }
+    }
+
+    #[inline(always)]
+    fn one_row_body(&self, out: &mut [f32]) {
+        let hd = self.head_dim;
+        let f16 = |x: f32| half::f16::from_f32(x).to_f32();
+        let (mut q, mut acc) = (vec![0f32; hd], vec![0f32; hd]);
+        // ggml folds the soft-cap into the scale: tanh(s · scale / c) · c.
+        let scale = self.softcap.map_or(self.scale, |c| self.scale / c);
+        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+            for (qv, &v) in q.iter_mut().zip(&self.q[r * self.q_stride..][..hd]) {
+                *qv = f16(v);
+            }
+            acc.fill(0.0);
+            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            let visible = self.past + r + 1;
+            let first = self.window.map_or(0, |w| visible.saturating_sub(w));
+            for key in first..visible {
+                let mut s = dot_f16(&self.k[key * self.kv_stride..][..hd], &q) * scale;
+                if let Some(c) = self.softcap {
+                    s = c * s.tanh();
+                }
+                let (ms, vs) = if s > m {
+                    let old = m;
+                    m = s;
+                    let ms = (old - m).exp();
+                    acc.iter_mut().for_each(|a| *a = f16(*a * ms));
+                    (ms, 1.0)
+                } else {
+                    (1.0, (s - m).exp())
+                };
+                for (a, &v) in acc.iter_mut().zip(&self.v[key * self.kv_stride..][..hd]) {
+                    *a = f16(v.mul_add(vs, *a));
+                }
+                sum = sum.mul_add(ms, vs);
+            }
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            o.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a * inv);
+        }
+    }
+
+    #[inline(always)]
+    fn tiled_body(&self, out: &mut [f32]) {
         let hd = self.head_dim;
         let scale = self.softcap.map_or(self.scale, |c| self.scale / c);
         let mut acc = vec![0f32; hd];
@@ -226,6 +280,29 @@ impl TiledHead<'_> {
     }
 }
 
+/// `Σ x·y` of f16 values (given as f32) as llama.cpp's `ggml_vec_dot_f16` sums them on AVX-512 without
+/// FP16 arithmetic: four accumulators of 16 lanes take fused products 64 elements at a time, are added
+/// pairwise (0+2, 1+3, then 0+1), reduced as `_mm512_reduce_add_ps`, and the rest adds in f64.
+#[inline(always)]
+pub(crate) fn dot_f16(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n / 64 * 64;
+    let mut sum = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, s) in sum.iter_mut().enumerate() {
+            for (l, s) in s.iter_mut().enumerate() {
+                *s = x[i + 16 * j + l].mul_add(y[i + 16 * j + l], *s);
+            }
+        }
+    }
+    let v: [f32; 16] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
+    let mut total = f64::from(reduce16(&v));
+    for i in np..n {
+        total += f64::from(x[i] * y[i]);
+    }
+    total as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,8 +358,13 @@ mod wide_tests {
         let (hd, n, past) = (64, 70, 90);
         let (q, k, v) = (values(n * hd, 1), values((past + n) * hd, 2), values((past + n) * hd, 3));
         for window in [None, Some(50)] {
-            let head = TiledHead { q: &q, q_stride: hd, k: &k, v: &v, kv_stride: hd, head_dim: hd, past, scale: 0.125, softcap: None, window };
+            let head = GgmlHead { q: &q, q_stride: hd, k: &k, v: &v, kv_stride: hd, head_dim: hd, past, scale: 0.125, softcap: None, window };
             let (mut a, mut b) = (vec![0f32; n * hd], vec![0f32; n * hd]);
+            head.attend(&mut a);
+            head.attend_body(&mut b);
+            assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            // The one-row kernel (decode steps): 3 rows.
+            let (mut a, mut b) = (vec![0f32; 3 * hd], vec![0f32; 3 * hd]);
             head.attend(&mut a);
             head.attend_body(&mut b);
             assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());

@@ -10,8 +10,8 @@
 //! 8 are repacked by llama.cpp's x86 build (`q4_K_8x8`) and never reach those two: its kernel keeps
 //! `acc = fma(isum, d_w · d_x, acc)` and `acc_min = fma(msum, dmin_w · d_x, acc_min)` per pair of
 //! 32-element sub-blocks (`isum`, `msum` of the pair) and
-//! returns `acc − acc_min` (its batches of 4 tokens and more; decode steps take its one-token variant, not
-//! reproduced here). Checked against the pinned build by
+//! returns `acc − acc_min` (its batches of 4 tokens and more; its one-token kernel, for decode steps and
+//! the tokens past the last multiple of 4, the same per super-block). Checked against the pinned build by
 //! `parity.rs`. Written portably; on x86 with FMA the same code is compiled with it (tested equal).
 
 use super::kquant::{q6_codes, Q8KView, QK};
@@ -71,7 +71,21 @@ fn tiled_row_dot_body(format: BlockFormat, row: &[u8], x: Q8KView<'_>) -> f32 {
     acc
 }
 
-/// A Q4_K row dotted with one token as llama.cpp's repacked `q4_K_8x8` kernel sums it (module comment).
+/// A Q4_K row dotted with one token as llama.cpp's repacked `q4_K_8x8` one-token kernel (`gemv`) sums it:
+/// `fma(isum, d_w · d_x, acc)` and `fma(msum, dmin_w · d_x, acc_min)` per super-block, `acc − acc_min`.
+#[inline(always)]
+fn repacked_q4k_gemv_body(row: &[u8], x: Q8KView<'_>) -> f32 {
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for (i, b) in row.chunks_exact(BlockFormat::Q4_K.block_bytes()).enumerate().take(x.nb) {
+        let (isum, msum, d, dmin) = super::kquant::super_block(BlockFormat::Q4_K, b, &x.qs[i * QK..(i + 1) * QK], &x.bsums[i * 16..(i + 1) * 16]);
+        acc = (isum as f32).mul_add(d * x.d[i], acc);
+        acc_min = (msum as f32).mul_add(dmin * x.d[i], acc_min);
+    }
+    acc - acc_min
+}
+
+/// A Q4_K row dotted with one token as llama.cpp's repacked `q4_K_8x8` kernel for four tokens (`gemm`) sums
+/// it (module comment).
 #[inline(always)]
 fn repacked_q4k_row_dot_body(row: &[u8], x: Q8KView<'_>) -> f32 {
     let (mut acc, mut acc_min) = (0f32, 0f32);
@@ -102,13 +116,16 @@ enum Kernel {
     VecDot,
     Tiled,
     Repacked,
+    RepackedGemv,
 }
 
-/// The kernel of `body` for a `format` weight of `rows` rows in a product of `n` tokens; `None` when
-/// this module does not reproduce it.
-fn kernel(format: BlockFormat, rows: usize, n: usize) -> Option<Kernel> {
+/// The kernel of `body` for token `t` of a product of `n` tokens with a `format` weight of `rows` rows;
+/// `None` when this module does not reproduce it. (llama.cpp's repacked weights take their four-token kernel
+/// for the first multiple of four tokens when there are more than three, the one-token kernel for the rest.)
+fn kernel(format: BlockFormat, rows: usize, n: usize, t: usize) -> Option<Kernel> {
     match format {
-        BlockFormat::Q4_K if rows.is_multiple_of(8) => Some(Kernel::Repacked),
+        BlockFormat::Q4_K if rows.is_multiple_of(8) && n > 3 && t < n / 4 * 4 => Some(Kernel::Repacked),
+        BlockFormat::Q4_K if rows.is_multiple_of(8) => Some(Kernel::RepackedGemv),
         BlockFormat::Q4_K | BlockFormat::Q6_K if n >= TILED_MIN_TOKENS => Some(Kernel::Tiled),
         BlockFormat::Q6_K => Some(Kernel::VecDot),
         _ => None,
@@ -121,13 +138,15 @@ fn body(kernel: Kernel, format: BlockFormat, row: &[u8], x: Q8KView<'_>) -> f32 
         Kernel::VecDot => q6k_row_dot_body(row, x),
         Kernel::Tiled => tiled_row_dot_body(format, row, x),
         Kernel::Repacked => repacked_q4k_row_dot_body(row, x),
+        Kernel::RepackedGemv => repacked_q4k_gemv_body(row, x),
     }
 }
 
-/// A row of a K-quant weight of `rows` rows dotted with one token in llama.cpp's order for a product of `n`
-/// tokens, `None` for a case not reproduced here.
-pub(crate) fn row_dot(format: BlockFormat, row: &[u8], x: Q8KView<'_>, rows: usize, n: usize, wide: bool) -> Option<f32> {
-    let kernel = kernel(format, rows, n)?;
+/// A row of a K-quant weight of `rows` rows dotted with token `t` (`x`) of a product of `n` tokens in
+/// llama.cpp's order, `None` for a case not reproduced here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_dot(format: BlockFormat, row: &[u8], x: Q8KView<'_>, rows: usize, n: usize, t: usize, wide: bool) -> Option<f32> {
+    let kernel = kernel(format, rows, n, t)?;
     #[cfg(target_arch = "x86_64")]
     if wide && crate::kernels::ggml_arith::has_fma() {
         // SAFETY: FMA was detected.
@@ -159,7 +178,7 @@ mod tests {
         let mut acts = Q8KRows::default();
         acts.quantize(&xs, 1, nb * QK);
         let Some(x) = acts.token(0) else { panic!("token") };
-        let (a, b) = (row_dot(BlockFormat::Q6_K, &row, x, 8, 1, true), row_dot(BlockFormat::Q6_K, &row, x, 8, 1, false));
+        let (a, b) = (row_dot(BlockFormat::Q6_K, &row, x, 8, 1, 0, true), row_dot(BlockFormat::Q6_K, &row, x, 8, 1, 0, false));
         assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
         if !crate::kernels::ggml_arith::has_fma() {
             eprintln!("SKIPPED ggml_kquant FMA build: no FMA on this CPU");
@@ -168,12 +187,13 @@ mod tests {
         let r = crate::kernels::blocks::kquant::row_dot(BlockFormat::Q6_K, &row, x);
         let a = a.unwrap_or(f32::NAN);
         assert!((a - r).abs() <= 1e-4 * r.abs().max(1.0), "{a} vs {r}");
-        assert_eq!(row_dot(BlockFormat::Q4_K, &row, x, 9, 1, true), None);
-        for (format, rows) in [(BlockFormat::Q6_K, 9), (BlockFormat::Q4_K, 9), (BlockFormat::Q4_K, 8)] {
-            let (t, u) = (row_dot(format, &row, x, rows, 8, true), row_dot(format, &row, x, rows, 8, false));
-            assert_eq!(t.map(f32::to_bits), u.map(f32::to_bits), "{format:?}");
+        assert_eq!(row_dot(BlockFormat::Q4_K, &row, x, 9, 1, 0, true), None);
+        for (format, rows, n, t) in [(BlockFormat::Q6_K, 9, 8, 0), (BlockFormat::Q4_K, 9, 8, 0), (BlockFormat::Q4_K, 8, 8, 0), (BlockFormat::Q4_K, 8, 5, 4)] {
+            let (a, b) = (row_dot(format, &row, x, rows, n, t, true), row_dot(format, &row, x, rows, n, t, false));
+            assert!(a.is_some());
+            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{format:?}");
         }
-        let t = row_dot(BlockFormat::Q6_K, &row, x, 8, 8, false).unwrap_or(f32::NAN);
+        let t = row_dot(BlockFormat::Q6_K, &row, x, 8, 8, 0, false).unwrap_or(f32::NAN);
         assert!((t - r).abs() <= 1e-4 * r.abs().max(1.0), "{t} vs {r}");
     }
 }

@@ -460,7 +460,7 @@ pub fn kquant_matmul(isa: DotIsa, w: &BlockLinear, x: &[f32], n: usize, y: &mut 
                 for (c, o) in out.iter_mut().enumerate() {
                     let row = w.row(col0 + c);
                     // The llamacpp rounding sums in llama.cpp's order where `ggml_kquant` has it.
-                    let ggml = if w.rounding == Rounding::Q8 { ggml_kquant::row_dot(w.format, row, token, w.out_dim, n, isa != DotIsa::Scalar) } else { None };
+                    let ggml = if w.rounding == Rounding::Q8 { ggml_kquant::row_dot(w.format, row, token, w.out_dim, n, t, isa != DotIsa::Scalar) } else { None };
                     *o = ggml.unwrap_or_else(|| kquant_dot(isa, w.format, row, token).0);
                 }
             }
