@@ -41,6 +41,7 @@ text="$(cd .. && pwd)/shared/data/wiki.test.raw"
 [[ -f $text ]] || die "$text not found (../shared/data)"
 
 results="$work/rounding.tsv"
+if [[ -z ${RENDER_ONLY:-} ]]; then
 : > "$results"
 llama_ppl() { # FILE EXTRA_ARGS... -> perplexity
   local f=$1; shift
@@ -67,6 +68,7 @@ for f in $files; do
   d="$(ours_ppl "$path" exact)"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$f" "$(stat -c %s "$path")" "$a" "$b" "$c" "$d" "$ra" "$rb" "$rc" >> "$results"
 done
+fi
 
 python3 - "$results" "$report_dir" "$chunks" "$threads" "$llama_version" "$(git rev-parse --short HEAD)" <<'EOF'
 import json, math, os, statistics, sys
@@ -80,7 +82,9 @@ for line in open(results):
     na, nb, nc = (nll([float(x) for x in r.split(",")]) for r in (ra, rb, rc))
     sd = lambda x, y: statistics.stdev(u - v for u, v in zip(x, y))
     ours_sd, llama_sd = sd(nc, nb), sd(na, nb)
-    rows.append({"file": f, "bytes": int(size), "llama_f32_kv": a, "llama_default": b, "edgeforge_llamacpp": c, "edgeforge_exact": d,
+    # llama-perplexity prints the running figures to 4 decimals: how many of ours print the same.
+    same = sum(float(x) == float(f"{float(y):.4f}") for x, y in zip(rb.split(","), rc.split(",")))
+    rows.append({"running_equal": same, "running_chunks": len(rb.split(",")), "file": f, "bytes": int(size), "llama_f32_kv": a, "llama_default": b, "edgeforge_llamacpp": c, "edgeforge_exact": d,
                  "diff_pct": 100 * (c - b) / b, "exact_diff_pct": 100 * (d - b) / b, "pass": abs(100 * (c - b) / b) <= 0.05,
                  "per_chunk_nll_diff_sd": {"edgeforge_llamacpp_vs_llama_default": ours_sd, "llama_f32_kv_vs_llama_default": llama_sd},
                  "noise_floor_pct": 100 * math.expm1(llama_sd / math.sqrt(len(nb)))})
@@ -97,10 +101,11 @@ md = ["# Perplexity with llama.cpp's activation rounding vs llama-perplexity", "
       "deviation over chunks of ours minus llama.cpp's default, and of llama.cpp's own f32-KV/no-FA run minus its default. The noise floor is "
       "the latter divided by sqrt(chunks), as a % of perplexity: how far the final figure moves, one sd, when llama.cpp itself changes its "
       "arithmetic at the f16-rounding level.", "",
-      "| file | MiB | llama.cpp (f32 KV, no FA) | llama.cpp (defaults) | edgeforge `--rounding llamacpp` | difference | edgeforge exact (default) | target <= 0.05% | per-chunk sd, ours − llama.cpp | per-chunk sd, llama.cpp f32 KV − defaults | noise floor |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+      "Running figures equal: of the running perplexities llama-perplexity prints after each chunk (4 decimals), how many ours print the same.", "",
+      "| file | MiB | llama.cpp (f32 KV, no FA) | llama.cpp (defaults) | edgeforge `--rounding llamacpp` | difference | running figures equal | edgeforge exact (default) | target <= 0.05% | per-chunk sd, ours − llama.cpp | per-chunk sd, llama.cpp f32 KV − defaults | noise floor |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
 for r in rows:
-    md.append(f"| {r['file']} | {r['bytes'] / 2**20:.1f} | {r['llama_f32_kv']:.4f} | {r['llama_default']:.4f} | {r['edgeforge_llamacpp']:.4f} | {r['diff_pct']:+.3f}% | {r['edgeforge_exact']:.4f} ({r['exact_diff_pct']:+.2f}%) | {'PASS' if r['pass'] else 'FAIL'} | {r['per_chunk_nll_diff_sd']['edgeforge_llamacpp_vs_llama_default']:.2e} | {r['per_chunk_nll_diff_sd']['llama_f32_kv_vs_llama_default']:.2e} | {r['noise_floor_pct']:.3f}% |")
+    md.append(f"| {r['file']} | {r['bytes'] / 2**20:.1f} | {r['llama_f32_kv']:.4f} | {r['llama_default']:.4f} | {r['edgeforge_llamacpp']:.4f} | {r['diff_pct']:+.3f}% | {r['running_equal']}/{r['running_chunks']} | {r['edgeforge_exact']:.4f} ({r['exact_diff_pct']:+.2f}%) | {'PASS' if r['pass'] else 'FAIL'} | {r['per_chunk_nll_diff_sd']['edgeforge_llamacpp_vs_llama_default']:.2e} | {r['per_chunk_nll_diff_sd']['llama_f32_kv_vs_llama_default']:.2e} | {r['noise_floor_pct']:.3f}% |")
 with open(os.path.join(report_dir, "rounding-vs-llamacpp.md"), "w") as fh:
     fh.write("\n".join(md) + "\n")
 print("\n".join(md))
