@@ -8,6 +8,7 @@ use super::format::{half_at, BlockFormat, Offset, BLOCK};
 use super::q8::Q8View;
 
 /// The 32 integer codes of one block (signed for Q8_0/IQ4_NL, else unsigned, offset by the format).
+#[inline(always)]
 pub(crate) fn codes(format: BlockFormat, b: &[u8]) -> [i32; BLOCK] {
     let qs = &b[format.qs_at()..];
     let mut c = [0i32; BLOCK];

@@ -59,6 +59,21 @@ fn nibble_codes(format: BlockFormat, bytes: __m512i, qh: Option<__m512i>, c: usi
     }
 }
 
+/// A block column's 16 scales, 16 minimums (zero for the formats without) and high bits (the formats with).
+///
+/// # Safety
+/// `col` points at a whole block column of `format`: the scales are its first 32 bytes, the minimums the 32
+/// after them, the high bits 16 · `qh_at` bytes in; AVX-512F present.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn column_header(col: *const u8, format: BlockFormat) -> (__m512, __m512, Option<__m512i>) {
+    // SAFETY (all three): fields of the block column, read only for the formats that have them.
+    let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
+    let mw = if matches!(format.offset(), Offset::Min) { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
+    let qh = format.qh_at().map(|at| unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) });
+    (dw, mw, qh)
+}
+
 /// Four activation codes (bytes `o .. o + 4` at `p`) in every 32-bit lane.
 ///
 /// # Safety
@@ -96,11 +111,8 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
         // first 32 bytes, its code chunks the 64-byte runs after them.
         let col = unsafe { group.add(b * cb) };
         _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(PREFETCH_BYTES).cast());
-        // SAFETY (all three): the 16 scales, minimums (32 bytes after the scales) and high bits (16 · qh_at
-        // bytes in) are fields of the block column, read only for the formats that have them.
-        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
-        let mw = if with_min { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
-        let qh = format.qh_at().map(|at| unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) });
+        // SAFETY: `col` is a whole block column of `format`.
+        let (dw, mw, qh) = unsafe { column_header(col, format) };
         // SAFETY: chunk `c` is 64 bytes inside the block column (`c` < 4 for nibble formats, < 8 for Q8_0).
         macro_rules! chunk {
             ($c:expr) => {
@@ -140,26 +152,31 @@ unsafe fn group_kernel<const F: usize, const NT: usize>(group: *const u8, x: Q8V
     }
 }
 
+/// `$kernel::<F, NT>` for the index `F` of `format` in `FORMATS` (nothing for a format without a group kernel).
+macro_rules! by_format {
+    ($kernel:ident, $format:expr, $nt:ident, $($arg:expr),*) => {
+        match $format {
+            BlockFormat::Q4_0 => $kernel::<0, $nt>($($arg),*),
+            BlockFormat::Q4_1 => $kernel::<1, $nt>($($arg),*),
+            BlockFormat::Q5_0 => $kernel::<2, $nt>($($arg),*),
+            BlockFormat::Q5_1 => $kernel::<3, $nt>($($arg),*),
+            BlockFormat::Q8_0 => $kernel::<4, $nt>($($arg),*),
+            BlockFormat::IQ4_NL => $kernel::<5, $nt>($($arg),*),
+            _ => {}
+        }
+    };
+}
+
 /// `interleave::group_dot` on AVX-512 VNNI.
 ///
 /// # Safety
 /// `group` holds `x.nb` whole block columns of `format` (an interleaved format); `x` holds at least `NT`
 /// tokens; the CPU supports AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
 pub(super) unsafe fn group_dot<const NT: usize>(format: BlockFormat, group: &[u8], x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
-    let p = group.as_ptr();
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match format {
-            BlockFormat::Q4_0 => group_kernel::<0, NT>(p, x, out),
-            BlockFormat::Q4_1 => group_kernel::<1, NT>(p, x, out),
-            BlockFormat::Q5_0 => group_kernel::<2, NT>(p, x, out),
-            BlockFormat::Q5_1 => group_kernel::<3, NT>(p, x, out),
-            BlockFormat::Q8_0 => group_kernel::<4, NT>(p, x, out),
-            BlockFormat::IQ4_NL => group_kernel::<5, NT>(p, x, out),
-            _ => {}
-        }
-    }
+    unsafe { by_format!(group_kernel, format, NT, group.as_ptr(), x, out) }
 }
+
 
 /// `out[t][r]` := row `r` of the group dotted with token `t`, summed as llama.cpp's x86 build sums it
 /// (`ggml_lanes`: eight float lanes per row, lane `j` taking `fma(d_w · d_x, Σ of products 4j..4j+3, lane)` per
@@ -189,10 +206,8 @@ unsafe fn group_kernel_lanes<const F: usize, const NT: usize>(group: *const u8, 
         // SAFETY: as in `group_kernel`: block column `b < nb` lies inside the group.
         let col = unsafe { group.add(b * cb) };
         _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(PREFETCH_BYTES).cast());
-        // SAFETY (all three): fields of the block column, read only for the formats that have them.
-        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.cast()) });
-        let mw = if with_min { _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(col.add(2 * GROUP).cast()) }) } else { _mm512_setzero_ps() };
-        let qh = format.qh_at().map(|at| unsafe { _mm512_loadu_si512(col.add(GROUP * at).cast()) });
+        // SAFETY: `col` is a whole block column of `format`.
+        let (dw, mw, qh) = unsafe { column_header(col, format) };
         // SAFETY: chunk `c` is 64 bytes inside the block column (`c` < 4 for nibble formats, < 8 for Q8_0).
         macro_rules! chunk {
             ($c:expr) => {
@@ -241,19 +256,8 @@ unsafe fn group_kernel_lanes<const F: usize, const NT: usize>(group: *const u8, 
 /// # Safety
 /// As `group_dot`.
 pub(super) unsafe fn group_dot_lanes<const NT: usize>(format: BlockFormat, group: &[u8], x: Q8View<'_>, out: &mut [[f32; GROUP]; NT]) {
-    let p = group.as_ptr();
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match format {
-            BlockFormat::Q4_0 => group_kernel_lanes::<0, NT>(p, x, out),
-            BlockFormat::Q4_1 => group_kernel_lanes::<1, NT>(p, x, out),
-            BlockFormat::Q5_0 => group_kernel_lanes::<2, NT>(p, x, out),
-            BlockFormat::Q5_1 => group_kernel_lanes::<3, NT>(p, x, out),
-            BlockFormat::Q8_0 => group_kernel_lanes::<4, NT>(p, x, out),
-            BlockFormat::IQ4_NL => group_kernel_lanes::<5, NT>(p, x, out),
-            _ => {}
-        }
-    }
+    unsafe { by_format!(group_kernel_lanes, format, NT, group.as_ptr(), x, out) }
 }
 
 /// One activation block's codes (llama.cpp's `q8_0` rounding): `q = round(x · 127 / max|x|)`, ties to even
