@@ -576,18 +576,25 @@ fn ggml_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut
     if acts.rows() != n || acts.blocks_per_row() * format::BLOCK != w.in_dim {
         return false;
     }
-    if w.layout == Layout::Interleaved {
-        return match order {
-            ggml_lanes::SumOrder::Block => interleaved_block(isa, w, acts, n, block),
-            ggml_lanes::SumOrder::Lanes => interleaved_lanes_block(isa, w, acts, n, block),
-        };
+    let interleaved = w.layout == Layout::Interleaved;
+    match order {
+        ggml_lanes::SumOrder::Block if interleaved => return interleaved_block(isa, w, acts, n, block),
+        ggml_lanes::SumOrder::Lanes if interleaved && isa == DotIsa::Avx512Vnni => return interleaved_lanes_block(isa, w, acts, n, block),
+        _ => {}
     }
+    // Rows (an interleaved weight's put back in the file's layout, for kernels without a lane-order one).
     let wide = isa != DotIsa::Scalar;
+    let mut unpacked = vec![0u8; if interleaved { w.row_bytes } else { 0 }];
     for t0 in (0..n).step_by(4) {
         let nt = (n - t0).min(4);
         let x = acts.view(t0, nt);
         for c in 0..block.width() {
-            let row = w.row(block.col0() + c);
+            let row = if interleaved {
+                interleave::unpack_row(w.format, &w.bytes, w.in_dim / format::BLOCK, block.col0() + c, &mut unpacked);
+                &unpacked[..]
+            } else {
+                w.row(block.col0() + c)
+            };
             let mut out = [0f32; 4];
             match nt {
                 1 => out[0] = ggml_lanes::row_dot::<1>(w.format, order, row, x, &mut [0.0], wide)[0],

@@ -725,11 +725,15 @@ fn llamacpp_rounding_products_give_the_portable_llama_order_bits() {
                 product_on(2, || block_matmul(&w, &x, n, &mut got));
                 let mut acts = Q8Rows::default();
                 acts.quantize(&x, n, cols);
+                // The portable kernel on the same weight (an interleaved one's rows unpacked).
+                let mut portable = vec![f32::NAN; n * rows];
+                assert!(q8_matmul_with(DotIsa::Scalar, &w, &x, n, &mut portable), "{format:?}");
                 for t in 0..n {
                     for c in 0..rows {
                         let mut want = [0f32; 1];
                         ggml_lanes::row_dot::<1>(format, order, original.row(c), acts.view(t, 1), &mut want, false);
                         assert_eq!(got[t * rows + c].to_bits(), want[0].to_bits(), "{format:?} {order:?} {rows}x{cols} n {n} token {t} row {c}");
+                        assert_eq!(portable[t * rows + c].to_bits(), want[0].to_bits(), "portable {format:?} {order:?} {rows}x{cols} n {n} token {t} row {c}");
                     }
                 }
             }
