@@ -115,12 +115,6 @@ pub enum Attention {
 }
 
 
-/// `x` at f16 precision.
-#[inline]
-fn f16_round(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
-}
-
 /// Head `h` (reading kv head `kvh`) as llama.cpp's CPU flash attention computes it (`Attention::LlamaCpp`;
 /// the cache already holds f16-rounded keys and values): `ggml_arith::GgmlHead`.
 fn attend_head_llamacpp(x: &HeadInputs<'_>, h: usize, kvh: usize, out: &mut [f32]) {
@@ -260,7 +254,7 @@ pub(crate) fn attention_heads_into(
     rope.apply(k, kvd);
     if arith == Attention::LlamaCpp {
         // llama.cpp's default KV cache holds halves.
-        k.iter_mut().chain(v.iter_mut()).for_each(|x| *x = f16_round(*x));
+        k.iter_mut().chain(v.iter_mut()).for_each(|x| *x = crate::kernels::ggml_arith::f16_round(*x));
     }
     for r in 0..n {
         kc[(past + r) * cw..][..kvd].copy_from_slice(&k[r * kvd..(r + 1) * kvd]);

@@ -17,6 +17,13 @@ const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
 /// The polynomial's coefficients, highest degree first.
 const C: [f32; 5] = [f32::from_bits(0x3c07_2010), f32::from_bits(0x3d2b_9f17), f32::from_bits(0x3e2a_af33), f32::from_bits(0x3eff_fedb), f32::from_bits(0x3f7f_fff6)];
 
+/// `x` at f16 precision (round to nearest even, as F16C converts): llama.cpp's f16 KV cache and its one-row
+/// flash-attention kernel's query and accumulator.
+#[inline]
+pub(crate) fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
 /// `e^x` as llama.cpp's AVX-512 `ggml_v_expf` computes it (one lane).
 #[inline(always)]
 pub(crate) fn expf(x: f32) -> f32 {
@@ -159,13 +166,12 @@ impl GgmlHead<'_> {
     #[inline(always)]
     fn one_row_body(&self, out: &mut [f32]) {
         let hd = self.head_dim;
-        let f16 = |x: f32| half::f16::from_f32(x).to_f32();
         let (mut q, mut acc) = (vec![0f32; hd], vec![0f32; hd]);
         // ggml folds the soft-cap into the scale: tanh(s · scale / c) · c.
         let scale = self.softcap.map_or(self.scale, |c| self.scale / c);
         for (r, o) in out.chunks_exact_mut(hd).enumerate() {
             for (qv, &v) in q.iter_mut().zip(&self.q[r * self.q_stride..][..hd]) {
-                *qv = f16(v);
+                *qv = f16_round(v);
             }
             acc.fill(0.0);
             let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
@@ -180,13 +186,13 @@ impl GgmlHead<'_> {
                     let old = m;
                     m = s;
                     let ms = (old - m).exp();
-                    acc.iter_mut().for_each(|a| *a = f16(*a * ms));
+                    acc.iter_mut().for_each(|a| *a = f16_round(*a * ms));
                     (ms, 1.0)
                 } else {
                     (1.0, (s - m).exp())
                 };
                 for (a, &v) in acc.iter_mut().zip(&self.v[key * self.kv_stride..][..hd]) {
-                    *a = f16(v.mul_add(vs, *a));
+                    *a = f16_round(v.mul_add(vs, *a));
                 }
                 sum = sum.mul_add(ms, vs);
             }

@@ -86,16 +86,25 @@ unsafe fn row_dot_fma<const NT: usize>(format: BlockFormat, order: SumOrder, row
 }
 
 /// `row_dot_body` on the widest build this CPU runs (`wide`: AVX2 + FMA if present).
-pub(crate) fn row_dot<'o, const NT: usize>(format: BlockFormat, order: SumOrder, row: &[u8], x: Q8View<'_>, out: &'o mut [f32; NT], wide: bool) -> &'o mut [f32; NT] {
+pub(crate) fn row_dot<const NT: usize>(format: BlockFormat, order: SumOrder, row: &[u8], x: Q8View<'_>, out: &mut [f32; NT], wide: bool) {
     #[cfg(target_arch = "x86_64")]
     if wide && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected just above.
         unsafe { row_dot_fma(format, order, row, x, out) };
-        return out;
+        return;
     }
     let _ = wide;
     row_dot_body(format, order, row, x, out);
-    out
+}
+
+/// `row_dot` for the 1 to 4 tokens `x` holds, into `out[..x.tokens]`.
+pub(crate) fn row_dot_tokens(format: BlockFormat, order: SumOrder, row: &[u8], x: Q8View<'_>, out: &mut [f32; 4], wide: bool) {
+    match x.tokens {
+        1 => row_dot::<1>(format, order, row, x, out.first_chunk_mut().unwrap_or(&mut [0.0]), wide),
+        2 => row_dot::<2>(format, order, row, x, out.first_chunk_mut().unwrap_or(&mut [0.0; 2]), wide),
+        3 => row_dot::<3>(format, order, row, x, out.first_chunk_mut().unwrap_or(&mut [0.0; 3]), wide),
+        _ => row_dot::<4>(format, order, row, x, out, wide),
+    }
 }
 
 #[cfg(test)]

@@ -596,14 +596,7 @@ fn ggml_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut
                 w.row(block.col0() + c)
             };
             let mut out = [0f32; 4];
-            match nt {
-                1 => out[0] = ggml_lanes::row_dot::<1>(w.format, order, row, x, &mut [0.0], wide)[0],
-                2 => out[..2].copy_from_slice(ggml_lanes::row_dot::<2>(w.format, order, row, x, &mut [0.0; 2], wide)),
-                3 => out[..3].copy_from_slice(ggml_lanes::row_dot::<3>(w.format, order, row, x, &mut [0.0; 3], wide)),
-                _ => {
-                    ggml_lanes::row_dot::<4>(w.format, order, row, x, &mut out, wide);
-                }
-            }
+            ggml_lanes::row_dot_tokens(w.format, order, row, x, &mut out, wide);
             for (t, &v) in out[..nt].iter().enumerate() {
                 if !block.set(t0 + t, c, v) {
                     return false;
@@ -647,45 +640,43 @@ fn rows_block(dot: RowDot, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut
 /// `interleaved_block` in llama.cpp's lane order (`x86_group::group_dot_lanes`, two tokens per call; only
 /// AVX-512 interleaves weights for the llamacpp rounding, `set_rounding`).
 fn interleaved_lanes_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
-    let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
-    let group_bytes = nb * cb;
-    let (col0, end) = (block.col0(), block.col0() + block.width());
     #[cfg(target_arch = "x86_64")]
-    let wide = isa == DotIsa::Avx512Vnni && isa.is_supported();
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    if !wide || w.bytes.len() != w.out_dim.div_ceil(interleave::GROUP) * group_bytes || !col0.is_multiple_of(interleave::GROUP) {
-        return false;
-    }
-    for g in col0 / interleave::GROUP..end.div_ceil(interleave::GROUP) {
-        let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
-        let (c0, c1) = (g * interleave::GROUP - col0, ((g + 1) * interleave::GROUP).min(end) - col0);
-        for t0 in (0..n).step_by(2) {
-            let nt = (n - t0).min(2);
-            let mut out = [[0f32; interleave::GROUP]; 2];
-            #[cfg(target_arch = "x86_64")]
-            {
-                // SAFETY: AVX-512 VNNI was checked above; `group` holds `nb` whole block columns of an interleaved
-                // format and the view holds `nt` tokens of `nb` blocks (checked by `ggml_block`).
-                let x = acts.view(t0, nt);
-                if nt == 2 {
-                    unsafe { x86_group::group_dot_lanes::<2>(w.format, group, x, &mut out) };
-                } else if let Some(o) = out.first_chunk_mut::<1>() {
-                    unsafe { x86_group::group_dot_lanes::<1>(w.format, group, x, o) };
+    if isa == DotIsa::Avx512Vnni && isa.is_supported() {
+        return for_each_group(w, acts, n, block, 2, |group, x, nt, out| {
+            // SAFETY: AVX-512 VNNI was checked above; `group` holds whole block columns of an interleaved format
+            // and `x` holds `nt` (1 or 2) tokens of as many blocks (checked by `for_each_group`).
+            if nt == 2 {
+                if let Some(o) = out.first_chunk_mut::<2>() {
+                    unsafe { x86_group::group_dot_lanes::<2>(w.format, group, x, o) };
                 }
+            } else if let Some(o) = out.first_chunk_mut::<1>() {
+                unsafe { x86_group::group_dot_lanes::<1>(w.format, group, x, o) };
             }
-            for (t, o) in out[..nt].iter().enumerate() {
-                let Some(row) = block.row_mut(t0 + t) else { return false };
-                row[c0..c1].copy_from_slice(&o[..c1 - c0]);
-            }
-        }
+        });
     }
-    true
+    let _ = (isa, w, acts, n, block);
+    false
 }
 
 /// One task of the integer path on an interleaved weight: whole groups (`rows_per_task` is a multiple of 16),
 /// up to four tokens per kernel call.
 fn interleaved_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, block: &mut ColumnBlock<'_>) -> bool {
+    for_each_group(w, acts, n, block, 4, |group, x, nt, out| {
+        group_dot(isa, w.format, group, x, nt, out);
+    })
+}
+
+/// The groups of an interleaved weight inside `block`, against the `n` tokens `step` (<= 4) at a time:
+/// `kernel(group, tokens, nt, out)` fills `out[..nt]`, whose rows inside the block are copied to it. `false`
+/// on inconsistent lengths.
+fn for_each_group(
+    w: &BlockLinear,
+    acts: &Q8Rows,
+    n: usize,
+    block: &mut ColumnBlock<'_>,
+    step: usize,
+    mut kernel: impl FnMut(&[u8], Q8View<'_>, usize, &mut [[f32; interleave::GROUP]; 4]),
+) -> bool {
     let (nb, cb) = (w.in_dim / format::BLOCK, interleave::column_bytes(w.format));
     let group_bytes = nb * cb;
     let (col0, end) = (block.col0(), block.col0() + block.width());
@@ -696,10 +687,10 @@ fn interleaved_block(isa: DotIsa, w: &BlockLinear, acts: &Q8Rows, n: usize, bloc
         let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
         // The group's rows inside this block (the last group of the matrix may be padding past `end`).
         let (c0, c1) = (g * interleave::GROUP - col0, ((g + 1) * interleave::GROUP).min(end) - col0);
-        for t0 in (0..n).step_by(4) {
-            let nt = (n - t0).min(4);
+        for t0 in (0..n).step_by(step) {
+            let nt = (n - t0).min(step);
             let mut out = [[0f32; interleave::GROUP]; 4];
-            group_dot(isa, w.format, group, acts.view(t0, nt), nt, &mut out);
+            kernel(group, acts.view(t0, nt), nt, &mut out);
             for (t, o) in out[..nt].iter().enumerate() {
                 let Some(row) = block.row_mut(t0 + t) else { return false };
                 row[c0..c1].copy_from_slice(&o[..c1 - c0]);
